@@ -1,0 +1,137 @@
+"""Training state, DeepSpeed checkpoints with exact resume, and Hugging Face export at every save.
+
+Layout of a run directory:
+
+    run_dir/config.json, ds_config.json     resolved configs (written at start)
+    run_dir/metrics.jsonl, tensorboard/     metrics
+    run_dir/checkpoints/latest              tag of the newest complete checkpoint (DeepSpeed's pointer)
+    run_dir/checkpoints/step_00000100/      DeepSpeed shards + train_state.json + run_config.json
+    run_dir/checkpoints/step_00000100/hf/   Hugging Face export (config.json, weights, tokenizer files)
+    run_dir/hf -> checkpoints/<newest>/hf   what `from_pretrained` / `--init_from` should point at
+
+Randomness needs no stored generator state: the loop derives every step's seed from (run seed, step,
+rank), so a resumed run draws the same dropout and masking as the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from biobert.config import read_json, write_json
+from biobert.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass
+class TrainState:
+    """All mutable training progress; saved with every checkpoint and restored by --resume."""
+
+    step: int = 0  # optimizer steps completed
+    micro_step: int = 0  # micro-batches completed on each rank
+    samples_seen: int = 0  # examples consumed, all ranks together: the data position
+    tokens_seen: int = 0  # non-padding tokens consumed, all ranks together
+    elapsed_s: float = 0.0  # training wall time, summed over resumes
+    best_metric: float | None = None
+    best_step: int | None = None
+
+
+def git_sha() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def latest_tag(run_dir: str | Path) -> str | None:
+    pointer = checkpoint_dir(run_dir) / "latest"
+    return pointer.read_text().strip() if pointer.is_file() else None
+
+
+def check_fresh_run_dir(run_dir: str | Path) -> None:
+    """Refuse to start a new run on top of an old one: its checkpoints and metrics would be mixed."""
+    if latest_tag(run_dir) is not None or (Path(run_dir) / "metrics.jsonl").exists():
+        raise UserError(f"{run_dir}: already holds a run. Pass --resume to continue it, or choose a new "
+                        "--run_dir (nothing was overwritten).")
+
+
+def resume_tag(run_dir: str | Path) -> str:
+    tag = latest_tag(run_dir)
+    if tag is None:
+        raise UserError(f"--resume: no checkpoint in {checkpoint_dir(run_dir)} (no `latest` file). "
+                        "Remove --resume to start a new run there.")
+    tag_dir = checkpoint_dir(run_dir) / tag
+    if not (tag_dir / "train_state.json").is_file():
+        raise UserError(f"--resume: checkpoint {tag_dir} is incomplete (no train_state.json); it was "
+                        "probably interrupted while saving. Point `latest` at an older tag to resume from it.")
+    return tag
+
+
+def state_from_client(client: dict, source: str) -> TrainState:
+    data = client.get("train_state")
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: checkpoint has no train_state; was it written by this project?")
+    return TrainState(**{f.name: data[f.name] for f in dataclasses.fields(TrainState) if f.name in data})
+
+
+def save(engine: Any, run_dir: str | Path, state: TrainState, run_config: dict,
+         exporter: Any | None = None) -> Path:
+    """Collective. DeepSpeed shards first, then our JSON, then the HF export; `run_dir/hf` moves last."""
+    ckpt = checkpoint_dir(run_dir)
+    tag = f"step_{state.step:08d}"
+    client = {"train_state": dataclasses.asdict(state), "run_config": run_config, "git_sha": git_sha()}
+    engine.save_checkpoint(ckpt, tag, client)
+    tag_dir = ckpt / tag
+    if engine.rank == 0:
+        write_json(tag_dir / "run_config.json", run_config)
+        write_json(tag_dir / "ds_config.json", engine.config)
+        write_json(tag_dir / "train_state.json", {**dataclasses.asdict(state), "git_sha": client["git_sha"]})
+    if exporter is not None:
+        export_dir = tag_dir / "hf"
+        exporter(engine, export_dir, {"run_config": run_config, "ds_config": engine.config,
+                                      "train_state": dataclasses.asdict(state), "git_sha": client["git_sha"]})
+        if engine.rank == 0:
+            link = Path(run_dir) / "hf"
+            tmp = Path(run_dir) / ".hf.tmp"
+            if tmp.is_symlink() or tmp.exists():
+                tmp.unlink()
+            os.symlink(os.path.relpath(export_dir, run_dir), tmp)
+            tmp.replace(link)
+    engine.barrier()
+    return tag_dir
+
+
+def export_hf_model(engine: Any, out_dir: Path, provenance: dict, prefix: str, hf_model: Any,
+                    tokenizer: Any, extra_files: dict[str, dict] | None = None) -> None:
+    """Write `hf_model`'s config with the engine's current weights (collected from key `prefix`)."""
+    state = engine.full_state_dict()  # collective under ZeRO-3
+    if engine.rank != 0:
+        return
+    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    hf_model.save_pretrained(str(tmp), state_dict=weights, safe_serialization=True)
+    tokenizer.save(tmp)
+    write_json(tmp / "biobert_run.json", provenance)
+    for name, data in (extra_files or {}).items():
+        write_json(tmp / name, data)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.replace(out_dir)
+
+
+def read_provenance(hf_dir: str | Path) -> dict:
+    path = Path(hf_dir) / "biobert_run.json"
+    return read_json(path, "provenance") if path.is_file() else {}

@@ -1,0 +1,167 @@
+"""Load and validate the DeepSpeed JSON before any compute.
+
+DeepSpeed silently ignores unknown top-level keys, so a typo such as `"gradient_acumulation_steps"` would
+train with the wrong batch. We reject unknown keys with the list of valid ones, and check the batch
+arithmetic against the world size with a message that says which number to change.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from biobert.config import read_json
+from biobert.errors import UserError
+
+# Top-level keys DeepSpeed 0.14-0.19 reads (runtime/config.py and the sub-configs it parses).
+TOP_LEVEL_KEYS = frozenset("""
+train_batch_size train_micro_batch_size_per_gpu gradient_accumulation_steps steps_per_print
+dump_state optimizer scheduler gradient_clipping prescale_gradients gradient_predivide_factor
+sparse_gradients fp16 bf16 bfloat16 amp torch_autocast zero_optimization zero_allow_untested_optimizer
+zero_force_ds_cpu_optimizer activation_checkpointing flops_profiler tensorboard wandb csv_monitor comet
+wall_clock_breakdown memory_breakdown communication_data_type seq_parallel_communication_data_type
+elasticity data_efficiency curriculum_learning compression_training autotuning nebula checkpoint
+data_types aio sparse_attention pipeline pld progressive_layer_drop eigenvalue quantize_training
+disable_allgather dataloader_drop_last use_data_before_expert_parallelism gradient_allreduce_op
+graph_harvesting compile timers hybrid_engine weight_quantization mics_shard_size
+mics_hierarchical_params_gather load_universal_checkpoint use_node_local_storage expert_parallel
+disable_python_gc legacy_fusion log_level vocabulary_size zenflow managed_gradient_accumulation
+lower_precision_safe_modules dtype monitor_config
+""".split())
+
+# Fields of DeepSpeedZeroConfig in DeepSpeed 0.19.8 (tests compare this with the installed version).
+ZERO_KEYS = frozenset("""
+allgather_bucket_size allgather_partitions compute_grad_norm contiguous_gradients cpu_offload
+cpu_offload_param cpu_offload_use_pin_memory elastic_checkpoint enable_sanity_checks
+ignore_unused_parameters leaf_module legacy_stage1 load_from_fp32_weights log_trace_cache_warnings
+memory_efficient_linear offload_optimizer offload_param overlap_comm override_module_apply
+parameter_alignment pipeline_loading_checkpoint reduce_bucket_size reduce_scatter round_robin_gradients
+save_muon_momentum_buffer_in_memory stage stage3_allgather_sequential
+stage3_gather_16bit_weights_on_model_save stage3_gather_fp16_weights_on_model_save
+stage3_max_live_parameters stage3_max_reuse_distance stage3_model_persistence_threshold
+stage3_module_granularity_threshold stage3_param_persistence_threshold stage3_prefetch_bucket_size
+stage3_use_all_reduce_for_fetch_params sub_group_size use_multi_rank_bucket_allreduce zenflow
+zero_hpz_partition_size zero_quantized_gradients zero_quantized_nontrainable_weights
+zero_quantized_weights
+""".split())
+
+SCHEDULERS_WITH_TOTAL = ("WarmupDecayLR", "WarmupCosineLR")
+
+
+def _close_matches(key: str, valid: frozenset[str]) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(key, sorted(valid), n=1)
+    return f" (did you mean `{near[0]}`?)" if near else ""
+
+
+def apply_overrides(cfg: dict, overrides: list[str], source: str = "--ds") -> dict:
+    """`key.sub=value` overrides, value parsed as JSON when it can be (numbers, true, objects)."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"{source} {item!r}: expected KEY.PATH=VALUE, e.g. optimizer.params.lr=5e-5")
+        path, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = cfg
+        keys = path.split(".")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise UserError(f"{source} {item!r}: `{k}` is not an object in the DeepSpeed config")
+        node[keys[-1]] = value
+    return cfg
+
+
+def validate(cfg: dict, source: str) -> None:
+    unknown = [k for k in cfg if k not in TOP_LEVEL_KEYS]
+    if unknown:
+        hints = "; ".join(f"`{k}`{_close_matches(k, TOP_LEVEL_KEYS)}" for k in unknown)
+        raise UserError(f"{source}: unknown DeepSpeed key(s): {hints}. DeepSpeed would silently ignore "
+                        f"them. Valid top-level keys: {', '.join(sorted(TOP_LEVEL_KEYS))}")
+    zero = cfg.get("zero_optimization", {})
+    if not isinstance(zero, dict):
+        raise UserError(f"{source}: `zero_optimization` must be an object like {{\"stage\": 1}}")
+    bad = [k for k in zero if k not in ZERO_KEYS]
+    if bad:
+        hints = "; ".join(f"`{k}`{_close_matches(k, ZERO_KEYS)}" for k in bad)
+        raise UserError(f"{source}: unknown key(s) in zero_optimization: {hints}")
+    if zero.get("stage", 0) not in (0, 1, 2, 3):
+        raise UserError(f"{source}: zero_optimization.stage must be 0, 1, 2 or 3, got {zero.get('stage')!r}")
+    if cfg.get("fp16", {}).get("enabled") and cfg.get("bf16", {}).get("enabled"):
+        raise UserError(f"{source}: fp16 and bf16 are both enabled; enable one")
+
+
+def resolve_batch(cfg: dict, world_size: int, source: str) -> tuple[int, int, int]:
+    """(train_batch_size, micro_batch_per_gpu, grad_accum) checked against the world size; fills the
+    missing one, as DeepSpeed would, but fails with a message saying what to change."""
+    tbs = cfg.get("train_batch_size")
+    mbs = cfg.get("train_micro_batch_size_per_gpu")
+    gas = cfg.get("gradient_accumulation_steps")
+    for name, v in (("train_batch_size", tbs), ("train_micro_batch_size_per_gpu", mbs),
+                    ("gradient_accumulation_steps", gas)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise UserError(f"{source}: `{name}` must be a positive integer, got {v!r}")
+    if tbs is not None and mbs is not None and gas is not None:
+        if tbs != mbs * gas * world_size:
+            raise UserError(
+                f"{source}: train_batch_size {tbs} != micro {mbs} x accumulation {gas} x world size "
+                f"{world_size} = {mbs * gas * world_size}. Set gradient_accumulation_steps to "
+                f"{tbs / (mbs * world_size):g} or train_batch_size to {mbs * gas * world_size}, "
+                "or remove one of the three and let it be derived.")
+    elif tbs is not None and mbs is not None:
+        if tbs % (mbs * world_size):
+            raise UserError(f"{source}: train_batch_size {tbs} is not divisible by micro {mbs} x world size "
+                            f"{world_size}; change train_micro_batch_size_per_gpu or the number of ranks.")
+        gas = tbs // (mbs * world_size)
+    elif tbs is not None and gas is not None:
+        if tbs % (gas * world_size):
+            raise UserError(f"{source}: train_batch_size {tbs} is not divisible by accumulation {gas} x "
+                            f"world size {world_size}; change gradient_accumulation_steps.")
+        mbs = tbs // (gas * world_size)
+    elif mbs is not None:
+        gas = gas or 1
+        tbs = mbs * gas * world_size
+    else:
+        raise UserError(f"{source}: set train_batch_size or train_micro_batch_size_per_gpu")
+    return tbs, mbs, gas
+
+
+def load_ds_config(path: str | Path, overrides: list[str] | None = None) -> dict:
+    cfg = read_json(path, "DeepSpeed config")
+    cfg = apply_overrides(cfg, overrides or [])
+    validate(cfg, str(path))
+    return cfg
+
+
+def finalize(cfg: dict, world_size: int, total_steps: int, on_cpu: bool, source: str) -> dict[str, Any]:
+    """The config handed to DeepSpeed: batch resolved, scheduler length filled, CPU-safe optimizer."""
+    cfg = copy.deepcopy(cfg)
+    tbs, mbs, gas = resolve_batch(cfg, world_size, source)
+    cfg.update(train_batch_size=tbs, train_micro_batch_size_per_gpu=mbs, gradient_accumulation_steps=gas)
+    sched = cfg.get("scheduler")
+    if sched and sched.get("type") in SCHEDULERS_WITH_TOTAL:
+        params = sched.setdefault("params", {})
+        if params.get("total_num_steps") in (None, "auto"):
+            params["total_num_steps"] = max(1, total_steps)
+        warm = params.get("warmup_num_steps")
+        if isinstance(warm, int) and warm >= params["total_num_steps"]:
+            raise UserError(f"{source}: scheduler warmup_num_steps {warm} >= total steps "
+                            f"{params['total_num_steps']}; lower the warmup or train longer")
+    if on_cpu:
+        if cfg.get("fp16", {}).get("enabled"):
+            raise UserError(f"{source}: fp16 is a GPU setting (dynamic loss scaling); on CPU use a profile "
+                            "with bf16 or fp32, e.g. ds_configs/cpu.json")
+        opt = cfg.get("optimizer") or {}
+        if opt.get("type", "").lower() in ("adam", "adamw"):
+            # DeepSpeed's CPU FusedAdam is a C++ op compiled on first use (~60 s); torch's AdamW is exact.
+            opt.setdefault("params", {}).setdefault("torch_adam", True)
+        if opt.get("type", "").lower() == "lamb":
+            raise UserError(f"{source}: DeepSpeed's Lamb is a CUDA kernel and cannot run on CPU; use AdamW "
+                            "for CPU runs (ds_configs/cpu.json)")
+    return cfg

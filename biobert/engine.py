@@ -1,0 +1,160 @@
+"""The Engine: the only module that imports DeepSpeed.
+
+Pre-training and every fine-tuning task run through this one wrapper, so precision, ZeRO, gradient
+accumulation, clipping, the optimizer and scheduler all come from the DeepSpeed JSON and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from biobert import dist
+from biobert.ds_config import finalize, load_ds_config
+from biobert.errors import UserError
+
+_NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm.weight", "layer_norm.bias")
+
+
+def _cpu_threads() -> None:
+    """The `deepspeed` launcher leaves OMP_NUM_THREADS unset; N ranks x all cores oversubscribe the CPU."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    local = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("LOCAL_SIZE") or dist.world_size())
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local)))
+
+
+def _param_groups(model: torch.nn.Module) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if name.endswith(_NO_DECAY) else decay).append(p)
+    groups = [{"params": decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+class Engine:
+    """A DeepSpeed engine plus the facts the loop needs (world, batch layout, device, precision)."""
+
+    def __init__(self, model: torch.nn.Module, ds_config_path: str | Path, *, total_steps: int,
+                 overrides: list[str] | None = None, timeout_s: int = 600):
+        dist.setup_env()
+        import deepspeed  # noqa: PLC0415  (deferred: 1-2 s import, and the env must be set first)
+        from deepspeed.accelerator import get_accelerator
+
+        self.on_cpu = get_accelerator().device_name() == "cpu"
+        if self.on_cpu:
+            import deepspeed.ops
+
+            # The shared-memory allreduce is a C++ op JIT-built (~50 s) in every fresh process; gloo suffices.
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+            _cpu_threads()
+        self.source = str(ds_config_path)
+        raw = load_ds_config(ds_config_path, overrides)
+        world = dist.world_size()
+        self.config = finalize(raw, world, total_steps, self.on_cpu, self.source)
+        deepspeed.init_distributed(dist_backend="gloo" if self.on_cpu else "nccl", verbose=False,
+                                   timeout=timedelta(seconds=timeout_s))
+        self.ds, _, _, _ = deepspeed.initialize(model=model, model_parameters=_param_groups(model),
+                                                config=self.config)
+        self.rank, self.world_size = dist.rank(), world
+        self.train_batch = self.config["train_batch_size"]
+        self.micro_batch = self.config["train_micro_batch_size_per_gpu"]
+        self.grad_accum = self.config["gradient_accumulation_steps"]
+        self.zero_stage = self.config.get("zero_optimization", {}).get("stage", 0)
+        self.dtype = (torch.bfloat16 if self.config.get("bf16", {}).get("enabled")
+                      else torch.float16 if self.config.get("fp16", {}).get("enabled") else torch.float32)
+        self.device = self.ds.device
+
+    # ---- training -------------------------------------------------------------------------------
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.ds.module
+
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def __call__(self, batch: dict[str, Any]) -> Any:
+        return self.ds(**self.to_device(batch))
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.ds.backward(loss)
+
+    def step(self) -> None:
+        """Call after every micro-batch; DeepSpeed applies the update at the accumulation boundary."""
+        self.ds.step()
+
+    def train(self, mode: bool = True) -> None:
+        self.ds.train(mode)
+
+    @property
+    def lr(self) -> float:
+        return float(self.ds.get_lr()[0])
+
+    @property
+    def grad_norm(self) -> float | None:
+        norm = self.ds.get_global_grad_norm()
+        return None if norm is None else float(norm)
+
+    @property
+    def loss_scale(self) -> float | None:
+        if self.dtype != torch.float16:
+            return None
+        opt = self.ds.optimizer
+        return float(getattr(opt, "cur_scale", getattr(opt, "loss_scale", 0.0)))
+
+    @property
+    def skipped_steps(self) -> int:
+        return int(self.ds.skipped_steps)
+
+    def all_reduce_sum(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device="cpu" if self.on_cpu else self.device)
+        if self.world_size > 1:
+            torch.distributed.all_reduce(t)
+        return t.tolist()
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            torch.distributed.barrier()
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def save_checkpoint(self, ckpt_dir: str | Path, tag: str, client_state: dict) -> None:
+        """Collective: every rank calls it (ZeRO shards optimizer state across ranks)."""
+        self.ds.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state)
+
+    def load_checkpoint(self, ckpt_dir: str | Path, tag: str | None = None) -> dict:
+        try:
+            path, client = self.ds.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True,
+                                                   load_lr_scheduler_states=True)
+        except (RuntimeError, OSError, EOFError, KeyError, ValueError) as e:
+            raise UserError(f"{ckpt_dir}/{tag or 'latest'}: checkpoint could not be loaded ({e}); "
+                            "it may be incomplete or from a different model/ZeRO setup") from None
+        if path is None:
+            raise UserError(f"{ckpt_dir}: no loadable checkpoint (tag {tag or 'latest'})")
+        return client
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Full-precision weights on rank 0 (None elsewhere); collective under ZeRO-3."""
+        module = self.module
+        if self.zero_stage == 3:
+            import deepspeed
+
+            out = {}
+            for name, p in module.named_parameters():
+                with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+                    if self.rank == 0:
+                        out[name] = p.detach().float().cpu().clone()
+            for name, b in module.named_buffers():
+                if self.rank == 0:
+                    out[name] = b.detach().cpu().clone()
+            return out if self.rank == 0 else None
+        if self.rank != 0:
+            return None
+        return {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu()
+                for k, v in module.state_dict().items()}

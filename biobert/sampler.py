@@ -1,0 +1,99 @@
+"""Data order as a pure function of (seed, global sample position).
+
+Which examples a rank sees at a step depends only on the run seed and `samples_seen`, never on how many
+steps this process has run, so a resumed run, or a run resumed on a different number of ranks with the
+same global batch, reads exactly the examples the uninterrupted run would have read: none twice, none
+skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from biobert.dist import derived_seed
+
+
+@dataclass
+class BatchLayout:
+    global_batch: int  # examples per optimizer step over all ranks (DeepSpeed's train_batch_size)
+    micro_batch: int
+    grad_accum: int
+    world_size: int
+    rank: int
+
+
+class EpochSampler:
+    """Shuffled epochs over `num_examples`; a global batch never straddles two epochs.
+
+    `drop_last=True` (pre-training) drops the epoch's last incomplete global batch; `drop_last=False`
+    (fine-tuning) completes it with the first examples of the same epoch's order, as PyTorch's
+    DistributedSampler pads, so every example is trained on every epoch.
+    """
+
+    def __init__(self, num_examples: int, global_batch: int, seed: int, shuffle: bool = True,
+                 drop_last: bool = True):
+        if num_examples < 1:
+            raise ValueError("EpochSampler needs at least one example")
+        self.n, self.global_batch, self.seed = num_examples, global_batch, seed
+        self.shuffle, self.drop_last = shuffle, drop_last
+        if drop_last:
+            self.steps_per_epoch = num_examples // global_batch
+            if self.steps_per_epoch == 0:
+                raise ValueError(f"{num_examples} examples cannot fill one global batch of {global_batch}")
+        else:
+            self.steps_per_epoch = -(-num_examples // global_batch)
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return self.steps_per_epoch * self.global_batch
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self._cache is None or self._cache[0] != epoch:
+            if self.shuffle:
+                rng = np.random.default_rng(derived_seed(self.seed, "epoch", epoch))
+                order = rng.permutation(self.n)
+            else:
+                order = np.arange(self.n)
+            if not self.drop_last and self.samples_per_epoch > self.n:
+                order = np.concatenate([order, order[: self.samples_per_epoch - self.n]])
+            self._cache = (epoch, order)
+        return self._cache[1]
+
+    def global_batch_at(self, samples_seen: int) -> np.ndarray:
+        """Example indices of the global batch that starts at sample position `samples_seen`."""
+        if samples_seen % self.global_batch:
+            raise ValueError(f"sample position {samples_seen} is not a multiple of the global batch "
+                             f"{self.global_batch}; was the run resumed with a different train_batch_size?")
+        epoch, offset = divmod(samples_seen, self.samples_per_epoch)
+        return self._order(epoch)[offset: offset + self.global_batch]
+
+    def epoch_of(self, samples_seen: int) -> float:
+        return samples_seen / self.samples_per_epoch
+
+
+def rank_micro_batches(indices: np.ndarray, layout: BatchLayout) -> list[np.ndarray]:
+    """This rank's `grad_accum` micro-batches of one global batch: micro-step m, rank r take slice
+    (m * world + r); the split depends only on the layout, not on timing."""
+    out = []
+    for m in range(layout.grad_accum):
+        start = (m * layout.world_size + layout.rank) * layout.micro_batch
+        out.append(indices[start: start + layout.micro_batch])
+    return out
+
+
+class BatchSource:
+    """Feeds fit(): for a global position, this rank's collated micro-batches."""
+
+    def __init__(self, sampler: EpochSampler, layout: BatchLayout,
+                 fetch: Callable[[np.ndarray], dict[str, Any]]):
+        if layout.global_batch != layout.micro_batch * layout.grad_accum * layout.world_size:
+            raise ValueError(f"inconsistent batch layout {layout}")
+        self.sampler, self.layout, self.fetch = sampler, layout, fetch
+
+    def micro_batches(self, samples_seen: int) -> list[dict[str, Any]]:
+        indices = self.sampler.global_batch_at(samples_seen)
+        return [self.fetch(ix) for ix in rank_micro_batches(indices, self.layout)]

@@ -1,0 +1,154 @@
+"""Continue pre-training a BERT (masked LM + next-sentence prediction) on prepared shards.
+
+    deepspeed --num_gpus 8 pretrain/run.py --deepspeed_config ds_configs/v100x8.json \
+        --data_dir shards/pubmed_128 --init_from bert-base-cased/ --run_dir runs/biobert --max_steps 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run by path: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from biobert import checkpoint  # noqa: E402
+from biobert.config import LoopConfig, add_config_args, config_dict, config_from_args, write_json  # noqa: E402
+from biobert.errors import UserError, exit_on_user_error  # noqa: E402
+
+
+@dataclasses.dataclass
+class PretrainConfig(LoopConfig):
+    data_dir: str = ""  # shards written by `python -m data_prep`
+    init_from: str = ""  # Hugging Face BERT directory to continue from (weights only, new run)
+    model_config: str = ""  # BERT config.json to train from scratch instead of init_from
+    tokenizer: str = ""  # vocab.txt or tokenizer directory; default: init_from
+    mlm_probability: float = 0.15
+    eval_batches: int = 20  # held-out micro-batches per rank at each evaluation
+    attn_implementation: str = "sdpa"
+    max_steps: int = 1000
+
+
+def parse_args(argv: list[str] | None) -> tuple[PretrainConfig, argparse.Namespace]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--deepspeed_config", required=True, help="DeepSpeed JSON (ds_configs/<profile>.json)")
+    parser.add_argument("--ds", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a DeepSpeed JSON value, e.g. --ds optimizer.params.lr=5e-5")
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed launcher
+    add_config_args(parser, PretrainConfig)
+    args = parser.parse_args(argv)
+    return config_from_args(PretrainConfig, args), args
+
+
+def check_compatible(manifest: dict, tokenizer, model, data_dir: str, tok_source: str) -> None:
+    """Shards, tokenizer and model must agree before any compute is spent."""
+    if manifest["tokenizer_hash"] != tokenizer.vocab_hash:
+        raise UserError(f"{data_dir}: shards were tokenised with a different vocabulary "
+                        f"(hash {manifest['tokenizer_hash']}, lowercase={manifest.get('lowercase')}) than "
+                        f"{tok_source} (hash {tokenizer.vocab_hash}, lowercase={tokenizer.lowercase}). "
+                        "Re-run data_prep with the model's vocab.txt.")
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise UserError(f"{tok_source}: vocabulary has {tokenizer.vocab_size} entries but the model's "
+                        f"embedding has {model.config.vocab_size}; use the model's own vocab.txt")
+    if manifest["seq_len"] > model.config.max_position_embeddings:
+        raise UserError(f"{data_dir}: sequences of {manifest['seq_len']} tokens exceed the model's "
+                        f"max_position_embeddings {model.config.max_position_embeddings}")
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> dict:
+    cfg, args = parse_args(argv)
+    from biobert.engine import Engine
+    from biobert.loop import fit
+    from biobert.models import load_pretraining_model
+    from biobert.sampler import BatchLayout, BatchSource, EpochSampler
+    from biobert.tokenizer import load_tokenizer
+    from data_prep.shards import open_shards
+    from pretrain.collator import MaskingCollator
+    from pretrain.objective import PretrainingObjective, heldout_metrics
+
+    if not cfg.data_dir:
+        raise UserError("--data_dir is required: a directory written by `python -m data_prep`")
+    if cfg.max_steps < 1:
+        raise UserError("--max_steps must be at least 1 for pre-training")
+    if not cfg.resume:
+        checkpoint.check_fresh_run_dir(cfg.run_dir)
+    else:
+        checkpoint.resume_tag(cfg.run_dir)  # fail before building anything if there is nothing to resume
+    train = open_shards(cfg.data_dir, "train")
+    tok_source = cfg.tokenizer or cfg.init_from
+    if not tok_source:
+        raise UserError("--tokenizer is required with --model_config (the vocab.txt the shards used)")
+    tokenizer = load_tokenizer(tok_source)
+    model = load_pretraining_model(cfg.init_from, cfg.model_config, cfg.attn_implementation)
+    check_compatible(train.manifest, tokenizer, model, cfg.data_dir, tok_source)
+    engine = Engine(PretrainingObjective(model), args.deepspeed_config, total_steps=cfg.max_steps,
+                    overrides=args.ds)
+    run_config = {"run": config_dict(cfg), "deepspeed_overrides": args.ds, "data_manifest": {
+        k: train.manifest.get(k) for k in ("config_hash", "tokenizer_hash", "seq_len", "mode", "counts")}}
+    if engine.rank == 0:
+        write_json(Path(cfg.run_dir) / "config.json", run_config)
+        write_json(Path(cfg.run_dir) / "ds_config.json", engine.config)
+        print(f"pre-training: world {engine.world_size}, micro {engine.micro_batch} x accum "
+              f"{engine.grad_accum} x ranks {engine.world_size} = {engine.train_batch} sequences x "
+              f"{train.seq_len} tokens = {engine.train_batch * train.seq_len:,} tokens per optimizer step; "
+              f"{len(train):,} training sequences; {cfg.max_steps} steps", file=sys.stderr, flush=True)
+    collate = MaskingCollator(model.config.vocab_size, tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id,
+                              tokenizer.mask_id, cfg.mlm_probability)
+    layout = BatchLayout(engine.train_batch, engine.micro_batch, engine.grad_accum, engine.world_size,
+                         engine.rank)
+    source = BatchSource(EpochSampler(len(train), engine.train_batch, cfg.seed),
+                         layout, lambda ix: collate(train.get_batch(ix)))
+    evaluate = _heldout_evaluator(cfg, engine, collate, heldout_metrics)
+    state = checkpoint.TrainState()
+    if cfg.resume:
+        tag = checkpoint.resume_tag(cfg.run_dir)
+        client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), tag)
+        state = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{tag}")
+        if engine.rank == 0:
+            print(f"resumed {cfg.run_dir} at step {state.step} ({state.samples_seen:,} samples seen)",
+                  file=sys.stderr)
+
+    def exporter(eng, out_dir, provenance):
+        checkpoint.export_hf_model(eng, out_dir, provenance, "model.", model, tokenizer)
+
+    state = fit(engine, source, state, cfg, total_steps=cfg.max_steps, run_config=run_config,
+                evaluate=evaluate, exporter=exporter if cfg.export_hf else None)
+    result = {"run_dir": cfg.run_dir, "step": state.step, "samples_seen": state.samples_seen,
+              "tokens_seen": state.tokens_seen, "elapsed_s": round(state.elapsed_s, 2),
+              "tokens_per_s": round(state.tokens_seen / max(state.elapsed_s, 1e-9), 1),
+              "hf_export": str(Path(cfg.run_dir) / "hf")}
+    if engine.rank == 0:
+        write_json(Path(cfg.run_dir) / "result.json", result)
+        print(f"done: {result}", file=sys.stderr)
+    return result
+
+
+def _heldout_evaluator(cfg: PretrainConfig, engine, collate, heldout_metrics):
+    from biobert.dist import derived_seed, seed_everything
+    from data_prep.shards import open_shards
+
+    try:
+        heldout = open_shards(cfg.data_dir, "heldout")
+    except UserError:
+        return None
+    if len(heldout) == 0 or cfg.eval_batches < 1:
+        return None
+    mb, world, rank = engine.micro_batch, engine.world_size, engine.rank
+    per_rank = min(cfg.eval_batches, len(heldout) // (mb * world))
+    if per_rank == 0:
+        return None
+
+    def evaluate(eng, state):
+        seed_everything(derived_seed(cfg.seed, "heldout"))  # the same masks at every evaluation
+        batches = [collate(heldout.get_batch(list(range((b * world + rank) * mb, (b * world + rank + 1) * mb))))
+                   for b in range(per_rank)]
+        return heldout_metrics(eng, batches)
+
+    return evaluate
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Shared fixtures: a tiny BERT, its vocabulary, and a small PubMed-format corpus written by the tests."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(os.environ.get("BIOBERT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+WORDS = ("the of and in to a with for was were by patients cells protein gene expression cancer tumor "
+         "disease treatment study results analysis increased decreased significantly associated human "
+         "mice mutation receptor binding activity levels clinical therapy response risk factor blood "
+         "brain liver kidney heart lung acid dna rna virus infection immune inflammatory signaling "
+         "pathway inhibitor drug dose effect model data group control compared observed").split()
+PIECES = ["##s", "##ed", "##ing", "##ly", "##al", "##ic", "##ion", "##er"]
+
+
+def write_vocab(path: Path, lowercase: bool = True) -> Path:
+    letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,;:()-%<>=/")
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + ["##" + c for c in letters[:36]]
+    tokens += [w for w in WORDS if w not in tokens] + [p for p in PIECES if p not in tokens]
+    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return path
+
+
+def make_sentence(rng: random.Random) -> str:
+    words = [rng.choice(WORDS) for _ in range(rng.randint(6, 18))]
+    return " ".join(words).capitalize() + "."
+
+
+def write_pubmed_xml(path: Path, n_articles: int, seed: int = 0, first_pmid: int = 1000) -> Path:
+    """A small but well-formed MEDLINE baseline file (PubmedArticleSet) of random abstracts."""
+    rng = random.Random(seed)
+    parts = ['<?xml version="1.0" encoding="utf-8"?>\n<!DOCTYPE PubmedArticleSet>\n<PubmedArticleSet>']
+    for i in range(n_articles):
+        title = make_sentence(rng)
+        abstract = " ".join(make_sentence(rng) for _ in range(rng.randint(3, 9)))
+        parts.append(
+            f'<PubmedArticle><MedlineCitation Status="MEDLINE" Owner="NLM"><PMID Version="1">{first_pmid + i}'
+            f"</PMID><Article PubModel=\"Print\"><Journal><JournalIssue><PubDate><Year>2019</Year></PubDate>"
+            f"</JournalIssue></Journal><ArticleTitle>{title}</ArticleTitle><Abstract><AbstractText>{abstract}"
+            f"</AbstractText></Abstract><Language>eng</Language></Article></MedlineCitation></PubmedArticle>")
+    parts.append("</PubmedArticleSet>\n")
+    data = "\n".join(parts).encode("utf-8")
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def write_tiny_bert(out_dir: Path, vocab: Path, layers: int = 2, hidden: int = 32) -> Path:
+    """A randomly initialised tiny BertForPreTraining saved as a Hugging Face directory."""
+    import torch
+    from transformers import BertConfig, BertForPreTraining
+
+    from biobert.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(vocab)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=128,
+                        type_vocab_size=2)
+    model = BertForPreTraining(config)
+    model.save_pretrained(str(out_dir))
+    tok.save(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tmp_path_factory) -> dict[str, Path]:
+    """vocab.txt, a tiny BERT directory, two PubMed files and shards prepared from them (seq 64)."""
+    root = tmp_path_factory.mktemp("assets")
+    vocab = write_vocab(root / "vocab.txt")
+    model = write_tiny_bert(root / "tiny_bert", vocab)
+    xml_dir = root / "pubmed"
+    xml_dir.mkdir()
+    write_pubmed_xml(xml_dir / "pubmed26n0001.xml.gz", 120, seed=1, first_pmid=1000)
+    write_pubmed_xml(xml_dir / "pubmed26n0002.xml.gz", 120, seed=2, first_pmid=5000)
+    from data_prep.cli import main as data_prep_main
+
+    shards = root / "shards"
+    data_prep_main(["--input", str(xml_dir), "--vocab", str(vocab), "--out", str(shards), "--seq_len", "64",
+                    "--heldout_fraction", "0.05"])
+    return {"root": root, "vocab": vocab, "model": model, "pubmed": xml_dir, "shards": shards}
