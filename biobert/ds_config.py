@@ -127,6 +127,10 @@ def resolve_batch(cfg: dict, world_size: int, source: str) -> tuple[int, int, in
     elif mbs is not None:
         gas = gas or 1
         tbs = mbs * gas * world_size
+    elif tbs is not None:  # DeepSpeed's rule: no accumulation, the batch split over the ranks
+        if tbs % world_size:
+            raise UserError(f"{source}: train_batch_size {tbs} is not divisible by the world size {world_size}")
+        mbs, gas = tbs // world_size, 1
     else:
         raise UserError(f"{source}: set train_batch_size or train_micro_batch_size_per_gpu")
     return tbs, mbs, gas
@@ -139,16 +143,34 @@ def load_ds_config(path: str | Path, overrides: list[str] | None = None) -> dict
     return cfg
 
 
+def _resolve_peak_lr(cfg: dict, source: str) -> None:
+    """DeepSpeed's warmup schedulers ignore optimizer.params.lr and use warmup_max_lr. "auto" takes the
+    optimizer's lr so the peak learning rate is written once; two different numbers are an error."""
+    params = (cfg.get("scheduler") or {}).get("params") or {}
+    opt_lr = ((cfg.get("optimizer") or {}).get("params") or {}).get("lr")
+    peak = params.get("warmup_max_lr")
+    if peak == "auto":
+        if opt_lr is None:
+            raise UserError(f"{source}: scheduler warmup_max_lr is \"auto\" but optimizer.params.lr is not set")
+        params["warmup_max_lr"] = opt_lr
+    elif peak is not None and opt_lr is not None and float(peak) != float(opt_lr):
+        raise UserError(f"{source}: optimizer.params.lr {opt_lr} differs from scheduler warmup_max_lr {peak}; "
+                        "DeepSpeed would silently use the scheduler's. Set warmup_max_lr to \"auto\".")
+
+
 def finalize(cfg: dict, world_size: int, total_steps: int, on_cpu: bool, source: str) -> dict[str, Any]:
     """The config handed to DeepSpeed: batch resolved, scheduler length filled, CPU-safe optimizer."""
     cfg = copy.deepcopy(cfg)
     tbs, mbs, gas = resolve_batch(cfg, world_size, source)
     cfg.update(train_batch_size=tbs, train_micro_batch_size_per_gpu=mbs, gradient_accumulation_steps=gas)
     sched = cfg.get("scheduler")
+    _resolve_peak_lr(cfg, source)
     if sched and sched.get("type") in SCHEDULERS_WITH_TOTAL:
         params = sched.setdefault("params", {})
-        if params.get("total_num_steps") in (None, "auto"):
+        if params.get("total_num_steps") in (None, "auto"):  # the run's length is ours (max_steps/epochs)
             params["total_num_steps"] = max(1, total_steps)
+        if params.get("warmup_num_steps") == "auto":  # BioBERT's warmup_proportion 0.1, as HF's "auto"
+            params["warmup_num_steps"] = max(1, round(0.1 * params["total_num_steps"]))
         warm = params.get("warmup_num_steps")
         if isinstance(warm, int) and warm >= params["total_num_steps"]:
             raise UserError(f"{source}: scheduler warmup_num_steps {warm} >= total steps "

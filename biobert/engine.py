@@ -119,6 +119,14 @@ class Engine:
             torch.distributed.all_reduce(t)
         return t.tolist()
 
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order, on every rank (for sharded evaluation)."""
+        if self.world_size == 1:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
     def barrier(self) -> None:
         if self.world_size > 1:
             torch.distributed.barrier()

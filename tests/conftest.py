@@ -93,3 +93,35 @@ def tiny_assets(tmp_path_factory) -> dict[str, Path]:
     data_prep_main(["--input", str(xml_dir), "--vocab", str(vocab), "--out", str(shards), "--seq_len", "64",
                     "--heldout_fraction", "0.05"])
     return {"root": root, "vocab": vocab, "model": model, "pubmed": xml_dir, "shards": shards}
+
+
+DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT",
+             "CROSS_RANK", "CROSS_SIZE")
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a launched run: no rendezvous variables left over from in-process tests."""
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(REPO)
+    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", **extra)
+    return env
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_metrics(run_dir: Path, kind: str = "train") -> dict[int, dict]:
+    import json
+
+    out = {}
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["kind"] == kind:
+            out[record["step"]] = record
+    return out

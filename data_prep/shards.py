@@ -1,0 +1,226 @@
+"""THE shard format: written by data_prep, read by pre-training. Both sides live here and nowhere else.
+
+Layout of a prepared directory:
+
+    <out>/train/shard_00000.arrow     Arrow IPC *stream* files (what `datasets.Dataset.from_file` reads);
+    <out>/heldout/shard_00000.arrow   memory-mapped by the reader, so RAM use is independent of corpus size
+    <out>/manifest.json               written last and atomically: its presence means the data is complete
+
+Columns: input_ids list<uint16> (uint32 if the vocabulary exceeds 65,535 ids), sep_index int16,
+next_sentence_label int8. Examples are unpadded; padding/masking happen in the pre-training collator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from bisect import bisect_right
+from itertools import chain
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from biobert.errors import UserError
+
+FORMAT = "biobert-shards"
+FORMAT_VERSION = 1
+SPLITS = ("train", "heldout")
+MANIFEST = "manifest.json"
+
+
+def ids_type(vocab_size: int) -> pa.DataType:
+    return pa.uint16() if vocab_size <= 65535 else pa.uint32()
+
+
+def schema(vocab_size: int) -> pa.Schema:
+    return pa.schema([("input_ids", pa.list_(ids_type(vocab_size))), ("sep_index", pa.int16()),
+                      ("next_sentence_label", pa.int8())], metadata={"format": FORMAT})
+
+
+def is_heldout(doc_id: str, fraction: float) -> bool:
+    """Stable across runs, machines and worker counts (unlike `hash()`), and decided per document so no
+    document contributes to both splits."""
+    digest = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < fraction * 2**64
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shard_name(index: int) -> str:
+    return f"shard_{index:05d}.arrow"
+
+
+class ShardWriter:
+    """Appends examples of one split, rolling over to a new shard file every `shard_size` rows.
+
+    Files are written under a `.tmp` name and renamed when complete, so a crash never leaves a
+    plausible-looking partial shard.
+    """
+
+    def __init__(self, split_dir: Path, vocab_size: int, shard_size: int = 100_000, batch_rows: int = 1000):
+        self.dir = Path(split_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.schema = schema(vocab_size)
+        self.np_ids = np.uint16 if ids_type(vocab_size) == pa.uint16() else np.uint32
+        self.shard_size, self.batch_rows = shard_size, batch_rows
+        self.shards: list[dict] = []
+        self._writer = None
+        self._rows_in_shard = 0
+        self._ids: list[list[int]] = []
+        self._sep: list[int] = []
+        self._label: list[int] = []
+
+    @property
+    def rows(self) -> int:
+        return sum(s["rows"] for s in self.shards) + self._rows_in_shard + len(self._ids)
+
+    def write(self, input_ids: list[int], sep_index: int, next_sentence_label: int) -> None:
+        self._ids.append(input_ids)
+        self._sep.append(sep_index)
+        self._label.append(next_sentence_label)
+        if len(self._ids) >= min(self.batch_rows, self.shard_size - self._rows_in_shard):
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._ids:
+            return
+        if self._writer is None:
+            tmp = self.dir / (shard_name(len(self.shards)) + ".tmp")
+            self._sink = pa.OSFile(str(tmp), "wb")
+            self._writer = pa.ipc.new_stream(self._sink, self.schema)
+        lengths = np.fromiter((len(x) for x in self._ids), dtype=np.int32, count=len(self._ids))
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        values = np.fromiter(chain.from_iterable(self._ids), dtype=self.np_ids, count=int(offsets[-1]))
+        ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+        batch = pa.record_batch([ids.cast(self.schema.field("input_ids").type),
+                                 pa.array(self._sep, pa.int16()), pa.array(self._label, pa.int8())],
+                                schema=self.schema)
+        self._writer.write_batch(batch)
+        self._rows_in_shard += len(self._ids)
+        self._ids, self._sep, self._label = [], [], []
+        if self._rows_in_shard >= self.shard_size:
+            self._close_shard()
+
+    def _close_shard(self) -> None:
+        self._writer.close()
+        self._sink.close()
+        name = shard_name(len(self.shards))
+        os.replace(self.dir / (name + ".tmp"), self.dir / name)
+        self.shards.append({"file": f"{self.dir.name}/{name}", "rows": self._rows_in_shard,
+                            "sha256": file_sha256(self.dir / name)})
+        self._writer, self._rows_in_shard = None, 0
+
+    def close(self) -> list[dict]:
+        """Finish the last shard; returns the manifest entries of all shards of this split."""
+        self._flush()
+        if self._writer is not None:
+            self._close_shard()
+        return self.shards
+
+
+def write_manifest(out_dir: Path, manifest: dict) -> None:
+    """Atomic (tmp + rename): readers either see a complete manifest or none."""
+    tmp = Path(out_dir) / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, Path(out_dir) / MANIFEST)
+
+
+def read_manifest(data_dir: str | Path) -> dict:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"{data_dir}: no such shard directory; run `python -m data_prep --input ... "
+                        f"--vocab ... --out {data_dir}` first")
+    path = data_dir / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{path}: missing; either the data preparation into {data_dir} did not finish "
+                        "(rerun `python -m data_prep ... --overwrite`) or this is not a shard directory")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e}); rerun the data preparation") from e
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path}: format {manifest.get('format')!r} version {manifest.get('format_version')!r}"
+                        f", this code reads {FORMAT!r} version {FORMAT_VERSION}; rerun the data preparation "
+                        "with this version of data_prep")
+    return manifest
+
+
+class ShardSet:
+    """Random access to the examples of one split across all its shards, memory-mapped.
+
+    Global index i maps to (record batch, row) through the cumulative batch start offsets; each batch's
+    offsets/values are zero-copy NumPy views of the mapped file, so a lookup copies only the one example.
+    """
+
+    def __init__(self, data_dir: Path, split: str, manifest: dict):
+        self.manifest, self.split = manifest, split
+        self.seq_len: int = manifest["seq_len"]
+        self._offsets: list[np.ndarray] = []
+        self._values: list[np.ndarray] = []
+        self._sep: list[np.ndarray] = []
+        self._label: list[np.ndarray] = []
+        self._starts: list[int] = []
+        total = 0
+        for entry in manifest["splits"][split]["shards"]:
+            rows = self._map_shard(Path(data_dir) / entry["file"], total)
+            if rows != entry["rows"]:
+                raise UserError(f"{Path(data_dir) / entry['file']}: has {rows} rows, manifest says "
+                                f"{entry['rows']}; the shard is damaged, rerun the data preparation")
+            total += rows
+        self._len = total
+
+    def _map_shard(self, path: Path, start: int) -> int:
+        if not path.is_file():
+            raise UserError(f"{path}: listed in {MANIFEST} but missing; the shard directory is incomplete, "
+                            "rerun the data preparation")
+        try:
+            reader = pa.ipc.open_stream(pa.memory_map(str(path), "r"))
+            batches = list(reader)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise UserError(f"{path}: not a readable Arrow stream ({e}); rerun the data preparation") from e
+        rows = 0
+        for batch in batches:
+            ids = batch.column(0)
+            self._starts.append(start + rows)
+            self._offsets.append(ids.offsets.to_numpy())
+            self._values.append(ids.values.to_numpy())
+            self._sep.append(batch.column(1).to_numpy())
+            self._label.append(batch.column(2).to_numpy())
+            rows += batch.num_rows
+        return rows
+
+    def __len__(self) -> int:
+        return self._len
+
+    def get_batch(self, indices: Sequence[int]) -> dict[str, list | np.ndarray]:
+        """Examples at the given global indices, in order: ids as int64 arrays (unpadded)."""
+        ids, sep, label = [], np.empty(len(indices), np.int64), np.empty(len(indices), np.int64)
+        for k, i in enumerate(indices):
+            i = int(i)
+            if not 0 <= i < self._len:
+                raise IndexError(f"example index {i} out of range for {self._len} examples ({self.split})")
+            b = bisect_right(self._starts, i) - 1
+            r = i - self._starts[b]
+            off = self._offsets[b]
+            ids.append(self._values[b][off[r] : off[r + 1]].astype(np.int64))
+            sep[k], label[k] = self._sep[b][r], self._label[b][r]
+        return {"input_ids": ids, "sep_index": sep, "next_sentence_label": label}
+
+
+def open_shards(data_dir: str | Path, split: str = "train") -> ShardSet:
+    """Open one split of a prepared shard directory (validated against its manifest)."""
+    manifest = read_manifest(data_dir)
+    if split not in manifest.get("splits", {}):
+        raise UserError(f"{Path(data_dir) / MANIFEST}: no split {split!r}; available: "
+                        f"{sorted(manifest.get('splits', {}))}")
+    return ShardSet(Path(data_dir), split, manifest)

@@ -1,0 +1,160 @@
+"""Fine-tune and evaluate a BERT checkpoint on one of BioBERT's tasks.
+
+    python finetune/run_task.py --task ncbi_disease --data_dir datasets/NER --init_from runs/biobert/hf \
+        --run_dir runs/ncbi --epochs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run by path: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from biobert import checkpoint, dist  # noqa: E402
+from biobert.config import LoopConfig, add_config_args, config_dict, config_from_args, write_json  # noqa: E402
+from biobert.errors import UserError, exit_on_user_error  # noqa: E402
+
+DEFAULT_DS = str(Path(__file__).resolve().parents[1] / "ds_configs" / "finetune.json")
+
+
+@dataclasses.dataclass
+class FinetuneConfig(LoopConfig):
+    task: str = ""
+    data_dir: str = ""  # BioBERT's datasets folder, or the task's own folder
+    init_from: str = ""  # Hugging Face BERT directory: our export, BERT, BioBERT
+    epochs: float = 3.0  # used when max_steps is 0
+    max_seq_length: int = 128
+    doc_stride: int = 32  # overlap of windows for sentences longer than max_seq_length
+    eval_batch_size: int = 64
+    train_split: str = "train"  # "train_dev" trains on train+devel, as BioBERT's released code does
+    eval_split: str = "devel"  # evaluated during training ("" to skip)
+    test_split: str = "test"
+    eval_every: int = -1  # -1: once per epoch
+    attn_implementation: str = "sdpa"
+
+
+def parse_args(argv: list[str] | None) -> tuple[FinetuneConfig, argparse.Namespace]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--deepspeed_config", default=DEFAULT_DS, help="DeepSpeed JSON (default: %(default)s)")
+    parser.add_argument("--ds", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a DeepSpeed JSON value, e.g. --ds optimizer.params.lr=3e-5")
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
+    add_config_args(parser, FinetuneConfig)
+    args = parser.parse_args(argv)
+    cfg = config_from_args(FinetuneConfig, args)
+    for name in ("task", "data_dir", "init_from"):
+        if not getattr(cfg, name):
+            raise UserError(f"--{name} is required")
+    return cfg, args
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def load_splits(task, cfg: FinetuneConfig, tokenizer) -> dict:
+    from finetune.tasks.base import SplitData
+
+    files = task.splits(Path(cfg.data_dir))
+    wanted = [s for s in (cfg.train_split, cfg.eval_split, cfg.test_split) if s]
+    for name in wanted:
+        if name not in files:
+            raise UserError(f"{cfg.data_dir}: task {task.name} has no `{name}` split (found {sorted(files)})")
+    examples = {name: task.read(files[name]) for name in dict.fromkeys(wanted)}
+    task.set_labels(examples)
+    splits = {}
+    for name, exs in examples.items():
+        feats, stats = task.encode(exs, tokenizer, cfg.max_seq_length, cfg.doc_stride)
+        splits[name] = SplitData(name, files[name], exs, feats, stats)
+    return splits
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> dict:
+    cfg, args = parse_args(argv)
+    from biobert.ds_config import load_ds_config, resolve_batch
+    from biobert.engine import Engine
+    from biobert.loop import fit
+    from biobert.sampler import BatchLayout, BatchSource, EpochSampler
+    from biobert.tokenizer import load_tokenizer
+    from finetune.tasks.base import predict_logits
+    from finetune.tasks.ner_task import get_task
+
+    task = get_task(cfg.task)
+    if not cfg.resume:
+        checkpoint.check_fresh_run_dir(cfg.run_dir)
+    tokenizer = load_tokenizer(cfg.init_from)
+    splits = load_splits(task, cfg, tokenizer)
+    train = splits[cfg.train_split]
+    dist.setup_env()
+    global_batch = resolve_batch(load_ds_config(args.deepspeed_config, args.ds), dist.world_size(),
+                                 args.deepspeed_config)[0]
+    sampler = EpochSampler(len(train.features), global_batch, cfg.seed, shuffle=True, drop_last=False)
+    total_steps = cfg.max_steps or max(1, round(cfg.epochs * sampler.steps_per_epoch))
+    model = task.build_model(cfg.init_from, cfg.attn_implementation)
+    engine = Engine(model, args.deepspeed_config, total_steps=total_steps, overrides=args.ds)
+    layout = BatchLayout(engine.train_batch, engine.micro_batch, engine.grad_accum, engine.world_size,
+                         engine.rank)
+    source = BatchSource(sampler, layout, lambda ix: task.collate([train.features[i] for i in ix],
+                                                                   tokenizer.pad_id))
+    run_config = {"run": config_dict(cfg), "deepspeed_overrides": args.ds, "labels": task.labels,
+                  "data": {n: {"path": str(s.path), "sha256": _sha256(s.path), **s.stats}
+                           for n, s in splits.items()}}
+    if engine.rank == 0:
+        write_json(Path(cfg.run_dir) / "config.json", run_config)
+        write_json(Path(cfg.run_dir) / "ds_config.json", engine.config)
+        print(f"{task.name}: {len(train.examples)} {cfg.train_split} sentences -> {len(train.features)} "
+              f"windows; batch {engine.train_batch}; {sampler.steps_per_epoch} steps/epoch; {total_steps} "
+              f"steps", file=sys.stderr, flush=True)
+
+    def evaluate_split(name: str) -> tuple[list, dict]:
+        split = splits[name]
+        logits = predict_logits(engine, task, split.features, tokenizer.pad_id, cfg.eval_batch_size)
+        predictions = task.decode(split, logits)
+        return predictions, task.score(split, predictions)
+
+    def evaluate(eng, state) -> dict:
+        return {f"{cfg.eval_split}_{k}": v for k, v in evaluate_split(cfg.eval_split)[1].items()}
+
+    def exporter(eng, out_dir, provenance):
+        checkpoint.export_hf_model(eng, out_dir, provenance, "", model, tokenizer)
+
+    if cfg.eval_every < 0:
+        cfg.eval_every = sampler.steps_per_epoch
+    state = checkpoint.TrainState()
+    if cfg.resume:
+        tag = checkpoint.resume_tag(cfg.run_dir)
+        client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), tag)
+        state = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{tag}")
+    t0 = time.time()
+    state = fit(engine, source, state, cfg, total_steps=total_steps, run_config=run_config,
+                evaluate=evaluate if cfg.eval_split else None, exporter=exporter if cfg.export_hf else None)
+    train_s = time.time() - t0
+    results = {"task": task.name, "kind": task.kind, "init_from": cfg.init_from, "train_split": cfg.train_split,
+               "steps": state.step, "epochs": sampler.epoch_of(state.samples_seen),
+               "train_batch_size": engine.train_batch, "train_and_eval_s": round(train_s, 1),
+               "git_sha": checkpoint.git_sha(), "scores": {}}
+    engine.train(False)
+    for name in (cfg.eval_split, cfg.test_split):
+        if not name:
+            continue
+        predictions, scores = evaluate_split(name)
+        results["scores"][name] = scores
+        if engine.rank == 0:
+            task.write_predictions(Path(cfg.run_dir) / f"predictions_{name}.txt", splits[name], predictions)
+    if engine.rank == 0:
+        write_json(Path(cfg.run_dir) / "results.json", results)
+        for name, s in results["scores"].items():
+            print(f"{task.name} {name}: precision {s['precision']:.2f} recall {s['recall']:.2f} "
+                  f"F1 {s['f1']:.2f}  ({s['true_entities']} entities)", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()

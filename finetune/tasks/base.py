@@ -1,0 +1,75 @@
+"""What a fine-tuning task is: a TaskSpec (reader, encoder, head, decoder, metric) on the one loop.
+
+A task never owns a training loop. `run_task.py` builds the engine from the task's model, feeds `fit()`
+from the task's encoded features, and calls the task back to predict, decode and score a split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from biobert.errors import UserError
+
+
+@dataclass
+class SplitData:
+    """One split: the task's raw examples and the model inputs encoded from them."""
+
+    name: str
+    path: Path
+    examples: list[Any]
+    features: list[Any]
+    stats: dict = field(default_factory=dict)
+
+
+class TaskSpec(Protocol):
+    name: str  # CLI name, e.g. "ncbi_disease"
+    kind: str  # "ner", "re" or "qa"
+
+    def splits(self, data_dir: Path) -> dict[str, Path]: ...
+    def read(self, path: Path) -> list[Any]: ...
+    def set_labels(self, examples_by_split: dict[str, list[Any]]) -> list[str]: ...
+    def build_model(self, init_from: str, attn_implementation: str) -> torch.nn.Module: ...
+    def encode(self, examples: list[Any], tokenizer: Any, max_len: int, stride: int) -> tuple[list, dict]: ...
+    def collate(self, features: list[Any], pad_id: int) -> dict[str, torch.Tensor]: ...
+    def decode(self, split: SplitData, outputs: list[np.ndarray]) -> list[Any]: ...
+    def score(self, split: SplitData, predictions: list[Any]) -> dict[str, float]: ...
+    def write_predictions(self, path: Path, split: SplitData, predictions: list[Any]) -> None: ...
+
+
+def find_task_dir(data_dir: str | Path, dataset: str, required: tuple[str, ...]) -> Path:
+    """Accept the dataset's own folder or the root of BioBERT's datasets bundle (NER/, ner/ or flat)."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such data directory. Pass --data_dir pointing at BioBERT's datasets "
+                        f"(the folder holding {dataset}/) or at {dataset}/ itself.")
+    for candidate in (root, root / dataset, root / "NER" / dataset, root / "ner" / dataset,
+                      root / "RE" / dataset, root / "re" / dataset):
+        if all((candidate / f).is_file() for f in required):
+            return candidate
+    raise UserError(f"{root}: found no {dataset} data with files {list(required)} (looked in {root}, "
+                    f"{root / dataset}, {root / 'NER' / dataset}, {root / 'ner' / dataset})")
+
+
+@torch.no_grad()
+def predict_logits(engine: Any, task: TaskSpec, features: list[Any], pad_id: int, batch_size: int
+                   ) -> list[np.ndarray]:
+    """Logits for every feature, each rank computing a contiguous share, gathered on every rank."""
+    world, rank = engine.world_size, engine.rank
+    share = -(-len(features) // world)
+    mine = range(rank * share, min(len(features), (rank + 1) * share))
+    outputs: list[np.ndarray] = []
+    for start in range(mine.start, mine.stop, batch_size):
+        chunk = features[start: min(start + batch_size, mine.stop)]
+        batch = task.collate(chunk, pad_id)
+        batch.pop("labels", None)
+        logits = engine(batch).logits.float().cpu().numpy()
+        lengths = batch["attention_mask"].sum(1).tolist()
+        outputs.extend(logits[i, : lengths[i]] for i in range(len(chunk)))
+    gathered = engine.gather_objects(outputs)
+    return [x for part in gathered for x in part]

@@ -1,0 +1,101 @@
+"""The NER TaskSpec: BioBERT's nine NER corpora, one linear layer over the last hidden states."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from biobert.errors import UserError
+from finetune.conlleval import conlleval, strict_iob2
+from finetune.tasks.base import SplitData, find_task_dir
+from finetune.tasks.ner import (collate_ner, decode_ner, encode_ner, label_list, read_ner_tsv,
+                                write_predictions)
+
+# CLI name -> folder name in BioBERT's released datasets bundle.
+NER_DATASETS = {
+    "ncbi_disease": "NCBI-disease",
+    "bc5cdr_disease": "BC5CDR-disease",
+    "bc5cdr_chem": "BC5CDR-chem",
+    "bc4chemd": "BC4CHEMD",
+    "bc2gm": "BC2GM",
+    "jnlpba": "JNLPBA",
+    "linnaeus": "linnaeus",
+    "s800": "s800",
+    "i2b2_2010": "i2b2_2010",
+}
+
+
+@dataclass
+class NerTask:
+    name: str
+    dataset: str
+    kind: str = "ner"
+    scheme: str = "conlleval"  # "conlleval" (BioBERT's numbers) or "strict" (typed IOB2)
+    labels: list[str] = field(default_factory=list)
+
+    def splits(self, data_dir: Path) -> dict[str, Path]:
+        folder = find_task_dir(data_dir, self.dataset, ("train.tsv", "test.tsv"))
+        files = {"train": "train.tsv", "devel": "devel.tsv", "test": "test.tsv", "train_dev": "train_dev.tsv"}
+        return {k: folder / f for k, f in files.items() if (folder / f).is_file()}
+
+    def read(self, path: Path) -> list:
+        return read_ner_tsv(path)
+
+    def set_labels(self, examples_by_split: dict[str, list]) -> list[str]:
+        """Labels by name over all splits; a fine-tuned checkpoint's own map is checked against it."""
+        self.labels = label_list(*examples_by_split.values())
+        return self.labels
+
+    def build_model(self, init_from: str, attn_implementation: str) -> torch.nn.Module:
+        from transformers import BertForTokenClassification
+        from transformers.utils import logging as hf_logging
+
+        from biobert.models import load_bert_config
+
+        config = load_bert_config(init_from)
+        if config.architectures and "BertForTokenClassification" in config.architectures:
+            theirs = [config.id2label[i] for i in sorted(config.id2label)]
+            if theirs != self.labels:
+                raise UserError(f"{init_from}: a token-classification model with labels {theirs}, but "
+                                f"{self.name} has {self.labels}. Start from a pre-trained (not fine-tuned) "
+                                "checkpoint or from one fine-tuned on the same label set.")
+        config.num_labels = len(self.labels)
+        config.id2label = dict(enumerate(self.labels))
+        config.label2id = {label: i for i, label in enumerate(self.labels)}
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # dropped pre-training heads and a new classifier are expected
+        try:
+            return BertForTokenClassification.from_pretrained(init_from, config=config,
+                                                              attn_implementation=attn_implementation)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+
+    def encode(self, examples: list, tokenizer, max_len: int, stride: int) -> tuple[list, dict]:
+        label2id = {label: i for i, label in enumerate(self.labels)}
+        return encode_ner(examples, tokenizer, label2id, max_len=max_len, stride=stride)
+
+    def collate(self, features: list, pad_id: int) -> dict[str, torch.Tensor]:
+        return collate_ner(features, pad_id)
+
+    def decode(self, split: SplitData, outputs: list[np.ndarray]) -> list[list[str]]:
+        return decode_ner(split.features, outputs, split.examples, self.labels)
+
+    def score(self, split: SplitData, predictions: list[list[str]]) -> dict[str, float]:
+        gold = [s.labels for s in split.examples]
+        result = (strict_iob2 if self.scheme == "strict" else conlleval)(gold, predictions)
+        return {"precision": 100 * result["precision"], "recall": 100 * result["recall"],
+                "f1": 100 * result["f1"], "token_accuracy": 100 * result["token_accuracy"],
+                "true_entities": result["true_chunks"], "predicted_entities": result["pred_chunks"],
+                "correct_entities": result["correct_chunks"]}
+
+    def write_predictions(self, path: Path, split: SplitData, predictions: list[list[str]]) -> None:
+        write_predictions(path, split.examples, predictions)
+
+
+def get_task(name: str):
+    if name in NER_DATASETS:
+        return NerTask(name=name, dataset=NER_DATASETS[name])
+    raise UserError(f"unknown task {name!r}. NER tasks: {', '.join(NER_DATASETS)}")

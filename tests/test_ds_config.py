@@ -1,0 +1,81 @@
+import json
+
+import pytest
+
+from biobert.ds_config import ZERO_KEYS, finalize, load_ds_config, resolve_batch, validate
+from biobert.errors import UserError
+
+
+def test_unknown_top_level_key_suggests_the_right_one():
+    with pytest.raises(UserError, match="gradient_acumulation_steps.*did you mean `gradient_accumulation_steps`"):
+        validate({"gradient_acumulation_steps": 4}, "x.json")
+
+
+def test_unknown_zero_key():
+    with pytest.raises(UserError, match="zero_optimization.*stag"):
+        validate({"zero_optimization": {"stag": 1}}, "x.json")
+
+
+def test_zero_key_table_matches_installed_deepspeed():
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+
+    installed = {f.alias or n for n, f in DeepSpeedZeroConfig.model_fields.items()}
+    assert installed <= ZERO_KEYS
+
+
+@pytest.mark.parametrize("cfg,world,expected", [
+    ({"train_batch_size": 32, "train_micro_batch_size_per_gpu": 4}, 2, (32, 4, 4)),
+    ({"train_batch_size": 32, "gradient_accumulation_steps": 2}, 2, (32, 8, 2)),
+    ({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2}, 8, (64, 4, 2)),
+    ({"train_batch_size": 256, "train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 4}, 8,
+     (256, 8, 4)),
+])
+def test_batch_arithmetic(cfg, world, expected):
+    assert resolve_batch(cfg, world, "x") == expected
+
+
+def test_batch_arithmetic_error_says_what_to_change():
+    cfg = {"train_batch_size": 256, "train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 4}
+    with pytest.raises(UserError, match=r"256 != micro 8 x accumulation 4 x world size 2 = 64.*"
+                                        r"gradient_accumulation_steps to 16"):
+        resolve_batch(cfg, 2, "x")
+    with pytest.raises(UserError, match="not divisible"):
+        resolve_batch({"train_batch_size": 30, "train_micro_batch_size_per_gpu": 4}, 2, "x")
+
+
+def test_finalize_fills_schedule_and_cpu_optimizer():
+    cfg = {"train_batch_size": 8, "train_micro_batch_size_per_gpu": 4,
+           "optimizer": {"type": "AdamW", "params": {"lr": 3e-5}},
+           "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": "auto", "warmup_max_lr": "auto"}}}
+    out = finalize(cfg, 1, 200, on_cpu=True, source="x")
+    params = out["scheduler"]["params"]
+    assert (params["total_num_steps"], params["warmup_num_steps"], params["warmup_max_lr"]) == (200, 20, 3e-5)
+    assert out["optimizer"]["params"]["torch_adam"] is True
+    assert out["gradient_accumulation_steps"] == 2
+    assert "total_num_steps" not in cfg["scheduler"]["params"]  # the input is not mutated
+
+
+def test_conflicting_peak_lr_and_cpu_fp16_are_errors():
+    base = {"train_batch_size": 8, "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}}}
+    with pytest.raises(UserError, match="warmup_max_lr"):
+        finalize({**base, "scheduler": {"type": "WarmupLR", "params": {"warmup_max_lr": 5e-5}}}, 1, 10, True, "x")
+    with pytest.raises(UserError, match="fp16 is a GPU setting"):
+        finalize({**base, "fp16": {"enabled": True}}, 1, 10, True, "x")
+
+
+def test_shipped_profiles_are_valid():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "ds_configs").glob("*.json")):
+        cfg = load_ds_config(path)
+        finalize(cfg, cfg.get("train_batch_size", 8) // cfg.get("train_micro_batch_size_per_gpu", 1)
+                 // cfg.get("gradient_accumulation_steps", 1) or 1, 1000, on_cpu=False, source=str(path))
+
+
+def test_malformed_ds_json(tmp_path):
+    path = tmp_path / "ds.json"
+    path.write_text("{ not json")
+    with pytest.raises(UserError, match=r"ds.json:1:\d+: malformed JSON in DeepSpeed config"):
+        load_ds_config(path)
+    path.write_text(json.dumps({"train_batch_size": 8}))
+    assert load_ds_config(path, ["optimizer.params.lr=2e-5"])["optimizer"]["params"]["lr"] == 2e-5

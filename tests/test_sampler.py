@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from biobert.sampler import BatchLayout, BatchSource, EpochSampler, rank_micro_batches
+
+
+def test_position_determines_the_batch_not_the_history():
+    a = EpochSampler(100, 8, seed=3)
+    fresh = EpochSampler(100, 8, seed=3)
+    seq = [a.global_batch_at(p).tolist() for p in range(0, 400, 8)]
+    assert fresh.global_batch_at(200).tolist() == seq[25]
+    assert EpochSampler(100, 8, seed=4).global_batch_at(0).tolist() != seq[0]
+
+
+def test_epochs_cover_each_example_once_and_reshuffle():
+    s = EpochSampler(100, 8, seed=1, drop_last=True)
+    assert s.steps_per_epoch == 12
+    epoch0 = np.concatenate([s.global_batch_at(p) for p in range(0, 96, 8)])
+    epoch1 = np.concatenate([s.global_batch_at(p) for p in range(96, 192, 8)])
+    assert len(set(epoch0.tolist())) == 96 and len(set(epoch1.tolist())) == 96
+    assert epoch0.tolist() != epoch1.tolist()
+
+
+def test_no_drop_last_pads_with_the_epochs_first_examples():
+    s = EpochSampler(10, 4, seed=0, shuffle=False, drop_last=False)
+    assert s.steps_per_epoch == 3
+    assert s.global_batch_at(8).tolist() == [8, 9, 0, 1]
+    assert s.global_batch_at(12).tolist() == [0, 1, 2, 3]
+
+
+def test_ranks_and_micro_steps_partition_the_global_batch():
+    indices = np.arange(24)
+    seen = []
+    for rank in range(3):
+        parts = rank_micro_batches(indices, BatchLayout(24, 4, 2, 3, rank))
+        assert all(len(p) == 4 for p in parts)
+        seen += [i for p in parts for i in p.tolist()]
+    assert sorted(seen) == list(range(24))
+
+
+def test_misaligned_position_and_layout_are_errors():
+    s = EpochSampler(50, 8, seed=0)
+    with pytest.raises(ValueError, match="multiple of the global batch"):
+        s.global_batch_at(4)
+    with pytest.raises(ValueError, match="inconsistent"):
+        BatchSource(s, BatchLayout(8, 4, 1, 1, 0), lambda ix: ix)
