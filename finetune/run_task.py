@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
                                  args.deepspeed_config)[0]
     sampler = EpochSampler(len(train.features), global_batch, cfg.seed, shuffle=True, drop_last=False)
     total_steps = cfg.max_steps or max(1, round(cfg.epochs * sampler.steps_per_epoch))
+    dist.seed_everything(dist.derived_seed(cfg.seed, "init"))  # the new classifier's initial weights
     model = task.build_model(cfg.init_from, cfg.attn_implementation)
     engine = Engine(model, args.deepspeed_config, total_steps=total_steps, overrides=args.ds)
     layout = BatchLayout(engine.train_batch, engine.micro_batch, engine.grad_accum, engine.world_size,
@@ -119,8 +120,11 @@ def main(argv: list[str] | None = None) -> dict:
         predictions = task.decode(split, logits)
         return predictions, task.score(split, predictions)
 
+    last_eval: dict = {}
+
     def evaluate(eng, state) -> dict:
-        return {f"{cfg.eval_split}_{k}": v for k, v in evaluate_split(cfg.eval_split)[1].items()}
+        last_eval.update(step=state.step, result=evaluate_split(cfg.eval_split))
+        return {f"{cfg.eval_split}_{k}": v for k, v in last_eval["result"][1].items()}
 
     def exporter(eng, out_dir, provenance):
         checkpoint.export_hf_model(eng, out_dir, provenance, "", model, tokenizer)
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         state = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{tag}")
     t0 = time.time()
     state = fit(engine, source, state, cfg, total_steps=total_steps, run_config=run_config,
-                evaluate=evaluate if cfg.eval_split else None, exporter=exporter if cfg.export_hf else None)
+                evaluate=evaluate if cfg.eval_split and cfg.eval_every else None, exporter=exporter if cfg.export_hf else None)
     train_s = time.time() - t0
     results = {"task": task.name, "kind": task.kind, "init_from": cfg.init_from, "train_split": cfg.train_split,
                "steps": state.step, "epochs": sampler.epoch_of(state.samples_seen),
@@ -144,7 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name in (cfg.eval_split, cfg.test_split):
         if not name:
             continue
-        predictions, scores = evaluate_split(name)
+        reuse = name == cfg.eval_split and last_eval.get("step") == state.step
+        predictions, scores = last_eval["result"] if reuse else evaluate_split(name)
         results["scores"][name] = scores
         if engine.rank == 0:
             task.write_predictions(Path(cfg.run_dir) / f"predictions_{name}.txt", splits[name], predictions)

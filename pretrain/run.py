@@ -60,6 +60,7 @@ def check_compatible(manifest: dict, tokenizer, model, data_dir: str, tok_source
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict:
     cfg, args = parse_args(argv)
+    from biobert.dist import derived_seed, seed_everything
     from biobert.engine import Engine
     from biobert.loop import fit
     from biobert.models import load_pretraining_model
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not tok_source:
         raise UserError("--tokenizer is required with --model_config (the vocab.txt the shards used)")
     tokenizer = load_tokenizer(tok_source)
+    seed_everything(derived_seed(cfg.seed, "init"))  # new heads (e.g. MLM on an encoder-only model)
     model = load_pretraining_model(cfg.init_from, cfg.model_config, cfg.attn_implementation)
     check_compatible(train.manifest, tokenizer, model, cfg.data_dir, tok_source)
     engine = Engine(PretrainingObjective(model), args.deepspeed_config, total_steps=cfg.max_steps,
