@@ -1,0 +1,102 @@
+"""NER fine-tuning end to end through the real engine and loop, on a tiny corpus the test writes."""
+
+import json
+import random
+
+import pytest
+
+from biobert.errors import UserError
+from conftest import WORDS
+from finetune.run_task import main
+
+finetune = main.__wrapped__
+
+ENTITY = {"cancer": "B", "tumor": "B", "disease": "I"}
+
+
+def write_ner_split(path, n, seed, long_every=0):
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        length = 60 if long_every and i % long_every == 0 else rng.randint(4, 14)
+        prev = "O"
+        for _ in range(length):
+            w = rng.choice(WORDS)
+            label = ENTITY.get(w, "O")
+            if label == "I" and prev == "O":
+                label = "O"
+            lines.append(f"{w}\t{label}")
+            prev = label
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def ner_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ner") / "NCBI-disease"
+    root.mkdir()
+    write_ner_split(root / "train.tsv", 60, 1)
+    write_ner_split(root / "devel.tsv", 12, 2)
+    write_ner_split(root / "test.tsv", 15, 3, long_every=5)  # long sentences force overlapping windows
+    return root.parent
+
+
+def base(tiny_assets, ner_dir, run_dir, *extra):
+    return ["--task", "ncbi_disease", "--data_dir", str(ner_dir), "--init_from", str(tiny_assets["model"]),
+            "--run_dir", str(run_dir), "--progress", "false", "--max_seq_length", "24", "--doc_stride", "4",
+            "--ds", "train_batch_size=16", "--ds", "optimizer.params.lr=1e-3", *extra]
+
+
+def test_ner_finetune_scores_every_word(tiny_assets, ner_dir, tmp_path):
+    run = tmp_path / "run"
+    results = finetune(base(tiny_assets, ner_dir, run, "--epochs", "2"))
+    assert results["steps"] == 8 and results["epochs"] == pytest.approx(2.0)
+    assert set(results["scores"]) == {"devel", "test"}
+    for scores in results["scores"].values():
+        assert 0 <= scores["f1"] <= 100 and scores["true_entities"] > 0
+    assert json.loads((run / "results.json").read_text())["scores"] == results["scores"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["labels"] == ["O", "B", "I"] and config["data"]["test"]["split_sentences"] == 3
+    # predictions are aligned word by word with the test file, long sentences included
+    gold = (ner_dir / "NCBI-disease" / "test.tsv").read_text().split("\n")
+    pred = (run / "predictions_test.txt").read_text().split("\n")
+    assert len(pred) == len(gold)
+    for g, p in zip(gold, pred):
+        assert (g == "") == (p == "")
+        if g:
+            assert p.split("\t")[:2] == g.split("\t")
+    evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals if e["kind"] == "eval"] == [4, 8]  # once per epoch
+    # the export is a token-classification model with the label map, loadable by transformers
+    from transformers import AutoModelForTokenClassification
+
+    model = AutoModelForTokenClassification.from_pretrained(str(run / "hf"))
+    assert model.config.id2label == {0: "O", 1: "B", 2: "I"}
+
+
+def test_ner_bad_inputs(tiny_assets, ner_dir, tmp_path):
+    with pytest.raises(UserError, match="unknown task 'chemprott'"):
+        finetune(base(tiny_assets, ner_dir, tmp_path / "a") + ["--task", "chemprott"])
+    with pytest.raises(UserError, match="found no BC2GM data"):
+        finetune(base(tiny_assets, ner_dir, tmp_path / "b") + ["--task", "bc2gm"])
+    bad = tmp_path / "bad" / "NCBI-disease"
+    bad.mkdir(parents=True)
+    for split in ("train", "devel", "test"):
+        (bad / f"{split}.tsv").write_text((ner_dir / "NCBI-disease" / f"{split}.tsv").read_text())
+    (bad / "train.tsv").write_text("cancer\tB\nthe\tO\textra\n")
+    with pytest.raises(UserError, match=r"train.tsv:2"):
+        finetune(base(tiny_assets, bad.parent, tmp_path / "c"))
+
+
+def test_label_count_mismatch_is_an_error(tiny_assets, ner_dir, tmp_path):
+    run = tmp_path / "run"
+    finetune(base(tiny_assets, ner_dir, run, "--max_steps", "1", "--eval_split", ""))
+    typed = tmp_path / "typed" / "NCBI-disease"
+    typed.mkdir(parents=True)
+    for split in ("train", "devel", "test"):
+        text = (ner_dir / "NCBI-disease" / f"{split}.tsv").read_text()
+        (typed / f"{split}.tsv").write_text(text.replace("\tB\n", "\tB-Disease\n").replace("\tI\n", "\tI-Disease\n"))
+    args = base(tiny_assets, typed.parent, tmp_path / "r2")
+    args[args.index("--init_from") + 1] = str(run / "hf")
+    with pytest.raises(UserError, match="token-classification model with labels"):
+        finetune(args)
