@@ -7,6 +7,7 @@ accumulation, clipping, the optimizer and scheduler all come from the DeepSpeed 
 from __future__ import annotations
 
 import os
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,9 @@ class Engine:
         import deepspeed  # noqa: PLC0415  (deferred: 1-2 s import, and the env must be set first)
         from deepspeed.accelerator import get_accelerator
 
+        # DeepSpeed's ZeRO still calls these torch.distributed names; the warning is theirs, once per call.
+        warnings.filterwarnings("ignore", r".*(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated",
+                                FutureWarning)
         self.on_cpu = get_accelerator().device_name() == "cpu"
         if self.on_cpu:
             import deepspeed.ops

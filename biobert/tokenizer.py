@@ -92,7 +92,7 @@ def _read_vocab(vocab_file: Path) -> dict[str, int]:
     try:
         lines = vocab_file.read_text(encoding="utf-8").split("\n")
     except UnicodeDecodeError as e:
-        raise UserError(f"{vocab_file}: not UTF-8 text ({e}); a WordPiece vocab.txt has one token per line")
+        raise UserError(f"{vocab_file}: not UTF-8 text ({e}); a WordPiece vocab.txt has one token per line") from None
     if lines and lines[-1] == "":
         lines.pop()
     for line_no, token in enumerate(lines, start=1):

@@ -24,8 +24,16 @@ from data_prep.document import CorpusFileError, Document
 from data_prep.packing import MODES, NSP, Example, Packer
 from data_prep.readers import expand_inputs, read_documents
 from data_prep.sentences import split_sentences
-from data_prep.shards import (FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, ShardWriter, file_sha256,
-                              is_heldout, write_manifest)
+from data_prep.shards import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    SPLITS,
+    ShardWriter,
+    file_sha256,
+    is_heldout,
+    write_manifest,
+)
 
 # Options that name machine-local paths or run behaviour, not the content of the output: kept in the
 # manifest's `config` but left out of `config_hash` (inputs and vocabulary are identified by their hashes).

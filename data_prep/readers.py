@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import glob
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from biobert.errors import UserError
 from data_prep.document import Document

@@ -16,9 +16,9 @@ import hashlib
 import json
 import os
 from bisect import bisect_right
+from collections.abc import Sequence
 from itertools import chain
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa

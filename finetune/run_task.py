@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 if __package__ in (None, ""):  # run by path: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,6 +39,7 @@ class FinetuneConfig(LoopConfig):
     test_split: str = "test"
     eval_every: int = -1  # -1: once per epoch
     attn_implementation: str = "sdpa"
+    group_by_length: bool = True  # batches of similar length: far less padding, same examples per epoch
 
 
 def parse_args(argv: list[str] | None) -> tuple[FinetuneConfig, argparse.Namespace]:
@@ -95,7 +98,9 @@ def main(argv: list[str] | None = None) -> dict:
     dist.setup_env()
     global_batch = resolve_batch(load_ds_config(args.deepspeed_config, args.ds), dist.world_size(),
                                  args.deepspeed_config)[0]
-    sampler = EpochSampler(len(train.features), global_batch, cfg.seed, shuffle=True, drop_last=False)
+    lengths = np.array([len(f.input_ids) for f in train.features]) if cfg.group_by_length else None
+    sampler = EpochSampler(len(train.features), global_batch, cfg.seed, shuffle=True, drop_last=False,
+                           lengths=lengths)
     total_steps = cfg.max_steps or max(1, round(cfg.epochs * sampler.steps_per_epoch))
     dist.seed_everything(dist.derived_seed(cfg.seed, "init"))  # the new classifier's initial weights
     model = task.build_model(cfg.init_from, cfg.attn_implementation)
@@ -138,7 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
         state = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{tag}")
     t0 = time.time()
     state = fit(engine, source, state, cfg, total_steps=total_steps, run_config=run_config,
-                evaluate=evaluate if cfg.eval_split and cfg.eval_every else None, exporter=exporter if cfg.export_hf else None)
+                evaluate=evaluate if cfg.eval_split and cfg.eval_every else None,
+                exporter=exporter if cfg.export_hf else None)
     train_s = time.time() - t0
     results = {"task": task.name, "kind": task.kind, "init_from": cfg.init_from, "train_split": cfg.train_split,
                "steps": state.step, "epochs": sampler.epoch_of(state.samples_seen),

@@ -41,3 +41,16 @@ def test_two_rank_kill_and_resume_reproduces_losses(tiny_assets, tmp_path):
     assert got == expected  # bit-identical, not approximately equal
     samples = {s: r["samples_seen"] for s, r in read_metrics(tmp_path / "crash").items()}
     assert samples == {s: 8 * s for s in range(1, STEPS + 1)}
+
+
+def test_torchrun_two_ranks(tiny_assets, tmp_path):
+    torchrun = REPO / ".venv" / "bin" / "torchrun"
+    cmd = [str(torchrun) if torchrun.exists() else "torchrun", "--standalone", "--nproc_per_node", "2",
+           "pretrain/run.py", "--deepspeed_config", "ds_configs/cpu.json", "--data_dir", str(tiny_assets["shards"]),
+           "--init_from", str(tiny_assets["model"]), "--run_dir", str(tmp_path / "run"), "--max_steps", "2",
+           "--progress", "false", "--log_every", "1", "--eval_batches", "1", "--ds", "train_batch_size=8",
+           "--ds", "train_micro_batch_size_per_gpu=4", "--ds", "scheduler.params.warmup_num_steps=1"]
+    proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world 2, micro 4 x accum 1 x ranks 2" in proc.stderr
+    assert sorted(read_metrics(tmp_path / "run")) == [1, 2]

@@ -44,3 +44,18 @@ def test_misaligned_position_and_layout_are_errors():
         s.global_batch_at(4)
     with pytest.raises(ValueError, match="inconsistent"):
         BatchSource(s, BatchLayout(8, 4, 1, 1, 0), lambda ix: ix)
+
+
+def test_group_by_length_keeps_each_epoch_complete_and_batches_homogeneous():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 120, 1000)
+    s = EpochSampler(1000, 32, seed=1, drop_last=False, lengths=lengths, group_size=10)
+    batches = [s.global_batch_at(p) for p in range(0, s.samples_per_epoch, 32)]
+    epoch = np.concatenate(batches)
+    assert set(epoch.tolist()) == set(range(1000))
+    padded_grouped = sum(lengths[b].max() * len(b) for b in batches)
+    plain = EpochSampler(1000, 32, seed=1, drop_last=False)
+    padded_plain = sum(lengths[plain.global_batch_at(p)].max() * 32 for p in range(0, plain.samples_per_epoch, 32))
+    assert padded_grouped < 0.7 * padded_plain
+    assert s.global_batch_at(64).tolist() == EpochSampler(1000, 32, 1, drop_last=False, lengths=lengths,
+                                                          group_size=10).global_batch_at(64).tolist()

@@ -11,8 +11,7 @@ import torch
 from biobert.errors import UserError
 from finetune.conlleval import conlleval, strict_iob2
 from finetune.tasks.base import SplitData, find_task_dir
-from finetune.tasks.ner import (collate_ner, decode_ner, encode_ner, label_list, read_ner_tsv,
-                                write_predictions)
+from finetune.tasks.ner import collate_ner, decode_ner, encode_ner, label_list, read_ner_tsv, write_predictions
 
 # CLI name -> folder name in BioBERT's released datasets bundle.
 NER_DATASETS = {
