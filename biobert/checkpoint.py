@@ -39,6 +39,9 @@ class TrainState:
     elapsed_s: float = 0.0  # training wall time, summed over resumes
     best_metric: float | None = None
     best_step: int | None = None
+    skip_positions: list[int] = dataclasses.field(default_factory=list)  # global batches that diverged
+    rollbacks: int = 0
+    recent_losses: list[float] = dataclasses.field(default_factory=list)  # the divergence guard's window
 
 
 def git_sha() -> str:
@@ -87,29 +90,48 @@ def state_from_client(client: dict, source: str) -> TrainState:
     return TrainState(**{f.name: data[f.name] for f in dataclasses.fields(TrainState) if f.name in data})
 
 
+def _write_pointer(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _prune(ckpt: Path, keep_last: int, current: str) -> None:
+    tags = sorted(p.name for p in ckpt.glob("step_*") if p.is_dir())
+    for tag in tags[:-keep_last] if keep_last > 0 else []:
+        if tag != current:
+            shutil.rmtree(ckpt / tag, ignore_errors=True)
+
+
 def save(engine: Any, run_dir: str | Path, state: TrainState, run_config: dict,
-         exporter: Any | None = None) -> Path:
-    """Collective. DeepSpeed shards first, then our JSON, then the HF export; `run_dir/hf` moves last."""
+         exporter: Any | None = None, keep_last: int = 0) -> Path:
+    """Collective and atomic: DeepSpeed shards, our JSON and the HF export are written first; only then do
+    `latest` and `run_dir/hf` move (rank 0, atomic renames), so a crash mid-save leaves the previous
+    checkpoint as the one --resume uses. Older checkpoints beyond `keep_last` are removed afterwards."""
     ckpt = checkpoint_dir(run_dir)
     tag = f"step_{state.step:08d}"
     client = {"train_state": dataclasses.asdict(state), "run_config": run_config, "git_sha": git_sha()}
     engine.save_checkpoint(ckpt, tag, client)
+    if os.environ.get("BIOBERT_FAULT_KILL_IN_SAVE") == tag and engine.rank == 0:  # crash-in-save tests
+        os.kill(os.getpid(), 9)
     tag_dir = ckpt / tag
     if engine.rank == 0:
         write_json(tag_dir / "run_config.json", run_config)
         write_json(tag_dir / "ds_config.json", engine.config)
         write_json(tag_dir / "train_state.json", {**dataclasses.asdict(state), "git_sha": client["git_sha"]})
     if exporter is not None:
-        export_dir = tag_dir / "hf"
-        exporter(engine, export_dir, {"run_config": run_config, "ds_config": engine.config,
-                                      "train_state": dataclasses.asdict(state), "git_sha": client["git_sha"]})
-        if engine.rank == 0:
-            link = Path(run_dir) / "hf"
+        exporter(engine, tag_dir / "hf", {"run_config": run_config, "ds_config": engine.config,
+                                          "train_state": dataclasses.asdict(state), "git_sha": client["git_sha"]})
+    engine.barrier()  # every rank's shards are on disk before the pointer moves
+    if engine.rank == 0:
+        _write_pointer(ckpt / "latest", tag)
+        if exporter is not None:
             tmp = Path(run_dir) / ".hf.tmp"
             if tmp.is_symlink() or tmp.exists():
                 tmp.unlink()
-            os.symlink(os.path.relpath(export_dir, run_dir), tmp)
-            tmp.replace(link)
+            os.symlink(os.path.relpath(tag_dir / "hf", run_dir), tmp)
+            tmp.replace(Path(run_dir) / "hf")
+        _prune(ckpt, keep_last, tag)
     engine.barrier()
     return tag_dir
 

@@ -33,6 +33,11 @@ class LoopConfig:
     resume: bool = False  # continue this run_dir's latest checkpoint (exact state); error if none
     progress: bool = True  # progress bar on rank 0
     export_hf: bool = True  # export a Hugging Face directory at every checkpoint
+    keep_last: int = 0  # checkpoints to keep (the newest K); 0 keeps all
+    divergence_factor: float = 0.0  # roll back when the loss exceeds this x its recent mean; 0 = off
+    divergence_window: int = 20  # optimizer steps in that recent mean
+    max_rollbacks: int = 3  # then stop with an error (non-finite losses always roll back)
+    peak_tflops: float = 0.0  # the device's peak for MFU; 0 = from the GPU table (none on CPU)
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -138,7 +138,7 @@ class Engine:
     # ---- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, ckpt_dir: str | Path, tag: str, client_state: dict) -> None:
         """Collective: every rank calls it (ZeRO shards optimizer state across ranks)."""
-        self.ds.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state)
+        self.ds.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
 
     def load_checkpoint(self, ckpt_dir: str | Path, tag: str | None = None) -> dict:
         try:

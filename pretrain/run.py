@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg, args = parse_args(argv)
     from biobert.dist import derived_seed, seed_everything
     from biobert.engine import Engine
+    from biobert.flops import bert_flops_per_token
     from biobert.loop import fit
     from biobert.models import load_pretraining_model
     from biobert.sampler import BatchLayout, BatchSource, EpochSampler
@@ -116,8 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
     def exporter(eng, out_dir, provenance):
         checkpoint.export_hf_model(eng, out_dir, provenance, "model.", model, tokenizer)
 
+    flops = bert_flops_per_token(model.config, train.seq_len, cfg.mlm_probability)
     state = fit(engine, source, state, cfg, total_steps=cfg.max_steps, run_config=run_config,
-                evaluate=evaluate, exporter=exporter if cfg.export_hf else None)
+                evaluate=evaluate, exporter=exporter if cfg.export_hf else None, flops_per_token=flops)
     result = {"run_dir": cfg.run_dir, "step": state.step, "samples_seen": state.samples_seen,
               "tokens_seen": state.tokens_seen, "elapsed_s": round(state.elapsed_s, 2),
               "tokens_per_s": round(state.tokens_seen / max(state.elapsed_s, 1e-9), 1),
