@@ -42,6 +42,7 @@ class TrainState:
     skip_positions: list[int] = dataclasses.field(default_factory=list)  # global batches that diverged
     rollbacks: int = 0
     recent_losses: list[float] = dataclasses.field(default_factory=list)  # the divergence guard's window
+    world_size: int = 1  # ranks that wrote the latest checkpoint (a different count resumes via universal)
 
 
 def git_sha() -> str:
@@ -83,6 +84,19 @@ def resume_tag(run_dir: str | Path) -> str:
     return tag
 
 
+def prepare_resume(run_dir: str | Path, world_size: int) -> tuple[str, bool]:
+    """(tag to load, load as universal?) for --resume. A checkpoint written by a different number of ranks
+    is converted once to DeepSpeed's universal format (`<tag>/universal`), which any world size loads."""
+    tag = resume_tag(run_dir)
+    saved = read_json(checkpoint_dir(run_dir) / tag / "train_state.json", "train state").get("world_size", 1)
+    if saved == world_size:
+        return tag, False
+    from biobert.engine import convert_to_universal
+
+    convert_to_universal(checkpoint_dir(run_dir) / tag, checkpoint_dir(run_dir) / tag / "universal")
+    return f"{tag}/universal", True
+
+
 def state_from_client(client: dict, source: str) -> TrainState:
     data = client.get("train_state")
     if not isinstance(data, dict):
@@ -110,6 +124,7 @@ def save(engine: Any, run_dir: str | Path, state: TrainState, run_config: dict,
     checkpoint as the one --resume uses. Older checkpoints beyond `keep_last` are removed afterwards."""
     ckpt = checkpoint_dir(run_dir)
     tag = f"step_{state.step:08d}"
+    state.world_size = engine.world_size
     client = {"train_state": dataclasses.asdict(state), "run_config": run_config, "git_sha": git_sha()}
     engine.save_checkpoint(ckpt, tag, client)
     if os.environ.get("BIOBERT_FAULT_KILL_IN_SAVE") == tag and engine.rank == 0:  # crash-in-save tests

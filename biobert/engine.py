@@ -44,7 +44,7 @@ class Engine:
     """A DeepSpeed engine plus the facts the loop needs (world, batch layout, device, precision)."""
 
     def __init__(self, model: torch.nn.Module, ds_config_path: str | Path, *, total_steps: int,
-                 overrides: list[str] | None = None, timeout_s: int = 600):
+                 overrides: list[str] | None = None, timeout_s: int = 600, load_universal: bool = False):
         dist.setup_env()
         import deepspeed  # noqa: PLC0415  (deferred: 1-2 s import, and the env must be set first)
         from deepspeed.accelerator import get_accelerator
@@ -63,6 +63,8 @@ class Engine:
         raw = load_ds_config(ds_config_path, overrides)
         world = dist.world_size()
         self.config = finalize(raw, world, total_steps, self.on_cpu, self.source)
+        if load_universal:  # resuming a checkpoint written by a different number of ranks
+            self.config.setdefault("checkpoint", {})["load_universal"] = True
         deepspeed.init_distributed(dist_backend="gloo" if self.on_cpu else "nccl", verbose=False,
                                    timeout=timedelta(seconds=timeout_s))
         self.ds, _, _, _ = deepspeed.initialize(model=model, model_parameters=_param_groups(model),
@@ -138,6 +140,15 @@ class Engine:
     # ---- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, ckpt_dir: str | Path, tag: str, client_state: dict) -> None:
         """Collective: every rank calls it (ZeRO shards optimizer state across ranks)."""
+        from deepspeed.checkpoint.constants import (
+            UNIVERSAL_CHECKPOINT_INFO,
+            UNIVERSAL_CHECKPOINT_VERSION_KEY,
+            UNIVERSAL_CHECKPOINT_VERSION_VALUE,
+        )
+
+        # Lets `ds_to_universal` convert it, for a resume on a different number of ranks.
+        client_state = {**client_state, UNIVERSAL_CHECKPOINT_INFO: {
+            UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE}}
         self.ds.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
 
     def load_checkpoint(self, ckpt_dir: str | Path, tag: str | None = None) -> dict:
@@ -170,3 +181,30 @@ class Engine:
             return None
         return {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu()
                 for k, v in module.state_dict().items()}
+
+
+def convert_to_universal(src: Path, dst: Path, timeout_s: int = 3600) -> None:
+    """DeepSpeed's universal checkpoint (ZeRO partitions merged per parameter), so a run can resume on a
+    different number of ranks. Rank 0 converts; the others (no process group exists yet) wait for the
+    marker file on the shared filesystem."""
+    import subprocess
+    import sys
+    import time
+
+    marker = dst / ".complete"
+    if dist.rank() == 0 and not marker.is_file():
+        import shutil
+
+        shutil.rmtree(dst, ignore_errors=True)
+        proc = subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder",
+                               str(src), "--output_folder", str(dst), "--num_extract_workers", "1",
+                               "--num_merge_workers", "1"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise UserError(f"{src}: converting the checkpoint for a different number of ranks failed:\n"
+                            f"{proc.stderr[-2000:]}")
+        marker.write_text("ok\n")
+    deadline = time.time() + timeout_s
+    while not marker.is_file():
+        if time.time() > deadline:
+            raise UserError(f"{dst}: rank 0 did not finish the universal checkpoint within {timeout_s} s")
+        time.sleep(1)

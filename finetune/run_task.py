@@ -104,7 +104,10 @@ def main(argv: list[str] | None = None) -> dict:
     total_steps = cfg.max_steps or max(1, round(cfg.epochs * sampler.steps_per_epoch))
     dist.seed_everything(dist.derived_seed(cfg.seed, "init"))  # the new classifier's initial weights
     model = task.build_model(cfg.init_from, cfg.attn_implementation)
-    engine = Engine(model, args.deepspeed_config, total_steps=total_steps, overrides=args.ds)
+    resume_from, universal = (checkpoint.prepare_resume(cfg.run_dir, dist.world_size()) if cfg.resume
+                              else (None, False))
+    engine = Engine(model, args.deepspeed_config, total_steps=total_steps, overrides=args.ds,
+                    load_universal=universal)
     layout = BatchLayout(engine.train_batch, engine.micro_batch, engine.grad_accum, engine.world_size,
                          engine.rank)
     source = BatchSource(sampler, layout, lambda ix: task.collate([train.features[i] for i in ix],
@@ -138,9 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
         cfg.eval_every = sampler.steps_per_epoch
     state = checkpoint.TrainState()
     if cfg.resume:
-        tag = checkpoint.resume_tag(cfg.run_dir)
-        client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), tag)
-        state = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{tag}")
+        client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), resume_from)
+        state = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{resume_from}")
     t0 = time.time()
     state = fit(engine, source, state, cfg, total_steps=total_steps, run_config=run_config,
                 evaluate=evaluate if cfg.eval_split and cfg.eval_every else None,

@@ -14,7 +14,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run by path: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from biobert import checkpoint  # noqa: E402
+from biobert import checkpoint, dist  # noqa: E402
 from biobert.config import LoopConfig, add_config_args, config_dict, config_from_args, write_json  # noqa: E402
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
 
@@ -87,8 +87,12 @@ def main(argv: list[str] | None = None) -> dict:
     seed_everything(derived_seed(cfg.seed, "init"))  # new heads (e.g. MLM on an encoder-only model)
     model = load_pretraining_model(cfg.init_from, cfg.model_config, cfg.attn_implementation)
     check_compatible(train.manifest, tokenizer, model, cfg.data_dir, tok_source)
+    dist.setup_env()
+    resume_from, universal = (checkpoint.prepare_resume(cfg.run_dir, dist.world_size()) if cfg.resume
+                              else (None, False))
     engine = Engine(PretrainingObjective(model), args.deepspeed_config, total_steps=cfg.max_steps,
-                    overrides=args.ds)
+                    overrides=args.ds,
+                    load_universal=universal)
     run_config = {"run": config_dict(cfg), "deepspeed_overrides": args.ds, "data_manifest": {
         k: train.manifest.get(k) for k in ("config_hash", "tokenizer_hash", "seq_len", "mode", "counts")}}
     if engine.rank == 0:
@@ -107,9 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
     evaluate = _heldout_evaluator(cfg, engine, collate, heldout_metrics)
     state = checkpoint.TrainState()
     if cfg.resume:
-        tag = checkpoint.resume_tag(cfg.run_dir)
-        client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), tag)
-        state = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{tag}")
+        client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), resume_from)
+        state = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{resume_from}")
         if engine.rank == 0:
             print(f"resumed {cfg.run_dir} at step {state.step} ({state.samples_seen:,} samples seen)",
                   file=sys.stderr)

@@ -54,3 +54,36 @@ def test_torchrun_two_ranks(tiny_assets, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world 2, micro 4 x accum 1 x ranks 2" in proc.stderr
     assert sorted(read_metrics(tmp_path / "run")) == [1, 2]
+
+
+@pytest.mark.parametrize("zero", [1, 2])
+def test_resume_on_a_different_number_of_ranks(tiny_assets, tmp_path, zero):
+    """2 -> 1 and 1 -> 2 ranks: the checkpoint is converted to DeepSpeed's universal format once, and the
+    run continues at the same global sample position (the global batch is unchanged)."""
+    from pretrain.run import main
+
+    zero_flag = ["--ds", f"zero_optimization.stage={zero}"]
+    two_to_one = tmp_path / "two_to_one"
+    killed = launch(tiny_assets, two_to_one, *zero_flag, env_extra={"BIOBERT_FAULT_KILL_AT_STEP": str(KILL_AT)})
+    assert killed.returncode != 0
+    main.__wrapped__(["--deepspeed_config", "ds_configs/cpu.json", "--data_dir", str(tiny_assets["shards"]),
+                      "--init_from", str(tiny_assets["model"]), "--run_dir", str(two_to_one), "--max_steps",
+                      str(STEPS), "--log_every", "1", "--progress", "false", "--eval_batches", "2", "--resume",
+                      "--ds", "train_batch_size=8", "--ds", "train_micro_batch_size_per_gpu=4",
+                      "--ds", "scheduler.params.warmup_num_steps=2", "--ds", "optimizer.params.lr=2e-3", *zero_flag])
+    assert (two_to_one / "checkpoints" / "step_00000004" / "universal" / ".complete").is_file()
+    metrics = read_metrics(two_to_one)
+    assert sorted(metrics) == list(range(1, STEPS + 1))
+    assert [metrics[s]["samples_seen"] for s in range(1, STEPS + 1)] == [8 * s for s in range(1, STEPS + 1)]
+    assert metrics[STEPS]["loss"] == metrics[STEPS]["loss"]  # finite: optimizer state came through
+
+    one_to_two = tmp_path / "one_to_two"
+    main.__wrapped__(["--deepspeed_config", "ds_configs/cpu.json", "--data_dir", str(tiny_assets["shards"]),
+                      "--init_from", str(tiny_assets["model"]), "--run_dir", str(one_to_two), "--max_steps",
+                      str(KILL_AT), "--log_every", "1", "--progress", "false", "--eval_batches", "2",
+                      "--ds", "train_batch_size=8", "--ds", "train_micro_batch_size_per_gpu=4",
+                      "--ds", "scheduler.params.warmup_num_steps=2", "--ds", "optimizer.params.lr=2e-3", *zero_flag])
+    resumed = launch(tiny_assets, one_to_two, "--resume", *zero_flag)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = read_metrics(one_to_two)
+    assert [metrics[s]["samples_seen"] for s in range(1, STEPS + 1)] == [8 * s for s in range(1, STEPS + 1)]
