@@ -137,7 +137,8 @@ def resolve_batch(cfg: dict, world_size: int, source: str) -> tuple[int, int, in
 
 
 def load_ds_config(path: str | Path, overrides: list[str] | None = None) -> dict:
-    cfg = read_json(path, "DeepSpeed config")
+    """Keys starting with "_" are comments (a profile's tokens per step, expected memory) and are dropped."""
+    cfg = {k: v for k, v in read_json(path, "DeepSpeed config").items() if not k.startswith("_")}
     cfg = apply_overrides(cfg, overrides or [])
     validate(cfg, str(path))
     return cfg
@@ -171,6 +172,12 @@ def finalize(cfg: dict, world_size: int, total_steps: int, on_cpu: bool, source:
             params["total_num_steps"] = max(1, total_steps)
         if params.get("warmup_num_steps") == "auto":  # BioBERT's warmup_proportion 0.1, as HF's "auto"
             params["warmup_num_steps"] = max(1, round(0.1 * params["total_num_steps"]))
+    opt_type = ((cfg.get("optimizer") or {}).get("type") or "").lower()
+    if opt_type == "lamb" and cfg.get("zero_optimization", {}).get("stage", 0) >= 1:
+        raise UserError(f"{source}: Lamb with ZeRO stage {cfg['zero_optimization']['stage']}: ZeRO hands the "
+                        "optimizer one flattened partition, so LAMB's per-layer trust ratio becomes a single global "
+                        "ratio, which is not LAMB. Use zero_optimization.stage 0 with Lamb (DeepSpeed's BERT "
+                        "recipe) or AdamW with ZeRO.")
     if on_cpu:
         if cfg.get("fp16", {}).get("enabled"):
             raise UserError(f"{source}: fp16 is a GPU setting (dynamic loss scaling); on CPU use a profile "

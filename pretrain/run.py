@@ -25,6 +25,7 @@ class PretrainConfig(LoopConfig):
     init_from: str = ""  # Hugging Face BERT directory to continue from (weights only, new run)
     model_config: str = ""  # BERT config.json to train from scratch instead of init_from
     tokenizer: str = ""  # vocab.txt or tokenizer directory; default: init_from
+    seq_len: int = 0  # expected sequence length of the shards (a check); 0 = whatever they hold
     mlm_probability: float = 0.15
     eval_batches: int = 20  # held-out micro-batches per rank at each evaluation
     attn_implementation: str = "sdpa"
@@ -42,7 +43,8 @@ def parse_args(argv: list[str] | None) -> tuple[PretrainConfig, argparse.Namespa
     return config_from_args(PretrainConfig, args), args
 
 
-def check_compatible(manifest: dict, tokenizer, model, data_dir: str, tok_source: str) -> None:
+def check_compatible(manifest: dict, tokenizer, model, data_dir: str, tok_source: str,
+                     expected_len: int = 0) -> None:
     """Shards, tokenizer and model must agree before any compute is spent."""
     if manifest["tokenizer_hash"] != tokenizer.vocab_hash:
         raise UserError(f"{data_dir}: shards were tokenised with a different vocabulary "
@@ -52,6 +54,9 @@ def check_compatible(manifest: dict, tokenizer, model, data_dir: str, tok_source
     if tokenizer.vocab_size > model.config.vocab_size:
         raise UserError(f"{tok_source}: vocabulary has {tokenizer.vocab_size} entries but the model's "
                         f"embedding has {model.config.vocab_size}; use the model's own vocab.txt")
+    if expected_len and manifest["seq_len"] != expected_len:
+        raise UserError(f"{data_dir}: shards hold {manifest['seq_len']}-token sequences, not --seq_len "
+                        f"{expected_len}; prepare shards with `python -m data_prep ... --seq_len {expected_len}`")
     if manifest["seq_len"] > model.config.max_position_embeddings:
         raise UserError(f"{data_dir}: sequences of {manifest['seq_len']} tokens exceed the model's "
                         f"max_position_embeddings {model.config.max_position_embeddings}")
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = load_tokenizer(tok_source)
     seed_everything(derived_seed(cfg.seed, "init"))  # new heads (e.g. MLM on an encoder-only model)
     model = load_pretraining_model(cfg.init_from, cfg.model_config, cfg.attn_implementation)
-    check_compatible(train.manifest, tokenizer, model, cfg.data_dir, tok_source)
+    check_compatible(train.manifest, tokenizer, model, cfg.data_dir, tok_source, cfg.seq_len)
     dist.setup_env()
     resume_from, universal = (checkpoint.prepare_resume(cfg.run_dir, dist.world_size()) if cfg.resume
                               else (None, False))

@@ -57,3 +57,13 @@ def test_malformed_json_names_file_and_line(tmp_path):
     path.write_text('{\n  "seed": 1,\n  oops\n}')
     with pytest.raises(UserError, match=r"bad.json:3:\d+: malformed JSON"):
         parse(["--config", str(path)])
+
+
+def test_shipped_run_configs_load():
+    from pathlib import Path
+
+    from biobert.config import read_json
+    from pretrain.run import PretrainConfig
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "pretrain" / "configs").glob("*.json")):
+        build_config(PretrainConfig, read_json(path), file_source=str(path))

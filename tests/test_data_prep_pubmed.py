@@ -30,8 +30,9 @@ def test_reads_structured_abstract_with_inline_markup(sample_gz):
     assert abstract.startswith("Prostaglandin D2 levels rise in disease. Its role is unclear. We infected mice")
     assert abstract.endswith("Yes, see Fig. 2.")
     assert "BACKGROUND" not in abstract and "(n = 12)" in abstract and "(p < 0.05)" in abstract
-    assert docs[0].meta == {"language": "eng", "year": 2019}
-    assert docs[1].meta == {"language": "ger", "year": 1998}
+    assert docs[0].meta == {"language": "eng", "year": 2019, "record": 0}  # record: ordinal of the <PubmedArticle>
+    assert docs[1].meta == {"language": "ger", "year": 1998, "record": 1}
+    assert docs[2].meta["record"] == 4  # records 2 and 3 (no abstract, no text) were skipped
     assert docs[2].sections == ["An abstract without a title. It still has two sentences."]
 
 
@@ -113,7 +114,10 @@ def test_expand_inputs_dirs_globs_and_errors(tmp_path, sample_gz):
         expand_inputs([str(empty)])
     with pytest.raises(UserError, match="no such file or directory"):
         expand_inputs([str(tmp_path / "missing.xml.gz")])
+    (tmp_path / "readme.md").write_text("not a corpus")
     with pytest.raises(UserError, match="no reader for this file type"):
-        expand_inputs([str(tmp_path / "readme.txt")])
+        expand_inputs([str(tmp_path / "readme.md")])
+    # named explicitly, a .txt file is a corpus in BERT's one-sentence-per-line format
+    assert expand_inputs([str(tmp_path / "readme.txt")]) == [(tmp_path / "readme.txt").resolve()]
     with pytest.raises(UserError, match="no --input"):
         expand_inputs([])

@@ -79,3 +79,11 @@ def test_malformed_ds_json(tmp_path):
         load_ds_config(path)
     path.write_text(json.dumps({"train_batch_size": 8}))
     assert load_ds_config(path, ["optimizer.params.lr=2e-5"])["optimizer"]["params"]["lr"] == 2e-5
+
+
+def test_lamb_under_zero_is_refused_with_the_reason():
+    cfg = {"train_batch_size": 8, "optimizer": {"type": "Lamb", "params": {"lr": 1e-3}},
+           "zero_optimization": {"stage": 1}}
+    with pytest.raises(UserError, match="not LAMB"):
+        finalize(cfg, 1, 10, on_cpu=False, source="x")
+    finalize({**cfg, "zero_optimization": {"stage": 0}}, 1, 10, on_cpu=False, source="x")

@@ -75,6 +75,8 @@ def test_bad_inputs_fail_before_compute(tiny_assets, tmp_path):
     with pytest.raises(UserError, match="different vocabulary"):
         pretrain(BASE + ["--data_dir", str(tiny_assets["shards"]), "--init_from", str(other),
                          "--run_dir", str(tmp_path / "r2")])
+    with pytest.raises(UserError, match="hold 64-token sequences, not --seq_len 512"):
+        pretrain(args(tiny_assets, tmp_path / "r6", "--seq_len", "512"))
     with pytest.raises(UserError, match="no checkpoint"):
         pretrain(args(tiny_assets, tmp_path / "r3", "--resume"))
     bad_ds = tmp_path / "ds.json"
