@@ -1,0 +1,403 @@
+"""Reader for PMC Open Access full text in JATS XML: single `.nxml` files and `.tar.gz` packages of them.
+
+Pre-training wants running prose, so an article becomes its title, its abstract paragraphs and its body
+paragraphs in reading order, one `sections` entry per paragraph (sentences are split within it and never
+across a section boundary). Dropped, with their text: tables, figures, formulas, captions, footnotes,
+supplementary material, back matter (references, acknowledgements, appendices, glossary), author notes,
+section titles and labels (one-word "sentences" like "Methods" are noise), and back-matter sections that
+some journals put into the body ("Competing interests", "Abbreviations", ...; see _SKIP_SEC_TITLE).
+The text that follows a dropped inline element (its lxml `.tail`) is kept.
+
+Citation markers: an `<xref>` to a reference, figure, table or supplementary file is wrapped in control
+characters (which XML 1.0 forbids, so they cannot occur in the input) and resolved once the paragraph's
+text is assembled, see `resolve_markers`: a bracket group made only of such markers, separators and label
+words ("[1, 2]", "[3–5]", "(Fig. 2A; Table 1)", "(Smith et al., 2005)") goes away with the space before
+it; in a mixed group only the marker parts go ("(n = 12; Table 2)" -> "(n = 12)"). A marker in running
+text goes when it is a bare number (superscript citations) and stays when it is part of the sentence
+("as shown in Figure 2", "Smith et al. (2005) found"). Footnote/affiliation markers and dropped inline
+elements (formulas, graphics) leave a gap marker, so "(<formula>)" goes too. An xref with ref-type "other"
+or none is classified by the element its rid points to (BJC-style author-year citations point to <ref>).
+Brackets without a marker are never touched.
+
+Article types are all kept (research articles, reviews, case reports, letters, ...): each is real
+biomedical prose. `meta["article_type"]` allows filtering later; corrections and retractions without
+body text are skipped as `no_text` anyway.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import re
+import tarfile
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from lxml import etree
+
+from data_prep.document import CorpusFileError, Document
+from data_prep.text import SkipReporter
+from data_prep.text_clean import clean_text
+
+MEMBER_SUFFIXES = (".nxml", ".xml")  # articles in PMC packages: .nxml (article/bulk packages), .xml (2024 bulk)
+
+# Elements dropped with everything inside them (the tail, the text after the element, is kept).
+_DROP = frozenset("""
+    table-wrap table-wrap-group table fig fig-group graphic inline-graphic media alternatives
+    disp-formula disp-formula-group inline-formula math tex-math chem-struct-wrap
+    supplementary-material inline-supplementary-material fn fn-group table-wrap-foot caption label
+    ref-list ack glossary notes author-notes app-group object-id sec-meta title-group kwd-group
+""".split())
+_TITLES = frozenset({"title", "subtitle"})
+# Children that make an element a container of blocks rather than one block of running text.
+_BLOCK = frozenset("p sec list list-item disp-quote boxed-text statement def-list def-item title".split())
+_SPACED = _BLOCK | {"break", "term", "def", "disp-quote"}  # inline elements that separate words
+
+_CITATION_TYPES = frozenset({"bibr"})
+_FLOAT_TYPES = frozenset({"fig", "table", "table-wrap", "supplementary-material", "media", "disp-formula"})
+_NOTE_TYPES = frozenset({"fn", "table-fn", "author-notes", "corresp", "aff"})
+_TARGET_KIND = {"ref": "bibr", "fig": "fig", "table-wrap": "table", "supplementary-material": "fig",
+                "media": "fig", "disp-formula": "fig", "fn": "fn"}
+
+_SKIP_SEC_TYPES = frozenset({"supplementary-material", "display-objects", "COI-statement", "ack",
+                             "funding-information", "data-availability", "author-contributions"})
+_SKIP_SEC_TITLE = re.compile(
+    r"(?:acknowledge?ments?|competing interests?|conflicts? of interests?|declarations? of (?:competing )?interests?"
+    r"|disclosures?|authors?['’]? contributions?|contributors|(?:list of )?abbreviations(?: used)?"
+    r"|pre-?publication history|supporting information|supplementa(?:ry|l) (?:materials?|data|information)"
+    r"|additional (?:files?|materials?)|electronic supplementary material|funding(?: sources?| information)?"
+    r"|financial (?:support|disclosures?)(?: and sponsorship)?|sources? of funding|role of the funding source"
+    r"|(?:data|material) availability(?: statement)?|availability of data(?: and materials?)?|footnotes?)",
+    re.IGNORECASE)
+_SKIP_ABSTRACT_TYPES = frozenset({"graphical", "toc", "teaser"})  # one-line blurbs, not the abstract
+
+# Markers put into the text in place of cross-references; XML 1.0 cannot contain these characters.
+CITE, CITE_END, FLOAT, FLOAT_END, GAP = "\x01", "\x02", "\x03", "\x04", "\x05"
+_SPAN = re.compile("\x01[^\x01-\x04]*\x02|\x03[^\x01-\x04]*\x04")
+_GROUP = re.compile(r"\([^()\[\]\x01-\x05]*[\x01-\x05][^()\[\]]*\)|\[[^()\[\]\x01-\x05]*[\x01-\x05][^()\[\]]*\]")
+# What may surround markers in a group that is only a reference list: numbers, ranges, panel letters,
+# "Fig."/"Table"/"see"/"e.g."/"reviewed in" and the like; author names only next to an author-year citation.
+# Checked word by word (not one big alternation) so that no input can make the regex backtrack for long.
+_SEPARATORS = re.compile(r"[\s\-–—−‐,;:&.*/\u200b-\u200f\u202a-\u202e\u2060\ufeff]+")
+_REF_WORD = re.compile(r"\d+[a-z]?|[a-z]\d*[a-z]?|s\d+[a-z]?|and|or|see|also|cf|for|in|reviewed|reviews?|details|"
+                       r"refs?|references?|therein|figs?|figures?|tables?|tab|eqs?|equations?|additional|files?|"
+                       r"supplement(?:ary|al)?|suppl|materials?|data|information|appendix|panels?|movies?|videos?|"
+                       r"online|et|al|respectively|but|as|by|with", re.IGNORECASE)
+_NAME_WORD = re.compile(r"[A-Z\u00c0-\u00de][\w'’]*|van|von|de|der|den|del|da|di|du|la|le|dos|das")
+_AUTHOR_YEAR = re.compile(r"\b(?:1[89]\d\d|20\d\d)[a-z]?\b|\bet al\b")
+_STRAY_GAPS = re.compile(r"\x05(?:[\s,;–\-]*\x05)*")
+_NO_SPACE_BEFORE = ".,;:!?)]"
+
+
+def _split_outside_spans(text: str, separators: str) -> list[str]:
+    """Split before each separator that is not inside a marker span (citation text has commas too)."""
+    pieces, start, inside = [], 0, False
+    for i, ch in enumerate(text):
+        if ch in "\x01\x03":
+            inside = True
+        elif ch in "\x02\x04":
+            inside = False
+        elif ch in separators and not inside:
+            pieces.append(text[start:i])
+            start = i
+    pieces.append(text[start:])
+    return pieces
+
+
+def _only_reference_words(text: str, allow_names: bool = False) -> bool:
+    """Whether `text`, markers removed, is separators plus reference words (plus author names if allowed)."""
+    for word in _SEPARATORS.split(re.sub("[\x01-\x05]", " ", _SPAN.sub(" ", text))):
+        if word and not (_REF_WORD.fullmatch(word) or (allow_names and _NAME_WORD.fullmatch(word))):
+            return False
+    return True
+
+
+def _is_reference(piece: str, allow_names: bool = False) -> bool:
+    """Whether a piece of a bracket group holds markers and nothing of the sentence around them."""
+    if not any(c in piece for c in "\x01\x03\x05"):
+        return False
+    author_year = allow_names and ("\x01" in piece or "\x05" in piece) and _AUTHOR_YEAR.search(piece) is not None
+    return _only_reference_words(piece, allow_names=author_year)
+
+
+def _resolve_group(match: re.Match) -> str:
+    """Drop the reference parts of one innermost bracket group that holds a marker.
+
+    ";" separates whole citations ("Smith et al., 2005; Jones, 2006"), so a ";"-part that is an author-year
+    citation goes as a whole; otherwise ","-parts made only of markers and reference words go.
+    """
+    group = match.group()
+    kept, dropped = [], False
+    for part in _split_outside_spans(group[1:-1], ";"):
+        if _is_reference(part.lstrip(";"), allow_names=True):
+            dropped = True
+            continue
+        pieces = _split_outside_spans(part, ",")
+        remaining = [p for p in pieces if not _is_reference(p.lstrip(";,"))]
+        dropped |= len(remaining) < len(pieces)
+        if remaining:
+            kept.append("".join(remaining))
+    if not dropped:
+        return group
+    body = "".join(kept).lstrip(";, ")
+    if _only_reference_words(body):
+        return GAP  # "(Tables 1, 2)" with only "1" linked, "(e.g., [3])": nothing of the sentence left
+    return group[0] + body + group[-1]
+
+
+def _resolve_span(match: re.Match) -> str:
+    """A marker outside any bracket group: keep it when it is words of the sentence, else a gap."""
+    span = match.group()
+    inner = span[1:-1]
+    bracketed = inner.strip()[:1] in "([" and inner.strip()[-1:] in ")]"
+    if bracketed or (span[0] == CITE and not re.search(r"[^\W\d_]{2}", inner)):
+        return GAP
+    return inner
+
+
+def _close_gap(match: re.Match) -> str:
+    text, start, end = match.string, match.start(), match.end()
+    before = text[start - 1] if start else ""
+    after = text[end] if end < len(text) else ""
+    if not before or not after or after in _NO_SPACE_BEFORE or before in "([":
+        return ""
+    return " " if match.group() != GAP else ""
+
+
+def resolve_markers(text: str) -> str:
+    """Remove citation/float markers and the punctuation they leave; see the module docstring."""
+    if not any(c in text for c in "\x01\x03\x05"):
+        return text
+    previous = None
+    while previous != text:  # innermost groups first; a removed group may empty its enclosing one
+        previous, text = text, _GROUP.sub(_resolve_group, text)
+    text = _SPAN.sub(_resolve_span, text)
+    text = re.sub("[\x01-\x04]", "", text)  # markers whose brackets straddled two xrefs
+    text = _STRAY_GAPS.sub(GAP, text)
+    return re.sub("\\s*\x05\\s*", _close_gap, text)
+
+
+class _Article:
+    """Text extraction for one parsed <article>; holds the id -> element-kind map that classifies xrefs."""
+
+    def __init__(self, root: etree._Element):
+        self.root = root
+        self.kind_of_id = {el.get("id"): _local(el) for el in root.iter(etree.Element) if el.get("id")}
+
+    def xref_kind(self, xref: etree._Element) -> str:
+        ref_type = xref.get("ref-type") or ""
+        if ref_type in _CITATION_TYPES or ref_type in _FLOAT_TYPES or ref_type in _NOTE_TYPES:
+            return ref_type
+        target = (xref.get("rid") or "").split()[:1]  # ref-type "other"/missing: decide by what it points to
+        return _TARGET_KIND.get(self.kind_of_id.get(target[0], "") if target else "", "")
+
+    def inline(self, elem: etree._Element, out: list[str]) -> None:
+        """Append the running text inside `elem` (not its tail) to `out`, with markers for xrefs."""
+        if elem.text:
+            out.append(elem.text)
+        for child in elem:
+            if isinstance(child.tag, str):
+                name = _local(child)
+                if name in _DROP or name in _TITLES:
+                    out.append(GAP)
+                elif name == "xref":
+                    self._xref(child, out)
+                else:
+                    spaced = name in _SPACED
+                    out.append(" " if spaced else "")
+                    self.inline(child, out)
+                    out.append(" " if spaced else "")
+            elif isinstance(child, etree._Entity):  # only when a DTD entity was left unresolved
+                out.append(html.unescape(child.text or ""))
+            if child.tail:
+                out.append(child.tail)
+
+    def _xref(self, xref: etree._Element, out: list[str]) -> None:
+        kind = self.xref_kind(xref)
+        if kind in _NOTE_TYPES:
+            out.append(GAP)
+            return
+        inner: list[str] = []
+        self.inline(xref, inner)
+        text = "".join(inner).replace(GAP, "")
+        if kind in _CITATION_TYPES:
+            out.append(CITE + text + CITE_END)
+        elif kind in _FLOAT_TYPES:
+            out.append(FLOAT + text + FLOAT_END)
+        else:
+            out.append(text)
+
+    def block_text(self, elem: etree._Element) -> str:
+        out: list[str] = []
+        self.inline(elem, out)
+        return clean_text(resolve_markers("".join(out)))
+
+    def blocks(self, container: etree._Element, sections: list[str]) -> None:
+        """Append one entry per paragraph-like block under `container`, in document order."""
+        for child in container:
+            if not isinstance(child.tag, str):
+                continue
+            name = _local(child)
+            if name in _DROP or name in _TITLES or (name == "sec" and _is_back_matter(child)):
+                continue
+            if _is_container(child):
+                self.blocks(child, sections)
+            else:
+                text = self.block_text(child)
+                if text:
+                    sections.append(text)
+
+
+def _local(elem: etree._Element) -> str:
+    tag = elem.tag
+    return tag.rpartition("}")[2] if tag[0] == "{" else tag
+
+
+def _is_container(elem: etree._Element) -> bool:
+    if (elem.text or "").strip():
+        return False
+    return any(isinstance(c.tag, str) and _local(c) in _BLOCK for c in elem)
+
+
+def _is_back_matter(sec: etree._Element) -> bool:
+    if sec.get("sec-type") in _SKIP_SEC_TYPES:
+        return True
+    title_el = sec.find("title")
+    title = clean_text("".join(title_el.itertext())) if title_el is not None else ""
+    title = re.sub(r"^[\dIVX]+(?:\.\d+)*\.?\s+", "", title).rstrip(":. ")
+    return _SKIP_SEC_TITLE.fullmatch(title) is not None
+
+
+def _pmc_id(meta: etree._Element | None) -> str | None:
+    for kind in ("pmc", "pmcid"):
+        value = meta.findtext(f"article-id[@pub-id-type='{kind}']") if meta is not None else None
+        digits = (value or "").strip().upper().removeprefix("PMC")
+        if digits:
+            return f"PMC{digits}"
+    return None
+
+
+def _year(meta: etree._Element | None) -> int | None:
+    if meta is None:
+        return None
+    years = [d.findtext("year", "").strip() for d in meta.iterfind("pub-date")
+             if d.get("pub-type") not in ("pmc-release", "nihms-submitted")]
+    years = [int(y) for y in years if y.isdigit()]
+    return min(years) if years else None
+
+
+def _journal(root: etree._Element) -> str | None:
+    title = root.find("front/journal-meta//journal-title")
+    if title is not None:
+        return clean_text("".join(title.itertext())) or None
+    return root.findtext("front/journal-meta/journal-id[@journal-id-type='nlm-ta']")
+
+
+def parse_article(root: etree._Element, fallback_id: str, require_abstract: bool = True) -> Document | str:
+    """Turn one parsed <article> into a Document, or return the reason (a counts key) it is skipped."""
+    if _local(root) != "article":
+        return "not_article"
+    article, meta = _Article(root), root.find("front/article-meta")
+    title_el = meta.find("title-group/article-title") if meta is not None else None
+    title = article.block_text(title_el) if title_el is not None else ""
+    abstract: list[str] = []
+    for abstract_el in meta.iterfind("abstract") if meta is not None else ():
+        if abstract_el.get("abstract-type") in _SKIP_ABSTRACT_TYPES:
+            continue
+        if _is_container(abstract_el):
+            article.blocks(abstract_el, abstract)
+        elif text := article.block_text(abstract_el):
+            abstract.append(text)
+    body: list[str] = []
+    body_el = root.find("body")
+    if body_el is not None:
+        article.blocks(body_el, body)
+    sections = [s for s in [title, *abstract, *body] if s]
+    if not abstract and not body and (require_abstract or not title):
+        return "no_text"
+    pmc_id, pmid = _pmc_id(meta), meta.findtext("article-id[@pub-id-type='pmid']") if meta is not None else None
+    info = {"pmid": pmid.strip() if pmid else None, "year": _year(meta), "title": title or None,
+            "journal": _journal(root), "article_type": root.get("article-type")}
+    return Document(f"pmc:{pmc_id or fallback_id}", sections, info)
+
+
+def _parser() -> etree.XMLParser:
+    # No DTD, no network: PMC files name an external DTD that is neither needed nor reachable.
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True)
+
+
+def _name_stem(name: str) -> str:
+    for suffix in MEMBER_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def read_nxml(path: str | Path, counts: Counter, *, require_abstract: bool = True) -> Iterator[Document]:
+    """One article per `.nxml` file. Malformed XML is a whole-file failure (CorpusFileError).
+
+    `require_abstract` means "require text beyond the title" (abstract or body), as for PubMed: with it
+    off, a title-only article is kept.
+    """
+    path = Path(path)
+    try:
+        root = etree.parse(str(path), _parser()).getroot()
+    except (OSError, etree.XMLSyntaxError) as err:
+        raise CorpusFileError(f"{path}: not a well-formed JATS XML file ({type(err).__name__}: {err}); "
+                              "re-download it or remove it from --input") from err
+    result = parse_article(root, _name_stem(path.name), require_abstract)
+    if result == "not_article":
+        raise CorpusFileError(f"{path}: root element <{_local(root)}>, expected a JATS <article>; "
+                              "remove it from --input or pass it to the matching reader")
+    if isinstance(result, str):
+        SkipReporter(path, counts).skip(result, "article")
+    else:
+        yield result
+
+
+def read_pmc_package(path: str | Path, counts: Counter, *, require_abstract: bool = True) -> Iterator[Document]:
+    """One article per `.nxml`/`.xml` member of a PMC `.tar.gz` package, streamed member by member.
+
+    A member that is not well-formed XML or not an <article> is counted (`bad_xml`, `not_article`) and
+    named on stderr; other members (PDFs, images) are passed over. A truncated or corrupt archive raises
+    CorpusFileError naming the last complete member; the articles before it have been yielded.
+    """
+    path = Path(path)
+    skips, last, current = SkipReporter(path, counts), None, None
+    with open(path, "rb") as raw:
+        try:
+            # Our own GzipFile, not mode "r|gz": tarfile ends silently when a truncated stream stops at a
+            # header boundary, whereas GzipFile raises EOFError on a missing end-of-stream marker.
+            gz = gzip.GzipFile(fileobj=raw, mode="rb")
+            with tarfile.open(fileobj=gz, mode="r|") as tar:
+                for member in tar:
+                    if not member.isfile() or not member.name.endswith(MEMBER_SUFFIXES):
+                        continue
+                    current = member.name
+                    data = tar.extractfile(member).read()
+                    doc = _parse_member(data, member.name, skips, require_abstract)
+                    last, current = member.name, None
+                    if doc is not None:
+                        yield doc
+            while gz.read(1 << 20):  # the end-of-archive padding: reading it checks the gzip trailer
+                pass
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+            where = f"after member {last}" if last else "before the first article member"
+            where += f", while reading {current}" if current else ""
+            raise CorpusFileError(f"{path}: the .tar.gz package is truncated or corrupt ({type(err).__name__}: "
+                                  f"{err}) {where}, near byte {raw.tell():,}; re-download it") from err
+
+
+def _parse_member(data: bytes, name: str, skips: SkipReporter, require_abstract: bool) -> Document | None:
+    try:
+        root = etree.fromstring(data, _parser())
+    except etree.XMLSyntaxError as err:
+        skips.skip("bad_xml", name, str(err))
+        return None
+    result = parse_article(root, _name_stem(name), require_abstract)
+    if isinstance(result, str):
+        skips.skip(result, name)
+        return None
+    return result
