@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
     from biobert.loop import fit
     from biobert.sampler import BatchLayout, BatchSource, EpochSampler
     from biobert.tokenizer import load_tokenizer
-    from finetune.tasks.base import predict_logits
-    from finetune.tasks.ner_task import get_task
+    from finetune.tasks.base import predict_outputs
+    from finetune.tasks.registry import get_task
 
     task = get_task(cfg.task)
     if not cfg.resume:
@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     def evaluate_split(name: str) -> tuple[list, dict]:
         split = splits[name]
-        logits = predict_logits(engine, task, split.features, tokenizer.pad_id, cfg.eval_batch_size)
-        predictions = task.decode(split, logits)
+        outputs = predict_outputs(engine, task, split.features, tokenizer.pad_id, cfg.eval_batch_size)
+        predictions = task.decode(split, outputs)
         return predictions, task.score(split, predictions)
 
     last_eval: dict = {}
@@ -163,9 +163,9 @@ def main(argv: list[str] | None = None) -> dict:
             task.write_predictions(Path(cfg.run_dir) / f"predictions_{name}.txt", splits[name], predictions)
     if engine.rank == 0:
         write_json(Path(cfg.run_dir) / "results.json", results)
-        for name, s in results["scores"].items():
-            print(f"{task.name} {name}: precision {s['precision']:.2f} recall {s['recall']:.2f} "
-                  f"F1 {s['f1']:.2f}  ({s['true_entities']} entities)", flush=True)
+        for name, scores in results["scores"].items():
+            line = "  ".join(f"{k} {scores[k]:.2f}" for k in task.headline if k in scores)
+            print(f"{task.name} {name}: {line}", flush=True)
     return results
 
 

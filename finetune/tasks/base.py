@@ -30,6 +30,7 @@ class SplitData:
 class TaskSpec(Protocol):
     name: str  # CLI name, e.g. "ncbi_disease"
     kind: str  # "ner", "re" or "qa"
+    headline: tuple[str, ...]  # score keys printed at the end of a run, e.g. ("precision", "recall", "f1")
 
     def splits(self, data_dir: Path) -> dict[str, Path]: ...
     def read(self, path: Path) -> list[Any]: ...
@@ -37,7 +38,8 @@ class TaskSpec(Protocol):
     def build_model(self, init_from: str, attn_implementation: str) -> torch.nn.Module: ...
     def encode(self, examples: list[Any], tokenizer: Any, max_len: int, stride: int) -> tuple[list, dict]: ...
     def collate(self, features: list[Any], pad_id: int) -> dict[str, torch.Tensor]: ...
-    def decode(self, split: SplitData, outputs: list[np.ndarray]) -> list[Any]: ...
+    def outputs(self, model_output: Any, batch: dict[str, torch.Tensor]) -> list[Any]: ...
+    def decode(self, split: SplitData, outputs: list[Any]) -> list[Any]: ...
     def score(self, split: SplitData, predictions: list[Any]) -> dict[str, float]: ...
     def write_predictions(self, path: Path, split: SplitData, predictions: list[Any]) -> None: ...
 
@@ -56,10 +58,17 @@ def find_task_dir(data_dir: str | Path, dataset: str, required: tuple[str, ...])
                     f"{root / dataset}, {root / 'NER' / dataset}, {root / 'ner' / dataset})")
 
 
+def token_outputs(model_output: Any, batch: dict[str, torch.Tensor]) -> list[np.ndarray]:
+    """Per-token logits of each feature without its padding (NER)."""
+    logits = model_output.logits.float().cpu().numpy()
+    lengths = batch["attention_mask"].sum(1).tolist()
+    return [logits[i, : lengths[i]] for i in range(len(lengths))]
+
+
 @torch.no_grad()
-def predict_logits(engine: Any, task: TaskSpec, features: list[Any], pad_id: int, batch_size: int
-                   ) -> list[np.ndarray]:
-    """Logits for every feature, each rank computing a contiguous share, gathered on every rank."""
+def predict_outputs(engine: Any, task: TaskSpec, features: list[Any], pad_id: int, batch_size: int
+                    ) -> list[Any]:
+    """`task.outputs` for every feature, each rank computing a contiguous share, gathered on every rank."""
     world, rank = engine.world_size, engine.rank
     share = -(-len(features) // world)
     mine = range(rank * share, min(len(features), (rank + 1) * share))
@@ -67,9 +76,8 @@ def predict_logits(engine: Any, task: TaskSpec, features: list[Any], pad_id: int
     for start in range(mine.start, mine.stop, batch_size):
         chunk = features[start: min(start + batch_size, mine.stop)]
         batch = task.collate(chunk, pad_id)
-        batch.pop("labels", None)
-        logits = engine(batch).logits.float().cpu().numpy()
-        lengths = batch["attention_mask"].sum(1).tolist()
-        outputs.extend(logits[i, : lengths[i]] for i in range(len(chunk)))
+        for key in [k for k in batch if k in ("labels", "start_positions", "end_positions")]:
+            batch.pop(key)
+        outputs.extend(task.outputs(engine(batch), batch))
     gathered = engine.gather_objects(outputs)
     return [x for part in gathered for x in part]

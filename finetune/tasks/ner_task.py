@@ -10,7 +10,7 @@ import torch
 
 from biobert.errors import UserError
 from finetune.conlleval import conlleval, strict_iob2
-from finetune.tasks.base import SplitData, find_task_dir
+from finetune.tasks.base import SplitData, find_task_dir, token_outputs
 from finetune.tasks.ner import collate_ner, decode_ner, encode_ner, label_list, read_ner_tsv, write_predictions
 
 # CLI name -> folder name in BioBERT's released datasets bundle.
@@ -32,6 +32,7 @@ class NerTask:
     name: str
     dataset: str
     kind: str = "ner"
+    headline: tuple[str, ...] = ("precision", "recall", "f1", "true_entities")
     scheme: str = "conlleval"  # "conlleval" (BioBERT's numbers) or "strict" (typed IOB2)
     labels: list[str] = field(default_factory=list)
 
@@ -79,6 +80,9 @@ class NerTask:
     def collate(self, features: list, pad_id: int) -> dict[str, torch.Tensor]:
         return collate_ner(features, pad_id)
 
+    def outputs(self, model_output, batch: dict[str, torch.Tensor]) -> list[np.ndarray]:
+        return token_outputs(model_output, batch)
+
     def decode(self, split: SplitData, outputs: list[np.ndarray]) -> list[list[str]]:
         return decode_ner(split.features, outputs, split.examples, self.labels)
 
@@ -92,9 +96,3 @@ class NerTask:
 
     def write_predictions(self, path: Path, split: SplitData, predictions: list[list[str]]) -> None:
         write_predictions(path, split.examples, predictions)
-
-
-def get_task(name: str):
-    if name in NER_DATASETS:
-        return NerTask(name=name, dataset=NER_DATASETS[name])
-    raise UserError(f"unknown task {name!r}. NER tasks: {', '.join(NER_DATASETS)}")
