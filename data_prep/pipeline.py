@@ -1,43 +1,33 @@
-"""The preparation run: input files -> documents -> sentences -> token ids -> packed examples -> shards.
+"""The per-file work: input file -> documents -> sentences -> token ids -> packed examples -> shards.
 
-`process_file` is the unit of work and depends only on its arguments, so a later parallel driver can run
-one per worker process (each with its own `Sinks`) and mark files done for resumption. `run` is the
-single-process v1 driver that owns the output directory and the manifest.
+`process_file` is the unit of work and depends only on its arguments (no globals), so the driver in
+parallel.py runs one per input file in worker processes, each file into its own shard folder, and the
+output is the same whatever the number of workers. The driver owns the output directory and the manifest.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 from biobert.errors import UserError
-from biobert.tokenizer import WordPieceTokenizer, load_tokenizer
+from biobert.tokenizer import WordPieceTokenizer
 from data_prep.document import CorpusFileError, Document
 from data_prep.packing import MODES, NSP, Example, Packer
-from data_prep.readers import expand_inputs, read_documents
+from data_prep.readers import read_documents
 from data_prep.sentences import split_sentences
-from data_prep.shards import (
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST,
-    SPLITS,
-    ShardWriter,
-    file_sha256,
-    is_heldout,
-    write_manifest,
-)
+from data_prep.shards import SPLITS, ShardWriter, is_heldout
 
 # Options that name machine-local paths or run behaviour, not the content of the output: kept in the
-# manifest's `config` but left out of `config_hash` (inputs and vocabulary are identified by their hashes).
-_NOT_HASHED = ("inputs", "vocab", "out", "overwrite")
+# manifest's `config` but left out of `config_hash` (inputs, vocabulary and decontamination lists are
+# identified by their hashes).
+_NOT_HASHED = ("inputs", "vocab", "out", "overwrite", "workers", "part", "decontaminate")
+DECONTAMINATE_ACTIONS = ("drop", "flag")
 
 
 @dataclass
@@ -57,6 +47,10 @@ class PrepConfig:
     nsp_buffer_docs: int = 1000  # recent documents that random-next segments are drawn from
     encode_batch_sentences: int = 1000
     overwrite: bool = False
+    workers: int = 1  # processes, one input file at a time each
+    part: str | None = None  # "i/N": this Slurm array task's slice of the input files
+    decontaminate: list[str] = field(default_factory=list)  # fine-tuning test sets (decontaminate.py)
+    decontaminate_action: str = "drop"  # drop: leave such documents out; flag: keep them, only count
 
     def validate(self) -> None:
         checks = [
@@ -68,13 +62,20 @@ class PrepConfig:
             (self.shard_size >= 1, f"--shard_size must be >= 1, got {self.shard_size}"),
             (self.max_docs is None or self.max_docs >= 1, f"--max_docs must be >= 1, got {self.max_docs}"),
             (self.nsp_buffer_docs >= 1, f"nsp_buffer_docs must be >= 1, got {self.nsp_buffer_docs}"),
+            (self.workers >= 1, f"--workers must be >= 1, got {self.workers}"),
+            (self.decontaminate_action in DECONTAMINATE_ACTIONS,
+             f"--decontaminate_action must be one of {', '.join(DECONTAMINATE_ACTIONS)}, "
+             f"got {self.decontaminate_action!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
 
-    def hash(self) -> str:
+    def hash(self, extra: dict | None = None) -> str:
+        """What decides the output's content; `extra` adds facts not in the config (list file hashes)."""
         content = {k: v for k, v in asdict(self).items() if k not in _NOT_HASHED}
+        if extra:
+            content["extra"] = extra
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -107,8 +108,9 @@ class Sinks:
     stats: dict[str, SplitStats] = field(default_factory=lambda: {s: SplitStats() for s in SPLITS})
 
     @classmethod
-    def create(cls, out_dir: Path, vocab_size: int, shard_size: int) -> Sinks:
-        return cls({s: ShardWriter(out_dir / s, vocab_size, shard_size) for s in SPLITS})
+    def create(cls, out_dir: Path, vocab_size: int, shard_size: int, unit: str) -> Sinks:
+        """Shards of input `unit` go to out_dir/<split>/<unit>/; manifest paths stay relative to out_dir."""
+        return cls({s: ShardWriter(out_dir / s / unit, vocab_size, shard_size, root=out_dir) for s in SPLITS})
 
     def write(self, split: str, examples: list[Example]) -> None:
         writer, stats = self.writers[split], self.stats[split]
@@ -158,12 +160,25 @@ def _pack_pending(pending: list[tuple[str, Document, list[str], int]], tokenizer
     pending.clear()
 
 
+# Decides, per document, whether it is used; it counts what it drops (superseded, deleted, decontaminated).
+DocGate = Callable[[Document], bool]
+
+
+def _sentences(doc: Document) -> list[str]:
+    # Plain-text readers deliver one sentence per section (meta["presplit"]): splitting again would cut
+    # at their abbreviations differently from the corpus' own boundaries.
+    if doc.meta.get("presplit"):
+        return [s for s in doc.sections if s and not s.isspace()]
+    return [s for section in doc.sections for s in split_sentences(section)]
+
+
 def process_file(path: Path, cfg: PrepConfig, tokenizer: WordPieceTokenizer, sinks: Sinks,
-                 skipped: Counter, max_docs: int | None = None) -> FileReport:
+                 skipped: Counter, max_docs: int | None = None, gate: DocGate | None = None) -> FileReport:
     """Read, split, tokenise and pack one input file into `sinks`.
 
     A file-level failure (CorpusFileError) is returned in the report, not raised: documents read before
     the failure are complete records and are kept; the caller records the error and goes on.
+    `documents_read` counts the documents the gate let through (what --max_docs limits).
     """
     report, start = FileReport(str(path)), time.perf_counter()
     packers = {split: Packer(seq_len=cfg.seq_len, mode=cfg.mode, cls_id=tokenizer.cls_id,
@@ -174,7 +189,9 @@ def process_file(path: Path, cfg: PrepConfig, tokenizer: WordPieceTokenizer, sin
     n_sentences = 0
     try:
         for doc in read_documents(path, skipped, require_abstract=cfg.require_abstract):
-            sentences = [s for section in doc.sections for s in split_sentences(section)]
+            if gate is not None and not gate(doc):
+                continue
+            sentences = _sentences(doc)
             words = sum(len(section.split()) for section in doc.sections)
             split = "heldout" if is_heldout(doc.doc_id, cfg.heldout_fraction) else "train"
             pending.append((split, doc, sentences, words))
@@ -194,95 +211,3 @@ def process_file(path: Path, cfg: PrepConfig, tokenizer: WordPieceTokenizer, sin
         sinks.stats[split].nsp_fallbacks += packer.no_random_doc
     report.seconds = time.perf_counter() - start
     return report
-
-
-def prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to clobber finished output; clear stale shards so the directory holds only this run's."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory; choose another --out")
-    if (out / MANIFEST).exists():
-        if not overwrite:
-            raise UserError(f"{out}: already holds prepared shards ({MANIFEST}); pass --overwrite to replace "
-                            "them or choose another --out")
-        (out / MANIFEST).unlink()  # first, so an interrupted rerun never looks finished
-    for split in SPLITS:
-        for stale in (out / split).glob("shard_*.arrow*"):
-            stale.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def _describe_input(path: Path, report: FileReport) -> dict:
-    stat = path.stat()
-    return {"path": str(path), "bytes": stat.st_size, "sha256": file_sha256(path),
-            "mtime": datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat(timespec="seconds"),
-            "documents_read": report.documents_read, "complete": not report.stopped_early and not report.error}
-
-
-def _tool_version() -> str:
-    """Package version, plus the git commit when run from a checkout (what the lead needs to reproduce)."""
-    try:
-        version = metadata.version("biobert")
-    except metadata.PackageNotFoundError:
-        version = "source"
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, text=True,
-                             capture_output=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{version}+git.{sha}" if sha else version
-
-
-def _progress(n: int, total: int, report: FileReport) -> None:
-    rate = report.words / report.seconds if report.seconds else 0.0
-    status = "stopped at --max_docs" if report.stopped_early else "ok"
-    status = "ERROR, see manifest errors" if report.error else status
-    print(f"[{n}/{total}] {Path(report.path).name}: {report.documents_read:,} docs, {report.words:,} words, "
-          f"{rate:,.0f} words/s, {report.seconds:.1f}s ({status})", file=sys.stderr, flush=True)
-    if report.error:
-        print(f"  error: {report.error}", file=sys.stderr, flush=True)
-
-
-def _build_manifest(cfg: PrepConfig, tokenizer: WordPieceTokenizer, shards: dict[str, list[dict]],
-                    stats: dict[str, SplitStats], inputs: list[dict], skipped: Counter, errors: list[dict]) -> dict:
-    resolved = asdict(cfg) | {"lowercase": tokenizer.lowercase}
-    total = SplitStats()
-    for split_stats in stats.values():
-        total.add(split_stats)
-    return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "seq_len": cfg.seq_len, "mode": cfg.mode,
-        "vocab_size": tokenizer.vocab_size, "tokenizer_hash": tokenizer.vocab_hash,
-        "lowercase": tokenizer.lowercase, "special_ids": tokenizer.special_ids(), "tokenizer_dir": "tokenizer",
-        "config": resolved, "config_hash": PrepConfig(**resolved).hash(), "inputs": inputs,
-        "counts": total.as_dict(cfg.seq_len) | {s: stats[s].as_dict(cfg.seq_len) for s in SPLITS},
-        "splits": {s: {"examples": stats[s].examples, "shards": shards[s]} for s in SPLITS},
-        "skipped": {k: v for k, v in sorted(skipped.items()) if v}, "errors": errors,
-    }
-
-
-def run(cfg: PrepConfig) -> dict:
-    """Prepare shards into `cfg.out` and return the manifest (also written, last, to manifest.json)."""
-    started, t0 = datetime.now(timezone.utc), time.perf_counter()
-    cfg.validate()
-    files = expand_inputs(cfg.inputs)
-    tokenizer = load_tokenizer(cfg.vocab, cfg.lowercase)
-    out = Path(cfg.out)
-    prepare_out_dir(out, cfg.overwrite)
-    tokenizer.save(out / "tokenizer")
-    sinks, skipped, errors, inputs = Sinks.create(out, tokenizer.vocab_size, cfg.shard_size), Counter(), [], []
-    docs_left = cfg.max_docs
-    for n, path in enumerate(files, start=1):
-        report = process_file(path, cfg, tokenizer, sinks, skipped, docs_left)
-        _progress(n, len(files), report)
-        inputs.append(_describe_input(path, report))
-        if report.error:
-            errors.append({"file": str(path), "message": report.error})
-            skipped["file_error"] += 1
-        if docs_left is not None:
-            docs_left -= report.documents_read
-            if docs_left <= 0:
-                break
-    manifest = _build_manifest(cfg, tokenizer, sinks.close(), sinks.stats, inputs, skipped, errors)
-    manifest |= {"created": started.isoformat(timespec="seconds"),
-                 "elapsed_s": round(time.perf_counter() - t0, 3), "tool_version": _tool_version()}
-    write_manifest(out, manifest)
-    return manifest

@@ -82,6 +82,7 @@ def read_pubmed(path: str | Path, counts: Counter, *, require_abstract: bool = T
     """
     path = Path(path)
     last_pmid = None
+    record = -1  # ordinal of the <PubmedArticle> in the file: meta["record"], what supersede.py indexes
     with open(path, "rb") as raw:
         try:
             context = etree.iterparse(_open_binary(path, raw), events=("end",), tag=RECORD_TAGS,
@@ -89,7 +90,10 @@ def read_pubmed(path: str | Path, counts: Counter, *, require_abstract: bool = T
                                       huge_tree=True)
             for _, elem in context:
                 if elem.tag == "PubmedArticle":
+                    record += 1
                     doc = parse_article(elem, counts, require_abstract)
+                    if doc is not None:
+                        doc.meta["record"] = record
                     last_pmid = elem.findtext("MedlineCitation/PMID") or last_pmid
                 elif elem.tag == "PubmedBookArticle":  # NCBI Bookshelf chapters: not abstracts, not used
                     counts["book_article"] += 1

@@ -2,9 +2,14 @@
 
 Layout of a prepared directory:
 
-    <out>/train/shard_00000.arrow     Arrow IPC *stream* files (what `datasets.Dataset.from_file` reads);
-    <out>/heldout/shard_00000.arrow   memory-mapped by the reader, so RAM use is independent of corpus size
-    <out>/manifest.json               written last and atomically: its presence means the data is complete
+    <out>/train/<input>/shard_00000.arrow    Arrow IPC *stream* files (what `datasets.Dataset.from_file`
+    <out>/heldout/<input>/shard_00000.arrow  reads), one folder per input file; memory-mapped by the reader,
+                                             so RAM use is independent of corpus size
+    <out>/manifest.json                      written last and atomically: its presence means the data is
+                                             complete; it lists every shard, in order, relative to <out>
+
+Only the manifest's `splits.<split>.shards[].file` paths matter to the reader, so the folder layout may
+change without a format version change (v1 wrote `train/shard_00000.arrow` directly).
 
 Columns: input_ids list<uint16> (uint32 if the vocabulary exceeds 65,535 ids), sep_index int16,
 next_sentence_label int8. Examples are unpadded; padding/masking happen in the pre-training collator.
@@ -66,8 +71,10 @@ class ShardWriter:
     plausible-looking partial shard.
     """
 
-    def __init__(self, split_dir: Path, vocab_size: int, shard_size: int = 100_000, batch_rows: int = 1000):
+    def __init__(self, split_dir: Path, vocab_size: int, shard_size: int = 100_000, batch_rows: int = 1000,
+                 root: Path | None = None):
         self.dir = Path(split_dir)
+        self.root = Path(root) if root is not None else self.dir.parent  # manifest paths are relative to it
         self.dir.mkdir(parents=True, exist_ok=True)
         self.schema = schema(vocab_size)
         self.np_ids = np.uint16 if ids_type(vocab_size) == pa.uint16() else np.uint32
@@ -115,9 +122,12 @@ class ShardWriter:
         self._writer.close()
         self._sink.close()
         name = shard_name(len(self.shards))
-        os.replace(self.dir / (name + ".tmp"), self.dir / name)
-        self.shards.append({"file": f"{self.dir.name}/{name}", "rows": self._rows_in_shard,
-                            "sha256": file_sha256(self.dir / name)})
+        tmp = self.dir / (name + ".tmp")
+        with open(tmp, "rb") as f:  # durable before a done marker can claim it exists
+            os.fsync(f.fileno())
+        os.replace(tmp, self.dir / name)
+        self.shards.append({"file": (self.dir / name).relative_to(self.root).as_posix(),
+                            "rows": self._rows_in_shard, "sha256": file_sha256(self.dir / name)})
         self._writer, self._rows_in_shard = None, 0
 
     def close(self) -> list[dict]:
@@ -128,11 +138,23 @@ class ShardWriter:
         return self.shards
 
 
-def write_manifest(out_dir: Path, manifest: dict) -> None:
+def write_json_atomic(path: Path, content: dict) -> None:
+    """tmp + fsync + rename: a reader (or a resumed run) sees the complete file or none.
+
+    The tmp name carries the pid so that concurrent writers (Slurm parts) never share a tmp file.
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(content, indent=2, sort_keys=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_manifest(out_dir: Path, manifest: dict, name: str = MANIFEST) -> None:
     """Atomic (tmp + rename): readers either see a complete manifest or none."""
-    tmp = Path(out_dir) / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, Path(out_dir) / MANIFEST)
+    write_json_atomic(Path(out_dir) / name, manifest)
 
 
 def read_manifest(data_dir: str | Path) -> dict:

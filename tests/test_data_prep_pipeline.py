@@ -70,7 +70,8 @@ def test_fixture_end_to_end_manifest_and_round_trip(tmp_path, vocab):
     for ids, sep, label in zip(batch["input_ids"], batch["sep_index"], batch["next_sentence_label"]):
         assert ids.dtype == np.int64 and len(ids) <= 32 and ids[0] == tok.cls_id and ids[-1] == tok.sep_id
         assert ids[sep] == tok.sep_id and label in (0, 1)
-    shard_mtimes = [p.stat().st_mtime_ns for p in out.glob("*/shard_*.arrow")]
+    shard_mtimes = [p.stat().st_mtime_ns for p in out.glob("*/*/shard_*.arrow")]
+    assert len(shard_mtimes) == len(manifest["splits"]["train"]["shards"]) >= 1
     assert (out / "manifest.json").stat().st_mtime_ns >= max(shard_mtimes)  # manifest written last
     assert not list(out.rglob("*.tmp"))
 
@@ -173,8 +174,8 @@ def test_open_shards_errors(tmp_path, vocab):
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="no split 'dev'"):
         open_shards(out, "dev")
-    (out / "train" / "shard_00000.arrow").unlink()
-    with pytest.raises(UserError, match=r"train/shard_00000\.arrow: listed in manifest.json but missing"):
+    (out / "train" / "pubmed_sample" / "shard_00000.arrow").unlink()
+    with pytest.raises(UserError, match=r"train/pubmed_sample/shard_00000\.arrow: listed in manifest.json but missing"):
         open_shards(out)
 
 
