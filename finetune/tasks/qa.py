@@ -1,0 +1,404 @@
+"""Extractive question answering on SQuAD-v1.1-layout JSON (SQuAD, BioBERT's BioASQ factoid files).
+
+Pure functions (no model, no loop): read, encode into windows with a document stride, and turn start/end
+logits back into answer strings. Answers are always cut from the ORIGINAL context through the
+tokenizer's character offsets, so lower-casing, accent stripping and WordPiece never leak into the text
+that is scored. BioASQ gives one paragraph per (question, snippet) with ids `<qid>_<nnn>`; its
+post-processing pools the n-best spans of all snippets of a question, as BioBERT's
+`transform_n2b_factoid.py` does (see `pool_answers`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from biobert.errors import UserError
+
+if TYPE_CHECKING:
+    from biobert.tokenizer import WordPieceTokenizer
+
+_SNIPPET_ID = re.compile(r"^(?P<qid>.+)_(?P<n>\d+)$")
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+@dataclass
+class QAExample:
+    """One (question, context) pair as read from the file."""
+
+    qas_id: str  # the file's id: "<qid>_<nnn>" for BioASQ pairs, the question's own id for SQuAD
+    qid: str  # the question it belongs to; BioASQ pools its snippets' answers by it
+    question: str
+    context: str
+    answers: list[tuple[str, int]]  # (text, character start) as in the file; empty in BioASQ test files
+    source: str = ""  # the file it came from
+    batch: str = ""  # BioASQ test batch ("" for a single test file)
+    training: bool = False  # answers become start/end targets (and unusable pairs are left out)
+
+
+@dataclass
+class QAFeature:
+    """One model input: [CLS] question [SEP] window of the context [SEP]."""
+
+    input_ids: list[int]
+    token_type_ids: list[int]
+    example_index: int
+    window_index: int
+    context_start: int  # position in input_ids of the window's first context token
+    offsets: list[tuple[int, int]]  # character span in the example's context of each window token
+    max_context: list[bool]  # whether this window is the one with most context around each token
+    start_position: int = 0  # targets; 0 ([CLS]) when the answer is not inside this window
+    end_position: int = 0
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def read_squad_json(path: str | Path, *, pool_snippets: bool, batch: str = "", training: bool = False
+                    ) -> list[QAExample]:
+    """Read a SQuAD-v1.1-layout file: data[].paragraphs[].{context, qas[].{id, question, answers}}.
+
+    With `pool_snippets` (BioASQ), ids `<qid>_<nnn>` belong to question `<qid>`; otherwise each id is its
+    own question. Structure errors name the file and the record; duplicate ids are an error because
+    predictions are keyed by them.
+    """
+    path = Path(path)
+    data = _load_json(path, "SQuAD-layout QA file")
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise UserError(f"{path}: expected a JSON object with a `data` list (SQuAD v1.1 layout: data[]."
+                        "paragraphs[].qas[]); is this a BioASQ golden file instead of a test file?")
+    examples: list[QAExample] = []
+    seen: set[str] = set()
+    for a, article in enumerate(data["data"]):
+        for p, paragraph in enumerate(_records(article, "paragraphs", path, f"data[{a}]")):
+            where = f"data[{a}].paragraphs[{p}]"
+            context = paragraph.get("context")
+            if not isinstance(context, str):
+                raise UserError(f"{path}: {where} has no `context` string; expected SQuAD v1.1 layout")
+            for q, qa in enumerate(_records(paragraph, "qas", path, where)):
+                qas_id, question = qa.get("id"), qa.get("question")
+                if not isinstance(qas_id, str) or not isinstance(question, str):
+                    raise UserError(f"{path}: {where}.qas[{q}] needs string `id` and `question` fields")
+                if qas_id in seen:
+                    raise UserError(f"{path}: {where}.qas[{q}]: duplicate id {qas_id!r}; ids must be unique")
+                seen.add(qas_id)
+                match = _SNIPPET_ID.match(qas_id) if pool_snippets else None
+                answers = [(str(x.get("text", "")), int(x.get("answer_start", -1)))
+                           for x in qa.get("answers") or [] if isinstance(x, dict)]
+                examples.append(QAExample(qas_id, match["qid"] if match else qas_id, question, context, answers,
+                                          str(path), batch, training))
+    if not examples:
+        raise UserError(f"{path}: no questions found (data[].paragraphs[].qas[] is empty)")
+    return examples
+
+
+def _load_json(path: Path, what: str):
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; expected a {what}. Check --data_dir.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not a valid UTF-8 JSON {what} ({e})") from None
+
+
+def _records(obj, key: str, path: Path, where: str) -> list[dict]:
+    items = obj.get(key) if isinstance(obj, dict) else None
+    if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+        raise UserError(f"{path}: {where} needs a `{key}` list of objects (SQuAD v1.1 layout)")
+    return items
+
+
+# ------------------------------------------------------------------------------------------- encoding
+
+
+def encode_qa(examples: Sequence[QAExample], tokenizer: WordPieceTokenizer, max_len: int = 384,
+              stride: int = 128, max_query_length: int = 64) -> tuple[list[QAFeature], dict]:
+    """Windows of [CLS] question [SEP] context [SEP] over every example.
+
+    `stride` is the overlap in tokens between neighbouring windows (this project's `--doc_stride`
+    meaning, as for NER; BERT's run_squad.py calls the step between window starts its doc_stride). Each
+    context token is "max context" in the window where min(left, right) context is largest, plus 0.01 x
+    window length (BERT's rule); answers may only start at such tokens.
+
+    Training examples (`example.training`) get start/end targets; a window without the whole answer
+    points both at [CLS] (SQuAD v1 convention, as in BioBERT). A training pair whose answer text does
+    not occur in its context (or covers no token) is left out and counted, never trained on garbage.
+    """
+    stats = {"examples": len(examples), "questions": len({e.qid for e in examples}), "features": 0,
+             "split_contexts": 0, "truncated_questions": 0, "excluded_pairs": 0, "excluded_questions": 0,
+             "relocated_answers": 0, "windows_without_answer": 0}
+    questions = tokenizer.backend.encode_batch([e.question for e in examples], add_special_tokens=False)
+    contexts = tokenizer.backend.encode_batch([e.context for e in examples], add_special_tokens=False)
+    features: list[QAFeature] = []
+    excluded: set[str] = set()
+    for index, (example, q_enc, c_enc) in enumerate(zip(examples, questions, contexts)):
+        q_ids = q_enc.ids[:max_query_length]
+        stats["truncated_questions"] += len(q_enc.ids) > max_query_length
+        budget = max_len - len(q_ids) - 3
+        if budget < 1 or not 0 <= stride < budget:
+            raise UserError(f"{example.source}: question {example.qas_id}: max_seq_length {max_len} leaves "
+                            f"{budget} context tokens after its {len(q_ids)} question tokens, which does not "
+                            f"allow a doc_stride (window overlap) of {stride}; raise --max_seq_length or lower "
+                            "--doc_stride")
+        target = None
+        if example.training:
+            target = _answer_tokens(example, c_enc.offsets, stats)
+            if target is None:
+                excluded.add(example.qid)
+                continue
+        windows = plan_windows(len(c_enc.ids), budget, stride)
+        best = max_context_owner(windows, len(c_enc.ids))
+        stats["split_contexts"] += len(windows) > 1
+        for k, (lo, hi) in enumerate(windows):
+            feature = _build_feature(tokenizer, q_ids, c_enc, lo, hi, index, k, best)
+            if target is not None:
+                if lo <= target[0] and target[1] < hi:
+                    feature.start_position = feature.context_start + target[0] - lo
+                    feature.end_position = feature.context_start + target[1] - lo
+                else:
+                    stats["windows_without_answer"] += 1
+            features.append(feature)
+    stats["features"] = len(features)
+    stats["excluded_questions"] = len(excluded)
+    return features, stats
+
+
+def _answer_tokens(example: QAExample, offsets: list[tuple[int, int]], stats: dict) -> tuple[int, int] | None:
+    """First and last context token of the (first) answer, or None when the pair cannot be trained on."""
+    if not example.answers or not example.answers[0][0]:
+        stats["excluded_pairs"] += 1
+        return None
+    text, start = example.answers[0]
+    if start < 0 or example.context[start: start + len(text)] != text:
+        start = example.context.find(text)  # a wrong answer_start: the first occurrence of the text
+        if start < 0:
+            stats["excluded_pairs"] += 1
+            return None
+        stats["relocated_answers"] += 1
+    end = start + len(text)
+    covered = [t for t, (a, b) in enumerate(offsets) if a < end and b > start]
+    if not covered:  # e.g. an answer made only of characters the tokenizer drops
+        stats["excluded_pairs"] += 1
+        return None
+    return covered[0], covered[-1]
+
+
+def plan_windows(n_tokens: int, budget: int, stride: int) -> list[tuple[int, int]]:
+    """[lo, hi) token windows of at most `budget` tokens covering 0..n_tokens, neighbours overlapping by
+    `stride`; an empty context still gets one (empty) window so that its question is predicted."""
+    windows = []
+    lo = 0
+    while True:
+        hi = min(lo + budget, n_tokens)
+        windows.append((lo, hi))
+        if hi >= n_tokens:
+            return windows
+        lo = hi - stride
+
+
+def max_context_owner(windows: list[tuple[int, int]], n_tokens: int) -> list[int]:
+    """For each token, the window where it has the most context (BERT's `_check_is_max_context`)."""
+    owner = [0] * n_tokens
+    best = [-1.0] * n_tokens
+    for k, (lo, hi) in enumerate(windows):
+        for t in range(lo, hi):
+            score = min(t - lo, hi - 1 - t) + 0.01 * (hi - lo)
+            if score > best[t]:
+                best[t], owner[t] = score, k
+    return owner
+
+
+def _build_feature(tokenizer, q_ids: list[int], c_enc, lo: int, hi: int, index: int, k: int,
+                   owner: list[int]) -> QAFeature:
+    head = [tokenizer.cls_id, *q_ids, tokenizer.sep_id]
+    input_ids = head + c_enc.ids[lo:hi] + [tokenizer.sep_id]
+    token_type_ids = [0] * len(head) + [1] * (hi - lo + 1)
+    return QAFeature(input_ids, token_type_ids, index, k, len(head), list(c_enc.offsets[lo:hi]),
+                     [owner[t] == k for t in range(lo, hi)])
+
+
+def collate_qa(features: Sequence[QAFeature], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad a batch to its longest feature (BioASQ snippets are far shorter than max_seq_length)."""
+    width = max(len(f.input_ids) for f in features)
+    input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+    token_type_ids = torch.zeros((len(features), width), dtype=torch.long)
+    attention_mask = torch.zeros((len(features), width), dtype=torch.long)
+    for row, f in enumerate(features):
+        n = len(f.input_ids)
+        input_ids[row, :n] = torch.tensor(f.input_ids, dtype=torch.long)
+        token_type_ids[row, :n] = torch.tensor(f.token_type_ids, dtype=torch.long)
+        attention_mask[row, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
+            "start_positions": torch.tensor([f.start_position for f in features], dtype=torch.long),
+            "end_positions": torch.tensor([f.end_position for f in features], dtype=torch.long)}
+
+
+# ------------------------------------------------------------------------------------- post-processing
+
+
+@dataclass
+class Span:
+    text: str  # cut from the original context
+    score: float  # start logit + end logit
+    probability: float = 0.0  # softmax over the example's n-best scores
+
+
+@dataclass
+class QuestionPrediction:
+    qid: str
+    batch: str
+    answers: list[tuple[str, float]] = field(default_factory=list)  # ranked (text, probability)
+
+
+def softmax(scores: Sequence[float]) -> list[float]:
+    if not len(scores):
+        return []
+    x = np.asarray(scores, dtype=np.float64)
+    e = np.exp(x - x.max())
+    return (e / e.sum()).tolist()
+
+
+def example_nbest(example: QAExample, parts: Sequence[tuple[QAFeature, np.ndarray, np.ndarray]],
+                  n_best: int = 20, max_answer_tokens: int = 30) -> list[Span]:
+    """The n best distinct spans of one example over all its windows, with per-example softmax.
+
+    As BERT/BioBERT: per window the `n_best` highest start and end logits (here among context tokens
+    only), start <= end, at most `max_answer_tokens` tokens, start in a max-context token; candidates
+    sorted by start + end logit, the same text kept once, probabilities a softmax over the kept scores.
+    """
+    candidates = []
+    for feature, start_logits, end_logits in parts:
+        lo, n = feature.context_start, len(feature.offsets)
+        starts, ends = start_logits[lo: lo + n], end_logits[lo: lo + n]
+        top_s = np.argsort(-starts, kind="stable")[:n_best]
+        top_e = np.argsort(-ends, kind="stable")[:n_best]
+        for i in top_s:
+            if not feature.max_context[i]:
+                continue
+            for j in top_e:
+                if i <= j < i + max_answer_tokens:
+                    candidates.append((float(starts[i] + ends[j]), feature, int(i), int(j)))
+    candidates.sort(key=lambda c: -c[0])
+    spans: list[Span] = []
+    seen: set[str] = set()
+    for score, feature, i, j in candidates:
+        text = example.context[feature.offsets[i][0]: feature.offsets[j][1]]
+        if text in seen:
+            continue
+        seen.add(text)
+        spans.append(Span(text, score))
+        if len(spans) == n_best:
+            break
+    for span, p in zip(spans, softmax([s.score for s in spans])):
+        span.probability = p
+    return spans
+
+
+def strip_answer(text: str) -> str:
+    """BioBERT's `textrip`: drop one trailing ',', '.' or ' '; unwrap "(x)"; drop unbalanced parentheses."""
+    if not text:
+        return text
+    if text[-1] in ",. ":
+        return text[:-1]
+    if len(text) > 2 and text[0] == "(" and text[-1] == ")" and text.count("(") == 1 and text.count(")") == 1:
+        return text[1:-1]
+    if ("(" in text) != (")" in text):
+        return ""
+    return text
+
+
+def pool_answers(snippet_spans: Sequence[Sequence[Span]], top_k: int = 5, max_chars: int = 100,
+                 scope: str = "snippet", strip: bool = True) -> list[tuple[str, float]]:
+    """BioASQ answers of one question from the n-best spans of all its snippets.
+
+    `scope="snippet"` keeps each snippet's own softmax (what BioBERT does: probabilities come from
+    run_factoid's per-example n-best, so every snippet holds mass 1 and an answer found in several
+    snippets accumulates votes); `scope="question"` re-normalises with one softmax over the pooled
+    scores. Then, in decreasing probability: `strip_answer`, drop empty answers and answers longer than
+    `max_chars` characters, merge case-insensitive duplicates by SUMMING their probabilities (the
+    spelling of the most probable one is kept), re-rank by the sums and keep `top_k`.
+    """
+    if scope not in ("snippet", "question"):
+        raise ValueError(f"scope must be 'snippet' or 'question', not {scope!r}")
+    spans = [s for group in snippet_spans for s in group]
+    probs = softmax([s.score for s in spans]) if scope == "question" else [s.probability for s in spans]
+    merged: dict[str, list] = {}
+    for k in sorted(range(len(spans)), key=lambda k: -probs[k]):
+        text = strip_answer(spans[k].text) if strip else spans[k].text
+        if not text or len(text) > max_chars:
+            continue
+        key = text.lower()
+        if key in merged:
+            merged[key][1] += probs[k]
+        else:
+            merged[key] = [text, probs[k]]
+    ranked = sorted(merged.values(), key=lambda item: -item[1])
+    return [(text, float(p)) for text, p in ranked[:top_k]]
+
+
+def decode_qa(examples: Sequence[QAExample], features: Sequence[QAFeature],
+              outputs: Sequence[tuple[np.ndarray, np.ndarray]], *, pool: bool, n_best: int = 20,
+              max_answer_tokens: int = 30, top_k: int = 5, max_chars: int = 100, scope: str = "snippet"
+              ) -> list[QuestionPrediction]:
+    """Per question (in file order) its ranked answers: pooled over snippets (BioASQ) or the single best
+    span by logit (SQuAD). A question with no usable span gets an empty list, which scores 0."""
+    if len(features) != len(outputs):
+        raise ValueError(f"got {len(outputs)} outputs for {len(features)} features")
+    parts: list[list] = [[] for _ in examples]
+    for feature, (start, end) in zip(features, outputs):
+        parts[feature.example_index].append((feature, np.asarray(start), np.asarray(end)))
+    by_question: dict[str, list[list[Span]]] = {}
+    batch_of: dict[str, str] = {}
+    for example, example_parts in zip(examples, parts):
+        spans = example_nbest(example, example_parts, n_best, max_answer_tokens) if example_parts else []
+        by_question.setdefault(example.qid, []).append(spans)
+        batch_of.setdefault(example.qid, example.batch)
+    predictions = []
+    for qid, groups in by_question.items():
+        if pool:
+            answers = pool_answers(groups, top_k, max_chars, scope)
+        else:
+            best = max((s for g in groups for s in g), key=lambda s: s.score, default=None)
+            answers = [(best.text, best.probability)] if best else []
+        predictions.append(QuestionPrediction(qid, batch_of[qid], answers))
+    return predictions
+
+
+# ---------------------------------------------------------------------------- SQuAD v1.1's official metric
+
+
+def normalize_squad(text: str) -> str:
+    """evaluate-v1.1.py: lower case, no punctuation, no articles (a, an, the), single spaces."""
+    text = "".join(c for c in text.lower() if c not in _PUNCTUATION)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def squad_f1(prediction: str, truth: str) -> float:
+    pred, gold = normalize_squad(prediction).split(), normalize_squad(truth).split()
+    common = sum((Counter(pred) & Counter(gold)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_scores(predictions: dict[str, str], gold: dict[str, list[str]]) -> dict[str, float]:
+    """Exact match and F1 in %, each the max over a question's gold answers, averaged over ALL gold
+    questions (a missing prediction scores 0, as the official script does after its warning)."""
+    em = f1 = 0.0
+    for qid, truths in gold.items():
+        if qid in predictions and truths:
+            em += max(float(normalize_squad(predictions[qid]) == normalize_squad(t)) for t in truths)
+            f1 += max(squad_f1(predictions[qid], t) for t in truths)
+    n = max(len(gold), 1)
+    return {"exact_match": 100 * em / n, "f1": 100 * f1 / n, "questions": len(gold)}

@@ -1,0 +1,372 @@
+"""Question answering: BioASQ/SQuAD reading, windows, span post-processing, the BioASQ measures, end to end."""
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from biobert.errors import UserError
+from biobert.tokenizer import load_tokenizer
+from conftest import SHARED_DATA, write_tiny_bert, write_vocab
+from finetune.bioasq_eval import average_batches, factoid_scores, read_golden
+from finetune.run_task import main
+from finetune.tasks.qa import (
+    QAExample,
+    QAFeature,
+    QuestionPrediction,
+    Span,
+    decode_qa,
+    encode_qa,
+    example_nbest,
+    max_context_owner,
+    plan_windows,
+    pool_answers,
+    read_squad_json,
+    squad_scores,
+    strip_answer,
+)
+from finetune.tasks.registry import get_task
+
+finetune = main.__wrapped__
+FIXTURES = Path(__file__).parent / "fixtures" / "qa"
+TRAIN, TEST, GOLDEN = (FIXTURES / n for n in ("BioASQ-train-factoid-7b.json", "BioASQ-test-factoid-7b.json",
+                                              "7B_golden.json"))
+T1, T2, T3 = (f"5c00000000000000000b000{i}" for i in (1, 2, 3))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """conftest's tiny BERT (2 layers, hidden 32, its uncased vocabulary) without the shard fixture."""
+    root = tmp_path_factory.mktemp("qa_model")
+    model = write_tiny_bert(root / "tiny_bert", write_vocab(root / "vocab.txt"))
+    return {"model": model, "tokenizer": load_tokenizer(model)}
+
+
+def train_examples():
+    return read_squad_json(TRAIN, pool_snippets=True, training=True)
+
+
+# ------------------------------------------------------------------------------------ reading, encoding
+
+
+def test_read_pools_snippet_ids_by_question():
+    examples = train_examples()
+    assert len(examples) == 11 and len({e.qid for e in examples}) == 6
+    assert examples[0].qas_id == "5c00000000000000000a0001_001" and examples[0].qid == "5c00000000000000000a0001"
+    squad = read_squad_json(TRAIN, pool_snippets=False)  # SQuAD ids are their own questions
+    assert len({e.qid for e in squad}) == 11 and not squad[0].training
+
+
+def test_encode_targets_land_on_the_answer_tokens(tiny):
+    examples = train_examples()
+    features, stats = encode_qa(examples, tiny["tokenizer"], max_len=48, stride=8)
+    # q3's second snippet and q6's only one do not contain their answer: left out and counted
+    assert stats["excluded_pairs"] == 2 and stats["excluded_questions"] == 2 and stats["relocated_answers"] == 1
+    assert {examples[f.example_index].qas_id for f in features} == {e.qas_id for e in examples} - {
+        "5c00000000000000000a0003_002", "5c00000000000000000a0006_001"}
+    assert stats["split_contexts"] == 1 and stats["windows_without_answer"] > 0
+    hits = 0
+    for f in features:
+        example = examples[f.example_index]
+        assert f.input_ids[0] == tiny["tokenizer"].cls_id and len(f.input_ids) <= 48
+        assert f.token_type_ids[f.context_start - 1] == 0 and f.token_type_ids[f.context_start] == 1
+        if f.start_position == 0:
+            assert f.end_position == 0
+            continue
+        hits += 1
+        a, b = f.start_position - f.context_start, f.end_position - f.context_start
+        text = example.context[f.offsets[a][0]: f.offsets[b][1]]
+        assert text == example.answers[0][0]  # original casing: "Kinase protein" stays capitalised
+    assert hits == 9  # every kept pair has exactly one window holding its whole answer
+
+
+def test_windows_cover_the_context_with_the_stride_as_overlap(tiny):
+    rng = random.Random(0)
+    for _ in range(200):
+        n, budget = rng.randint(0, 60), rng.randint(2, 12)
+        stride = rng.randint(0, budget - 1)
+        windows = plan_windows(n, budget, stride)
+        assert windows[0][0] == 0 and windows[-1][1] == n
+        assert all(hi - lo <= budget for lo, hi in windows)
+        assert all(nxt[0] == prev[1] - stride for prev, nxt in zip(windows, windows[1:]))
+        owner = max_context_owner(windows, n)
+        assert all(windows[owner[t]][0] <= t < windows[owner[t]][1] for t in range(n))
+    # through the encoder: the max-context tokens of the windows are the whole context, once each
+    example = train_examples()[7]  # the long snippet
+    features, _ = encode_qa([example], tiny["tokenizer"], max_len=48, stride=8)
+    assert len(features) > 2
+    owned = [off for f in features for off, mine in zip(f.offsets, f.max_context) if mine]
+    full = tiny["tokenizer"].backend.encode(example.context, add_special_tokens=False).offsets
+    assert owned == full
+    with pytest.raises(UserError, match="doc_stride"):
+        encode_qa([example], tiny["tokenizer"], max_len=24, stride=20)
+
+
+# ------------------------------------------------------------------------------------- post-processing
+
+
+def _feature(context: str, tokenizer) -> QAFeature:
+    enc = tokenizer.backend.encode(context, add_special_tokens=False)
+    n = len(enc.ids)
+    return QAFeature([2, 3] + enc.ids + [3], [0, 0] + [1] * (n + 1), 0, 0, 2, list(enc.offsets), [True] * n)
+
+
+def _tokens(f: QAFeature, context: str, text: str) -> tuple[int, int]:
+    """Input positions of the first and last token of `text` in the feature's context."""
+    a = context.find(text)
+    inside = [k for k, (s, e) in enumerate(f.offsets) if s < a + len(text) and e > a]
+    return f.context_start + inside[0], f.context_start + inside[-1]
+
+
+def test_example_nbest_spans_and_softmax(tiny):
+    context = "The kinase protein binds the receptor."
+    f = _feature(context, tiny["tokenizer"])
+    start, end = np.full(len(f.input_ids), -10.0), np.full(len(f.input_ids), -10.0)
+    start[0] = end[0] = 50.0  # [CLS] and the question are never answers
+    (s1, e1), (s2, e2) = _tokens(f, context, "kinase protein"), _tokens(f, context, "receptor")
+    start[s1], end[e1] = 5.0, 4.0
+    start[s2], end[e2] = 3.0, 1.0
+    end[s1 - 1] = 9.0  # an end before every good start is never paired with them
+    example = QAExample("q_001", "q", "?", context, [])
+    spans = example_nbest(example, [(f, start, end)], n_best=3)
+    # every start pairs with every later end: 5+4, 5+1, 3+1 (then -10-ish pairs, beyond n_best)
+    assert [s.text for s in spans] == ["kinase protein", "kinase protein binds the receptor", "receptor"]
+    assert [s.score for s in spans] == [9.0, 6.0, 4.0] and sum(s.probability for s in spans) == pytest.approx(1.0)
+    short = example_nbest(example, [(f, start, end)], max_answer_tokens=e1 - s1)
+    assert "kinase protein" not in [s.text for s in short]
+    f.max_context[s1 - f.context_start] = False  # another window owns that token: no answer starts there
+    assert "kinase protein" not in [s.text for s in example_nbest(example, [(f, start, end)])]
+
+
+def test_pool_answers_merges_case_duplicates_and_drops_long_answers():
+    long = "x" * 101
+    snippet_a = [Span("IL-6", 3.0, 0.5), Span(long, 2.0, 0.3), Span("TNF.", 1.0, 0.2)]
+    snippet_b = [Span("il-6", 2.0, 0.4), Span("TNF", 1.5, 0.35), Span("(CRP)", 0.0, 0.25)]
+    snippet_c = [Span(f"a{i}", 0.0, 0.01 * (9 - i)) for i in range(8)] + [Span("x (y", 9.0, 0.001)]
+    ranked = pool_answers([snippet_a, snippet_b, snippet_c])
+    # IL-6 = 0.5 + 0.4 (spelling of the most probable), TNF = 0.35 + 0.2 ("TNF." stripped), CRP unwrapped
+    assert [t for t, _ in ranked] == ["IL-6", "TNF", "CRP", "a0", "a1"]
+    assert [p for _, p in ranked] == pytest.approx([0.9, 0.55, 0.25, 0.09, 0.08])
+    assert len(pool_answers([snippet_a, snippet_b, snippet_c], top_k=10)) == 10
+    assert long in [t for t, _ in pool_answers([snippet_a], max_chars=200)]
+    # one softmax over all snippets' scores instead of each snippet's own
+    question = pool_answers([[Span("a", 1.0, 1.0)], [Span("b", 0.0, 1.0)]], scope="question")
+    assert question[0] == ("a", pytest.approx(np.e / (np.e + 1)))
+    assert [strip_answer(t) for t in ("x,", "(a)", "(a) (b)", "a (b", "a b)", "", "a.b")] == \
+        ["x", "a", "(a) (b)", "", "", "", "a.b"]
+
+
+def test_decode_pools_every_snippet_of_a_question(tiny):
+    tok = tiny["tokenizer"]
+    examples = read_squad_json(TEST, pool_snippets=True)
+    features, _ = encode_qa(examples, tok, max_len=48, stride=8)
+    outputs = []
+    for f in features:
+        start, end = np.zeros(len(f.input_ids)), np.zeros(len(f.input_ids))
+        text = examples[f.example_index].context.lower()
+        for needle in ("kinase protein", "aspirin", "influenza virus"):
+            at = text.find(needle)
+            inside = [k for k, (a, b) in enumerate(f.offsets) if a < at + len(needle) and b > at]
+            if at >= 0 and inside and f.offsets[inside[0]][0] <= at and f.offsets[inside[-1]][1] >= at + len(needle):
+                # a peaked guess on the gold answer wherever a window holds all of it
+                start[f.context_start + inside[0]] = end[f.context_start + inside[-1]] = 10.0
+        outputs.append((start, end))
+    predictions = decode_qa(examples, features, outputs, pool=True)
+    assert [p.qid for p in predictions] == [T1, T2, T3]
+    top = {p.qid: p.answers[0] for p in predictions}
+    assert top[T1][0] == "kinase protein" and top[T2][0].lower() == "aspirin"
+    assert top[T2][1] > 1.0  # summed over both snippets that hold it ("Aspirin" and "aspirin")
+    assert all(len(p.answers) <= 5 for p in predictions)
+    task = get_task("bioasq_7b")
+    task.splits(FIXTURES)
+    from finetune.tasks.base import SplitData
+
+    split = SplitData("test", TEST, task.read(TEST), features)
+    scores = task.score(split, predictions)
+    assert (scores["questions"], scores["strict_acc"], scores["mrr"]) == (3, 100.0, 100.0)
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+
+def test_factoid_measures_by_hand():
+    golden = read_golden(GOLDEN)
+    assert golden[T1].synonyms == [["kinase protein", "protein kinase"]] and golden["5c00000000000000000b0004"].type \
+        == "yesno"
+    predictions = {
+        T1: ["PROTEIN KINASE", "receptor"],  # a synonym, any case: rank 1
+        T2: ["aspirin ", "drug", "ASA", "acetylsalicylic acid"],  # trailing space is NOT normalised: rank 4
+        T3: ["virus", "a", "b", "c", "d", "influenza"],  # the second synonym list at rank 6: beyond the top 5
+    }
+    scores = factoid_scores(predictions, golden, [T1, T2, T3])
+    assert scores["strict_acc"] == pytest.approx(100 / 3)
+    assert scores["lenient_acc"] == pytest.approx(200 / 3)
+    assert scores["mrr"] == pytest.approx(100 * (1 + 1 / 4) / 3)
+    assert (scores["questions"], scores["strict_correct"], scores["lenient_correct"]) == (3, 1, 2)
+    # a question without answers scores 0; a golden question of another type is ignored
+    scores = factoid_scores({T3: ["Influenza"]}, golden, [T1, T3, "5c00000000000000000b0005"])
+    assert scores["mrr"] == pytest.approx(50.0) and scores["non_factoid_skipped"] == 1
+    with pytest.raises(UserError, match=r"question nope of test file t\.json is not in golden file g\.json"):
+        factoid_scores({}, golden, ["nope"], test_file="t.json", golden_file="g.json")
+    avg = average_batches([("1", {"strict_acc": 50.0, "lenient_acc": 100.0, "mrr": 75.0, "questions": 2,
+                                  "strict_correct": 1, "lenient_correct": 2, "non_factoid_skipped": 0}),
+                           ("2", {"strict_acc": 0.0, "lenient_acc": 0.0, "mrr": 0.0, "questions": 1,
+                                  "strict_correct": 0, "lenient_correct": 0, "non_factoid_skipped": 0})])
+    assert (avg["strict_acc"], avg["mrr"], avg["questions"], avg["mrr_1"]) == (25.0, 37.5, 3, 75.0)
+
+
+def test_evaluator_command_line(tmp_path):
+    from finetune.bioasq_eval import main as bioasq_eval
+
+    submission = tmp_path / "submission.json"
+    submission.write_text(json.dumps({"questions": [
+        {"id": T1, "exact_answer": [["Protein kinase"], ["x"]]},
+        {"id": T2, "exact_answer": [["drug"], ["ASPIRIN"]]},
+        {"id": T3, "exact_answer": []}]}))
+    scores = bioasq_eval.__wrapped__([str(submission), str(GOLDEN)])
+    assert (scores["strict_acc"], scores["lenient_acc"], scores["mrr"]) == pytest.approx((100 / 3, 200 / 3, 50.0))
+
+
+def test_golden_answer_shapes(tmp_path):
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps({"questions": [
+        {"id": "a", "type": "factoid", "exact_answer": ["X", "y"]},
+        {"id": "b", "type": "factoid", "exact_answer": "Z"},
+        {"id": "c", "type": "summary"}]}))
+    golden = read_golden(path)
+    assert golden["a"].synonyms == [["x", "y"]] and golden["b"].synonyms == [["z"]] and golden["c"].synonyms == []
+    path.write_text(json.dumps({"questions": [{"id": "a", "type": "factoid"}]}))
+    with pytest.raises(UserError, match="factoid question a has no `exact_answer`"):
+        read_golden(path)
+
+
+def test_squad_scores_as_the_official_script():
+    gold = {"1": ["The Kinase", "kinase protein"], "2": ["aspirin"], "3": ["blood"]}
+    scores = squad_scores({"1": "kinase.", "2": "an aspirin dose"}, gold)
+    assert scores["exact_match"] == pytest.approx(100 / 3)  # "kinase." == "The Kinase" after normalising
+    # "an aspirin dose" -> "aspirin dose": P 1/2, R 1, F1 2/3; question "3" unanswered scores 0
+    assert scores["f1"] == pytest.approx(100 * (1 + 2 / 3) / 3)
+
+
+# ------------------------------------------------------------------------------------------ data layout
+
+
+def _batch_layout(root: Path) -> Path:
+    """BioBERT's release layout: per-batch test files and golden files (batch 1: T1, batch 2: T2 and T3)."""
+    folder = root / "QA" / "BioASQ"
+    folder.mkdir(parents=True)
+    shutil.copy(TRAIN, folder / TRAIN.name)
+    test, golden = json.loads(TEST.read_text()), json.loads(GOLDEN.read_text())
+    for b, qids in (("1", {T1}), ("2", {T2, T3})):
+        paragraphs = [p for p in test["data"][0]["paragraphs"] if p["qas"][0]["id"][:24] in qids]
+        (folder / f"BioASQ-test-factoid-7b-{b}.json").write_text(json.dumps({"data": [{"paragraphs": paragraphs}]}))
+        questions = [q for q in golden["questions"] if q["id"] in qids or q["type"] != "factoid"]
+        (folder / f"7B{b}_golden.json").write_text(json.dumps({"questions": questions}))
+    shutil.copy(TEST, folder / TEST.name)  # a combined file too: the per-batch files win
+    return folder
+
+
+def test_per_batch_files_are_scored_per_batch_and_averaged(tmp_path):
+    folder = _batch_layout(tmp_path)
+    task = get_task("bioasq_factoid")
+    files = task.splits(tmp_path)  # the bundle root: QA/BioASQ is found
+    assert files["train"] == folder / TRAIN.name and [b.batch for b in task._batches] == ["1", "2"]
+    examples = task.read(files["test"])
+    assert {e.batch for e in examples} == {"1", "2"} and len(examples) == 7
+    from finetune.tasks.base import SplitData
+
+    predictions = [QuestionPrediction(T1, "1", [("receptor", 0.6), ("Protein kinase", 0.4)]),
+                   QuestionPrediction(T2, "2", [("Aspirin", 1.0)]), QuestionPrediction(T3, "2", [])]
+    scores = task.score(SplitData("test", files["test"], examples, []), predictions)
+    # batch 1: S 0, L 100, MRR 50; batch 2: S 50, L 50, MRR 50 -> averaged over the two batches
+    assert (scores["strict_acc"], scores["lenient_acc"], scores["mrr"]) == (25.0, 75.0, 50.0)
+    assert scores["batches"] == 2 and scores["questions"] == 3 and scores["strict_acc_2"] == 50.0
+    (folder / "7B2_golden.json").write_text(json.dumps({"questions": [{"id": T2, "type": "factoid",
+                                                                         "exact_answer": [["aspirin"]]}]}))
+    with pytest.raises(UserError, match=f"question {T3} of test file .*7b-2.json is not in golden file "
+                                        ".*7B2_golden.json"):
+        task.read(files["test"])
+    (folder / "7B2_golden.json").unlink()
+    with pytest.raises(UserError, match="7B2_golden.json: golden file not found"):
+        task.read(files["test"])
+    (folder / "BioASQ-train-factoid-6b.json").write_text("{}")
+    with pytest.raises(UserError, match="versions .'6b', '7b'.* found; pick one with --task bioasq_6b or bioasq_7b"):
+        get_task("bioasq_factoid").splits(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+def run_args(model, data_dir, run_dir, task="bioasq_7b", *extra):
+    return ["--task", task, "--data_dir", str(data_dir), "--init_from", str(model), "--run_dir", str(run_dir),
+            "--progress", "false", "--max_seq_length", "48", "--doc_stride", "8", "--eval_split", "",
+            "--ds", "train_batch_size=4", "--ds", "optimizer.params.lr=1e-3", *extra]
+
+
+def test_bioasq_end_to_end(tiny, tmp_path):
+    run = tmp_path / "run"
+    results = finetune(run_args(tiny["model"], FIXTURES, run, "bioasq_7b", "--epochs", "1"))
+    assert results["kind"] == "qa" and results["steps"] == 3  # 11 windows of the 9 usable pairs, batch 4
+    scores = results["scores"]["test"]
+    assert scores["questions"] == 3 and 0 <= scores["strict_acc"] <= scores["lenient_acc"] <= 100
+    assert scores["strict_acc"] <= scores["mrr"] <= scores["lenient_acc"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"]["train"]["excluded_pairs"] == 2 and config["data"]["train"]["excluded_questions"] == 2
+    assert str(GOLDEN) in config["data"]["test"]["files"]
+    submission = json.loads((run / "predictions_test.json").read_text())["questions"]
+    contexts = {}
+    for e in read_squad_json(TEST, pool_snippets=True):
+        contexts.setdefault(e.qid, []).append(e.context)
+    assert [q["id"] for q in submission] == [T1, T2, T3]
+    for q in submission:
+        assert 1 <= len(q["exact_answer"]) <= 5 and q["type"] == "factoid"
+        probs = [a["probability"] for a in q["answers_with_probability"]]
+        assert probs == sorted(probs, reverse=True)
+        assert [[a["text"]] for a in q["answers_with_probability"]] == q["exact_answer"]
+        assert all(any(a[0] in c for c in contexts[q["id"]]) for a in q["exact_answer"])
+    # the default --eval_split devel names the problem before any work
+    with pytest.raises(UserError, match="has no `devel` split"):
+        args = run_args(tiny["model"], FIXTURES, tmp_path / "r2", "bioasq_7b", "--max_steps", "1")
+        at = args.index("--eval_split")
+        finetune(args[:at] + args[at + 2:])
+
+
+def test_squad_then_bioasq_from_its_export(tiny, tmp_path):
+    squad_dir = tmp_path / "squad"
+    squad_dir.mkdir()
+    data = json.loads(TRAIN.read_text())
+    for paragraph in data["data"][0]["paragraphs"]:  # SQuAD ids are plain question ids
+        paragraph["qas"][0]["id"] = paragraph["qas"][0]["id"].replace("_", "")
+    (squad_dir / "train-v1.1.json").write_text(json.dumps(data))
+    (squad_dir / "dev-v1.1.json").write_text(json.dumps(data))
+    results = finetune(run_args(tiny["model"], squad_dir, tmp_path / "squad_run", "squad", "--max_steps", "2"))
+    scores = results["scores"]["test"]
+    assert scores["questions"] == 11 and 0 <= scores["exact_match"] <= scores["f1"] <= 100
+    predictions = json.loads((tmp_path / "squad_run" / "predictions_test.json").read_text())
+    assert len(predictions) == 11 and all(isinstance(v, str) for v in predictions.values())
+    from transformers import AutoModelForQuestionAnswering
+
+    AutoModelForQuestionAnswering.from_pretrained(str(tmp_path / "squad_run" / "hf"))  # a QA export
+    results = finetune(run_args(tmp_path / "squad_run" / "hf", FIXTURES, tmp_path / "bioasq", "bioasq_7b",
+                                "--max_steps", "1"))
+    assert results["scores"]["test"]["questions"] == 3
+
+
+# ------------------------------------------------------------------------------- real data (opt-in)
+
+BIOASQ = SHARED_DATA / "qa" / "bioasq"
+
+
+@pytest.mark.skipif(not (BIOASQ / "7B_golden.json").is_file(), reason=f"no BioASQ data in {BIOASQ}")
+def test_real_bioasq_7b_files():
+    task = get_task("bioasq_7b")
+    files = task.splits(BIOASQ)
+    train, test = task.read(files["train"]), task.read(files["test"])
+    assert (len(train), len({e.qid for e in train})) == (4231, 530)
+    assert (len(test), len({e.qid for e in test})) == (512, 162)
+    golden = read_golden(BIOASQ / "7B_golden.json")
+    assert all(golden[e.qid].type == "factoid" for e in test)  # every test qid is in the golden file
+    assert all(e.training for e in train) and not any(e.training for e in test)
