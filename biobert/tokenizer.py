@@ -112,8 +112,9 @@ def _infer_lowercase(path: Path, vocab: dict[str, int]) -> bool:
         value = json.loads(config.read_text()).get("do_lower_case")
         if isinstance(value, bool):
             return value
-    # An uncased vocabulary has no upper-case word pieces outside the bracketed special tokens.
-    return not any(any(c.isupper() for c in tok) for tok in vocab if not tok.startswith("["))
+    # An uncased vocabulary has no A-Z outside the bracketed special tokens (non-ASCII symbols such as
+    # "ℝ" count as upper case to str.isupper even in uncased vocabularies, so only ASCII is looked at).
+    return not any(any("A" <= c <= "Z" for c in tok) for tok in vocab if not tok.startswith("["))
 
 
 def vocab_hash(vocab: dict[str, int], lowercase: bool) -> str:

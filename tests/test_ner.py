@@ -313,3 +313,11 @@ def test_ncbi_disease_reads_and_encodes_without_losing_words():
         predictions = decode_ner(features, _gold_logits(features, long_sentences, label2id), long_sentences,
                                  list(label2id))
         assert predictions == [s.labels for s in long_sentences]
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "vocab").is_dir(), reason="shared vocabularies not present")
+def test_casing_is_inferred_from_real_vocabularies():
+    from biobert.tokenizer import load_tokenizer
+
+    assert load_tokenizer(SHARED_DATA / "vocab" / "bert-base-uncased-vocab.txt").lowercase is True
+    assert load_tokenizer(SHARED_DATA / "vocab" / "bert-base-cased-vocab.txt").lowercase is False

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from biobert.errors import UserError
 from finetune.tasks.ner_task import NER_DATASETS, NerTask
+from finetune.tasks.qa_task import BIOASQ_TASKS, QA_TASKS, QATask
+from finetune.tasks.re_task import get_re_task, re_task_names
 
 
 def task_names() -> dict[str, list[str]]:
-    return {"ner": list(NER_DATASETS)}
+    return {"ner": list(NER_DATASETS), "re": re_task_names(), "qa": list(QA_TASKS)}
 
 
 def get_task(name: str):
     if name in NER_DATASETS:
         return NerTask(name=name, dataset=NER_DATASETS[name])
+    if name in QA_TASKS:
+        return QATask(name=name, dataset="squad" if name == "squad" else "bioasq", version=BIOASQ_TASKS.get(name, ""))
+    task = get_re_task(name)  # raises for a bare `gad` / `euadr`: they need a fold
+    if task is not None:
+        return task
     known = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in task_names().items())
     raise UserError(f"unknown task {name!r}. Known tasks: {known}")

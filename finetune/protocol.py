@@ -1,0 +1,401 @@
+"""Evaluate one task the way a paper reports it: select hyper-parameters, then test over several seeds.
+
+    python finetune/protocol.py --task ncbi_disease --data_dir datasets/NER --init_from runs/biobert/hf \
+        --run_dir runs/ncbi [--protocol paper|biobert-code] [--seeds 1,2,3] [any finetune/run_task.py flag]
+
+`--protocol paper` (default), BioBERT's paper: the batch size (`--batch_sizes`, default 16,32,64) and the
+number of epochs (`--epoch_grid`, default 5,10,20) are chosen by the development-split score (F1 for NER and
+RE), then each seed is trained on `train` with that setting and scored on `test`. By default one run per
+batch size trains for the largest epoch count and its per-epoch devel scores (metrics.jsonl) give the
+scores at 5, 10 and 20 epochs: its linear learning-rate decay spans 20 epochs, so "5 epochs" there is not a
+5-epoch run. `--exact_grid` trains every (batch, epochs) pair on its own instead (3x the cost here).
+A dataset without a development split (GAD, EU-ADR: their dev.tsv is empty) is selected by K-fold
+cross-validation on its training data (`--cv_folds`, default 10, as the paper says): the training sentences
+are split into K folds by a fixed shuffle (files under run_dir/cv_data), and the setting with the best mean
+held-out score wins. QA (BioASQ) has no development split and the paper gives no selection for it: it runs
+a fixed setting (`--epochs`, default 5, and the batch of the DeepSpeed profile or `--ds train_batch_size=N`).
+
+`--protocol biobert-code`, BioBERT's released scripts: train on train+devel (`train_dev.tsv` where the
+bundle has it, as its NER folders do; otherwise the two files concatenated into run_dir/train_dev_data and
+said so) for a fixed `--epochs`, then test. Defaults are those of BioBERT's README commands: NER 10 epochs;
+RE 3 epochs, batch 32, lr 2e-5; QA 5 epochs, batch 12, lr 5e-6 (a `--ds` of yours wins).
+
+GAD and EU-ADR: `--task gad_3` evaluates one fold; `--task gad` runs the whole protocol on each fold
+(`--folds`, default all ten) in run_dir/fold_01 ... (selection inside each fold's own training data, so no
+fold's test sentences ever steer a choice) and reports the mean over folds, per seed.
+
+Every sub-run is an ordinary run_task run in its own folder (select/..., seed_<n>); one whose results.json
+exists is reused (and says so), so a stopped protocol continues where it stopped. Selection runs skip the
+Hugging Face export and have their checkpoints deleted once scored. run_dir/results.json holds the
+protocol, the grid, each setting's devel (or CV) score, the chosen setting, each seed's test scores and
+their mean and sample standard deviation (n - 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run by path: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from biobert import checkpoint  # noqa: E402
+from biobert.config import write_json  # noqa: E402
+from biobert.errors import UserError, exit_on_user_error  # noqa: E402
+from finetune import run_task  # noqa: E402
+from finetune.tasks.re_task import N_FOLDS, RE_DATASETS  # noqa: E402
+from finetune.tasks.registry import get_task  # noqa: E402
+from finetune.tasks.relation import HEADERS  # noqa: E402
+
+SELECT_METRIC = {"ner": "f1", "re": "f1", "qa": "strict_acc"}
+# BioBERT's README commands (run_ner.py / run_re.py / run_qa.py); NER keeps our profile's batch and lr.
+BIOBERT_CODE = {"ner": {"epochs": 10.0}, "re": {"epochs": 3.0, "train_batch_size": 32, "lr": 2e-5},
+                "qa": {"epochs": 5.0, "train_batch_size": 12, "lr": 5e-6}}
+QA_FIXED_EPOCHS = 5.0
+CV_SHUFFLE_SEED = 0
+OWNED_FLAGS = ("--task", "--run_dir", "--seed", "--epochs", "--max_steps", "--train_split", "--eval_split",
+               "--test_split", "--resume")
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected comma-separated integers, e.g. 1,2,3") from None
+    if not values or len(set(values)) != len(values):
+        raise UserError(f"{flag} {text!r}: give at least one value, each once")
+    return values
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--init_from", required=True)
+    parser.add_argument("--run_dir", required=True)
+    parser.add_argument("--protocol", choices=("paper", "biobert-code"), default="paper")
+    parser.add_argument("--seeds", default="42", help="comma-separated seeds of the final runs (default 42)")
+    parser.add_argument("--batch_sizes", default="16,32,64")
+    parser.add_argument("--epoch_grid", default="5,10,20")
+    parser.add_argument("--exact_grid", action="store_true", help="one run per (batch, epochs), no reuse")
+    parser.add_argument("--cv_folds", type=int, default=10, help="K of the CV selection without a devel split")
+    parser.add_argument("--epochs", type=float, default=None, help="biobert-code and QA: fixed epochs")
+    parser.add_argument("--folds", default=",".join(str(k) for k in range(1, N_FOLDS + 1)),
+                        help="--task gad / euadr: the folds to run")
+    args, rest = parser.parse_known_args(argv)
+    args.seeds = _ints(args.seeds, "--seeds")
+    args.batch_sizes = sorted(_ints(args.batch_sizes, "--batch_sizes"))
+    args.epoch_grid = sorted(_ints(args.epoch_grid, "--epoch_grid"))
+    args.folds = sorted(_ints(args.folds, "--folds"))
+    if not all(1 <= k <= N_FOLDS for k in args.folds):
+        raise UserError(f"--folds {args.folds}: folds are numbered 1 ... {N_FOLDS}")
+    if args.cv_folds < 2:
+        raise UserError(f"--cv_folds {args.cv_folds}: cross-validation needs at least 2 folds")
+    for flag in OWNED_FLAGS:
+        if any(a == flag or a.startswith(flag + "=") for a in rest):
+            raise UserError(f"{flag} is set by protocol.py for each sub-run; remove it (see --help)")
+    return args, rest
+
+
+# ------------------------------------------------------------------------------------------ data files
+
+
+def _records(path: Path, kind: str) -> tuple[str, list[str]]:
+    """(header line or "", records) of a task file: NER sentences are blank-line blocks, RE rows lines."""
+    lines = path.read_bytes().decode("utf-8").split("\n") if path.is_file() else []  # no newline translation
+    if kind == "re":
+        rows = [line for line in lines if line.strip(" \t\r")]
+        if rows and tuple(rows[0].rstrip("\r").split("\t")) in HEADERS:
+            return rows[0] + "\n", rows[1:]
+        return "", rows
+    blocks, current = [], []
+    for line in lines:
+        if line.strip(" \t\r"):
+            current.append(line)
+        elif current:
+            blocks.append("\n".join(current))
+            current = []
+    if current:
+        blocks.append("\n".join(current))
+    return "", blocks
+
+
+def _write_records(path: Path, header: str, records: list[str], kind: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sep = "\n" if kind == "re" else "\n\n"
+    path.write_text(header + sep.join(records) + "\n", encoding="utf-8")
+
+
+def _layout(task) -> Path:
+    """Where the task looks for its files under a data root: NCBI-disease/, GAD/3/, chemprot/."""
+    if task.kind == "ner":
+        return Path(task.dataset)
+    return Path(task.dataset.folders[0], *([str(task.fold)] if task.fold else []))
+
+
+def has_devel(task, files: dict[str, Path]) -> bool:
+    return "devel" in files and bool(_records(files["devel"], task.kind)[1])
+
+
+def make_cv_folds(task, files: dict[str, Path], root: Path, k: int) -> list[Path]:
+    """K data roots, fold i holding train = the other folds and devel = fold i, by a fixed shuffle."""
+    header, records = _records(files["train"], task.kind)
+    if len(records) < k:
+        raise UserError(f"{files['train']}: {len(records)} training examples cannot make {k} CV folds")
+    order = list(range(len(records)))
+    random.Random(CV_SHUFFLE_SEED).shuffle(order)
+    roots = []
+    for i in range(k):
+        held = set(order[i::k])
+        folder = root / f"fold_{i + 1:02d}" / _layout(task)
+        if not (folder / "devel.tsv").is_file():
+            held_out = [records[j] for j in sorted(held)]
+            _write_records(folder / "train.tsv", header, [r for j, r in enumerate(records) if j not in held],
+                           task.kind)
+            _write_records(folder / "devel.tsv", header, held_out, task.kind)
+            _write_records(folder / "test.tsv", header, held_out, task.kind)  # required by the reader; unused
+        roots.append(root / f"fold_{i + 1:02d}")
+    return roots
+
+
+def train_dev_data(task, files: dict[str, Path], data_dir: str, run_dir: Path) -> tuple[str, str, str]:
+    """(data_dir, train_split, what was done) to train on train+devel as BioBERT's released code does."""
+    if "train_dev" in files:
+        return data_dir, "train_dev", f"trained on the bundle's {files['train_dev']}"
+    if task.kind == "qa" or not has_devel(task, files):
+        return data_dir, "train", f"{task.name} has no devel split: trained on train alone"
+    root = run_dir / "train_dev_data"
+    folder = root / _layout(task)
+    header, train = _records(files["train"], task.kind)
+    _, devel = _records(files["devel"], task.kind)
+    _write_records(folder / "train.tsv", header, train + devel, task.kind)
+    shutil.copyfile(files["test"], folder / "test.tsv")
+    note = f"no train_dev.tsv: trained on {files['train']} + {files['devel']} concatenated into {folder}"
+    print(f"{task.name}: {note}", flush=True)
+    return str(root), "train", note
+
+
+# -------------------------------------------------------------------------------------------- sub-runs
+
+
+def sub_run(run_dir: Path, argv: list[str], keep_checkpoints: bool = True) -> dict:
+    """One run_task run in `run_dir`; a finished one is read back, an interrupted one resumed or redone."""
+    done = run_dir / "results.json"
+    if done.is_file():
+        print(f"{run_dir}: results.json exists, reused (delete the folder to redo it)", flush=True)
+        return json.loads(done.read_text())
+    extra = []
+    if checkpoint.latest_tag(run_dir) is not None:
+        print(f"{run_dir}: interrupted after a checkpoint; continuing it with --resume", flush=True)
+        extra = ["--resume"]
+    elif run_dir.exists():  # stopped before any checkpoint: nothing to keep in a folder this script owns
+        print(f"{run_dir}: interrupted before a checkpoint; starting it again", flush=True)
+        shutil.rmtree(run_dir)
+    print(f"{run_dir}: training", flush=True)
+    results = run_task.main.__wrapped__([*argv, "--run_dir", str(run_dir), *extra])
+    gc.collect()  # the run's model and engine, before the next run builds its own
+    if not keep_checkpoints:
+        shutil.rmtree(checkpoint.checkpoint_dir(run_dir), ignore_errors=True)
+    return results
+
+
+def epoch_scores(run_dir: Path, results: dict, epochs: list[int], metric: str) -> dict[int, float]:
+    """The devel score after each of `epochs`, from the per-epoch evaluations in metrics.jsonl."""
+    steps_per_epoch = results["steps"] / results["epochs"]
+    evals = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record.get("kind") == "eval" and f"devel_{metric}" in record:
+            evals[record["step"]] = record[f"devel_{metric}"]
+    out = {}
+    for e in epochs:
+        step = round(e * steps_per_epoch)
+        if step not in evals:
+            raise UserError(f"{run_dir}/metrics.jsonl: no devel evaluation at step {step} (epoch {e}); "
+                            "leave --eval_every at its default (once per epoch) or pass --exact_grid")
+        out[e] = evals[step]
+    return out
+
+
+def grid_scores(task, base: list[str], data_dir: str, sub: Path, args, seed: int) -> dict[tuple[int, int], float]:
+    """Devel score of every (batch, epochs) of the grid trained on `data_dir`'s train split."""
+    metric = SELECT_METRIC[task.kind]
+    common = [*base, "--data_dir", data_dir, "--seed", str(seed), "--eval_split", "devel", "--test_split", ""]
+    if not any(a.split("=")[0] == "--export_hf" for a in base):
+        common += ["--export_hf", "false"]
+    scores = {}
+    for bs in args.batch_sizes:
+        if args.exact_grid:
+            for e in args.epoch_grid:
+                res = sub_run(sub / f"bs{bs}_ep{e}", [*common, "--ds", f"train_batch_size={bs}", "--epochs",
+                                                      str(e)], keep_checkpoints=False)
+                scores[bs, e] = res["scores"]["devel"][metric]
+        else:
+            run = sub / f"bs{bs}"
+            res = sub_run(run, [*common, "--ds", f"train_batch_size={bs}", "--epochs",
+                                str(max(args.epoch_grid))], keep_checkpoints=False)
+            for e, value in epoch_scores(run, res, args.epoch_grid, metric).items():
+                scores[bs, e] = value
+    return scores
+
+
+def select(task, files: dict[str, Path], base: list[str], args, run_dir: Path) -> dict:
+    """The paper's selection: devel score, or mean K-fold CV score on train where there is no devel."""
+    seed = args.seeds[0]
+    if has_devel(task, files):
+        method, per_fold = "devel", {}
+        scores = grid_scores(task, base, args.data_dir, run_dir / "select", args, seed)
+    else:
+        method = f"{args.cv_folds}-fold cross-validation on train"
+        roots = make_cv_folds(task, files, run_dir / "cv_data", args.cv_folds)
+        per_fold = {i + 1: grid_scores(task, base, str(root), run_dir / "select" / f"cv{i + 1:02d}", args, seed)
+                    for i, root in enumerate(roots)}
+        scores = {key: statistics.fmean(f[key] for f in per_fold.values()) for key in per_fold[1]}
+    best = max(scores, key=lambda key: scores[key])  # ties: the first, i.e. the smaller batch and epochs
+    note = ("each epoch count read from one run per batch size trained for the largest; its linear "
+            "learning-rate decay spans that many epochs" if not args.exact_grid else "one run per setting")
+    return {"method": method, "metric": f"{'devel' if method == 'devel' else 'cv'}_{SELECT_METRIC[task.kind]}",
+            "seed": seed, "exact_grid": args.exact_grid, "note": note,
+            "scores": [{"train_batch_size": bs, "epochs": e, "score": v} for (bs, e), v in scores.items()],
+            **({"cv_folds": args.cv_folds, "cv_shuffle_seed": CV_SHUFFLE_SEED,
+                "per_fold": {str(i): [{"train_batch_size": bs, "epochs": e, "score": v}
+                                      for (bs, e), v in f.items()] for i, f in per_fold.items()}}
+               if per_fold else {}),
+            "chosen": {"train_batch_size": best[0], "epochs": best[1], "score": scores[best]}}
+
+
+# --------------------------------------------------------------------------------------- the protocol
+
+
+def mean_std(runs: list[dict]) -> tuple[dict, dict]:
+    """Mean and sample standard deviation (n - 1; None for one run) of each numeric score all runs share."""
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and all(isinstance(r.get(k), (int, float)) for r in runs)]
+    mean = {k: statistics.fmean(r[k] for r in runs) for k in keys}
+    std = {k: statistics.stdev([r[k] for r in runs]) if len(runs) > 1 else None for k in keys}
+    return mean, std
+
+
+def _has_ds(flags: list[str], key: str) -> bool:
+    """Whether the run_task flags override DeepSpeed's `key` (`--ds key=v` or `--ds=key=v`)."""
+    values = [b for a, b in zip(flags, flags[1:]) if a == "--ds"] + [a[5:] for a in flags if a.startswith("--ds=")]
+    return any(v.startswith(key + "=") for v in values)
+
+
+def setting_for(task, files: dict[str, Path], flags: list[str], args, run_dir: Path) -> tuple[dict, list[str], dict]:
+    """(recorded setting, run_task flags of the final runs, selection record or {})."""
+    if args.protocol == "biobert-code":
+        defaults = BIOBERT_CODE[task.kind]
+        data_dir, train_split, note = train_dev_data(task, files, args.data_dir, run_dir)
+        epochs = args.epochs or defaults["epochs"]
+        extra = ["--data_dir", data_dir, "--train_split", train_split, "--epochs", str(epochs)]
+        if "train_batch_size" in defaults and not _has_ds(flags, "train_batch_size"):
+            extra += ["--ds", f"train_batch_size={defaults['train_batch_size']}"]
+        if "lr" in defaults and not _has_ds(flags, "optimizer.params.lr"):
+            extra += ["--ds", f"optimizer.params.lr={defaults['lr']}"]
+        return {"epochs": epochs, "train_split": train_split, "train_data": note}, extra, {}
+    if task.kind == "qa":
+        epochs = args.epochs or QA_FIXED_EPOCHS
+        note = "QA has no devel split and the paper gives no selection for it: a fixed setting"
+        return {"epochs": epochs, "note": note}, ["--data_dir", args.data_dir, "--epochs", str(epochs)], {}
+    selection = select(task, files, flags, args, run_dir)
+    bs, epochs = selection["chosen"]["train_batch_size"], selection["chosen"]["epochs"]
+    extra = ["--data_dir", args.data_dir, "--ds", f"train_batch_size={bs}", "--epochs", str(epochs)]
+    return {"train_batch_size": bs, "epochs": epochs}, extra, selection
+
+
+def _check_same_args(run_dir: Path, record: dict) -> None:
+    path = run_dir / "protocol.json"
+    if path.is_file() and json.loads(path.read_text()) != record:
+        raise UserError(f"{run_dir} holds a protocol run with {json.loads(path.read_text())}, not {record}; "
+                        "its sub-runs must not be mixed with these. Use a new --run_dir or the original flags.")
+    write_json(path, record)
+
+
+def run_protocol(task_name: str, args, flags: list[str], run_dir: Path) -> dict:
+    task = get_task(task_name)
+    files = task.splits(Path(args.data_dir))
+    record = {"protocol": args.protocol, "task": task_name, "data_dir": args.data_dir, "init_from": args.init_from,
+              "batch_sizes": args.batch_sizes, "epoch_grid": args.epoch_grid, "exact_grid": args.exact_grid,
+              "cv_folds": args.cv_folds, "epochs": args.epochs, "selection_seed": args.seeds[0],
+              "run_task_flags": flags}
+    if args.protocol == "paper" and task.kind != "qa":  # refused before anything is written
+        if _has_ds(flags, "train_batch_size"):
+            raise UserError("--ds train_batch_size=...: the paper protocol picks the batch from --batch_sizes")
+        if args.epochs is not None:
+            raise UserError("--epochs: the paper protocol picks the epochs from --epoch_grid (--epochs is for "
+                            "--protocol biobert-code and for QA)")
+    _check_same_args(run_dir, record)
+    base = [*flags, "--task", task_name, "--init_from", args.init_from]
+    setting, extra, selection = setting_for(task, files, base, args, run_dir)
+    test_split = "test"
+    per_seed = {}
+    for seed in args.seeds:
+        res = sub_run(run_dir / f"seed_{seed}", [*base, *extra, "--seed", str(seed), "--eval_split", "",
+                                                 "--test_split", test_split])
+        setting.setdefault("train_batch_size", res["train_batch_size"])
+        per_seed[seed] = {k: v for k, v in res["scores"][test_split].items() if not isinstance(v, dict)}
+    mean, std = mean_std(list(per_seed.values()))
+    out = {"protocol": args.protocol, "task": task_name, "kind": task.kind, "init_from": args.init_from,
+           "split": test_split, "headline": [k for k in task.headline if k in mean],
+           "grid": {"batch_sizes": args.batch_sizes, "epochs": args.epoch_grid} if selection else None,
+           "selection": selection or None, "setting": setting, "seeds": args.seeds,
+           "runs": {str(s): v for s, v in per_seed.items()}, "mean": mean, "std": std, "std_over": "seeds",
+           "std_kind": "sample standard deviation (n - 1)", "run_task_flags": flags}
+    write_json(run_dir / "results.json", out)
+    _print_summary(out)
+    return out
+
+
+def run_folds(dataset: str, args, flags: list[str], run_dir: Path) -> dict:
+    """GAD / EU-ADR: the protocol on each fold on its own, then each seed's mean over the folds."""
+    _check_same_args(run_dir, {"protocol": args.protocol, "task": dataset, "folds": "each fold: fold_NN/protocol.json"})
+    folds = {k: run_protocol(f"{dataset}_{k}", args, flags, run_dir / f"fold_{k:02d}") for k in args.folds}
+    per_seed = {s: mean_std([f["runs"][str(s)] for f in folds.values()])[0] for s in args.seeds}
+    fold_means = [f["mean"] for f in folds.values()]
+    mean, std = mean_std(list(per_seed.values()))
+    std_over = "seeds"
+    if len(args.seeds) == 1:  # one seed: the spread over folds, as crossval.py reports it
+        mean, std = mean_std(fold_means)
+        std_over = "folds"
+    first = next(iter(folds.values()))
+    out = {"protocol": args.protocol, "task": dataset, "kind": "re", "init_from": args.init_from, "split": "test",
+           "headline": first["headline"], "folds_run": args.folds,
+           "complete": args.folds == list(range(1, N_FOLDS + 1)),
+           "folds": {str(k): {"setting": f["setting"], "mean": f["mean"], "std": f["std"]} for k, f in folds.items()},
+           "seeds": args.seeds, "runs": {str(s): v for s, v in per_seed.items()}, "mean": mean, "std": std,
+           "std_over": std_over, "std_kind": "sample standard deviation (n - 1)", "run_task_flags": flags}
+    write_json(run_dir / "results.json", out)
+    _print_summary(out)
+    return out
+
+
+def _print_summary(out: dict) -> None:
+    keys = out["headline"]
+    print(f"{out['task']} ({out['protocol']}, {out['split']}): " + "  ".join(
+        f"{k} {out['mean'][k]:.2f}" + (f" ± {out['std'][k]:.2f}" if out["std"].get(k) is not None else "")
+        for k in keys) + f"  (std over {out['std_over']})", flush=True)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> dict:
+    args, flags = parse_args(argv)
+    run_dir = Path(args.run_dir)
+    folded = args.task in RE_DATASETS and RE_DATASETS[args.task].folds
+    first = f"{args.task}_{args.folds[0]}" if folded else args.task
+    run_task.parse_args([*flags, "--task", first, "--data_dir", args.data_dir, "--init_from", args.init_from,
+                         "--run_dir", str(run_dir)])  # bad run_task flags fail now, not after selection
+    if folded:
+        return run_folds(args.task, args, flags, run_dir)
+    return run_protocol(args.task, args, flags, run_dir)
+
+
+if __name__ == "__main__":
+    main()
