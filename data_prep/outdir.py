@@ -1,7 +1,8 @@
 """The prepared directory's bookkeeping: run identity, per-file done markers, manifests, and `merge`.
 
     <out>/run.json                        identity of the run in progress (config, tokenizer and inputs hashes)
-    <out>/done/<unit>.json                one per finished input file, written atomically and LAST for it
+    <out>/done/<unit>.json                one per finished unit (an input file, or a group of single-article
+                                          files, see parallel.py), written atomically and LAST for it
     <out>/manifest.part-<i>-of-<N>.json   with --part: the part's manifest, written when the part is done
     <out>/manifest.json                   written last (by the run, or by `merge` from the parts)
 
@@ -137,9 +138,9 @@ def assemble(head: dict, markers: list[dict], decontamination: dict | None = Non
             stats[s].add(SplitStats(**m["stats"][s]))
         skipped.update(m["skipped"])
         decontaminated.update(m.get("decontaminated", {}))
-        if m["error"]:
-            errors.append({"file": m["input"]["path"], "message": m["error"]})
-            skipped["file_error"] += 1
+        failed = m.get("file_errors", [{"file": m["input"]["path"], "message": m["error"]}] if m["error"] else [])
+        errors += failed  # a group of single-article files lists each of its failed files
+        skipped["file_error"] += len(failed)
     total = SplitStats()
     for s in stats.values():
         total.add(s)

@@ -1,12 +1,16 @@
-"""The preparation run: input files spread over worker processes, one file at a time, resumable.
+"""The preparation run: units of input spread over worker processes, one unit at a time, resumable.
 
-Each input file is a unit of work: a worker reads it, writes its own shard files to
-`<out>/<split>/<unit>/` and then, last, its done marker (outdir.py). The manifest is assembled from the
-markers, in input order, so the output is identical for any --workers (each file's RNG is seeded from
-its name, never from the worker). A rerun of an interrupted run skips files whose marker matches (same
-size and mtime, config, tokenizer and supersession index) and redoes the others from scratch.
+A unit is one input file, or a group of consecutive single-article files of one folder (PMC `.nxml`, up
+to GROUP_MAX_FILES files and GROUP_MAX_BYTES): alone, such a file has no other document for NSP to draw a
+random next segment from, and 1,000s of tiny units would each pay for a marker, shard files and a manifest
+entry. A worker reads a unit, writes its own shard files to `<out>/<split>/<unit>/` and then, last, its
+done marker (outdir.py). The manifest is assembled from the markers, in input order, so the output is
+identical for any --workers (each unit's RNG is seeded from its name, never from the worker: a single
+file's from its file name, as before grouping existed). A rerun of an interrupted run skips units whose
+marker matches (same size and mtime of every file, config, tokenizer and supersession index) and redoes
+the others from scratch.
 
---part i/N takes every N-th file of the sorted input list starting at i (file k belongs to part k mod N),
+--part i/N takes every N-th unit of the sorted input list starting at i (unit k belongs to part k mod N),
 which spreads small update files and large baseline files evenly over the parts; `merge` joins them.
 """
 
@@ -30,7 +34,9 @@ from biobert.errors import UserError
 from biobert.tokenizer import load_tokenizer
 from data_prep import outdir
 from data_prep.document import Document
+from data_prep.fast_wordpiece import SentenceEncoder
 from data_prep.pipeline import PrepConfig, Sinks, process_file
+from data_prep.pmc import read_nxml
 from data_prep.pubmed import read_pubmed
 from data_prep.readers import READERS, expand_inputs, reader_for
 from data_prep.shards import MANIFEST, SPLITS, file_sha256, write_manifest
@@ -40,27 +46,81 @@ TEST_HOOK = "DATA_PREP_TEST_HOOK"  # "crash:<unit>" / "hang:<unit>": stop inside
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+# Single-article files (PMC .nxml) are grouped into units of consecutive files of one folder, so that NSP
+# has other documents to draw random-next segments from; a unit this size also keeps the per-unit costs
+# (done marker, shard files, manifest entry) small next to the work.
+GROUP_READERS = (read_nxml,)
+GROUP_MAX_FILES = 1000
+GROUP_MAX_BYTES = 64 << 20
+
+
 @dataclass(frozen=True)
 class Unit:
-    position: int  # in the sorted list of ALL inputs: the manifest's order
+    position: int  # in the sorted list of ALL units: the manifest's order
     name: str  # its shard folder and done-marker name
-    path: Path
+    paths: tuple[Path, ...]  # one input file, or a group of consecutive single-article files
     pubmed: bool
 
+    @property
+    def path(self) -> Path:
+        return self.paths[0]
 
-def plan_units(files: list[Path]) -> list[Unit]:
-    """Name each input after its file (reader suffix dropped); equal names get a hash of their folder."""
+    @property
+    def grouped(self) -> bool:
+        return len(self.paths) > 1
+
+    @property
+    def label(self) -> str:
+        return self.path.name if not self.grouped else f"{self.path.name} .. {self.paths[-1].name} " \
+                                                          f"({len(self.paths)} files)"
+
+
+def _file_names(files: list[Path]) -> list[str]:
+    """Each input's name: its file name less the reader suffix; equal names get a hash of their folder."""
     def stem(p: Path) -> str:
         suffix = max((s for s in READERS if p.name.endswith(s)), key=len, default="")
         return _UNSAFE.sub("_", p.name[: len(p.name) - len(suffix)] or p.name)
 
     stems = Counter(stem(p).lower() for p in files)
-    units = []
-    for i, p in enumerate(files):
+    names = []
+    for p in files:
         name = stem(p)
         if stems[name.lower()] > 1:
             name += "-" + hashlib.blake2b(str(p.parent).encode(), digest_size=4).hexdigest()
-        units.append(Unit(i, name, p, reader_for(p) is read_pubmed))
+        names.append(name)
+    return names
+
+
+def _groups(files: list[Path]) -> list[list[int]]:
+    """Indices of `files` (sorted) per unit: runs of single-article files of one folder, capped in files and
+    bytes; every other file alone. Depends only on the sorted list and the sizes, so every run and every
+    --part plans the same units."""
+    groups: list[list[int]] = []
+    size = 0
+    for i, p in enumerate(files):
+        groupable = reader_for(p) in GROUP_READERS
+        last = groups[-1] if groups else None
+        nbytes = p.stat().st_size if groupable else 0
+        if (groupable and last is not None and files[last[-1]].parent == p.parent
+                and reader_for(files[last[-1]]) in GROUP_READERS and len(last) < GROUP_MAX_FILES
+                and size + nbytes <= GROUP_MAX_BYTES):
+            last.append(i)
+            size += nbytes
+        else:
+            groups.append([i])
+            size = nbytes
+    return groups
+
+
+def plan_units(files: list[Path]) -> list[Unit]:
+    """One unit per input file, except runs of single-article files (see `_groups`); a group is named after
+    its first and last file."""
+    names = _file_names(files)
+    units = []
+    for position, group in enumerate(_groups(files)):
+        name = names[group[0]] if len(group) == 1 else f"{names[group[0]]}--{names[group[-1]]}"
+        paths = tuple(files[i] for i in group)
+        units.append(Unit(position, name, paths, len(group) == 1 and reader_for(paths[0]) is read_pubmed))
     return units
 
 
@@ -122,6 +182,7 @@ class Worker:
     def __init__(self, cfg: PrepConfig, lowercase: bool, expect: dict, index_folder: str | None, decon=None):
         self.cfg, self.out, self.expect, self.decon = cfg, Path(cfg.out), expect, decon
         self.tokenizer = load_tokenizer(cfg.vocab, lowercase)
+        self.encoder = SentenceEncoder(self.tokenizer)
         self.index_folder = index_folder
         self._index: SupersedeIndex | None = None
 
@@ -135,19 +196,17 @@ class Worker:
     def run(self, unit: Unit, max_docs: int | None = None) -> dict:
         outdir.clear_unit(self.out, unit.name)
         sinks = Sinks.create(self.out, self.tokenizer.vocab_size, self.cfg.shard_size, unit.name)
-        identity = file_identity(unit.path)
+        identities = [file_identity(p) for p in unit.paths]  # before reading: a file changed meanwhile is redone
         skipped = Counter()
         drops = self.index.drops_for(unit.path.name) if unit.pubmed and self.index else {}
         gate = _Gate(drops, self.decon, self.cfg.decontaminate_action, skipped)
-        report = process_file(unit.path, self.cfg, self.tokenizer, sinks, skipped, max_docs, gate)
+        report = process_file(list(unit.paths), self.cfg, self.tokenizer, sinks, skipped, max_docs, gate,
+                              self.encoder, stream=unit.name if unit.grouped else None)
         _test_hook(unit.name)
         marker = {
             "unit": unit.name, "position": unit.position, **self.expect,
             "index_hash": self.index.hash if unit.pubmed and self.index else None,
-            "input": {"path": str(unit.path), "bytes": identity["bytes"], "mtime_ns": identity["mtime_ns"],
-                      "mtime": datetime.fromtimestamp(identity["mtime_ns"] / 1e9, timezone.utc).isoformat(
-                          timespec="seconds"),
-                      "name_date": _name_date(unit.path.name), "sha256": file_sha256(unit.path)},
+            **_input_entry(unit, identities),
             "report": {"documents_read": report.documents_read, "words": report.words,
                        "seconds": round(report.seconds, 3), "complete": not report.stopped_early and not report.error},
             "shards": sinks.close(), "stats": {s: asdict(sinks.stats[s]) for s in SPLITS},
@@ -155,8 +214,32 @@ class Worker:
             "decontaminated": dict(gate.decontaminated),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
+        if unit.grouped:
+            marker["file_errors"] = report.file_errors
         outdir.write_marker(self.out, unit.name, marker)
         return marker
+
+
+def _iso(mtime_ns: int) -> str:
+    return datetime.fromtimestamp(mtime_ns / 1e9, timezone.utc).isoformat(timespec="seconds")
+
+
+def _input_entry(unit: Unit, identities: list[dict]) -> dict:
+    """The marker's `input` (what the manifest lists) and, for a group, `members` (every file, for resume)."""
+    if not unit.grouped:
+        (identity,) = identities
+        return {"input": {"path": str(unit.path), "bytes": identity["bytes"], "mtime_ns": identity["mtime_ns"],
+                          "mtime": _iso(identity["mtime_ns"]), "name_date": _name_date(unit.path.name),
+                          "sha256": file_sha256(unit.path)}}
+    members = [{"path": str(p), "bytes": i["bytes"], "mtime_ns": i["mtime_ns"], "sha256": file_sha256(p)}
+               for p, i in zip(unit.paths, identities)]
+    digest = hashlib.sha256("".join(f"{Path(m['path']).name} {m['sha256']}\n" for m in members).encode())
+    return {"input": {"path": str(unit.path.parent), "files": len(members), "first": members[0]["path"],
+                      "last": members[-1]["path"], "bytes": sum(m["bytes"] for m in members),
+                      "mtime_ns": max(m["mtime_ns"] for m in members),
+                      "mtime": _iso(max(m["mtime_ns"] for m in members)), "name_date": None,
+                      "sha256": digest.hexdigest()},  # of the members' names and sha256, one per line
+            "members": members}
 
 
 def _test_hook(unit: str) -> None:
@@ -182,13 +265,13 @@ def _run_unit(unit: Unit) -> dict:
 
 def _progress(n: int, total: int, unit: Unit, marker: dict | None) -> None:
     if marker is None:
-        print(f"[kept] {unit.path.name}: finished by an earlier attempt of this run", file=sys.stderr, flush=True)
+        print(f"[kept] {unit.label}: finished by an earlier attempt of this run", file=sys.stderr, flush=True)
         return
     r = marker["report"]
     rate = r["words"] / r["seconds"] if r["seconds"] else 0.0
     status = "ok" if r["complete"] else "stopped at --max_docs"
     status = "ERROR, see manifest errors" if marker["error"] else status
-    print(f"[{n}/{total}] {unit.path.name}: {r['documents_read']:,} docs, {r['words']:,} words, {rate:,.0f} words/s, "
+    print(f"[{n}/{total}] {unit.label}: {r['documents_read']:,} docs, {r['words']:,} words, {rate:,.0f} words/s, "
           f"{r['seconds']:.1f}s ({status})", file=sys.stderr, flush=True)
     if marker["error"]:
         print(f"  error: {marker['error']}", file=sys.stderr, flush=True)
@@ -237,13 +320,19 @@ def _decontamination(cfg: PrepConfig) -> tuple[object | None, dict | None, dict]
 
 
 def _current_markers(out: Path, mine: list[Unit], expect: dict, idx_hash: str | None) -> dict[str, dict]:
-    """Markers of files finished by an earlier attempt of this run that are still valid."""
+    """Markers of units finished by an earlier attempt of this run that are still valid."""
     markers = {}
     for u in mine:
-        stat = u.path.stat()
+        stats = [p.stat() for p in u.paths]
+        members = [(str(p), st.st_size, st.st_mtime_ns) for p, st in zip(u.paths, stats)]
+        path = str(u.path.parent) if u.grouped else str(u.path)
         want = expect | {"index_hash": idx_hash if u.pubmed else None, "position": u.position,
-                         "input": {"path": str(u.path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}}
+                         "input": {"path": path, "bytes": sum(m[1] for m in members),
+                                   "mtime_ns": max(m[2] for m in members)}}
         marker = outdir.read_marker(out, u.name)
+        if u.grouped and marker is not None and members != [(m["path"], m["bytes"], m["mtime_ns"])
+                                                            for m in marker.get("members", [])]:
+            continue
         if outdir.marker_is_current(out, marker, want):
             markers[u.name] = marker
             _progress(0, 0, u, None)

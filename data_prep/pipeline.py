@@ -11,13 +11,14 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from biobert.errors import UserError
 from biobert.tokenizer import WordPieceTokenizer
 from data_prep.document import CorpusFileError, Document
+from data_prep.fast_wordpiece import SentenceEncoder
 from data_prep.packing import MODES, NSP, Example, Packer
 from data_prep.readers import read_documents
 from data_prep.sentences import split_sentences
@@ -113,10 +114,8 @@ class Sinks:
         return cls({s: ShardWriter(out_dir / s / unit, vocab_size, shard_size, root=out_dir) for s in SPLITS})
 
     def write(self, split: str, examples: list[Example]) -> None:
-        writer, stats = self.writers[split], self.stats[split]
-        for ex in examples:
-            writer.write(ex.input_ids, ex.sep_index, ex.next_sentence_label)
-            stats.example_tokens += len(ex.input_ids)
+        stats = self.stats[split]
+        stats.example_tokens += self.writers[split].write_examples(examples)
         stats.examples += len(examples)
 
     def close(self) -> dict[str, list[dict]]:
@@ -130,34 +129,42 @@ class FileReport:
     words: int = 0
     seconds: float = 0.0
     stopped_early: bool = False  # hit --max_docs before the end of the file
-    error: str | None = None
+    error: str | None = None  # the first file-level failure
+    file_errors: list[dict] = field(default_factory=list)  # all of them (a unit may group many files)
 
 
-def _stream_seed(seed: int, path: Path, split: str) -> int:
-    # One RNG per (file, split): output does not depend on which worker or in which order files run.
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{path.name}:{split}".encode(), digest_size=8).digest(), "big")
+def _stream_seed(seed: int, name: str, split: str) -> int:
+    # One RNG per (unit, split): output does not depend on which worker or in which order units run.
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{name}:{split}".encode(), digest_size=8).digest(), "big")
 
 
-def _pack_pending(pending: list[tuple[str, Document, list[str], int]], tokenizer: WordPieceTokenizer,
-                  packers: dict[str, Packer], sinks: Sinks, skipped: Counter) -> None:
-    """Tokenise the sentences of all pending documents in one batch call, then pack document by document."""
-    flat = [s for _, _, sentences, _ in pending for s in sentences]
-    ids = tokenizer.encode_batch(flat) if flat else []
+def _pack_pending(pending: list[tuple[str, list[str]]], encoder: SentenceEncoder, packers: dict[str, Packer],
+                  sinks: Sinks, skipped: Counter) -> int:
+    """Tokenise the sentences of all pending documents in one batch, then pack document by document.
+
+    Returns the documents' words (whitespace-separated, as `len(section.split())` would count them: sentence
+    splitting only cuts at whitespace), counted by the tokenising pass that splits at spaces anyway.
+    """
+    flat = [s for _, sentences in pending for s in sentences]
+    ids, words = encoder.encode(flat)
     pos = 0
-    for split, _doc, sentences, words in pending:
-        doc_ids = ids[pos : pos + len(sentences)]
-        pos += len(sentences)
+    for split, sentences in pending:
+        end = pos + len(sentences)
+        doc_ids = ids[pos:end]
         examples = packers[split].pack(doc_ids)
         if not examples:
             skipped["too_short"] += 1
+            pos = end
             continue
         sinks.write(split, examples)
         stats = sinks.stats[split]
         stats.documents += 1
         stats.sentences += len(sentences)
-        stats.words += words
+        stats.words += sum(words[pos:end])
         stats.tokens += sum(map(len, doc_ids))
+        pos = end
     pending.clear()
+    return sum(words)
 
 
 # Decides, per document, whether it is used; it counts what it drops (superseded, deleted, decontaminated).
@@ -172,41 +179,55 @@ def _sentences(doc: Document) -> list[str]:
     return [s for section in doc.sections for s in split_sentences(section)]
 
 
-def process_file(path: Path, cfg: PrepConfig, tokenizer: WordPieceTokenizer, sinks: Sinks,
-                 skipped: Counter, max_docs: int | None = None, gate: DocGate | None = None) -> FileReport:
-    """Read, split, tokenise and pack one input file into `sinks`.
+def _documents(paths: list[Path], cfg: PrepConfig, skipped: Counter, report: FileReport) -> Iterator[Document]:
+    """The documents of every file in turn; a file that fails is recorded and the next one read."""
+    for path in paths:
+        try:
+            yield from read_documents(path, skipped, require_abstract=cfg.require_abstract)
+        except CorpusFileError as e:
+            report.file_errors.append({"file": str(path), "message": str(e)})
+            report.error = report.error or str(e)
 
-    A file-level failure (CorpusFileError) is returned in the report, not raised: documents read before
-    the failure are complete records and are kept; the caller records the error and goes on.
-    `documents_read` counts the documents the gate let through (what --max_docs limits).
+
+def process_file(paths: Path | Sequence[Path], cfg: PrepConfig, tokenizer: WordPieceTokenizer, sinks: Sinks,
+                 skipped: Counter, max_docs: int | None = None, gate: DocGate | None = None,
+                 encoder: SentenceEncoder | None = None, stream: str | None = None) -> FileReport:
+    """Read, split, tokenise and pack one input file, or a group of them in order, into `sinks`.
+
+    A file-level failure (CorpusFileError) is recorded in the report, not raised: documents read before
+    the failure are complete records and are kept, later files of a group are still read; the caller
+    records the errors and goes on. `documents_read` counts the documents the gate let through (what
+    --max_docs limits). The packers' random streams are seeded from `stream` (default: the first file's
+    name), so that they do not depend on which worker or in which order units run. `encoder` (one per
+    worker, its cache stays warm across files) defaults to a new one for `tokenizer`.
     """
-    report, start = FileReport(str(path)), time.perf_counter()
+    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    report, start = FileReport(str(paths[0])), time.perf_counter()
+    encoder = encoder or SentenceEncoder(tokenizer)
+    stream = stream or paths[0].name
     packers = {split: Packer(seq_len=cfg.seq_len, mode=cfg.mode, cls_id=tokenizer.cls_id,
-                             sep_id=tokenizer.sep_id, seed=_stream_seed(cfg.seed, path, split),
+                             sep_id=tokenizer.sep_id, seed=_stream_seed(cfg.seed, stream, split),
                              short_seq_prob=cfg.short_seq_prob, buffer_docs=cfg.nsp_buffer_docs)
                for split in SPLITS}
-    pending: list[tuple[str, Document, list[str], int]] = []
+    pending: list[tuple[str, list[str]]] = []  # (split, sentences) of documents not yet packed
     n_sentences = 0
-    try:
-        for doc in read_documents(path, skipped, require_abstract=cfg.require_abstract):
-            if gate is not None and not gate(doc):
-                continue
-            sentences = _sentences(doc)
-            words = sum(len(section.split()) for section in doc.sections)
-            split = "heldout" if is_heldout(doc.doc_id, cfg.heldout_fraction) else "train"
-            pending.append((split, doc, sentences, words))
-            n_sentences += len(sentences)
-            report.documents_read += 1
-            report.words += words
-            if n_sentences >= cfg.encode_batch_sentences:
-                _pack_pending(pending, tokenizer, packers, sinks, skipped)
-                n_sentences = 0
-            if max_docs is not None and report.documents_read >= max_docs:
-                report.stopped_early = True
-                break
-    except CorpusFileError as e:
-        report.error = str(e)
-    _pack_pending(pending, tokenizer, packers, sinks, skipped)
+    docs = _documents(paths, cfg, skipped, report)
+    for doc in docs:
+        if gate is not None and not gate(doc):
+            continue
+        sentences = _sentences(doc)
+        split = "heldout" if is_heldout(doc.doc_id, cfg.heldout_fraction) else "train"
+        pending.append((split, sentences))
+        n_sentences += len(sentences)
+        report.documents_read += 1
+        if n_sentences >= cfg.encode_batch_sentences:
+            report.words += _pack_pending(pending, encoder, packers, sinks, skipped)
+            n_sentences = 0
+        if max_docs is not None and report.documents_read >= max_docs:
+            report.stopped_early = True
+            docs.close()
+            break
+    report.words += _pack_pending(pending, encoder, packers, sinks, skipped)
     for split, packer in packers.items():
         sinks.stats[split].nsp_fallbacks += packer.no_random_doc
     report.seconds = time.perf_counter() - start

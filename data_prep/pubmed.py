@@ -6,8 +6,6 @@ incrementally and frees every record once read, so memory stays flat whatever th
 
 from __future__ import annotations
 
-import gzip
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import BinaryIO
 from lxml import etree
 
 from data_prep.document import CorpusFileError, Document
+from data_prep.gzip_stream import GZIP_ERRORS, BadGzipFile, open_gzip
 from data_prep.text_clean import clean_text
 
 RECORD_TAGS = ("PubmedArticle", "PubmedBookArticle", "DeleteCitation")
@@ -23,39 +22,63 @@ ROOT_TAG = "PubmedArticleSet"
 
 
 def _text_of(elem: etree._Element | None) -> str:
-    # itertext keeps inline markup text (<i>n</i>, PGD<sub>2</sub>) in place.
-    return clean_text("".join(elem.itertext())) if elem is not None else ""
+    if elem is None:
+        return ""
+    # itertext keeps inline markup text (<i>n</i>, PGD<sub>2</sub>) in place; most elements have none.
+    return clean_text(("".join(elem.itertext()) if len(elem) else elem.text) or "")
 
 
-def _year(article: etree._Element) -> int | None:
-    pub_date = article.find("Journal/JournalIssue/PubDate")
+def _child(elem: etree._Element | None, tag: str) -> etree._Element | None:
+    """`elem.find(tag)` for a plain tag name, without ElementPath's Python-level path handling."""
+    return next(elem.iterchildren(tag), None) if elem is not None else None
+
+
+def _child_text(elem: etree._Element | None, tag: str) -> str | None:
+    """`elem.findtext(tag)`: the first such child's text ("" when it has none), None when there is none."""
+    child = _child(elem, tag)
+    return None if child is None else child.text or ""
+
+
+def _year(journal: etree._Element | None) -> int | None:
+    pub_date = _child(_child(journal, "JournalIssue"), "PubDate")
     if pub_date is None:
         return None
-    year = pub_date.findtext("Year") or (pub_date.findtext("MedlineDate") or "")[:4]
+    year = _child_text(pub_date, "Year") or (_child_text(pub_date, "MedlineDate") or "")[:4]
     return int(year) if year.isdigit() else None
+
+
+def _first_children(elem: etree._Element, tags: tuple[str, ...]) -> dict[str, etree._Element]:
+    first: dict[str, etree._Element] = {}
+    for child in elem.iterchildren(*tags):
+        first.setdefault(child.tag, child)
+    return first
 
 
 def parse_article(elem: etree._Element, counts: Counter, require_abstract: bool) -> Document | None:
     """Turn one <PubmedArticle> into a Document, or count why it cannot be one."""
-    citation = elem.find("MedlineCitation")
-    pmid = citation.findtext("PMID", "").strip() if citation is not None else ""
-    article = citation.find("Article") if citation is not None else None
+    citation = _child(elem, "MedlineCitation")
+    pmid = (_child_text(citation, "PMID") or "").strip()
+    article = _child(citation, "Article")
     if not pmid or article is None:
         counts["no_pmid_or_article"] += 1
         return None
-    title = _text_of(article.find("ArticleTitle"))
+    parts = _first_children(article, ("ArticleTitle", "Journal", "Language"))
+    title = _text_of(parts.get("ArticleTitle"))
     # Structured abstracts are several <AbstractText Label=...>; their text is read in order, labels dropped.
-    abstract = " ".join(t for t in (_text_of(a) for a in article.iterfind("Abstract/AbstractText")) if t)
+    texts = [_text_of(a) for part in article.iterchildren("Abstract") for a in part.iterchildren("AbstractText")]
+    abstract = " ".join(t for t in texts if t)
     if not abstract and (require_abstract or not title):
         counts["no_abstract" if title else "no_text"] += 1
         return None
     sections = [s for s in (title, abstract) if s]
-    meta = {"language": article.findtext("Language"), "year": _year(article)}
+    language = parts.get("Language")
+    meta = {"language": None if language is None else language.text or "",
+            "year": _year(parts.get("Journal"))}
     return Document(doc_id=f"pmid:{pmid}", sections=sections, meta=meta)
 
 
 def _open_binary(path: Path, raw: BinaryIO) -> BinaryIO:
-    return gzip.GzipFile(fileobj=raw, mode="rb") if path.name.endswith(".gz") else raw
+    return open_gzip(raw) if path.name.endswith(".gz") else raw
 
 
 def _describe(path: Path, raw: BinaryIO, last_pmid: str | None, err: Exception) -> str:
@@ -64,9 +87,9 @@ def _describe(path: Path, raw: BinaryIO, last_pmid: str | None, err: Exception) 
         offset = f", near byte {raw.tell():,} of the file"
     except (OSError, ValueError):
         offset = ""
-    if isinstance(err, gzip.BadGzipFile):
+    if isinstance(err, BadGzipFile):
         hint = "not a gzip file; rename it to .xml if it is plain XML, or re-download it"
-    elif isinstance(err, (EOFError, zlib.error, OSError)):
+    elif isinstance(err, GZIP_ERRORS):
         hint = "the gzip stream is truncated or corrupt; re-download the file"
     else:
         hint = "the XML is malformed or truncated; re-download the file or remove it from --input"
@@ -94,13 +117,13 @@ def read_pubmed(path: str | Path, counts: Counter, *, require_abstract: bool = T
                     doc = parse_article(elem, counts, require_abstract)
                     if doc is not None:
                         doc.meta["record"] = record
-                    last_pmid = elem.findtext("MedlineCitation/PMID") or last_pmid
+                    last_pmid = _child_text(_child(elem, "MedlineCitation"), "PMID") or last_pmid
                 elif elem.tag == "PubmedBookArticle":  # NCBI Bookshelf chapters: not abstracts, not used
                     counts["book_article"] += 1
-                    last_pmid = elem.findtext("BookDocument/PMID") or last_pmid
+                    last_pmid = _child_text(_child(elem, "BookDocument"), "PMID") or last_pmid
                     doc = None
                 else:
-                    pmids = [p.text.strip() for p in elem.iterfind("PMID") if p.text]
+                    pmids = [p.text.strip() for p in elem.iterchildren("PMID") if p.text]
                     counts["delete_citation"] += len(pmids)
                     if on_delete is not None:
                         on_delete(pmids)
@@ -109,7 +132,7 @@ def read_pubmed(path: str | Path, counts: Counter, *, require_abstract: bool = T
                 if doc is not None:
                     yield doc
             root = context.root
-        except (OSError, EOFError, zlib.error, etree.XMLSyntaxError) as err:
+        except (*GZIP_ERRORS, etree.XMLSyntaxError) as err:
             raise CorpusFileError(_describe(path, raw, last_pmid, err)) from err
     if root is None or root.tag != ROOT_TAG:
         found = "no root element" if root is None else f"root element <{root.tag}>"

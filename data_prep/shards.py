@@ -82,39 +82,65 @@ class ShardWriter:
         self.shards: list[dict] = []
         self._writer = None
         self._rows_in_shard = 0
-        self._ids: list[list[int]] = []
+        # The pending record batch, flat: token ids of all its rows, and each row's length, sep, label.
+        self._values: list[int] = []
+        self._lengths: list[int] = []
         self._sep: list[int] = []
         self._label: list[int] = []
 
     @property
     def rows(self) -> int:
-        return sum(s["rows"] for s in self.shards) + self._rows_in_shard + len(self._ids)
+        return sum(s["rows"] for s in self.shards) + self._rows_in_shard + len(self._lengths)
+
+    def _room(self) -> int:
+        """Rows the pending record batch takes before it is written (its size decides the file's bytes)."""
+        return min(self.batch_rows, self.shard_size - self._rows_in_shard) - len(self._lengths)
 
     def write(self, input_ids: list[int], sep_index: int, next_sentence_label: int) -> None:
-        self._ids.append(input_ids)
+        self._values.extend(input_ids)
+        self._lengths.append(len(input_ids))
         self._sep.append(sep_index)
         self._label.append(next_sentence_label)
-        if len(self._ids) >= min(self.batch_rows, self.shard_size - self._rows_in_shard):
+        if self._room() <= 0:
             self._flush()
 
+    def write_examples(self, examples: Sequence) -> int:
+        """Append `Example`s (packing.py); the same files as `write` one at a time. Returns their tokens."""
+        tokens, start = 0, 0
+        while start < len(examples):
+            part = examples[start : start + max(self._room(), 1)]
+            start += len(part)
+            lengths = [len(ex.input_ids) for ex in part]
+            self._values.extend(chain.from_iterable([ex.input_ids for ex in part]))
+            self._lengths += lengths
+            self._sep += [ex.sep_index for ex in part]
+            self._label += [ex.next_sentence_label for ex in part]
+            tokens += sum(lengths)
+            if self._room() <= 0:
+                self._flush()
+        return tokens
+
     def _flush(self) -> None:
-        if not self._ids:
+        if not self._lengths:
             return
         if self._writer is None:
             tmp = self.dir / (shard_name(len(self.shards)) + ".tmp")
             self._sink = pa.OSFile(str(tmp), "wb")
             self._writer = pa.ipc.new_stream(self._sink, self.schema)
-        lengths = np.fromiter((len(x) for x in self._ids), dtype=np.int32, count=len(self._ids))
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
-        np.cumsum(lengths, out=offsets[1:])
-        values = np.fromiter(chain.from_iterable(self._ids), dtype=self.np_ids, count=int(offsets[-1]))
-        ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
-        batch = pa.record_batch([ids.cast(self.schema.field("input_ids").type),
-                                 pa.array(self._sep, pa.int16()), pa.array(self._label, pa.int8())],
-                                schema=self.schema)
-        self._writer.write_batch(batch)
-        self._rows_in_shard += len(self._ids)
-        self._ids, self._sep, self._label = [], [], []
+        rows = len(self._lengths)
+        offsets = np.zeros(rows + 1, dtype=np.int32)
+        np.cumsum(self._lengths, out=offsets[1:])
+        values = np.array(self._values, dtype=self.np_ids)
+        # Built from buffers: pa.array() on NumPy data imports pandas (~0.5 s and ~40 MB per process).
+        value_type = self.schema.field("input_ids").type.value_type
+        ids = pa.Array.from_buffers(self.schema.field("input_ids").type, rows, [None, pa.py_buffer(offsets)],
+                                    children=[pa.Array.from_buffers(value_type, len(values),
+                                                                    [None, pa.py_buffer(values)])])
+        sep = pa.Array.from_buffers(pa.int16(), rows, [None, pa.py_buffer(np.array(self._sep, np.int16))])
+        label = pa.Array.from_buffers(pa.int8(), rows, [None, pa.py_buffer(np.array(self._label, np.int8))])
+        self._writer.write_batch(pa.record_batch([ids, sep, label], schema=self.schema))
+        self._rows_in_shard += rows
+        self._values, self._lengths, self._sep, self._label = [], [], [], []
         if self._rows_in_shard >= self.shard_size:
             self._close_shard()
 

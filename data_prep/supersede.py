@@ -33,13 +33,14 @@ import os
 import re
 import shutil
 import time
-import zlib
 from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from data_prep.gzip_stream import GZIP_ERRORS, decompressobj
 
 INDEX_DIR = "pubmed_index"
 SUPERSEDED, DELETED = 1, 2
@@ -65,13 +66,13 @@ def _chunks(path: Path) -> Iterable[bytes]:
     """Decompressed bytes in bounded pieces (multi-member gzip included)."""
     gz = path.name.endswith(".gz")
     with open(path, "rb") as f:
-        inflate = zlib.decompressobj(31) if gz else None
+        inflate = decompressobj() if gz else None
         while block := f.read(_READ):
             while gz and block:
                 yield inflate.decompress(block)
                 block = inflate.unused_data
                 if block:
-                    inflate = zlib.decompressobj(31)
+                    inflate = decompressobj()
             if not gz:
                 yield block
         if gz and not inflate.eof:
@@ -108,7 +109,7 @@ def scan_pubmed_ids(path: str | Path) -> Scan:
                 consume(buf[:cut])
                 buf = buf[cut:]
         consume(buf)
-    except (OSError, EOFError, zlib.error) as e:
+    except GZIP_ERRORS as e:
         error = f"{path}: PMID pre-pass stopped ({type(e).__name__}: {e}) after {article + 1} records"
     return Scan(np.frombuffer(pmids, np.uint32).copy(), np.frombuffer(records, np.int32).copy(), article + 1,
                 deletions, error)

@@ -17,7 +17,13 @@ _INVISIBLE = re.compile("[\u00ad\u200b-\u200d\u2060\ufeff]")
 
 def clean_text(text: str) -> str:
     """NFC-normalise, drop control/invisible characters and collapse all whitespace runs to one space."""
-    if not text.isascii():
+    if text.isascii():
+        # Fast path, same result: the ASCII controls that are whitespace to str.split are split at as the
+        # space they would become; any other control character survives the split and fails isprintable.
+        out = " ".join(text.split())
+        if out.isprintable():
+            return out
+    else:
         text = unicodedata.normalize("NFC", text)
         text = _INVISIBLE.sub("", text)
     text = _CONTROL.sub(" ", text)
