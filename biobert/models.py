@@ -59,3 +59,34 @@ def load_pretraining_model(init_from: str | Path | None, model_config: str | Pat
         return BertForPreTraining._from_config(config, attn_implementation=attn_implementation)
     raise UserError("set --init_from (a Hugging Face BERT directory) or --model_config (a BERT config.json "
                     "to train from scratch)")
+
+
+def load_task_model(model_cls: type, init_from: str | Path, task: str, labels: list[str] | None,
+                    attn_implementation: str = "sdpa", **config_updates) -> torch.nn.Module:
+    """A task head (token/sequence classification, QA) on a pre-trained or fine-tuned BERT directory.
+
+    A checkpoint already fine-tuned with the same head must carry the same label list (by name), so a
+    model trained on another label set is never silently re-mapped. Dropped pre-training heads and a new
+    randomly initialised head are expected here, so transformers' load report is silenced.
+    """
+    from transformers.utils import logging as hf_logging
+
+    config = load_bert_config(init_from)
+    if labels is not None:
+        if config.architectures and model_cls.__name__ in config.architectures:
+            theirs = [config.id2label[i] for i in sorted(config.id2label)]
+            if theirs != labels:
+                raise UserError(f"{init_from}: a {model_cls.__name__} with labels {theirs}, but {task} has "
+                                f"{labels}. Start from a pre-trained (not fine-tuned) checkpoint or from one "
+                                "fine-tuned on the same label set.")
+        config.num_labels = len(labels)
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {label: i for i, label in enumerate(labels)}
+    for key, value in config_updates.items():
+        setattr(config, key, value)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return model_cls.from_pretrained(str(init_from), config=config, attn_implementation=attn_implementation)
+    finally:
+        hf_logging.set_verbosity(verbosity)

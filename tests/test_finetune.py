@@ -98,5 +98,5 @@ def test_label_count_mismatch_is_an_error(tiny_assets, ner_dir, tmp_path):
         (typed / f"{split}.tsv").write_text(text.replace("\tB\n", "\tB-Disease\n").replace("\tI\n", "\tI-Disease\n"))
     args = base(tiny_assets, typed.parent, tmp_path / "r2")
     args[args.index("--init_from") + 1] = str(run / "hf")
-    with pytest.raises(UserError, match="token-classification model with labels"):
+    with pytest.raises(UserError, match="BertForTokenClassification with labels"):
         finetune(args)

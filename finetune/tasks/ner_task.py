@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from biobert.errors import UserError
 from finetune.conlleval import conlleval, strict_iob2
 from finetune.tasks.base import SplitData, find_task_dir, token_outputs
 from finetune.tasks.ner import collate_ner, decode_ner, encode_ner, label_list, read_ner_tsv, write_predictions
@@ -51,27 +50,10 @@ class NerTask:
 
     def build_model(self, init_from: str, attn_implementation: str) -> torch.nn.Module:
         from transformers import BertForTokenClassification
-        from transformers.utils import logging as hf_logging
 
-        from biobert.models import load_bert_config
+        from biobert.models import load_task_model
 
-        config = load_bert_config(init_from)
-        if config.architectures and "BertForTokenClassification" in config.architectures:
-            theirs = [config.id2label[i] for i in sorted(config.id2label)]
-            if theirs != self.labels:
-                raise UserError(f"{init_from}: a token-classification model with labels {theirs}, but "
-                                f"{self.name} has {self.labels}. Start from a pre-trained (not fine-tuned) "
-                                "checkpoint or from one fine-tuned on the same label set.")
-        config.num_labels = len(self.labels)
-        config.id2label = dict(enumerate(self.labels))
-        config.label2id = {label: i for i, label in enumerate(self.labels)}
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # dropped pre-training heads and a new classifier are expected
-        try:
-            return BertForTokenClassification.from_pretrained(init_from, config=config,
-                                                              attn_implementation=attn_implementation)
-        finally:
-            hf_logging.set_verbosity(verbosity)
+        return load_task_model(BertForTokenClassification, init_from, self.name, self.labels, attn_implementation)
 
     def encode(self, examples: list, tokenizer, max_len: int, stride: int) -> tuple[list, dict]:
         label2id = {label: i for i, label in enumerate(self.labels)}

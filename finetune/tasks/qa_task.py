@@ -142,19 +142,12 @@ class QATask:
 
     def build_model(self, init_from: str, attn_implementation: str) -> torch.nn.Module:
         from transformers import BertForQuestionAnswering
-        from transformers.utils import logging as hf_logging
 
-        from biobert.models import load_bert_config
+        from biobert.models import load_task_model
 
-        config = load_bert_config(init_from)
-        config.num_labels = 2  # start and end; also resets a token-classification export's label map
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # dropped heads and a new qa_outputs layer are expected
-        try:
-            return BertForQuestionAnswering.from_pretrained(init_from, config=config,
-                                                            attn_implementation=attn_implementation)
-        finally:
-            hf_logging.set_verbosity(verbosity)
+        # num_labels 2 = start and end; it also resets a token-classification export's label map
+        return load_task_model(BertForQuestionAnswering, init_from, self.name, None, attn_implementation,
+                               num_labels=2)
 
     def encode(self, examples: list, tokenizer, max_len: int, stride: int) -> tuple[list, dict]:
         features, stats = encode_qa(examples, tokenizer, max_len, stride, self.max_query_length)
