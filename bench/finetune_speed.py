@@ -212,7 +212,8 @@ def run_ours_steps(spec: dict) -> dict:
     train = [r for r in records if r.get("kind") == "train"]
     step_s = [BATCH / r["samples_per_s"] for r in train]
     config = json.loads((Path(spec["run_dir"]) / "config.json").read_text())
-    windows = config["data"]["train"].get("windows") or config["data"]["train"].get("features")
+    stats = config["data"]["train"]
+    windows = stats.get("windows") or stats.get("examples")  # NER/QA windows, RE sentences
     return {"step_s": [round(s, 3) for s in step_s], "train_items": windows}
 
 

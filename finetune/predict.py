@@ -130,7 +130,10 @@ def read_documents(source: str, fmt: str, counts: Counter) -> Iterator[tuple[str
     except UnicodeDecodeError as e:
         raise UserError(f"{name}: not UTF-8 text ({e}); re-encode the file as UTF-8") from None
     # Split on "\n" only: str.splitlines() would also split inside a line on \x1c, \x85, \u2028 and co.
-    for line_no, line in enumerate(text.split("\n"), start=1):
+    lines = text.split("\n")
+    if lines[-1] == "":  # the end of the last line, not a line of its own
+        lines.pop()
+    for line_no, line in enumerate(lines, start=1):
         line = line.removesuffix("\r")
         if line.strip():
             yield f"line:{line_no}", line

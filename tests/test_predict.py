@@ -88,7 +88,7 @@ def test_ner_text_offsets_and_every_line(ner_run, tmp_path):
     rows = read_jsonl(out)
     expected = [(f"line:{k}", line.removesuffix("\r")) for k, line in enumerate(lines, start=1) if line.strip()]
     assert [(r["id"], r["text"]) for r in rows] == expected
-    assert summary["documents"] == 12 and summary["task"] == "ner" and summary["skipped"] == {"blank_lines": 3}
+    assert summary["documents"] == 12 and summary["task"] == "ner" and summary["skipped"] == {"blank_lines": 2}
     assert summary["stats"]["split_sentences"] > 0  # long sentences went through several windows
     assert check_offsets(rows) == summary["entities"] > 0
     found = {e["text"].split()[0].lower().strip("(") for r in rows for e in r["entities"]}
