@@ -58,6 +58,17 @@ def find_task_dir(data_dir: str | Path, dataset: str, required: tuple[str, ...])
                     f"{root / dataset}, {root / 'NER' / dataset}, {root / 'ner' / dataset})")
 
 
+def pad_rows(rows: list[list[int]], fill: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad integer rows to the longest one: (padded [batch, width], attention mask)."""
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), fill, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return out, mask
+
+
 def token_outputs(model_output: Any, batch: dict[str, torch.Tensor]) -> list[np.ndarray]:
     """Per-token logits of each feature without its padding (NER)."""
     logits = model_output.logits.float().cpu().numpy()

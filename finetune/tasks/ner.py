@@ -301,15 +301,10 @@ def _build_feature(tokenizer, pieces: list[list[int]], label_ids: list[int], own
 
 def collate_ner(features: Sequence[Feature], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad a batch to its longest window (not to max_len: most biomedical sentences are short)."""
-    width = max(len(f.input_ids) for f in features)
-    input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((len(features), width), dtype=torch.long)
-    for row, f in enumerate(features):
-        n = len(f.input_ids)
-        input_ids[row, :n] = torch.tensor(f.input_ids, dtype=torch.long)
-        labels[row, :n] = torch.tensor(f.label_ids, dtype=torch.long)
-        attention_mask[row, :n] = 1
+    from finetune.tasks.base import pad_rows
+
+    input_ids, attention_mask = pad_rows([f.input_ids for f in features], pad_id)
+    labels, _ = pad_rows([f.label_ids for f in features], IGNORE_INDEX)
     return {"input_ids": input_ids, "attention_mask": attention_mask,
             "token_type_ids": torch.zeros_like(input_ids), "labels": labels}
 

@@ -228,15 +228,10 @@ def _build_feature(tokenizer, q_ids: list[int], c_enc, lo: int, hi: int, index: 
 
 def collate_qa(features: Sequence[QAFeature], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad a batch to its longest feature (BioASQ snippets are far shorter than max_seq_length)."""
-    width = max(len(f.input_ids) for f in features)
-    input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
-    token_type_ids = torch.zeros((len(features), width), dtype=torch.long)
-    attention_mask = torch.zeros((len(features), width), dtype=torch.long)
-    for row, f in enumerate(features):
-        n = len(f.input_ids)
-        input_ids[row, :n] = torch.tensor(f.input_ids, dtype=torch.long)
-        token_type_ids[row, :n] = torch.tensor(f.token_type_ids, dtype=torch.long)
-        attention_mask[row, :n] = 1
+    from finetune.tasks.base import pad_rows
+
+    input_ids, attention_mask = pad_rows([f.input_ids for f in features], pad_id)
+    token_type_ids, _ = pad_rows([f.token_type_ids for f in features], 0)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
             "start_positions": torch.tensor([f.start_position for f in features], dtype=torch.long),
             "end_positions": torch.tensor([f.end_position for f in features], dtype=torch.long)}
