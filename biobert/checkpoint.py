@@ -84,17 +84,30 @@ def resume_tag(run_dir: str | Path) -> str:
     return tag
 
 
-def prepare_resume(run_dir: str | Path, world_size: int) -> tuple[str, bool]:
-    """(tag to load, load as universal?) for --resume. A checkpoint written by a different number of ranks
-    is converted once to DeepSpeed's universal format (`<tag>/universal`), which any world size loads."""
+@dataclasses.dataclass
+class ResumePlan:
+    tag: str  # what Engine.load_checkpoint loads (a tag, or `<tag>/universal`)
+    universal: bool  # load as DeepSpeed's universal checkpoint
+    zero_stage: int | None  # the stage the checkpoint was written with (None: not recorded)
+
+
+def prepare_resume(run_dir: str | Path, world_size: int) -> ResumePlan:
+    """How --resume loads the latest checkpoint. One written by a different number of ranks with partitioned
+    optimizer state (ZeRO >= 1, or bf16's partitioned optimizer) is converted once to DeepSpeed's universal
+    format (`<tag>/universal`), which any world size loads. An unpartitioned one (ZeRO-0: the whole optimizer
+    state in the model-states file) loads on any number of ranks as it is."""
     tag = resume_tag(run_dir)
-    saved = read_json(checkpoint_dir(run_dir) / tag / "train_state.json", "train state").get("world_size", 1)
-    if saved == world_size:
-        return tag, False
+    tag_dir = checkpoint_dir(run_dir) / tag
+    saved = read_json(tag_dir / "train_state.json", "train state").get("world_size", 1)
+    ds_path = tag_dir / "ds_config.json"
+    stage = read_json(ds_path, "DeepSpeed config").get("zero_optimization", {}).get("stage", 0) \
+        if ds_path.is_file() else None
+    if saved == world_size or not any(tag_dir.glob("*optim_states.pt")):
+        return ResumePlan(tag, False, stage)
     from biobert.engine import convert_to_universal
 
-    convert_to_universal(checkpoint_dir(run_dir) / tag, checkpoint_dir(run_dir) / tag / "universal")
-    return f"{tag}/universal", True
+    convert_to_universal(tag_dir, tag_dir / "universal")
+    return ResumePlan(f"{tag}/universal", True, stage)
 
 
 def state_from_client(client: dict, source: str) -> TrainState:

@@ -91,8 +91,9 @@ def validate(cfg: dict, source: str) -> None:
     if bad:
         hints = "; ".join(f"`{k}`{_close_matches(k, ZERO_KEYS)}" for k in bad)
         raise UserError(f"{source}: unknown key(s) in zero_optimization: {hints}")
-    if zero.get("stage", 0) not in (0, 1, 2, 3):
-        raise UserError(f"{source}: zero_optimization.stage must be 0, 1, 2 or 3, got {zero.get('stage')!r}")
+    if zero.get("stage", 0) not in (0, 1, 2, 3, "auto"):
+        raise UserError(f"{source}: zero_optimization.stage must be 0, 1, 2, 3 or \"auto\", "
+                        f"got {zero.get('stage')!r}")
     if cfg.get("fp16", {}).get("enabled") and cfg.get("bf16", {}).get("enabled"):
         raise UserError(f"{source}: fp16 and bf16 are both enabled; enable one")
 
@@ -159,9 +160,28 @@ def _resolve_peak_lr(cfg: dict, source: str) -> None:
                         "DeepSpeed would silently use the scheduler's. Set warmup_max_lr to \"auto\".")
 
 
-def finalize(cfg: dict, world_size: int, total_steps: int, on_cpu: bool, source: str) -> dict[str, Any]:
-    """The config handed to DeepSpeed: batch resolved, scheduler length filled, CPU-safe optimizer."""
+def resolve_zero_stage(cfg: dict, world_size: int, resume_stage: int | None, source: str) -> None:
+    """`"stage": "auto"`: 0 on one rank (nothing to partition: ZeRO-1 would only add its flat fp32 copies
+    and bucketing, 5-30 % slower and up to 25 % more memory for BERT-base on CPU, bench/README.md), 1 on
+    several. A resumed run keeps the stage its checkpoint was written with, since the optimizer state's layout
+    depends on it; an explicit stage whose layout differs from the checkpoint's is refused."""
+    zero = cfg.setdefault("zero_optimization", {})
+    stage = zero.get("stage", 0)
+    if stage == "auto":
+        zero["stage"] = resume_stage if resume_stage is not None else (0 if world_size == 1 else 1)
+        return
+    if resume_stage is not None and ((stage == 0) != (resume_stage == 0) or (stage == 3) != (resume_stage == 3)):
+        raise UserError(f"{source}: zero_optimization.stage {stage}, but the checkpoint being resumed was written "
+                        f"with stage {resume_stage}, whose optimizer state has another layout. Set the stage to "
+                        f"{resume_stage} or \"auto\" (which keeps the checkpoint's).")
+
+
+def finalize(cfg: dict, world_size: int, total_steps: int, on_cpu: bool, source: str,
+             resume_stage: int | None = None) -> dict[str, Any]:
+    """The config handed to DeepSpeed: batch resolved, ZeRO stage and scheduler length filled, CPU-safe
+    optimizer. `resume_stage`: the ZeRO stage of the checkpoint a resumed run loads."""
     cfg = copy.deepcopy(cfg)
+    resolve_zero_stage(cfg, world_size, resume_stage, source)
     tbs, mbs, gas = resolve_batch(cfg, world_size, source)
     cfg.update(train_batch_size=tbs, train_micro_batch_size_per_gpu=mbs, gradient_accumulation_steps=gas)
     sched = cfg.get("scheduler")

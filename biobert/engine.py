@@ -44,7 +44,8 @@ class Engine:
     """A DeepSpeed engine plus the facts the loop needs (world, batch layout, device, precision)."""
 
     def __init__(self, model: torch.nn.Module, ds_config_path: str | Path, *, total_steps: int,
-                 overrides: list[str] | None = None, timeout_s: int = 600, load_universal: bool = False):
+                 overrides: list[str] | None = None, timeout_s: int = 600, load_universal: bool = False,
+                 resume_stage: int | None = None):
         dist.setup_env()
         import deepspeed  # noqa: PLC0415  (deferred: 1-2 s import, and the env must be set first)
         from deepspeed.accelerator import get_accelerator
@@ -62,7 +63,7 @@ class Engine:
         self.source = str(ds_config_path)
         raw = load_ds_config(ds_config_path, overrides)
         world = dist.world_size()
-        self.config = finalize(raw, world, total_steps, self.on_cpu, self.source)
+        self.config = finalize(raw, world, total_steps, self.on_cpu, self.source, resume_stage)
         if load_universal:  # resuming a checkpoint written by a different number of ranks
             self.config.setdefault("checkpoint", {})["load_universal"] = True
         deepspeed.init_distributed(dist_backend="gloo" if self.on_cpu else "nccl", verbose=False,

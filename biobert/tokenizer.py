@@ -62,6 +62,10 @@ class WordPieceTokenizer:
         return {"pad": self.pad_id, "unk": self.unk_id, "cls": self.cls_id, "sep": self.sep_id,
                 "mask": self.mask_id}
 
+    def continuation_ids(self) -> tuple[int, ...]:
+        """Ids of WordPiece "##" pieces: each continues the word of the piece before it."""
+        return tuple(sorted(i for tok, i in self.vocab.items() if tok.startswith("##")))
+
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Token ids without special tokens, one list per text (multi-threaded in Rust)."""
         return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]

@@ -104,10 +104,10 @@ def main(argv: list[str] | None = None) -> dict:
     total_steps = cfg.max_steps or max(1, round(cfg.epochs * sampler.steps_per_epoch))
     dist.seed_everything(dist.derived_seed(cfg.seed, "init"))  # the new classifier's initial weights
     model = task.build_model(cfg.init_from, cfg.attn_implementation)
-    resume_from, universal = (checkpoint.prepare_resume(cfg.run_dir, dist.world_size()) if cfg.resume
-                              else (None, False))
+    plan = checkpoint.prepare_resume(cfg.run_dir, dist.world_size()) if cfg.resume else None
     engine = Engine(model, args.deepspeed_config, total_steps=total_steps, overrides=args.ds,
-                    load_universal=universal)
+                    load_universal=bool(plan and plan.universal),
+                    resume_stage=plan.zero_stage if plan else None)
     layout = BatchLayout(engine.train_batch, engine.micro_batch, engine.grad_accum, engine.world_size,
                          engine.rank)
     source = BatchSource(sampler, layout, lambda ix: task.collate([train.features[i] for i in ix],
@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
         cfg.eval_every = sampler.steps_per_epoch
     state = checkpoint.TrainState()
     if cfg.resume:
-        client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), resume_from)
-        state = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{resume_from}")
+        client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), plan.tag)
+        state = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{plan.tag}")
     t0 = time.time()
     state = fit(engine, source, state, cfg, total_steps=total_steps, run_config=run_config,
                 evaluate=evaluate if cfg.eval_split and cfg.eval_every else None,

@@ -23,6 +23,15 @@ class MaskingCollator:
     mask_id: int
     mlm_probability: float = 0.15
     pad_to: int | None = None  # None: pad to the longest sequence in the batch
+    whole_word: bool = False  # mask every piece of a word together (needs `continuation_ids`)
+    continuation_ids: tuple[int, ...] = ()  # WordPiece "##" pieces: they continue the word before them
+
+    def __post_init__(self) -> None:
+        if self.whole_word and not self.continuation_ids:
+            raise ValueError("whole-word masking needs the vocabulary's continuation (##) piece ids")
+        size = max(self.vocab_size, max(self.continuation_ids, default=-1) + 1)
+        self._is_continuation = torch.zeros(size, dtype=torch.bool)
+        self._is_continuation[list(self.continuation_ids)] = True
 
     def __call__(self, examples: dict) -> dict[str, torch.Tensor]:
         seqs = examples["input_ids"]
@@ -35,7 +44,8 @@ class MaskingCollator:
         positions = torch.arange(length).unsqueeze(0)
         sep_index = torch.as_tensor(np.asarray(examples["sep_index"], dtype=np.int64)).unsqueeze(1)
         token_type_ids = ((positions > sep_index) & attention_mask.bool()).long()
-        masked_index, masked_labels = self._mask(input_ids, attention_mask)
+        mask = self._mask_words if self.whole_word else self._mask
+        masked_index, masked_labels = mask(input_ids, attention_mask)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
                 "masked_index": masked_index, "masked_labels": masked_labels,
                 "next_sentence_label": torch.as_tensor(np.asarray(examples["next_sentence_label"],
@@ -58,5 +68,50 @@ class MaskingCollator:
         ids = input_ids.view(-1)
         ids[flat[action < 0.8]] = self.mask_id
         rand_pos = flat[(action >= 0.8) & (action < 0.9)]
+        ids[rand_pos] = torch.randint(self.vocab_size, rand_pos.shape)
+        return flat, labels
+
+    def _mask_words(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whole-word masking (BERT's later releases, PubMedBERT): a word is a piece plus the "##" pieces that
+        follow it. The budget stays round(15% of the real tokens) in TOKENS: words are taken in random order
+        and a word that would overflow the budget is skipped for a shorter one, as Google's
+        create_pretraining_data does (so a batch may mask a few tokens under budget; if the first word drawn
+        is longer than the whole budget it is masked anyway, so every sequence has a target). 80/10/10 is
+        drawn once per WORD: all its pieces become [MASK], or all random tokens, or all stay."""
+        candidates = attention_mask.bool() & (input_ids != self.cls_id) & (input_ids != self.sep_id)
+        batch, length = input_ids.shape
+        continues = self._is_continuation[input_ids] & candidates
+        prev = torch.zeros_like(candidates)
+        prev[:, 1:] = candidates[:, :-1]
+        starts = candidates & ~(continues & prev)  # a "##" piece after [CLS]/[SEP] starts a (cut) word
+        n_words = starts.sum(1)
+        width = int(n_words.max()) if batch else 0
+        word = torch.where(candidates, starts.long().cumsum(1) - 1, torch.full_like(input_ids, width))
+        lengths = torch.zeros(batch, width + 1, dtype=torch.long).scatter_add_(1, word, candidates.long())[:, :width]
+        n_cand = candidates.sum(1)
+        budget = torch.minimum(torch.clamp(torch.round(n_cand.float() * self.mlm_probability).long(), min=1), n_cand)
+        scores = torch.rand(batch, width)
+        scores[torch.arange(width).unsqueeze(0) >= n_words.unsqueeze(1)] = 2.0  # no such word: last
+        order = scores.argsort(dim=1)
+        ordered_len = lengths.gather(1, order)
+        take = torch.zeros(batch, width, dtype=torch.bool)
+        taken = torch.zeros(batch, dtype=torch.long)
+        for k in range(width):  # skip-and-continue, every sequence at once
+            fits = (ordered_len[:, k] > 0) & (taken + ordered_len[:, k] <= budget)
+            take[:, k] = fits
+            taken += ordered_len[:, k] * fits
+            if bool((taken >= budget).all()):
+                break
+        take[:, 0] |= (taken == 0) & (n_words > 0)
+        selected = torch.zeros(batch, width + 1, dtype=torch.bool)
+        selected[:, :width].scatter_(1, order, take)
+        chosen = selected.gather(1, word) & candidates
+        action = torch.rand(batch, width + 1).gather(1, word)  # one draw per word, shared by its pieces
+        flat = chosen.flatten().nonzero().squeeze(1)
+        labels = input_ids.flatten()[flat].clone()
+        act = action.flatten()[flat]
+        ids = input_ids.view(-1)
+        ids[flat[act < 0.8]] = self.mask_id
+        rand_pos = flat[(act >= 0.8) & (act < 0.9)]
         ids[rand_pos] = torch.randint(self.vocab_size, rand_pos.shape)
         return flat, labels

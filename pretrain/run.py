@@ -27,6 +27,7 @@ class PretrainConfig(LoopConfig):
     tokenizer: str = ""  # vocab.txt or tokenizer directory; default: init_from
     seq_len: int = 0  # expected sequence length of the shards (a check); 0 = whatever they hold
     mlm_probability: float = 0.15
+    whole_word_mask: bool = False  # mask all pieces of a word together (pretrain/collator.py)
     eval_batches: int = 20  # held-out micro-batches per rank at each evaluation
     attn_implementation: str = "sdpa"
     max_steps: int = 1000
@@ -93,11 +94,11 @@ def main(argv: list[str] | None = None) -> dict:
     model = load_pretraining_model(cfg.init_from, cfg.model_config, cfg.attn_implementation)
     check_compatible(train.manifest, tokenizer, model, cfg.data_dir, tok_source, cfg.seq_len)
     dist.setup_env()
-    resume_from, universal = (checkpoint.prepare_resume(cfg.run_dir, dist.world_size()) if cfg.resume
-                              else (None, False))
+    plan = checkpoint.prepare_resume(cfg.run_dir, dist.world_size()) if cfg.resume else None
     engine = Engine(PretrainingObjective(model), args.deepspeed_config, total_steps=cfg.max_steps,
                     overrides=args.ds,
-                    load_universal=universal)
+                    load_universal=bool(plan and plan.universal),
+                    resume_stage=plan.zero_stage if plan else None)
     run_config = {"run": config_dict(cfg), "deepspeed_overrides": args.ds, "data_manifest": {
         k: train.manifest.get(k) for k in ("config_hash", "tokenizer_hash", "seq_len", "mode", "counts")}}
     if engine.rank == 0:
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"{train.seq_len} tokens = {engine.train_batch * train.seq_len:,} tokens per optimizer step; "
               f"{len(train):,} training sequences; {cfg.max_steps} steps", file=sys.stderr, flush=True)
     collate = MaskingCollator(model.config.vocab_size, tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id,
-                              tokenizer.mask_id, cfg.mlm_probability)
+                              tokenizer.mask_id, cfg.mlm_probability, whole_word=cfg.whole_word_mask,
+                              continuation_ids=tokenizer.continuation_ids() if cfg.whole_word_mask else ())
     layout = BatchLayout(engine.train_batch, engine.micro_batch, engine.grad_accum, engine.world_size,
                          engine.rank)
     source = BatchSource(EpochSampler(len(train), engine.train_batch, cfg.seed),
@@ -116,8 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
     evaluate = _heldout_evaluator(cfg, engine, collate, heldout_metrics)
     state = checkpoint.TrainState()
     if cfg.resume:
-        client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), resume_from)
-        state = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{resume_from}")
+        client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), plan.tag)
+        state = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{plan.tag}")
         if engine.rank == 0:
             print(f"resumed {cfg.run_dir} at step {state.step} ({state.samples_seen:,} samples seen)",
                   file=sys.stderr)

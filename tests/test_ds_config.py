@@ -87,3 +87,27 @@ def test_lamb_under_zero_is_refused_with_the_reason():
     with pytest.raises(UserError, match="not LAMB"):
         finalize(cfg, 1, 10, on_cpu=False, source="x")
     finalize({**cfg, "zero_optimization": {"stage": 0}}, 1, 10, on_cpu=False, source="x")
+
+
+def test_zero_stage_auto_is_0_on_one_rank_1_on_several_and_keeps_a_resumed_checkpoints():
+    cfg = {"train_batch_size": 8, "zero_optimization": {"stage": "auto"}}
+    validate(cfg, "x")
+    stage = lambda out: out["zero_optimization"]["stage"]  # noqa: E731
+    assert stage(finalize(cfg, 1, 10, on_cpu=True, source="x")) == 0
+    assert stage(finalize(cfg, 2, 10, on_cpu=True, source="x")) == 1
+    assert stage(finalize(cfg, 1, 10, on_cpu=True, source="x", resume_stage=1)) == 1
+    assert stage(finalize(cfg, 2, 10, on_cpu=True, source="x", resume_stage=0)) == 0
+    assert cfg["zero_optimization"]["stage"] == "auto"  # the caller's dict is not modified
+    lamb = {**cfg, "optimizer": {"type": "Lamb", "params": {"lr": 1e-3}}}
+    assert stage(finalize(lamb, 1, 10, on_cpu=False, source="x")) == 0  # LAMB stays LAMB on one GPU
+    with pytest.raises(UserError, match="not LAMB"):
+        finalize(lamb, 8, 10, on_cpu=False, source="x")
+
+
+def test_explicit_zero_stage_with_another_layout_than_the_checkpoint_is_refused():
+    cfg = {"train_batch_size": 8, "zero_optimization": {"stage": 1}}
+    assert finalize(cfg, 1, 10, on_cpu=True, source="x", resume_stage=2)["zero_optimization"]["stage"] == 1
+    with pytest.raises(UserError, match=r"checkpoint being resumed was written with stage 0.*\"auto\""):
+        finalize(cfg, 1, 10, on_cpu=True, source="x", resume_stage=0)
+    with pytest.raises(UserError, match="must be 0, 1, 2, 3 or"):
+        validate({"train_batch_size": 8, "zero_optimization": {"stage": "two"}}, "x")

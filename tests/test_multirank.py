@@ -56,13 +56,17 @@ def test_torchrun_two_ranks(tiny_assets, tmp_path):
     assert sorted(read_metrics(tmp_path / "run")) == [1, 2]
 
 
-@pytest.mark.parametrize("zero", [1, 2])
+@pytest.mark.parametrize("zero", [1, 2, "auto"])
 def test_resume_on_a_different_number_of_ranks(tiny_assets, tmp_path, zero):
     """2 -> 1 and 1 -> 2 ranks: the checkpoint is converted to DeepSpeed's universal format once, and the
-    run continues at the same global sample position (the global batch is unchanged)."""
+    run continues at the same global sample position (the global batch is unchanged). With "auto" (cpu.json)
+    the 2-rank run writes ZeRO-1 and the 1-rank resume keeps ZeRO-1; the 1-rank run writes ZeRO-0, whose
+    unpartitioned state loads on 2 ranks as it is (no conversion)."""
+    import json
+
     from pretrain.run import main
 
-    zero_flag = ["--ds", f"zero_optimization.stage={zero}"]
+    zero_flag = [] if zero == "auto" else ["--ds", f"zero_optimization.stage={zero}"]
     two_to_one = tmp_path / "two_to_one"
     killed = launch(tiny_assets, two_to_one, *zero_flag, env_extra={"BIOBERT_FAULT_KILL_AT_STEP": str(KILL_AT)})
     assert killed.returncode != 0
@@ -76,6 +80,8 @@ def test_resume_on_a_different_number_of_ranks(tiny_assets, tmp_path, zero):
     assert sorted(metrics) == list(range(1, STEPS + 1))
     assert [metrics[s]["samples_seen"] for s in range(1, STEPS + 1)] == [8 * s for s in range(1, STEPS + 1)]
     assert metrics[STEPS]["loss"] == metrics[STEPS]["loss"]  # finite: optimizer state came through
+    stage = lambda run: json.loads((run / "ds_config.json").read_text())["zero_optimization"]["stage"]  # noqa: E731
+    assert stage(two_to_one) == (1 if zero == "auto" else zero)
 
     one_to_two = tmp_path / "one_to_two"
     main.__wrapped__(["--deepspeed_config", "ds_configs/cpu.json", "--data_dir", str(tiny_assets["shards"]),
@@ -83,7 +89,12 @@ def test_resume_on_a_different_number_of_ranks(tiny_assets, tmp_path, zero):
                       str(KILL_AT), "--log_every", "1", "--progress", "false", "--eval_batches", "2",
                       "--ds", "train_batch_size=8", "--ds", "train_micro_batch_size_per_gpu=4",
                       "--ds", "scheduler.params.warmup_num_steps=2", "--ds", "optimizer.params.lr=2e-3", *zero_flag])
+    assert stage(one_to_two) == (0 if zero == "auto" else zero)
     resumed = launch(tiny_assets, one_to_two, "--resume", *zero_flag)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     metrics = read_metrics(one_to_two)
     assert [metrics[s]["samples_seen"] for s in range(1, STEPS + 1)] == [8 * s for s in range(1, STEPS + 1)]
+    assert stage(one_to_two) == (0 if zero == "auto" else zero)
+    converted = (one_to_two / "checkpoints" / "step_00000004" / "universal").exists()
+    assert converted == (zero != "auto")
+    assert all(metrics[s]["loss"] == metrics[s]["loss"] for s in range(KILL_AT + 1, STEPS + 1))

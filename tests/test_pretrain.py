@@ -101,3 +101,12 @@ def test_cli_prints_one_clear_error_and_exits_2(tiny_assets, tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --resume: no checkpoint") and "Traceback" not in err
+
+
+def test_whole_word_masking_run_is_recorded_and_trains(tiny_assets, tmp_path):
+    run = tmp_path / "wwm"
+    result = pretrain(args(tiny_assets, run, "--max_steps", "3", "--whole_word_mask", "true", "--export_hf", "false"))
+    assert result["step"] == 3
+    assert json.loads((run / "config.json").read_text())["run"]["whole_word_mask"] is True
+    losses = [r["loss"] for r in read_metrics(run).values()]
+    assert len(losses) == 3 and all(loss == loss for loss in losses)
