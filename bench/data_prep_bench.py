@@ -148,7 +148,7 @@ def copies_file(source: Path, copies: int, dest: Path, first: int = 0) -> Path:
 def make_copies(source: Path, copies: int, dest: Path, first: int = 0, offset: int = 50_000_000) -> Path:
     """`source`'s records `copies` times under one <PubmedArticleSet>, PMIDs of copy k offset by k*offset
     (k from `first`), so that the supersession pre-pass keeps every copy."""
-    from data_prep.gzip_stream import decompressobj
+    from biobert.corpus.gzip_stream import decompressobj
 
     try:
         from isal import igzip as gz

@@ -13,8 +13,8 @@ Every side runs in its own process (bench/speed_workers.py), so its peak RSS (ru
 processes of one model are alive together and take turns ONE OPTIMIZER STEP AT A TIME (rotating the order
 each round), so background load on a shared machine hits them equally; the tables report ratios to the
 peer, which are what to compare across runs. The first `--warmup` steps of each side are not measured.
-Tokens are real (attended) tokens: the peer's 128-token blocks have no padding; our shards do (the
-padding fraction is in the results), so padding costs us and is not counted as throughput.
+Tokens are real (attended) tokens: padding is not counted as throughput (our shards' padding fraction is
+in the results: ~0 with data_prep's default MLM packing across documents, ~30 % with --within_documents).
 
 Writes bench/results/pretrain_speed.json and prints a table.
 """
@@ -51,34 +51,34 @@ BERT_BASE = {"architectures": ["BertForMaskedLM"], "model_type": "bert", "vocab_
              "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
              "max_position_embeddings": 512, "type_vocab_size": 2, "initializer_range": 0.02,
              "layer_norm_eps": 1e-12, "pad_token_id": 0}
-# name -> (side, extra spec). "ours" is the shipped CPU profile (ds_configs/cpu.json: fp32, ZeRO 1, fused
-# AdamW) on MLM shards from data_prep; every other "ours_*" changes exactly one thing.
-# The default run (about 15 minutes on the loaded 2-core machine): both targets at one thread each, and the
-# levers at two threads. "all" adds the compile group (two cold compiles) and the 2-thread target groups.
-DEFAULT_GROUPS = ("minilm_1thread", "bert-base_1thread_zero0", "minilm_levers")
+# name -> (side, extra spec). "ours" is the shipped CPU profile (ds_configs/cpu.json: fp32, ZeRO "auto" = 0
+# on one rank, fused AdamW) on the MLM shards data_prep writes by default (packed across documents); every
+# other "ours_*" changes one thing ("ours_within_zero1" is the previous default: both levers off).
+# The default run: both targets at one thread each, and the levers at two threads.
+DEFAULT_GROUPS = ("minilm_1thread", "bert-base_1thread", "minilm")
 VARIANTS = {
     "peer": ("peer", {}),
     "ours": ("ours", {}),
+    "ours_within_documents": ("ours", {"data": "mlm_within"}),
+    "ours_zero1": ("ours", {"zero": 1}),
+    "ours_within_zero1": ("ours", {"data": "mlm_within", "zero": 1}),
+    "ours_wwm": ("ours", {"wwm": True}),
     "ours_bf16": ("ours", {"bf16": True}),
     "ours_full_projection": ("ours", {"full_projection": True}),
-    "ours_zero0": ("ours", {"zero": 0}),
-    "ours_packed": ("ours", {"data": "packed"}),
     "ours_nsp": ("ours", {"data": "nsp"}),
-    "ours_packed_zero0": ("ours", {"data": "packed", "zero": 0}),
     "ours_threads1": ("ours", {"threads": 1}),
-    "ours_compile": ("ours", {"compile": True, "pad_to": 128}),
-    "ours_compile_packed": ("ours", {"compile": True, "data": "packed"}),
+    "ours_compile": ("ours", {"compile": True}),
 }
 # Groups run one after the other; ratios are only taken inside a group (each has the peer and ours).
 # A group's third element overrides settings for every side of it (minilm_1thread: both sides on one
 # thread, where neither loses CPU time to OpenMP threads waiting for each other on a loaded machine).
 GROUPS = {
-    "minilm": ("minilm", "peer,ours,ours_packed,ours_compile,ours_compile_packed,ours_full_projection", {}),
-    "minilm_levers": ("minilm", "peer,ours,ours_bf16,ours_zero0,ours_threads1,ours_nsp", {}),
-    "minilm_1thread": ("minilm", "peer,ours,ours_packed,ours_full_projection", {"threads": 1}),
-    "bert-base": ("bert-base", "peer,ours,ours_zero0,ours_packed", {}),
-    "bert-base_1thread": ("bert-base", "peer,ours,ours_packed", {"threads": 1}),
-    "bert-base_1thread_zero0": ("bert-base", "peer,ours,ours_zero0,ours_packed_zero0", {"threads": 1}),
+    "minilm_1thread": ("minilm", "peer,ours,ours_within_zero1,ours_wwm,ours_full_projection", {"threads": 1}),
+    "bert-base_1thread": ("bert-base", "peer,ours,ours_within_documents,ours_zero1,ours_within_zero1",
+                          {"threads": 1}),
+    "minilm": ("minilm", "peer,ours,ours_wwm,ours_compile,ours_within_zero1", {}),
+    "minilm_levers": ("minilm", "peer,ours,ours_bf16,ours_threads1,ours_nsp", {}),
+    "bert-base": ("bert-base", "peer,ours,ours_within_zero1", {}),
 }
 
 
@@ -95,57 +95,24 @@ def minilm_dir() -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- data
-def prepare_mlm_shards(out: Path, vocab: Path, max_docs: int) -> Path:
-    """MLM-mode shards from one real PubMed file through our data_prep CLI (cached in the work dir)."""
+def prepare_shards(out: Path, vocab: Path, max_docs: int, *flags: str) -> Path:
+    """Shards from one real PubMed file through our data_prep CLI (cached in the work dir)."""
     if (out / "manifest.json").is_file():
         return out
     src = PUBMED / "pubmed20n0014.xml.gz"
     cmd = [sys.executable, "-m", "data_prep", "--input", str(src), "--vocab", str(vocab), "--out", str(out),
-           "--mode", "mlm", "--seq_len", "128", "--max_docs", str(max_docs), "--overwrite"]
+           "--seq_len", "128", "--max_docs", str(max_docs), "--overwrite", *flags]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode not in (0, 3) or not (out / "manifest.json").is_file():
-        raise RuntimeError(f"data_prep failed ({proc.returncode}): {proc.stderr[-1500:]}")
+        raise RuntimeError(f"data_prep {' '.join(flags)} failed ({proc.returncode}): {proc.stderr[-1500:]}")
     return out
 
 
-def prepare_nsp_shards(out: Path, vocab: Path, max_docs: int) -> Path:
-    if (out / "manifest.json").is_file():
-        return out
-    src = PUBMED / "pubmed20n0014.xml.gz"
-    cmd = [sys.executable, "-m", "data_prep", "--input", str(src), "--vocab", str(vocab), "--out", str(out),
-           "--mode", "nsp", "--seq_len", "128", "--max_docs", str(max_docs), "--overwrite"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode not in (0, 3) or not (out / "manifest.json").is_file():
-        raise RuntimeError(f"data_prep (nsp) failed ({proc.returncode}): {proc.stderr[-1500:]}")
-    return out
-
-
-def write_packed_shards(src: Path, out: Path) -> Path:
-    """The lever "pack MLM examples across documents" (what run_mlm's group_texts and RoBERTa's
-    FULL-SENTENCES do): the same token stream as `src`, cut into full 128-token [CLS] ... [SEP] examples,
-    written with our own ShardWriter so the reader and collator are unchanged."""
-    if (out / "manifest.json").is_file():
-        return out
-    import numpy as np
-
-    from data_prep.shards import ShardWriter, open_shards, write_manifest
-
-    train = open_shards(src, "train")
-    manifest = json.loads((src / "manifest.json").read_text())
-    cls_id, sep_id = manifest["special_ids"]["cls"], manifest["special_ids"]["sep"]
-    stream = np.concatenate([x[1:-1] for x in train.get_batch(range(len(train)))["input_ids"]])
-    body = manifest["seq_len"] - 2
-    shutil.rmtree(out, ignore_errors=True)
-    writer = ShardWriter(out / "train", manifest["vocab_size"], root=out)
-    for i in range(len(stream) // body):
-        writer.write([cls_id, *stream[i * body:(i + 1) * body].tolist(), sep_id], body + 1, -1)
-    shards = writer.close()
-    rows = sum(s["rows"] for s in shards)
-    manifest["splits"] = {"train": {"shards": shards}}
-    manifest["counts"] = {"examples": rows, "tokens": rows * manifest["seq_len"], "padding_fraction": 0.0,
-                          "note": f"bench: {src} re-packed across documents"}
-    write_manifest(out, manifest)
-    return out
+# data kind -> (work-dir name, data_prep flags). "mlm" is what `--mode mlm` writes by default: documents
+# packed into full 128-token examples; "mlm_within" ends every document with a padded example.
+SHARDS = {"mlm": ("mlm128_packed", ("--mode", "mlm")),
+          "mlm_within": ("mlm128_within", ("--mode", "mlm", "--within_documents")),
+          "nsp": ("nsp128", ("--mode", "nsp"))}
 
 
 def padding_fraction(data_dir: Path) -> float:
@@ -398,12 +365,6 @@ def main(argv: list[str] | None = None) -> dict:
     t_start = time.time()
     minilm = minilm_dir()
     data = {}
-    try:
-        data["mlm"] = prepare_mlm_shards(work / "mlm128", minilm, args.max_docs)
-    except RuntimeError as e:  # data_prep is being changed by others; NSP shards still measure the path
-        print(f"warning: {e}\nfalling back to NSP shards", file=sys.stderr)
-        data["mlm"] = prepare_nsp_shards(work / "nsp128", minilm, args.max_docs)
-    data["packed"] = write_packed_shards(data["mlm"], work / "packed128")
     bert_cfg = work / "bert_base_config.json"
     bert_cfg.write_text(json.dumps(BERT_BASE, indent=1))
     results = {"machine": machine_info(), "groups": {}, "method": METHOD}
@@ -426,8 +387,8 @@ def main(argv: list[str] | None = None) -> dict:
             side, extra = VARIANTS[name]
             extra = dict(extra)
             kind = extra.pop("data", "mlm")
-            if kind == "nsp" and "nsp" not in data:
-                data["nsp"] = prepare_nsp_shards(work / "nsp128", minilm, args.max_docs)
+            if kind not in data:
+                data[kind] = prepare_shards(work / SHARDS[kind][0], minilm, args.max_docs, *SHARDS[kind][1])
             run_dir = work / "runs" / f"{gname}_{name}"
             shutil.rmtree(run_dir, ignore_errors=True)
             specs[name] = {"side": side, "model": model, "group": gname, "batch": batch, "steps": steps, "seq_len": 128,

@@ -132,11 +132,11 @@ def run_ours(spec: dict, pacer: Pacer) -> dict:
     b = spec["batch"]
     argv = ["--deepspeed_config", str(ROOT / "ds_configs" / "cpu.json"),
             "--ds", f"train_batch_size={b}", "--ds", f"train_micro_batch_size_per_gpu={b}",
-            "--ds", f"zero_optimization.stage={spec.get('zero', 1)}",
+            "--ds", f"zero_optimization.stage={spec.get('zero', 'auto')}",
             "--ds", f"bf16.enabled={'true' if spec.get('bf16') else 'false'}",
             "--data_dir", spec["data_dir"], "--run_dir", spec["run_dir"], "--max_steps", str(spec["steps"]),
             "--log_every", "1", "--progress", "false", "--eval_batches", "0", "--export_hf", "false",
-            "--seed", "42"]
+            "--seed", "42", "--whole_word_mask", "true" if spec.get("wwm") else "false"]
     if spec.get("init_from"):
         argv += ["--init_from", spec["init_from"]]
     else:

@@ -101,6 +101,8 @@ def read_json(path: str | Path, what: str = "config") -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}:{e.colno}: malformed JSON in {what}: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: {what} is not UTF-8 text (byte {e.start}): {e.reason}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
     return data

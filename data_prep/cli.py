@@ -33,7 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nsp: BERT sentence pairs with next-sentence labels; mlm: single segments, no NSP")
     p.add_argument("--heldout_fraction", type=float, default=d.heldout_fraction)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--short_seq_prob", type=float, default=d.short_seq_prob)
+    p.add_argument("--short_seq_prob", type=float, default=d.short_seq_prob,
+                   help="probability of a shorter target length per example (default: 0.1 for nsp as BERT, "
+                        "0 for mlm)")
+    p.add_argument("--within_documents", action="store_true",
+                   help="mlm: end every example at its document's end, at a sentence boundary (default: pack "
+                        "the stream of documents into full seq_len examples, [SEP] between documents)")
     case = p.add_mutually_exclusive_group()
     case.add_argument("--lowercase", dest="lowercase", action="store_true", default=None,
                       help="lower-case text before WordPiece (default: inferred from the vocabulary)")
@@ -137,6 +142,7 @@ def _prepare(argv: list[str]) -> dict:
     cfg = PrepConfig(inputs=args.input, vocab=args.vocab, out=args.out, seq_len=args.seq_len, mode=args.mode,
                      heldout_fraction=args.heldout_fraction, seed=args.seed, lowercase=args.lowercase,
                      max_docs=args.max_docs, shard_size=args.shard_size, short_seq_prob=args.short_seq_prob,
+                     cross_document=not args.within_documents,
                      require_abstract=not args.keep_title_only, overwrite=args.overwrite, workers=args.workers,
                      part=args.part, decontaminate=args.decontaminate,
                      decontaminate_action=args.decontaminate_action)

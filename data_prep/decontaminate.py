@@ -31,8 +31,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from biobert.corpus.document import Document
 from biobert.errors import UserError
-from data_prep.document import Document
 
 WORD = re.compile(r"[^\W_]+")  # runs of letters/digits: punctuation and "_" separate words
 # Entity placeholders of BioBERT's RE data: @GENE$, @DISEASE$, @CHEMICAL$ (GAD, EU-ADR) and ChemProt's

@@ -10,8 +10,14 @@ Departures from BERT, each for a reason:
   evenly instead of clustering in a few documents.
 * A chunk made of a single segment is split at a random token for a real-next pair instead of always
   being random-next, so the NSP labels stay balanced at 50/50.
-* Documents with fewer than two segments (e.g. a lone sentence) are not packed in NSP mode: the caller
-  counts them as `too_short`. In MLM mode they are packed like any other document.
+* Documents with fewer than two segments (e.g. a lone sentence) are not packed in NSP mode: `pack` returns
+  None and the caller counts them as `too_short`. In MLM mode they are packed like any other document.
+* MLM mode packs ACROSS documents by default (`cross_document=True`), as RoBERTa's FULL-SENTENCES and
+  Hugging Face's run_mlm `group_texts` do: the token stream of consecutive documents, one [SEP] between
+  documents, is cut into examples of exactly `seq_len` tokens ([CLS] ... [SEP]); a sentence may continue
+  in the next example. Without it, each document ends in a short example: on PubMed abstracts at seq 128
+  that left 30 % of every batch as padding (bench/README.md). `flush()` emits the stream's last, partial
+  example. `cross_document=False` keeps every example inside one document, at sentence boundaries.
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ class Packer:
     """Packs one stream of documents (one split of one input file) deterministically from its seed."""
 
     def __init__(self, *, seq_len: int, mode: str, cls_id: int, sep_id: int, seed: int,
-                 short_seq_prob: float = 0.1, buffer_docs: int = 1000):
+                 short_seq_prob: float = 0.1, buffer_docs: int = 1000, cross_document: bool = True):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if seq_len < 8:
@@ -70,6 +76,9 @@ class Packer:
         self.rng = random.Random(seed)
         self.recent: deque[list[list[int]]] = deque(maxlen=buffer_docs)  # segments of recent documents
         self.no_random_doc = 0  # random-next wanted but no other document buffered yet
+        self.cross_document = cross_document and mode == MLM
+        self.stream: list[int] = []  # MLM across documents: tokens not yet in an example
+        self.stream_target = 0
 
     @property
     def min_segments(self) -> int:
@@ -80,15 +89,45 @@ class Packer:
             return self.rng.randint(2, max_tokens)
         return max_tokens
 
-    def pack(self, sentences: list[list[int]]) -> list[Example]:
-        """Examples from one document's tokenised sentences ([] if it has too few segments)."""
+    def pack(self, sentences: list[list[int]]) -> list[Example] | None:
+        """Examples completed by one document's tokenised sentences; None if the document has too few
+        segments to be used. Across documents (MLM), a document may complete no example yet ([])."""
         budget = self.seq_len - (3 if self.mode == NSP else 2)
         segments = _segments(sentences, budget)
         if len(segments) < self.min_segments:
-            return []
+            return None
+        if self.cross_document:
+            return self._pack_stream(segments, budget)
         examples = self._pack_nsp(segments, budget) if self.mode == NSP else self._pack_mlm(segments, budget)
         if self.mode == NSP:
             self.recent.append(segments)
+        return examples
+
+    def _pack_stream(self, segments: list[list[int]], budget: int) -> list[Example]:
+        stream = self.stream
+        if stream:
+            stream.append(self.sep)  # document boundary
+        for seg in segments:
+            stream.extend(seg)
+        examples = []
+        if not self.stream_target:
+            self.stream_target = self._target(budget)
+        while len(stream) >= self.stream_target:
+            cut = self.stream_target
+            # A document boundary never starts or ends an example: [CLS] [SEP] / [SEP] [SEP] carry nothing.
+            examples.append(self._single([stream[: cut - 1 if stream[cut - 1] == self.sep else cut]]))
+            del stream[:cut]
+            if stream and stream[0] == self.sep:
+                del stream[0]
+            self.stream_target = self._target(budget)
+        return examples
+
+    def flush(self) -> list[Example]:
+        """The last, partial example of a cross-document MLM stream (call once, at the end of a stream)."""
+        if not self.stream:
+            return []
+        examples = [self._single([self.stream])]
+        self.stream, self.stream_target = [], 0
         return examples
 
     def _pack_mlm(self, segments: list[list[int]], budget: int) -> list[Example]:

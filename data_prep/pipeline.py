@@ -15,13 +15,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from biobert.corpus.document import CorpusFileError, Document
+from biobert.corpus.sentences import split_sentences
 from biobert.errors import UserError
 from biobert.tokenizer import WordPieceTokenizer
-from data_prep.document import CorpusFileError, Document
 from data_prep.fast_wordpiece import SentenceEncoder
 from data_prep.packing import MODES, NSP, Example, Packer
 from data_prep.readers import read_documents
-from data_prep.sentences import split_sentences
 from data_prep.shards import SPLITS, ShardWriter, is_heldout
 
 # Options that name machine-local paths or run behaviour, not the content of the output: kept in the
@@ -43,7 +43,8 @@ class PrepConfig:
     lowercase: bool | None = None  # None: inferred from the vocabulary
     max_docs: int | None = None  # stop after this many documents (quick demos)
     shard_size: int = 100_000  # examples per shard file
-    short_seq_prob: float = 0.1
+    short_seq_prob: float | None = None  # None: 0.1 for NSP (BERT), 0.0 for MLM (RoBERTa: full-length)
+    cross_document: bool = True  # MLM: pack the stream of documents into full examples (packing.py)
     require_abstract: bool = True  # title-only PubMed records give near-empty examples
     nsp_buffer_docs: int = 1000  # recent documents that random-next segments are drawn from
     encode_batch_sentences: int = 1000
@@ -53,13 +54,20 @@ class PrepConfig:
     decontaminate: list[str] = field(default_factory=list)  # fine-tuning test sets (decontaminate.py)
     decontaminate_action: str = "drop"  # drop: leave such documents out; flag: keep them, only count
 
+    @property
+    def effective_short_seq_prob(self) -> float:
+        if self.short_seq_prob is not None:
+            return self.short_seq_prob
+        return 0.1 if self.mode == NSP else 0.0
+
     def validate(self) -> None:
         checks = [
             (self.mode in MODES, f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}"),
             (8 <= self.seq_len <= 32767, f"--seq_len must be in [8, 32767], got {self.seq_len}"),
             (0.0 <= self.heldout_fraction < 1.0,
              f"--heldout_fraction must be in [0, 1), got {self.heldout_fraction}"),
-            (0.0 <= self.short_seq_prob <= 1.0, f"--short_seq_prob must be in [0, 1], got {self.short_seq_prob}"),
+            (0.0 <= self.effective_short_seq_prob <= 1.0,
+             f"--short_seq_prob must be in [0, 1], got {self.short_seq_prob}"),
             (self.shard_size >= 1, f"--shard_size must be >= 1, got {self.shard_size}"),
             (self.max_docs is None or self.max_docs >= 1, f"--max_docs must be >= 1, got {self.max_docs}"),
             (self.nsp_buffer_docs >= 1, f"nsp_buffer_docs must be >= 1, got {self.nsp_buffer_docs}"),
@@ -75,6 +83,9 @@ class PrepConfig:
     def hash(self, extra: dict | None = None) -> str:
         """What decides the output's content; `extra` adds facts not in the config (list file hashes)."""
         content = {k: v for k, v in asdict(self).items() if k not in _NOT_HASHED}
+        content["short_seq_prob"] = self.effective_short_seq_prob
+        if self.mode == NSP:  # NSP output does not depend on it: earlier NSP preparations keep their hash
+            del content["cross_document"]
         if extra:
             content["extra"] = extra
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
@@ -152,11 +163,12 @@ def _pack_pending(pending: list[tuple[str, list[str]]], encoder: SentenceEncoder
         end = pos + len(sentences)
         doc_ids = ids[pos:end]
         examples = packers[split].pack(doc_ids)
-        if not examples:
+        if examples is None:
             skipped["too_short"] += 1
             pos = end
             continue
-        sinks.write(split, examples)
+        if examples:
+            sinks.write(split, examples)
         stats = sinks.stats[split]
         stats.documents += 1
         stats.sentences += len(sentences)
@@ -207,7 +219,8 @@ def process_file(paths: Path | Sequence[Path], cfg: PrepConfig, tokenizer: WordP
     stream = stream or paths[0].name
     packers = {split: Packer(seq_len=cfg.seq_len, mode=cfg.mode, cls_id=tokenizer.cls_id,
                              sep_id=tokenizer.sep_id, seed=_stream_seed(cfg.seed, stream, split),
-                             short_seq_prob=cfg.short_seq_prob, buffer_docs=cfg.nsp_buffer_docs)
+                             short_seq_prob=cfg.effective_short_seq_prob, buffer_docs=cfg.nsp_buffer_docs,
+                             cross_document=cfg.cross_document)
                for split in SPLITS}
     pending: list[tuple[str, list[str]]] = []  # (split, sentences) of documents not yet packed
     n_sentences = 0
@@ -229,6 +242,9 @@ def process_file(paths: Path | Sequence[Path], cfg: PrepConfig, tokenizer: WordP
             break
     report.words += _pack_pending(pending, encoder, packers, sinks, skipped)
     for split, packer in packers.items():
+        last = packer.flush()
+        if last:
+            sinks.write(split, last)
         sinks.stats[split].nsp_fallbacks += packer.no_random_doc
     report.seconds = time.perf_counter() - start
     return report

@@ -37,9 +37,9 @@ from pathlib import Path
 
 from lxml import etree
 
-from data_prep.document import CorpusFileError, Document
+from biobert.corpus.document import CorpusFileError, Document
+from biobert.corpus.text_clean import clean_text
 from data_prep.text import SkipReporter
-from data_prep.text_clean import clean_text
 
 MEMBER_SUFFIXES = (".nxml", ".xml")  # articles in PMC packages: .nxml (article/bulk packages), .xml (2024 bulk)
 

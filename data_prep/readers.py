@@ -12,10 +12,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from biobert.corpus.document import Document
+from biobert.corpus.pubmed import read_pubmed
 from biobert.errors import UserError
-from data_prep.document import Document
 from data_prep.pmc import read_nxml, read_pmc_package
-from data_prep.pubmed import read_pubmed
 from data_prep.text import read_jsonl, read_sentence_lines
 
 # A reader streams Documents from one file, counting skipped records by reason into the Counter.

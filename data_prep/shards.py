@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from biobert.config import read_json
 from biobert.errors import UserError
 
 FORMAT = "biobert-shards"
@@ -192,10 +193,7 @@ def read_manifest(data_dir: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: missing; either the data preparation into {data_dir} did not finish "
                         "(rerun `python -m data_prep ... --overwrite`) or this is not a shard directory")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e}); rerun the data preparation") from e
+    manifest = read_json(path, "shard manifest (rerun the data preparation)")
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path}: format {manifest.get('format')!r} version {manifest.get('format_version')!r}"
                         f", this code reads {FORMAT!r} version {FORMAT_VERSION}; rerun the data preparation "

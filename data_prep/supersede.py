@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.gzip_stream import GZIP_ERRORS, decompressobj
+from biobert.corpus.gzip_stream import GZIP_ERRORS, decompressobj
 
 INDEX_DIR = "pubmed_index"
 SUPERSEDED, DELETED = 1, 2

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from data_prep.document import CorpusFileError, Document
-from data_prep.text_clean import clean_text
+from biobert.corpus.document import CorpusFileError, Document
+from biobert.corpus.text_clean import clean_text
 
 MAX_EXAMPLES = 5  # per file and reason: enough to find the problem, never a flood
 

@@ -29,9 +29,9 @@ from tokenizers.normalizers import BertNormalizer
 from tokenizers.pre_tokenizers import BertPreTokenizer
 from tokenizers.trainers import WordPieceTrainer
 
+from biobert.corpus.document import CorpusFileError
 from biobert.errors import UserError, exit_on_user_error
 from biobert.tokenizer import SPECIAL_TOKENS, load_tokenizer
-from data_prep.document import CorpusFileError
 from data_prep.readers import expand_inputs, read_documents
 
 MANIFEST = "vocab_manifest.json"

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from biobert.corpus.document import Document
 from biobert.errors import UserError
 from conftest import SHARED_DATA
 from data_prep.decontaminate import Decontaminator, ngram_hashes, words
-from data_prep.document import Document
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data_prep" / "decontam"
 
@@ -120,7 +120,7 @@ PUBMED_FILE = SHARED_DATA / "pubmed" / "pubmed20n0014.xml.gz"
 
 @pytest.mark.skipif(not NER_TESTS or not PUBMED_FILE.exists(), reason=f"real data not found under {SHARED_DATA}")
 def test_real_ner_test_sets(capsys):
-    from data_prep.pubmed import read_pubmed
+    from biobert.corpus.pubmed import read_pubmed
 
     tracemalloc.start()
     start = time.perf_counter()

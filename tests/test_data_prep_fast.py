@@ -9,9 +9,9 @@ import unicodedata
 import pyarrow as pa
 import pytest
 
+from biobert.corpus import text_clean
 from biobert.tokenizer import load_tokenizer
 from conftest import SHARED_DATA, write_vocab
-from data_prep import text_clean
 from data_prep.fast_wordpiece import SentenceEncoder
 from data_prep.packing import Example
 from data_prep.shards import ShardWriter

@@ -72,24 +72,24 @@ def test_short_seq_prob_makes_some_short_examples():
 
 def test_single_sentence_document_is_too_short_for_nsp_but_packs_for_mlm():
     doc = [[10, 11, 12, 13]]
-    assert Packer(seq_len=16, mode="nsp", cls_id=CLS, sep_id=SEP, seed=0).pack(doc) == []
-    (ex,) = Packer(seq_len=16, mode="mlm", cls_id=CLS, sep_id=SEP, seed=0).pack(doc)
+    assert Packer(seq_len=16, mode="nsp", cls_id=CLS, sep_id=SEP, seed=0).pack(doc) is None
+    (ex,) = Packer(seq_len=16, mode="mlm", cls_id=CLS, sep_id=SEP, seed=0, cross_document=False).pack(doc)
     assert ex.input_ids == [CLS, 10, 11, 12, 13, SEP] and ex.sep_index == 5 and ex.next_sentence_label == -1
 
 
 def test_long_sentence_is_split_not_dropped():
     long_sentence = list(range(1000, 1300))
     packer = Packer(seq_len=32, mode="mlm", cls_id=CLS, sep_id=SEP, seed=0, short_seq_prob=0.0)
-    examples = packer.pack([long_sentence])
+    examples = packer.pack([long_sentence]) + packer.flush()
     assert all(len(ex.input_ids) <= 32 for ex in examples)
     assert [t for ex in examples for t in ex.input_ids[1:-1]] == long_sentence
     nsp = Packer(seq_len=32, mode="nsp", cls_id=CLS, sep_id=SEP, seed=0).pack([long_sentence])
     assert len(nsp) >= 300 // 29 and all(len(ex.input_ids) <= 32 for ex in nsp)
 
 
-def test_mlm_fills_sequences_with_consecutive_sentences():
+def test_mlm_within_documents_fills_sequences_with_consecutive_sentences():
     docs = synthetic_docs(200)
-    pairs, _ = pack_all(docs, seq_len=64, mode="mlm", short_seq_prob=0.0)
+    pairs, _ = pack_all(docs, seq_len=64, mode="mlm", short_seq_prob=0.0, cross_document=False)
     per_doc: dict[int, list[int]] = {}
     for d, ex in pairs:
         ids = ex.input_ids
@@ -98,6 +98,41 @@ def test_mlm_fills_sequences_with_consecutive_sentences():
         per_doc.setdefault(d, []).extend(ids[1:-1])
     for d, doc in enumerate(docs):  # every token kept, in order
         assert per_doc[d] == [t for sentence in doc for t in sentence]
+
+
+@pytest.mark.parametrize("seq_len", [16, 64, 128])
+def test_mlm_across_documents_has_no_padding_and_loses_no_token(seq_len):
+    docs = synthetic_docs(300)
+    packer = Packer(seq_len=seq_len, mode="mlm", cls_id=CLS, sep_id=SEP, seed=3, short_seq_prob=0.0)
+    examples = [ex for doc in docs for ex in packer.pack(doc)]
+    last = packer.flush()
+    assert len(last) == 1 and packer.flush() == []
+    for ex in examples:  # every example but the stream's last is full, or one short at a boundary
+        ids = ex.input_ids
+        assert seq_len - 1 <= len(ids) <= seq_len and ids[0] == CLS and ids[-1] == SEP
+        assert ids[1] != SEP and ids[-2] != SEP and ex.sep_index == len(ids) - 1 and ex.next_sentence_label == -1
+    full = sum(len(ex.input_ids) == seq_len for ex in examples)
+    assert full >= 0.9 * len(examples)
+    inner = [t for ex in examples + last for t in ex.input_ids[1:-1]]
+    assert [t for t in inner if t != SEP] == [t for doc in docs for s in doc for t in s]  # all, in order
+    # documents are separated by one [SEP] wherever the boundary falls inside an example
+    for ex in examples + last:
+        body = ex.input_ids[1:-1]
+        for i, t in enumerate(body):
+            if t == SEP:
+                assert body[i - 1] // 10_000 + 1 == body[i + 1] // 10_000
+
+
+def test_mlm_across_documents_is_deterministic_and_honours_short_seq_prob():
+    docs = synthetic_docs(200)
+
+    def run(**kw):
+        packer = Packer(seq_len=64, mode="mlm", cls_id=CLS, sep_id=SEP, seed=5, **{"short_seq_prob": 0.0, **kw})
+        return [ex.input_ids for doc in docs for ex in packer.pack(doc)] + [ex.input_ids for ex in packer.flush()]
+
+    assert run() == run()
+    short = run(short_seq_prob=0.5)
+    assert sum(len(ids) < 40 for ids in short) > 0.2 * len(short)
 
 
 def test_truncate_pair_trims_the_longer_side():

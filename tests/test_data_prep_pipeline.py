@@ -121,6 +121,13 @@ def test_mlm_mode_and_max_docs(tmp_path, vocab):
     batch = open_shards(tmp_path / "out").get_batch(range(len(open_shards(tmp_path / "out"))))
     assert set(batch["next_sentence_label"].tolist()) == {-1}
     assert all(s == len(ids) - 1 for ids, s in zip(batch["input_ids"], batch["sep_index"]))
+    # Packed across documents by default; --within_documents ends each document with a padded example.
+    within = prep([corpus], vocab, tmp_path / "o2", "--mode", "mlm", "--max_docs", 30, "--seq_len", 128,
+                  "--within_documents")
+    assert manifest["counts"]["train"]["padding_fraction"] < 0.05
+    assert within["counts"]["train"]["padding_fraction"] > 2 * manifest["counts"]["train"]["padding_fraction"]
+    assert within["config_hash"] != manifest["config_hash"]
+    assert manifest["counts"]["train"]["tokens"] == within["counts"]["train"]["tokens"]
 
 
 def test_broken_file_is_reported_and_other_files_still_processed(tmp_path, vocab, capsys):
@@ -210,3 +217,12 @@ def test_real_pubmed_baseline_first_2000_documents(tmp_path):
     assert 0.45 < batch["next_sentence_label"].mean() < 0.55
     assert max(len(ids) for ids in batch["input_ids"]) == 128
     assert np.all(np.concatenate(batch["input_ids"]) < 28996)
+
+
+def test_malformed_manifest_names_the_file_and_position(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"format": "x",\n  oops}')
+    with pytest.raises(UserError, match=r"manifest\.json:2:3: malformed JSON in shard manifest \(rerun the data"):
+        open_shards(tmp_path)
+    (tmp_path / "manifest.json").write_bytes(b'{"format": "\xff"}')
+    with pytest.raises(UserError, match=r"manifest\.json: shard manifest .* is not UTF-8"):
+        open_shards(tmp_path)

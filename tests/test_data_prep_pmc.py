@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from biobert.corpus.document import CorpusFileError
 from conftest import SHARED_DATA
-from data_prep.document import CorpusFileError
 from data_prep.pmc import CITE, CITE_END, FLOAT, FLOAT_END, GAP, read_nxml, read_pmc_package, resolve_markers
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data_prep" / "pmc"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from biobert.corpus.document import CorpusFileError
+from biobert.corpus.pubmed import read_pubmed
 from biobert.errors import UserError
-from data_prep.document import CorpusFileError
-from data_prep.pubmed import read_pubmed
 from data_prep.readers import expand_inputs
 
 SAMPLE = Path(__file__).parent / "fixtures" / "data_prep" / "pubmed_sample.xml"

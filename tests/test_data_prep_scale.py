@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from biobert.corpus.document import Document
 from conftest import make_sentence, subprocess_env, write_pubmed_xml, write_vocab
 from data_prep import readers
 from data_prep.cli import main
-from data_prep.document import Document
 from data_prep.shards import open_shards
 from data_prep.supersede import SupersedeIndex, scan_pubmed_ids
 

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from data_prep.sentences import split_sentences
-from data_prep.text_clean import clean_text
+from biobert.corpus.sentences import split_sentences
+from biobert.corpus.text_clean import clean_text
 
 
 def test_clean_text_normalises_whitespace_controls_and_unicode():

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from biobert.corpus.document import CorpusFileError
+from biobert.corpus.pubmed import read_pubmed
 from conftest import write_pubmed_xml, write_vocab
 from data_prep.cli import main as data_prep_main
-from data_prep.document import CorpusFileError
 from data_prep.pmc import read_nxml, read_pmc_package
-from data_prep.pubmed import read_pubmed
 from data_prep.readers import expand_inputs, read_documents, reader_for
 from data_prep.text import read_jsonl, read_sentence_lines
 

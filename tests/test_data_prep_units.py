@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import make_sentence, write_vocab
-from data_prep import parallel
+from data_prep import units
 from data_prep.cli import main
 from data_prep.readers import expand_inputs
 from data_prep.shards import open_shards
@@ -62,9 +62,9 @@ def test_single_article_files_are_grouped_and_nsp_draws_from_other_documents(fol
 
 def test_groups_are_capped_and_the_output_is_the_same_for_any_workers_parts_and_resume(folder, tmp_path,
                                                                                        monkeypatch):
-    monkeypatch.setattr(parallel, "GROUP_MAX_FILES", 25)
-    units = parallel.plan_units(expand_inputs([str(folder["dir"])]))
-    assert [len(u.paths) for u in units] == [25, 25, 10] and units[1].name == "PMC1025--PMC1049"
+    monkeypatch.setattr(units, "GROUP_MAX_FILES", 25)
+    planned = units.plan_units(expand_inputs([str(folder["dir"])]))
+    assert [len(u.paths) for u in planned] == [25, 25, 10] and planned[1].name == "PMC1025--PMC1049"
     one = prep(folder, tmp_path / "one", "--workers", 1)
     two = prep(folder, tmp_path / "two", "--workers", 2)
     assert one["splits"] == two["splits"] and content(tmp_path / "one") == content(tmp_path / "two")

@@ -11,8 +11,8 @@ import pytest
 
 from biobert.errors import UserError
 from conftest import WORDS, write_pubmed_xml
-from finetune.predict import entity_spans
 from finetune.predict import main as predict_main
+from finetune.predict_tasks import entity_spans
 from finetune.run_task import main as run_task_main
 
 predict = predict_main.__wrapped__
@@ -126,7 +126,7 @@ def test_ner_predictions_match_run_task_evaluation(ner_run, tmp_path):
 def test_ner_pubmed_documents(ner_run, tiny_assets, tmp_path):
     from collections import Counter
 
-    from data_prep.pubmed import read_pubmed
+    from biobert.corpus.pubmed import read_pubmed
 
     xml = write_pubmed_xml(tmp_path / "abstracts.xml.gz", 6, seed=3, first_pmid=700)
     out = tmp_path / "preds.jsonl"

@@ -13,9 +13,9 @@ from typing import BinaryIO
 
 from lxml import etree
 
-from data_prep.document import CorpusFileError, Document
-from data_prep.gzip_stream import GZIP_ERRORS, BadGzipFile, open_gzip
-from data_prep.text_clean import clean_text
+from biobert.corpus.document import CorpusFileError, Document
+from biobert.corpus.gzip_stream import GZIP_ERRORS, BadGzipFile, open_gzip
+from biobert.corpus.text_clean import clean_text
 
 RECORD_TAGS = ("PubmedArticle", "PubmedBookArticle", "DeleteCitation")
 ROOT_TAG = "PubmedArticleSet"
