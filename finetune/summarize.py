@@ -6,8 +6,10 @@
 Every results.json under RUNS_DIR counts once: a run_task run (its `test` scores), a protocol.py run (mean ±
 sample std over seeds, or over folds for one-seed GAD/EU-ADR) or a crossval.py run (mean ± std over folds);
 the sub-runs inside a protocol or crossval folder are its parts, not results of their own. As in the paper,
-rows are a dataset's metrics (P/R/F for NER and RE, strict/lenient accuracy and MRR for BioASQ) and columns
-are models, the best of each row in bold, with an average over datasets per table. A model is named by
+rows are a dataset's metrics (P/R/F for NER and RE, strict/lenient accuracy and MRR for BioASQ factoid) and
+columns are models, the best of each row in bold, with an average over datasets per table. BioASQ yes/no
+(accuracy, macro F1, and the majority-class baseline's accuracy, `Acc base`) and list questions (mean
+precision, recall, F1), from BioBERT's BioASQ follow-up, get QA tables of their own. A model is named by
 `--label NAME=DIR` (every result under DIR; issue 7 compares Base and Bio this way) or else by its
 `init_from` folder (a trailing `hf/` skipped). Two results for the same dataset and model: an aggregate
 (protocol / crossval) wins over a single run, then the newer file; the choice is listed under the tables.
@@ -34,12 +36,20 @@ DATASETS = {
     "re": [("gad", "GAD"), ("euadr", "EU-ADR"), ("chemprot", "CHEMPROT")],
     "qa": [("bioasq_4b", "BioASQ 4b"), ("bioasq_5b", "BioASQ 5b"), ("bioasq_6b", "BioASQ 6b"),
            ("bioasq_7b", "BioASQ 7b"), ("bioasq_8b", "BioASQ 8b"), ("bioasq_factoid", "BioASQ")],
+    "qa_yesno": [*((f"bioasq_yesno_{v}", f"BioASQ {v}") for v in ("4b", "5b", "6b", "7b", "8b")),
+                 ("bioasq_yesno", "BioASQ")],
+    "qa_list": [*((f"bioasq_list_{v}", f"BioASQ {v}") for v in ("4b", "5b", "6b", "7b", "8b")),
+                ("bioasq_list", "BioASQ")],
 }
 METRICS = {"ner": [("P", "precision"), ("R", "recall"), ("F", "f1")],
            "re": [("P", "precision"), ("R", "recall"), ("F", "f1")],
-           "qa": [("S", "strict_acc"), ("L", "lenient_acc"), ("M", "mrr")]}
-TITLES = {"ner": "NER (entity-level, test)", "re": "RE (test)", "qa": "QA: BioASQ factoid (test)"}
-PLOT_METRIC = {"ner": "f1", "re": "f1", "qa": "strict_acc"}
+           "qa": [("S", "strict_acc"), ("L", "lenient_acc"), ("M", "mrr")],
+           "qa_yesno": [("Acc", "accuracy"), ("MaF1", "macro_f1"), ("Acc base", "baseline_accuracy")],
+           "qa_list": [("P", "mean_precision"), ("R", "mean_recall"), ("F", "mean_f1")]}
+TITLES = {"ner": "NER (entity-level, test)", "re": "RE (test)", "qa": "QA: BioASQ factoid (test)",
+          "qa_yesno": "QA: BioASQ yes/no (test)", "qa_list": "QA: BioASQ list (test)"}
+NOT_RANKED = {"baseline_accuracy"}  # a property of the test set, not of a model: never in bold
+PLOT_METRIC = {"ner": "f1", "re": "f1", "qa": "strict_acc", "qa_yesno": "macro_f1", "qa_list": "mean_f1"}
 KIND_OF = {task: kind for kind, rows in DATASETS.items() for task, _ in rows}
 
 
@@ -102,7 +112,7 @@ def read_entry(path: Path, labels: list[tuple[str, Path]]) -> Entry | str:
     except (OSError, ValueError) as e:
         return f"unreadable ({e})"
     task = data.get("task", "")
-    kind = data.get("kind") or KIND_OF.get(task, "")
+    kind = KIND_OF.get(task, "")  # the table: BioASQ yes/no and list are kind "qa" with tables of their own
     if task not in KIND_OF:
         return f"task {task!r} has no row in the paper's tables" + (
             " (one fold; the paper's number is the mean over all folds)" if task.rpartition("_")[0] in KIND_OF
@@ -179,7 +189,7 @@ def table(kind: str, entries: list[Entry], models: list[str]) -> tuple[str, list
 
     for task, name in rows:
         for short, key in METRICS[kind]:
-            add(name, short, [_cell(by_key.get((task, m)), key) for m in models])
+            add(name, short, [_cell(by_key.get((task, m)), key) for m in models], bold=key not in NOT_RANKED)
     partial = False
     for short, key in METRICS[kind]:
         cells = []
@@ -188,7 +198,7 @@ def table(kind: str, entries: list[Entry], models: list[str]) -> tuple[str, list
             partial |= 0 < len(values) < len(rows)
             mean = sum(values) / len(values) if values else None
             cells.append((f"{mean:.2f}" + ("*" if len(values) < len(rows) else ""), mean) if values else ("–", None))
-        add("Average", short, cells, bold=not partial)  # averages over different datasets do not compare
+        add("Average", short, cells, bold=not partial and key not in NOT_RANKED)  # partial: different datasets
     if partial:
         lines += ["", "\\* averaged over the datasets this model has, not all rows."]
     return "\n".join(lines), records
@@ -235,7 +245,7 @@ def plot(entries: list[Entry], models: list[str], path: Path) -> None:
             x, y, err = zip(*errs)
             ax.errorbar(x, y, yerr=err, fmt="none", ecolor="black", capsize=3)
     ax.set_xticks(range(len(groups)), [name for _, name, _ in groups], rotation=30, ha="right")
-    ax.set_ylabel("F1 (NER, RE) / strict accuracy (QA), %")
+    ax.set_ylabel("F1 (NER, RE, QA list) / strict acc. (factoid) / macro F1 (yes/no), %")
     ax.set_ylim(0, 100)
     ax.legend()
     fig.tight_layout()

@@ -1,4 +1,4 @@
-"""Extractive question answering on SQuAD-v1.1-layout JSON (SQuAD, BioBERT's BioASQ factoid files).
+"""Extractive question answering on SQuAD-v1.1-layout JSON (SQuAD, BioBERT's BioASQ factoid and list files).
 
 Pure functions (no model, no loop): read, encode into windows with a document stride, and turn start/end
 logits back into answer strings. Answers are always cut from the ORIGINAL context through the
@@ -14,7 +14,7 @@ import json
 import re
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,15 +68,34 @@ def read_squad_json(path: str | Path, *, pool_snippets: bool, batch: str = "", t
     """Read a SQuAD-v1.1-layout file: data[].paragraphs[].{context, qas[].{id, question, answers}}.
 
     With `pool_snippets` (BioASQ), ids `<qid>_<nnn>` belong to question `<qid>`; otherwise each id is its
-    own question. Structure errors name the file and the record; duplicate ids are an error because
-    predictions are keyed by them.
+    own question.
     """
-    path = Path(path)
-    data = _load_json(path, "SQuAD-layout QA file")
+    examples: list[QAExample] = []
+    for _, context, qa in iter_squad_qas(Path(path), "SQuAD-layout QA file"):
+        qas_id = qa["id"]
+        answers = [(str(x.get("text", "")), int(x.get("answer_start", -1)))
+                   for x in qa.get("answers") or [] if isinstance(x, dict)]
+        examples.append(QAExample(qas_id, question_of(qas_id, pool_snippets), qa["question"], context, answers,
+                                  str(path), batch, training))
+    return examples
+
+
+def question_of(qas_id: str, pool_snippets: bool) -> str:
+    """The question a (question, snippet) id `<qid>_<nnn>` belongs to (BioASQ), else the id itself."""
+    match = _SNIPPET_ID.match(qas_id) if pool_snippets else None
+    return match["qid"] if match else qas_id
+
+
+def iter_squad_qas(path: Path, what: str) -> Iterator[tuple[str, str, dict]]:
+    """(record location, context, qa object) of every question of a SQuAD-layout file, in file order.
+
+    Structure errors name the file and the record; duplicate ids are an error because predictions are
+    keyed by them; a file without questions is an error.
+    """
+    data = _load_json(path, what)
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise UserError(f"{path}: expected a JSON object with a `data` list (SQuAD v1.1 layout: data[]."
                         "paragraphs[].qas[]); is this a BioASQ golden file instead of a test file?")
-    examples: list[QAExample] = []
     seen: set[str] = set()
     for a, article in enumerate(data["data"]):
         for p, paragraph in enumerate(_records(article, "paragraphs", path, f"data[{a}]")):
@@ -91,14 +110,9 @@ def read_squad_json(path: str | Path, *, pool_snippets: bool, batch: str = "", t
                 if qas_id in seen:
                     raise UserError(f"{path}: {where}.qas[{q}]: duplicate id {qas_id!r}; ids must be unique")
                 seen.add(qas_id)
-                match = _SNIPPET_ID.match(qas_id) if pool_snippets else None
-                answers = [(str(x.get("text", "")), int(x.get("answer_start", -1)))
-                           for x in qa.get("answers") or [] if isinstance(x, dict)]
-                examples.append(QAExample(qas_id, match["qid"] if match else qas_id, question, context, answers,
-                                          str(path), batch, training))
-    if not examples:
+                yield f"{where}.qas[{q}] (id {qas_id})", context, qa
+    if not seen:
         raise UserError(f"{path}: no questions found (data[].paragraphs[].qas[] is empty)")
-    return examples
 
 
 def _load_json(path: Path, what: str):
