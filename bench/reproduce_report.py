@@ -1,0 +1,341 @@
+"""The report of bench/reproduce.py, written from the files its stages left in the work dir.
+
+Scores come from each fine-tuning run's own results.json (`seed_<n>/`, or `fold_<kk>/seed_<n>/` for GAD and
+EU-ADR), so a stopped plan still reports what finished. Per seed, a fold-split dataset's score is the mean
+over its folds; Bio - Base is computed per seed (same seed, same data order, same folds) and reported as
+the mean and sample standard deviation (n - 1) of those paired differences. The tables are
+finetune/summarize.py's (the layout of BioBERT's Tables 4-6) with a Bio - Base column added. The held-out
+masked-LM curve starts at Base's step-0 point, measured here with pre-training's own evaluator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+from importlib import metadata
+from pathlib import Path
+
+from biobert.config import read_json, write_json
+from finetune.summarize import DATASETS, METRICS, PLOT_METRIC, Entry, table
+
+NAMES = {task: name for rows in DATASETS.values() for task, name in rows}
+LABELS = {"base": "Base", "bio": "Bio"}
+DELTA = "Bio − Base"
+METRIC_NAME = {"f1": "F1", "strict_acc": "strict accuracy"}
+
+
+def _leaf(run_dir: Path, fold: int | None, seed: int) -> dict | None:
+    path = run_dir / (f"fold_{fold:02d}" if fold else "") / f"seed_{seed}" / "results.json"
+    if not path.is_file():
+        return None
+    scores = json.loads(path.read_text()).get("scores", {}).get("test") or {}
+    return {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _mean_std(per_seed: dict[int, dict], keys: list[str]) -> dict:
+    keys = [k for k in keys if per_seed and all(k in v for v in per_seed.values())]
+    values = {k: [v[k] for v in per_seed.values()] for k in keys}
+    return {"n": len(per_seed), "mean": {k: statistics.fmean(v) for k, v in values.items()},
+            "std": {k: statistics.stdev(v) if len(v) > 1 else None for k, v in values.items()}}
+
+
+def collect(plan: dict) -> tuple[dict, int, int]:
+    """({task: per-model and Bio - Base scores}, finished runs, planned runs)."""
+    out, finished, planned = {}, 0, 0
+    order = {task: i for i, task in enumerate(NAMES)}  # the paper's: NER, RE, QA
+    every = sorted(plan["groups"] + plan.get("earlier_groups", []), key=lambda g: order.get(g["task"], len(order)))
+    for task in dict.fromkeys(g["task"] for g in every):
+        groups = [g for g in every if g["task"] == task]
+        kind, folds = groups[0]["kind"], groups[0]["folds"] or [None]
+        keys = [key for _, key in METRICS[kind]]
+        leaves = {}
+        for g in groups:
+            leaves[g["model"]] = {s: {f: sc for f in folds if (sc := _leaf(Path(g["run_dir"]), f, s)) is not None}
+                                  for s in plan["seeds"]}
+            planned += len(plan["seeds"]) * len(folds)
+            finished += sum(len(v) for v in leaves[g["model"]].values())
+        entry = {"kind": kind, "name": NAMES.get(task, task), "folds": groups[0]["folds"], "models": {}}
+        for model, by_seed in leaves.items():
+            per_seed = {s: {k: statistics.fmean(f[k] for f in fs.values()) for k in keys
+                            if all(k in f for f in fs.values())} for s, fs in by_seed.items() if fs}
+            entry["models"][model] = {"run_dir": next(g["run_dir"] for g in groups if g["model"] == model),
+                                      "per_seed": per_seed, "folds_per_seed": {s: len(fs) for s, fs in by_seed.items()},
+                                      **_mean_std(per_seed, keys)}
+        if {"base", "bio"} <= set(leaves):
+            diffs = {}
+            for s in plan["seeds"]:
+                common = sorted(set(leaves["base"][s]) & set(leaves["bio"][s]), key=lambda f: f or 0)
+                if common:
+                    diffs[s] = {k: statistics.fmean(leaves["bio"][s][f][k] - leaves["base"][s][f][k] for f in common)
+                                for k in keys if all(k in leaves[m][s][f] for m in ("base", "bio") for f in common)}
+            entry["delta"] = {"per_seed": diffs, **_mean_std(diffs, keys)}
+        out[task] = entry
+    return out, finished, planned
+
+
+def _fmt(mean: float | None, std: float | None, sign: str = "") -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:{sign}.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
+def tables(results: dict) -> list[str]:
+    """summarize.table per kind, with the Bio - Base column appended to its rows."""
+    parts = []
+    for kind in DATASETS:
+        mine = {t: r for t, r in results.items() if r["kind"] == kind}
+        entries = [Entry(t, kind, LABELS[m], r["mean"], r["std"], r["n"], f"{r['n']} seeds", Path(r["run_dir"]), True)
+                   for t, res in mine.items() for m, r in res["models"].items() if r["n"]]
+        if not entries:
+            continue
+        models = [LABELS[m] for m in ("base", "bio") if any(e.model == LABELS[m] for e in entries)]
+        text, records = table(kind, entries, models)
+        deltas = {}
+        for short, key in METRICS[kind]:
+            done = [r["delta"] for r in mine.values() if r.get("delta") and key in r["delta"]["mean"]]
+            for r in mine.values():
+                if r.get("delta") and key in r["delta"]["mean"]:
+                    deltas[r["name"], short] = (r["delta"]["mean"][key], r["delta"]["std"][key])
+            if done:
+                deltas["Average", short] = (statistics.fmean(d["mean"][key] for d in done), None)
+        lines = text.split("\n")
+        rows = [i for i, line in enumerate(lines) if line.startswith("|")]
+        if len(rows) - 2 == len(records):
+            lines[rows[0]] += f" {DELTA} |"
+            lines[rows[1]] += "---:|"
+            for i, rec in zip(rows[2:], records):
+                lines[i] += f" {_fmt(*deltas.get((rec['dataset'], rec['metric']), (None, None)), sign='+')} |"
+        else:
+            lines.append(f"\n({DELTA}: the table's layout was not recognised; the differences are in reproduce.json)")
+        folded = [r["name"] for r in mine.values() if r["folds"]]
+        lines += ["", f"Mean ± sample std over seeds; {DELTA}: mean ± std of the per-seed differences"
+                  + (f"; {', '.join(folded)}: each seed's score is the mean over its folds" if folded else "")
+                  + ". Average row of " + DELTA + ": the mean of the datasets' differences."]
+        parts += ["\n".join(lines), ""]
+    return parts
+
+
+def heldout_at_start(plan: dict) -> dict:
+    """Base's held-out masked-LM metrics at step 0: pretrain/run.py's own evaluator (same batches, same masks,
+    each rank's share in turn, summed exactly) on the model as the run builds it (same seeded new heads)."""
+    import torch
+
+    from biobert.dist import derived_seed, seed_everything
+    from biobert.ds_config import load_ds_config, resolve_batch
+    from biobert.models import load_pretraining_model
+    from biobert.tokenizer import load_tokenizer
+    from pretrain.collator import MaskingCollator
+    from pretrain.objective import PretrainingObjective, heldout_metrics
+    from pretrain.run import PretrainConfig, _heldout_evaluator
+
+    cfg = PretrainConfig(data_dir=str(Path(plan["work_dir"]) / "shards"), eval_batches=plan["eval_batches"])
+    tok = load_tokenizer(plan["base_model"])
+    seed_everything(derived_seed(cfg.seed, "init"))
+    model = load_pretraining_model(plan["base_model"], "", cfg.attn_implementation)
+    objective = PretrainingObjective(model).eval()
+    collate = MaskingCollator(model.config.vocab_size, tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id,
+                              cfg.mlm_probability)
+    micro = resolve_batch(load_ds_config(plan["ds_pretrain"]), plan["nproc"], plan["ds_pretrain"])[1]
+    sums: dict[str, list[float]] = {}
+
+    class OneProcess:  # what the evaluator uses of the Engine; sums the metrics' numerators and denominators
+        micro_batch, world_size, rank = micro, plan["nproc"], 0
+
+        def __call__(self, batch):
+            out = objective(**batch)
+            for name, (num, den) in out["metrics"].items():
+                acc = sums.setdefault(name, [0.0, 0.0])
+                acc[0], acc[1] = acc[0] + float(num), acc[1] + float(den)
+            return out
+
+        def all_reduce_sum(self, values):
+            return values
+
+    shim = OneProcess()
+    with torch.no_grad():
+        for shim.rank in range(plan["nproc"]):
+            evaluate = _heldout_evaluator(cfg, shim, collate, heldout_metrics)
+            if evaluate is not None:
+                evaluate(shim, None)
+    return {"step": 0, **{f"heldout_{n}": num / den for n, (num, den) in sums.items() if den},
+            "new_heads": getattr(model, "biobert_new_heads", [])}
+
+
+def mlm_curve(plan: dict) -> list[dict]:
+    work, per_step = Path(plan["work_dir"]), plan["tokens_per_step"]
+    points = []
+    base = work / "base_heldout.json"
+    if base.is_file() and "heldout_mlm_loss" in read_json(base):
+        points.append({"step": 0, "tokens": 0, **{k: v for k, v in read_json(base).items() if k.startswith("heldout")}})
+    metrics = work / "pretrain" / "metrics.jsonl"
+    for line in metrics.read_text().splitlines() if metrics.is_file() else []:
+        rec = json.loads(line)
+        if rec.get("kind") == "eval" and "heldout_mlm_loss" in rec:
+            points.append({"step": rec["step"], "tokens": rec["step"] * per_step,
+                           **{k: v for k, v in rec.items() if k.startswith("heldout")}})
+    return points
+
+
+def plot_delta(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(r["name"], r["delta"]["mean"][PLOT_METRIC[r["kind"]]], r["delta"]["std"].get(PLOT_METRIC[r["kind"]]))
+            for r in results.values() if r.get("delta") and PLOT_METRIC[r["kind"]] in r["delta"]["mean"]]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 2), 4))
+    if rows:
+        x = range(len(rows))
+        ax.bar(x, [d for _, d, _ in rows], color=["tab:green" if d > 0 else "tab:red" for _, d, _ in rows],
+               yerr=[s or 0 for _, _, s in rows], capsize=4)
+        ax.set_xticks(list(x), [n for n, _, _ in rows], rotation=30, ha="right")
+    else:
+        ax.text(0.5, 0.5, "no dataset has results for both models yet", ha="center", transform=ax.transAxes)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel(f"{DELTA}, points (F1; BioASQ: strict acc.)")
+    ax.set_title(f"{DELTA} per dataset, mean ± std over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_mlm(curve: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if curve:
+        ax.plot([p["tokens"] for p in curve], [p.get("heldout_mlm_loss") for p in curve], "o-", color="tab:blue")
+        ax.set_ylabel("held-out MLM loss", color="tab:blue")
+        if all("heldout_mlm_acc" in p for p in curve):
+            acc = ax.twinx()
+            acc.plot([p["tokens"] for p in curve], [p["heldout_mlm_acc"] for p in curve], "s--", color="tab:orange")
+            acc.set_ylabel("held-out MLM accuracy", color="tab:orange")
+    else:
+        ax.text(0.5, 0.5, "no held-out evaluation yet", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("pre-training tokens (optimizer steps x train_batch_size x seq_len)")
+    ax.set_title("Continued pre-training from Base (step 0) on PubMed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def summary(plan: dict, results: dict, curve: list[dict], measured: dict) -> list[str]:
+    """What the numbers say, in sentences built from them (nothing here is a fixed claim)."""
+    out = []
+    for kind in DATASETS:
+        key = PLOT_METRIC[kind]
+        rows = [(r["name"], r["delta"]["mean"][key], r["delta"]["std"].get(key), r["delta"]["n"])
+                for r in results.values() if r["kind"] == kind and r.get("delta") and key in r["delta"]["mean"]]
+        if not rows:
+            continue
+        pos = [f"{n} {d:+.2f}" + (f" ± {s:.2f}" if s is not None else "") for n, d, s, _ in rows if d > 0]
+        neg = [f"{n} {d:+.2f}" + (f" ± {s:.2f}" if s is not None else "") for n, d, s, _ in rows if d <= 0]
+        clear = [n for n, d, s, k in rows if s is not None and abs(d) > s]
+        seeds = "/".join(map(str, sorted({k for *_, k in rows})))
+        text = (f"**{kind.upper()}** ({METRIC_NAME[key]}, {seeds} seed{'' if seeds == '1' else 's'}): {DELTA} is "
+                f"positive on {len(pos)} of {len(rows)} datasets" + (f" ({'; '.join(pos)})" if pos else ""))
+        text += (f" and **not positive on {len(neg)}** ({'; '.join(neg)})." if neg else ".")
+        if all(s is None for _, _, s, _ in rows):
+            text += " With one seed there is no spread over seeds to judge these differences by."
+        else:
+            text += (f" The difference is larger than its standard deviation over seeds on {len(clear)} of them"
+                     + (f" ({', '.join(clear)})." if clear else "."))
+        out.append(text)
+    if len(curve) > 1:
+        first, last = curve[0], curve[-1]
+        acc = (f", accuracy {first['heldout_mlm_acc']:.3f} -> {last['heldout_mlm_acc']:.3f}"
+               if "heldout_mlm_acc" in first and "heldout_mlm_acc" in last else "")
+        out.append(f"Held-out masked-LM loss went from {first['heldout_mlm_loss']:.3f} at step {first['step']} to "
+                   f"{last['heldout_mlm_loss']:.3f} at step {last['step']} ({last['tokens']:,} tokens){acc}.")
+    elif not curve and (Path(plan["work_dir"]) / "pretrain" / "metrics.jsonl").is_file():
+        out.append("No held-out masked-LM curve: the shards' held-out split holds fewer sequences than one "
+                   "micro-batch per rank (raise data_prep's --heldout_fraction through --prep_args).")
+    base = Path(plan["work_dir"]) / "base_heldout.json"
+    if curve and curve[0]["step"] == 0 and base.is_file() and read_json(base).get("new_heads"):
+        out.append("Base has no masked-LM head of its own: its step-0 loss is that of the freshly initialised head "
+                   "pre-training starts from, so part of the drop is the head being learnt, not domain knowledge.")
+    tokens, paper = plan["pretrain_tokens"], plan["paper"]["tokens"]
+    out.append(f"Budget: {tokens:,} pre-training tokens ({plan['pretrain_steps']:,} steps x {plan['tokens_per_step']:,}"
+               f"), {measured['cpu_hours_total']:.2f} CPU-hours measured for the whole plan so far "
+               f"({measured['cpu_hours'].get('pretrain', 0):.2f} of them pre-training; planned estimate "
+               f"{plan['est_pretrain_cpu_h']:.2f}). BioBERT pre-trained for {plan['paper']['steps']:,} steps x "
+               f"{plan['paper']['tokens_per_step']:,} tokens = {paper:.3g} tokens on {plan['paper']['hardware']}: this "
+               f"run is {tokens / paper:.2e} of that (1/{paper / tokens:,.0f}), on a "
+               f"{plan['base_config']['num_hidden_layers']}-layer, hidden-{plan['base_config']['hidden_size']} model. "
+               "Differences of this size at this budget say how far a small budget moves the needle, not whether "
+               "the paper's effect holds at its budget.")
+    return out
+
+
+def machine(plan: dict) -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else ""
+    mem = next((int(line.split()[1]) / 2**20 for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")), 0.0) if Path("/proc/meminfo").is_file() else 0.0
+    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem, 1),
+            "gpus": plan.get("gpus", 0), "python": platform.python_version(),
+            "versions": {p: _version(p) for p in ("torch", "deepspeed", "transformers", "numpy", "matplotlib")}}
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def write_report(plan: dict, report_dir: Path) -> dict:
+    from biobert.checkpoint import git_sha
+
+    work = Path(plan["work_dir"])
+    results, finished, planned = collect(plan)
+    curve = mlm_curve(plan)
+    timings = read_json(work / "timings.json", "timings") if (work / "timings.json").is_file() else {}
+    by_kind: dict[str, float] = {}
+    for t in timings.values():
+        by_kind[t["kind"]] = by_kind.get(t["kind"], 0.0) + t["cpu_s"] / 3600
+    measured = {"cpu_hours": by_kind, "cpu_hours_total": sum(by_kind.values()),
+                "wall_hours_total": sum(t["wall_s"] for t in timings.values()) / 3600, "stages": timings}
+    pre = work / "pretrain" / "result.json"
+    if pre.is_file():
+        measured["pretrain"] = read_json(pre)
+    manifest = work / "shards" / "manifest.json"
+    decon = read_json(manifest).get("decontamination") if manifest.is_file() else None
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "results").mkdir(exist_ok=True)
+    plot_delta(results, report_dir / "reproduce_delta.png")
+    plot_mlm(curve, report_dir / "reproduce_mlm_loss.png")
+    paragraphs = summary(plan, results, curve, measured)
+    data = {"date": dt.datetime.now().isoformat(timespec="seconds"), "git_sha": git_sha(), "machine": machine(plan),
+            "plan": {k: v for k, v in plan.items() if k != "groups"}, "measured": measured,
+            "decontamination": decon, "heldout_mlm": curve, "complete": finished == planned,
+            "runs_finished": finished, "runs_planned": planned, "results": results, "summary": paragraphs}
+    write_json(report_dir / "results" / "reproduce.json", data)
+    found = (decon or {}).get("dropped", (decon or {}).get("flagged", {}))
+    md = [f"# Reproduction: Base vs Bio at laptop scale\n\nWritten by `bench/reproduce.py` on {data['date']} "
+          f"(git {data['git_sha']}); raw numbers in `results/reproduce.json`. Machine: {data['machine']['cpu']}, "
+          f"{data['machine']['cores']} cores, {data['machine']['gpus']} GPUs; torch "
+          f"{data['machine']['versions']['torch']}, deepspeed {data['machine']['versions']['deepspeed']}.", "",
+          f"- Base: `{plan['base_model']}` ({plan['base_config']})",
+          f"- Bio: Base + {plan['pretrain_tokens']:,} tokens of masked-LM pre-training on PubMed "
+          f"({plan['pretrain_steps']:,} steps x {plan['train_batch_size']} x {plan['seq_len']}, {plan['nproc']} ranks)",
+          "- decontamination (documents dropped for overlapping a test set): "
+          + (", ".join(f"{k} {v:,}" for k, v in found.items()) or "none found" if decon else "not run"),
+          f"- fine-tuning: finetune/protocol.py `--protocol {plan['protocol']}`, epochs {plan['epochs']}, seeds "
+          f"{plan['seeds']}, the same settings for both models",
+          f"- CPU time measured: {measured['cpu_hours_total']:.2f} h ("
+          + ", ".join(f"{k} {v:.2f} h" for k, v in by_kind.items()) + f"); wall {measured['wall_hours_total']:.2f} h",
+          "" if finished == planned else f"\n**Incomplete: {finished} of {planned} fine-tuning runs finished.**", ""]
+    md += ["## What the numbers say", "", *[p + "\n" for p in paragraphs]]
+    md += ["## Fine-tuning (test sets)", "", *tables(results)]
+    md += ["## Plots", "", f"![{DELTA}](reproduce_delta.png)", "", "![held-out MLM loss](reproduce_mlm_loss.png)", ""]
+    (report_dir / "reproduce.md").write_text("\n".join(md), encoding="utf-8")
+    print(f"report: {report_dir / 'reproduce.md'}, {report_dir / 'results' / 'reproduce.json'}", flush=True)
+    return data

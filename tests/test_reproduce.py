@@ -1,0 +1,109 @@
+"""bench/reproduce.py end to end on fixture data: data_prep with decontamination, Base's step-0 held-out loss,
+pre-training under the deepspeed launcher, Base and Bio fine-tuned on a tiny NER set and a 2-fold GAD set
+with 2 seeds, the report; then a second invocation that only skips, and --report_only."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+from test_finetune import write_ner_split
+
+from conftest import REPO, subprocess_env, write_pubmed_xml, write_tiny_bert, write_vocab
+
+PLANTED = ("patients with the mutation were treated with the inhibitor and the tumor response was "
+           "significantly increased compared with control").split()
+
+
+def write_data(root):
+    """ner/NCBI-disease (one test sentence planted in a PubMed abstract), re/GAD folds 1-2, pubmed/."""
+    ner = root / "data" / "ner" / "NCBI-disease"
+    ner.mkdir(parents=True)
+    write_ner_split(ner / "train.tsv", 40, 1)
+    write_ner_split(ner / "devel.tsv", 8, 2)
+    write_ner_split(ner / "test.tsv", 8, 3)
+    with open(ner / "test.tsv", "a") as f:
+        f.write("\n".join(f"{w}\tO" for w in PLANTED) + "\n\n")
+    for fold in ("1", "2"):
+        shutil.copytree(REPO / "tests" / "fixtures" / "re" / "GAD" / fold, root / "data" / "re" / "GAD" / fold)
+    pubmed = root / "data" / "pubmed"
+    pubmed.mkdir()
+    write_pubmed_xml(pubmed / "pubmed26n0001.xml.gz", 120, seed=1, first_pmid=1000)
+    planted = write_pubmed_xml(pubmed / "pubmed26n0002.xml", 120, seed=2, first_pmid=5000)
+    text = planted.read_text().replace("<AbstractText>", "<AbstractText>" + " ".join(PLANTED).capitalize() + ". ", 1)
+    planted.write_text(text)
+    ds = json.loads((REPO / "ds_configs" / "cpu.json").read_text())
+    ds.update(train_batch_size=8, train_micro_batch_size_per_gpu=4)
+    ds["optimizer"]["params"]["lr"] = 1e-3
+    ds["scheduler"]["params"]["warmup_num_steps"] = 1  # so that Bio moves away from Base in 3 steps
+    (root / "ds.json").write_text(json.dumps(ds))
+    return write_tiny_bert(root / "base", write_vocab(root / "vocab.txt"))
+
+
+def reproduce(root, *extra):
+    cmd = [sys.executable, "bench/reproduce.py", "--quick", "--base_model", str(root / "base"), "--data_root",
+           str(root / "data"), "--work_dir", str(root / "work"), "--report_dir", str(root / "report"),
+           "--ds_pretrain", str(root / "ds.json"), "--pretrain_tokens", "3072", "--nproc", "1", "--eval_batches",
+           "2", "--seeds", "1,2", "--epochs", "2", "--prep_args", "--heldout_fraction 0.1", *extra]
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout, time.time() - t0
+
+
+def test_reproduce_end_to_end_resume_and_report_only(tmp_path):
+    write_data(tmp_path)
+    out, _ = reproduce(tmp_path)
+    work, report = tmp_path / "work", tmp_path / "report"
+    # the plan: data_prep, Base's held-out loss, pre-training, then NER before RE, Base and Bio side by side
+    starts = [line.split("] start ")[1].split(" |")[0] for line in out.splitlines() if "] start " in line]
+    assert starts == ["data_prep", "base_heldout", "pretrain", "ner ncbi_disease base (2 runs)",
+                      "ner ncbi_disease bio (2 runs)", "re gad base (4 runs)", "re gad bio (4 runs)"]
+    assert out.count("] done ") == 7 and "ETA" in out and "3 steps x 1,024 tokens" in out
+    leaves = sorted(work.glob("finetune/*/*/seed_*/results.json")) + sorted(
+        work.glob("finetune/*/*/fold_*/seed_*/results.json"))
+    assert len(leaves) == 2 * 2 + 2 * 2 * 2  # (NER 2 seeds + GAD 2 folds x 2 seeds) x 2 models
+    assert not list(work.glob("finetune/**/checkpoints"))  # scored runs keep results, not weights
+    data = json.loads((report / "results" / "reproduce.json").read_text())
+    assert data["complete"] and data["runs_finished"] == data["runs_planned"] == 12
+    for task in ("ncbi_disease", "gad"):
+        delta = data["results"][task]["delta"]
+        assert delta["n"] == 2 and set(delta["per_seed"]) == {"1", "2"}
+        per_seed = [delta["per_seed"][s]["f1"] for s in ("1", "2")]
+        assert abs(delta["mean"]["f1"] - sum(per_seed) / 2) < 1e-9
+        assert abs(delta["std"]["f1"] - abs(per_seed[0] - per_seed[1]) / 2 ** 0.5) < 1e-9
+        base, bio = (data["results"][task]["models"][m]["per_seed"] for m in ("base", "bio"))
+        assert abs(per_seed[0] - (bio["1"]["f1"] - base["1"]["f1"])) < 1e-9
+    fold1 = json.loads((work / "finetune" / "bio" / "gad" / "fold_01" / "seed_2" / "results.json").read_text())
+    fold2 = json.loads((work / "finetune" / "bio" / "gad" / "fold_02" / "seed_2" / "results.json").read_text())
+    mean_f1 = (fold1["scores"]["test"]["f1"] + fold2["scores"]["test"]["f1"]) / 2
+    assert abs(data["results"]["gad"]["models"]["bio"]["per_seed"]["2"]["f1"] - mean_f1) < 1e-9
+    assert data["decontamination"]["dropped"].get("ngram", 0) >= 1  # the planted test sentence
+    curve = data["heldout_mlm"]
+    assert [p["step"] for p in curve] == [0, 1, 2, 3] and curve[-1]["heldout_mlm_loss"] != curve[0]["heldout_mlm_loss"]
+    # step 0 is measured with pre-training's own evaluator: the first step runs at learning rate 0 (warmup
+    # from 0), so the run's step-1 evaluation must give exactly the same number
+    assert curve[0]["heldout_mlm_loss"] == curve[1]["heldout_mlm_loss"]
+    assert data["measured"]["cpu_hours"]["pretrain"] > 0 and data["plan"]["pretrain_tokens"] == 3072
+    md = (report / "reproduce.md").read_text()
+    assert "| Dataset | Metric | Base | Bio | Bio − Base |" in md and "| NCBI disease | F |" in md
+    assert "| GAD | F |" in md and "What the numbers say" in md
+    for png in ("reproduce_delta.png", "reproduce_mlm_loss.png"):
+        assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a second invocation skips every stage and re-trains nothing
+    mtimes = {p: p.stat().st_mtime_ns for p in work.rglob("results.json")}
+    mtimes[work / "pretrain" / "metrics.jsonl"] = (work / "pretrain" / "metrics.jsonl").stat().st_mtime_ns
+    again, seconds = reproduce(tmp_path)
+    assert again.count("] skip ") == 7 and "] start " not in again, again
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert seconds < 60, seconds  # imports and the report only
+
+    # --report_only rebuilds the report from the finished runs
+    for name in ("reproduce.md", "reproduce_delta.png", "reproduce_mlm_loss.png", "results/reproduce.json"):
+        (report / name).unlink()
+    reproduce(tmp_path, "--report_only")
+    rebuilt = json.loads((report / "results" / "reproduce.json").read_text())
+    assert rebuilt["results"] == data["results"] and (report / "reproduce_delta.png").is_file()
+    assert (report / "reproduce.md").read_text().split("## What")[1] == md.split("## What")[1]
