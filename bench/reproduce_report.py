@@ -129,7 +129,7 @@ def heldout_at_start(plan: dict) -> dict:
     from biobert.tokenizer import load_tokenizer
     from pretrain.collator import MaskingCollator
     from pretrain.objective import PretrainingObjective, heldout_metrics
-    from pretrain.run import PretrainConfig, _heldout_evaluator
+    from pretrain.run import PretrainConfig, heldout_evaluator
 
     cfg = PretrainConfig(data_dir=str(Path(plan["work_dir"]) / "shards"), eval_batches=plan["eval_batches"])
     tok = load_tokenizer(plan["base_model"])
@@ -157,7 +157,7 @@ def heldout_at_start(plan: dict) -> dict:
     shim = OneProcess()
     with torch.no_grad():
         for shim.rank in range(plan["nproc"]):
-            evaluate = _heldout_evaluator(cfg, shim, collate, heldout_metrics)
+            evaluate = heldout_evaluator(cfg, shim, collate, heldout_metrics)
             if evaluate is not None:
                 evaluate(shim, None)
     return {"step": 0, **{f"heldout_{n}": num / den for n, (num, den) in sums.items() if den},

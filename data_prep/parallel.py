@@ -225,7 +225,7 @@ def _decontamination(cfg: PrepConfig) -> tuple[object | None, dict | None, dict]
         return None, None, {}
     decon = _load_decontaminator(cfg.decontaminate)
     summary = decon.summary()
-    hashes = {Path(f).name: file_sha256(Path(f)) for f in summary.get("files", [])}
+    hashes = {str(f): file_sha256(Path(f)) for f in summary.get("files", [])}  # by path: folds share names
     return decon, {"action": cfg.decontaminate_action, "paths": list(cfg.decontaminate), "sha256": hashes,
                    "summary": summary}, {"decontaminate": sorted(hashes.values())}
 

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
                          engine.rank)
     source = BatchSource(EpochSampler(len(train), engine.train_batch, cfg.seed),
                          layout, lambda ix: collate(train.get_batch(ix)))
-    evaluate = _heldout_evaluator(cfg, engine, collate, heldout_metrics)
+    evaluate = heldout_evaluator(cfg, engine, collate, heldout_metrics)
     state = checkpoint.TrainState()
     if cfg.resume:
         client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), plan.tag)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-def _heldout_evaluator(cfg: PretrainConfig, engine, collate, heldout_metrics):
+def heldout_evaluator(cfg: PretrainConfig, engine, collate, heldout_metrics):
     from biobert.dist import derived_seed, seed_everything
     from data_prep.shards import open_shards
 
@@ -153,6 +153,10 @@ def _heldout_evaluator(cfg: PretrainConfig, engine, collate, heldout_metrics):
     mb, world, rank = engine.micro_batch, engine.world_size, engine.rank
     per_rank = min(cfg.eval_batches, len(heldout) // (mb * world))
     if per_rank == 0:
+        if rank == 0:
+            print(f"warning: {cfg.data_dir}: {len(heldout)} held-out sequences, fewer than one micro-batch "
+                  f"({mb}) per rank ({world}): no held-out evaluation. Prepare with a larger "
+                  "--heldout_fraction.", file=sys.stderr)
         return None
 
     def evaluate(eng, state):
