@@ -189,19 +189,30 @@ def _yesno_measures(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, 
     return out
 
 
+def _of_type(golden: Mapping[str, GoldenQuestion], qids: Sequence[str], qtype: str, test_file: str,
+             golden_file: str) -> tuple[list[tuple[str, GoldenQuestion]], int]:
+    """The questions of `qids` whose golden type is `qtype`, and how many others were skipped. A golden
+    answer this type cannot read (see GoldenQuestion.problem) is an error naming the file and question."""
+    chosen, skipped = [], 0
+    for qid in qids:
+        g = _gold_of(golden, qid, test_file, golden_file)
+        if g.type != qtype:
+            skipped += 1
+            continue
+        if g.problem:
+            raise UserError(g.problem)
+        chosen.append((qid, g))
+    return chosen, skipped
+
+
 def yesno_scores(predictions: Mapping[str, str], golden: Mapping[str, GoldenQuestion], qids: Sequence[str], *,
                  test_file: str = "", golden_file: str = "") -> dict:
     """Accuracy, F1 of yes / of no, macro F1 (in %) over the yes/no questions `qids`, and the
     majority-class baseline; `predictions[qid]` is the submitted answer string."""
     gold, predicted = [], []
-    skipped = missing = 0
-    for qid in qids:
-        g = _gold_of(golden, qid, test_file, golden_file)
-        if g.type != "yesno":
-            skipped += 1
-            continue
-        if g.problem:
-            raise UserError(g.problem)
+    missing = 0
+    questions, skipped = _of_type(golden, qids, "yesno", test_file, golden_file)
+    for qid, g in questions:
         missing += qid not in predictions
         gold.append(g.answer)
         predicted.append(read_yesno_answer(predictions.get(qid, "")))
@@ -242,14 +253,9 @@ def list_scores(predictions: Mapping[str, Sequence[Sequence[str]]], golden: Mapp
     """Mean precision, recall and F1 (in %) over the list questions `qids`; `predictions[qid]` is the list
     of submitted answers, each a list of synonyms (ours: one string each)."""
     precision = recall = f1 = 0.0
-    scored = skipped = missing = 0
-    for qid in qids:
-        g = _gold_of(golden, qid, test_file, golden_file)
-        if g.type != "list":
-            skipped += 1
-            continue
-        if g.problem:
-            raise UserError(g.problem)
+    scored = missing = 0
+    questions, skipped = _of_type(golden, qids, "list", test_file, golden_file)
+    for qid, g in questions:
         scored += 1
         missing += qid not in predictions
         answers = [[a] if isinstance(a, str) else list(a) for a in predictions.get(qid, ())]
