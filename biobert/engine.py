@@ -31,11 +31,11 @@ def _cpu_threads() -> None:
 
 
 def _cpu_malloc() -> None:
-    """glibc raises its mmap threshold each time a large block is freed, so after the first step the
-    activations and gradients of every step come from the heap, which fragments and is never returned:
-    measured on BERT-base (bench/README.md) that is 12 % of peak memory. A fixed 1 MB threshold keeps large
-    tensors in their own mappings, returned to the system when freed. BIOBERT_MMAP_THRESHOLD=0 turns it off."""
-    threshold = int(os.environ.get("BIOBERT_MMAP_THRESHOLD", 1 << 20))
+    """Opt-in, BIOBERT_MMAP_THRESHOLD=<bytes> (e.g. 1048576): glibc raises its mmap threshold each time a large
+    block is freed, so after the first step activations and gradients come from the heap, which fragments and
+    is not returned. A fixed threshold keeps large tensors in their own mappings: BERT-base on CPU peaks 15 %
+    lower, but every step pays page faults for them, 20 % slower (bench/README.md). Off by default."""
+    threshold = int(os.environ.get("BIOBERT_MMAP_THRESHOLD", 0))
     if threshold <= 0 or not sys.platform.startswith("linux"):
         return
     try:
