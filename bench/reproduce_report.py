@@ -327,7 +327,9 @@ def write_report(plan: dict, report_dir: Path) -> dict:
           f"- Bio: Base + {plan['pretrain_tokens']:,} tokens of masked-LM pre-training on PubMed "
           f"({plan['pretrain_steps']:,} steps x {plan['train_batch_size']} x {plan['seq_len']}, {plan['nproc']} ranks)",
           "- decontamination (documents dropped for overlapping a test set): "
-          + (", ".join(f"{k} {v:,}" for k, v in found.items()) or "none found" if decon else "not run"),
+          + (", ".join(f"{v:,} by {k}" for k, v in found.items()) or "none found" if decon else "not run")
+          + (f" (a shared {(decon.get('summary') or {}).get('ngram', '?')}-word sequence with one of "
+             f"{len((decon.get('summary') or {}).get('files', [])):,} test files)" if decon else ""),
           f"- fine-tuning: finetune/protocol.py `--protocol {plan['protocol']}`, epochs {plan['epochs']}, seeds "
           f"{plan['seeds']}, the same settings for both models",
           f"- CPU time measured: {measured['cpu_hours_total']:.2f} h ("
