@@ -85,7 +85,60 @@ def write_synthetic_shards(out: Path, vocab: Path, seq_len: int, n: int, seed: i
 
 
 # ---------------------------------------------------------------------------------------------- one config
+class _Profiler:
+    """--profile: torch.profiler (per-op CPU and CUDA time) or cProfile (Python functions) over the steps
+    after warm-up; the tables go to profile_<config>.txt next to the per-config logs."""
+
+    def __init__(self, kind: str, path: Path):
+        self.kind, self.path, self.prof, self.first_step = kind, path, None, 0
+
+    def start(self, step: int) -> None:
+        self.first_step = step
+        if self.kind == "torch":
+            import torch
+
+            acts = [torch.profiler.ProfilerActivity.CPU]
+            if torch.cuda.is_available():
+                acts.append(torch.profiler.ProfilerActivity.CUDA)
+            self.prof = torch.profiler.profile(activities=acts)
+            self.prof.__enter__()
+        else:
+            import cProfile
+
+            self.prof = cProfile.Profile()
+            self.prof.enable()
+
+    def stop(self, step: int) -> None:
+        steps = step - self.first_step
+        if self.kind == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.prof.__exit__(None, None, None)
+            events = self.prof.key_averages()
+            text = [f"torch.profiler over {steps} steps (times are totals over those steps)\n",
+                    events.table(sort_by="self_cpu_time_total", row_limit=45),
+                    events.table(sort_by="self_device_time_total", row_limit=25) if torch.cuda.is_available()
+                    else ""]
+        else:
+            import io
+            import pstats
+
+            self.prof.disable()
+            buf = io.StringIO()
+            stats = pstats.Stats(self.prof, stream=buf)
+            pattern = r"deepspeed|biobert|pretrain|data_prep|torch/(optim|nn/utils)"
+            stats.sort_stats("cumulative").print_stats(pattern, 60)
+            stats.sort_stats("tottime").print_stats(30)
+            text = [f"cProfile over {steps} steps\n", buf.getvalue()]
+        self.path.write_text("\n".join(text))
+
+
 def _timed_tracker(base, spec: dict, record: list):
+    profiler = _Profiler(spec["profile"], Path(spec["tmp"]) / f"profile_{spec['name']}.txt") \
+        if spec.get("profile") else None
+
     class Timed(base):
         def log(self, step, metrics, kind="train"):
             super().log(step, metrics, kind)
@@ -93,6 +146,13 @@ def _timed_tracker(base, spec: dict, record: list):
                 return
             record.append((time.perf_counter(), int(metrics["tokens_seen"]), step))
             t0 = next((t for t, _, s in record if s >= spec["warmup"]), None)
+            if profiler is not None and t0 is not None:
+                if profiler.prof is None:
+                    profiler.start(step)
+                elif step - profiler.first_step >= spec.get("profile_steps", 10):
+                    profiler.stop(step)
+                    raise _Done
+                return
             if t0 is not None and (time.perf_counter() - t0 >= spec["config_s"] or step >= spec["max_steps"]):
                 raise _Done
 
@@ -133,6 +193,8 @@ def run_pretrain(spec: dict, record: list) -> dict:
             "--run_dir", str(Path(spec["tmp"]) / f"run_{spec['name']}"), "--max_steps", "100000",
             "--log_every", str(spec["log_every"]), "--progress", "false", "--eval_batches", "0",
             "--export_hf", "false"]
+    for override in spec.get("ds", []):
+        argv += ["--ds", override]
     try:
         main(argv)
     except _Done:
@@ -160,7 +222,7 @@ def run_finetune(spec: dict, record: list) -> dict:
     mb, seq = spec["micro_batch"], spec["seq_len"]
     engine = Engine(model, ROOT / "ds_configs" / "finetune.json", total_steps=100000,
                     overrides=[f"train_batch_size={mb}", "bf16.enabled=true", "optimizer.params.torch_adam=true",
-                               "optimizer.params.fused=true"])
+                               "optimizer.params.fused=true", *spec.get("ds", [])])
     gen = torch.Generator().manual_seed(0)
 
     def fetch(ix):  # synthetic full-length sentences; first-sub-token labels, -100 at [CLS]/[SEP]
@@ -248,11 +310,15 @@ def launch(spec: dict, timeout_s: float) -> dict:
     return out
 
 
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
 def plan(args) -> list[dict]:
     if args.tiny:
         p128, p512, ft = [8, 16], [2, 4], [8]
     else:
-        p128, p512, ft = [int(x) for x in args.mb128.split(",")], [int(x) for x in args.mb512.split(",")], [32]
+        p128, p512, ft = (_ints(args.mb128), _ints(args.mb512), _ints(args.mb_finetune))
     configs = [{"kind": "pretrain", "seq_len": 128, "micro_batch": m} for m in p128]
     configs += [{"kind": "pretrain", "seq_len": 512, "micro_batch": m} for m in p512]
     configs += [{"kind": "finetune", "seq_len": 128, "micro_batch": m} for m in ft]
@@ -272,12 +338,21 @@ def summarize(results: list[dict], peak: float) -> dict:
         if r.get("tokens_per_s") and peak:
             r["mfu"] = round(r["tokens_per_s"] * r["flops_per_token"] / (peak * 1e12), 4)
     total_tokens = BIOBERT_STEPS * BIOBERT_TOKENS_PER_STEP
+    share = BIOBERT_TOKENS_PER_STEP // 8  # one GPU's part of BioBERT's step: 32 x 512 or 128 x 128 sequences
     for seq in (128, 512):
-        b = best("pretrain", seq, False)
+        # Project at BioBERT's own batch: a larger micro-batch hides more per-step overhead but would be a
+        # larger global batch than the paper's. The fastest configuration is reported beside it.
+        fastest = best("pretrain", seq, False)
+        at_share = [r for r in results if r.get("tokens_per_s") and r["spec"]["kind"] == "pretrain"
+                    and r["spec"]["seq_len"] == seq and not r["spec"].get("compile")
+                    and r["spec"]["micro_batch"] * seq == share]
+        b = at_share[0] if at_share else fastest
         if b:
             hours = total_tokens / (8 * b["tokens_per_s"]) / 3600
             out[f"biobert_projection_seq{seq}"] = {
                 "tokens_per_s_1gpu": round(b["tokens_per_s"]), "micro_batch": b["spec"]["micro_batch"],
+                "at_biobert_batch": bool(at_share), "fastest_tokens_per_s_1gpu": round(fastest["tokens_per_s"]),
+                "fastest_micro_batch": fastest["spec"]["micro_batch"],
                 "mfu": b.get("mfu"), "hours_on_8_gpus": round(hours, 1), "days_on_8_gpus": round(hours / 24, 2),
                 "paper_8xV100_hours_at_least": PAPER_HOURS, "speedup_vs_paper_at_least": round(PAPER_HOURS / hours, 1),
                 "assumption": f"{BIOBERT_STEPS:,} steps x {BIOBERT_TOKENS_PER_STEP:,} tokens, every token at seq "
@@ -300,7 +375,8 @@ def print_table(results: list[dict], summary: dict, device: str) -> None:
         print(f"{name:34} {r['tokens_per_s']:10.0f} {r['samples_per_s']:10.1f} {r['s_per_step']:8.3f} {mfu:>6} "
               f"{mem:>7}  {r.get('error', '')[:60]}")
     for key, p in summary.items():
-        print(f"{key}: {p['tokens_per_s_1gpu']:,} tokens/s/GPU -> {p['hours_on_8_gpus']:,} h "
+        print(f"{key}: {p['tokens_per_s_1gpu']:,} tokens/s/GPU at micro-batch {p['micro_batch']} -> "
+              f"{p['hours_on_8_gpus']:,} h "
               f"({p['days_on_8_gpus']} days) on 8 GPUs vs > {p['paper_8xV100_hours_at_least']} h on 8 V100s "
               f"(>= {p['speedup_vs_paper_at_least']}x); linear scaling assumed")
 
@@ -313,19 +389,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget_s", type=float, default=420.0, help="no configuration starts after this")
     p.add_argument("--config_s", type=float, default=20.0, help="timed seconds per configuration")
     p.add_argument("--warmup", type=int, default=10, help="steps not timed (cuDNN/allocator/compile)")
-    p.add_argument("--mb128", default="64,128,256")
-    p.add_argument("--mb512", default="16,32")
+    p.add_argument("--mb128", default="128,256,512", help="pre-training micro-batches at seq 128 (128 = one "
+                   "GPU's share of BioBERT's 131,072-token step on 8 GPUs)")
+    p.add_argument("--mb512", default="32,64,128", help="... at seq 512 (32 = BioBERT's per-GPU share)")
+    p.add_argument("--mb_finetune", default="32", help="fine-tuning micro-batches at seq 128 ('' for none)")
+    p.add_argument("--profile", choices=("torch", "cprofile"), default=None,
+                   help="profile each configuration over --profile_steps steps after warm-up instead of timing "
+                        "it (torch.profiler: per-op CPU/CUDA time; cprofile: Python functions); tables in "
+                        "profile_<config>.txt beside the logs; the timings of profiled runs include its overhead")
+    p.add_argument("--profile_steps", type=int, default=10)
+    p.add_argument("--ds", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra DeepSpeed override for every configuration, e.g. bf16.check_grad_overflow=true")
     p.add_argument("--vocab_size", type=int, default=30522, help="30522 (bert-base-uncased) or 28996 (cased)")
     p.add_argument("--zero", type=int, default=1)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also time the best seq-128 micro-batch with the encoder under torch.compile")
     p.add_argument("--out", default="")
+    p.add_argument("--summarize_only", metavar="RESULTS_JSON",
+                   help="recompute the summary (projection) of an earlier results file in place and print it")
     p.add_argument("--_one", help=argparse.SUPPRESS)
     p.add_argument("--_result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._one:
         out = run_one(json.loads(args._one))
         Path(args._result).write_text(json.dumps(out, indent=1))
+        return 0
+    if args.summarize_only:
+        doc = json.loads(Path(args.summarize_only).read_text())
+        doc["summary"] = summarize(doc["results"], doc["peak_tflops_bf16"])
+        Path(args.summarize_only).write_text(json.dumps(doc, indent=1) + "\n")
+        print_table(doc["results"], doc["summary"], doc["device"]["name"])
         return 0
     if args.dry_run:
         args.device, args.tiny, args.config_s, args.warmup, args.compile = "cpu", True, 3.0, 2, False
@@ -375,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = {**cfg, "name": f"{i:02d}", "tiny": args.tiny, "vocab_size": args.vocab_size if not args.tiny else 1000,
                 "zero": args.zero, "warmup": args.warmup, "config_s": args.config_s, "max_steps": 100000,
                 "log_every": 1 if args.device == "cpu" else 5, "tmp": str(tmp), "vocab": str(vocab),
+                "profile": args.profile, "profile_steps": args.profile_steps, "ds": args.ds,
                 "data_dir": str(data[cfg["seq_len"]])}
         extra = 90.0 if cfg.get("compile") else 0.0
         shown = {k: v for k, v in spec.items() if k not in ("tmp", "vocab", "data_dir")}
@@ -394,6 +488,12 @@ def main(argv: list[str] | None = None) -> int:
     doc = write()
     for path in [*tmp.glob("run_*"), *tmp.glob("shards*")]:  # checkpoints, shards; logs and JSON stay
         shutil.rmtree(path, ignore_errors=True)
+    if args.profile:  # all configurations' tables in one file beside the results
+        tables = sorted(tmp.glob("profile_*.txt"))
+        prof_path = out_path.with_suffix(".profile.txt")
+        prof_path.write_text("\n\n".join(f"=== {r['spec']} ===\n" + t.read_text()
+                                          for r, t in zip([r for r in results if "steps_timed" in r], tables)))
+        print(f"profiles: {prof_path}")
     print_table(results, doc["summary"], desc["name"])
     print(f"\nwrote {out_path} ({doc['wall_s']} s); per-config logs in {tmp}")
     return 0 if any(r.get("tokens_per_s") for r in results) else 1

@@ -55,6 +55,18 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+class _NanGradient(torch.autograd.Function):
+    """Fault injection for the divergence tests: identity forward, NaN backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+        return grad * float("nan")
+
+
 def _unpack(out: Any) -> tuple[torch.Tensor, dict[str, tuple[Any, Any]]]:
     if isinstance(out, dict) and "loss" in out:
         return out["loss"], out.get("metrics", {})
@@ -71,6 +83,7 @@ def _train_step(engine: Any, source: BatchSource, state: TrainState, seed: int, 
     seed_everything(derived_seed(seed, "step", state.step, engine.rank))
     micro_batches = source.micro_batches(state.samples_seen)
     poison = os.environ.get("BIOBERT_FAULT_NAN_AT_SAMPLE")  # divergence tests: a NaN loss at this position
+    poison_grad = os.environ.get("BIOBERT_FAULT_NAN_GRAD_AT_SAMPLE")  # ... NaN gradients under a finite loss
     loss_sum = torch.zeros((), dtype=torch.float64)
     tokens = 0
     sums: dict[str, list[float]] = {}
@@ -78,6 +91,8 @@ def _train_step(engine: Any, source: BatchSource, state: TrainState, seed: int, 
         loss, metrics = _unpack(engine(batch))
         if poison and int(poison) == state.samples_seen:
             loss = loss * float("nan")
+        if poison_grad and int(poison_grad) == state.samples_seen:
+            loss = _NanGradient.apply(loss)  # the loss stays finite; every gradient becomes NaN
         engine.backward(loss)
         engine.step()
         loss_sum += loss.detach().double().cpu()
@@ -98,9 +113,11 @@ def _train_step(engine: Any, source: BatchSource, state: TrainState, seed: int, 
     return out
 
 
-def _diverged(loss: float, state: TrainState, cfg: LoopConfig) -> str | None:
+def _diverged(loss: float, state: TrainState, cfg: LoopConfig, grad_norm: float | None = None) -> str | None:
     if not math.isfinite(loss):
         return f"non-finite loss {loss}"
+    if grad_norm is not None and not math.isfinite(grad_norm):
+        return f"non-finite gradient norm {grad_norm}"
     history = state.recent_losses
     if cfg.divergence_factor > 0 and len(history) >= max(3, cfg.divergence_window // 2):
         mean = sum(history) / len(history)
@@ -165,7 +182,10 @@ def fit(engine: Any, source: BatchSource, state: TrainState, cfg: LoopConfig, *,
                 state.samples_seen += engine.train_batch
             t0 = time.time()
             step_out = _train_step(engine, source, state, cfg.seed, stop.signum)
-            reason = _diverged(step_out["loss"], state, cfg)
+            # fp16's loss scaler skips overflowing steps itself; in bf16/fp32 a non-finite gradient norm means
+            # the update was applied (ds_config.finalize turns DeepSpeed's bf16 overflow scan off), so roll back.
+            norm = engine.grad_norm if engine.dtype != torch.float16 else None
+            reason = _diverged(step_out["loss"], state, cfg, norm)
             if reason:
                 state = _roll_back(engine, state, cfg, reason, tracker)
                 last_saved = last_eval = state.step

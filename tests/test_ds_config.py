@@ -55,6 +55,15 @@ def test_finalize_fills_schedule_and_cpu_optimizer():
     assert "total_num_steps" not in cfg["scheduler"]["params"]  # the input is not mutated
 
 
+def test_bf16_overflow_scan_is_off_unless_set():
+    base = {"train_batch_size": 8, "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}}}
+    out = finalize({**base, "bf16": {"enabled": True}}, 1, 10, False, "x")
+    assert out["bf16"]["check_grad_overflow"] is False  # the loop checks the gradient norm instead
+    kept = finalize({**base, "bf16": {"enabled": True, "check_grad_overflow": True}}, 1, 10, False, "x")
+    assert kept["bf16"]["check_grad_overflow"] is True
+    assert "check_grad_overflow" not in finalize({**base, "bf16": {"enabled": False}}, 1, 10, False, "x")["bf16"]
+
+
 def test_conflicting_peak_lr_and_cpu_fp16_are_errors():
     base = {"train_batch_size": 8, "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}}}
     with pytest.raises(UserError, match="warmup_max_lr"):

@@ -86,6 +86,22 @@ def test_non_finite_loss_rolls_back_and_skips_the_batch(tiny_assets, tmp_path, m
     assert losses(run)[5] == reference[5]
 
 
+def test_non_finite_gradient_under_a_finite_loss_rolls_back_in_bf16_zero1(tiny_assets, tmp_path, monkeypatch):
+    """bf16 runs without DeepSpeed's overflow scan (ds_config.finalize), so DeepSpeed applies a NaN update;
+    the loop must see the non-finite gradient norm, roll back and skip the batch."""
+    run = tmp_path / "run"
+    monkeypatch.setenv("BIOBERT_FAULT_NAN_GRAD_AT_SAMPLE", "40")  # the global batch of step 6
+    extra = ["--ds", "bf16.enabled=true", "--ds", "zero_optimization.stage=1"]
+    pretrain(args(tiny_assets, run, "--max_steps", "8", "--save_every", "4", *extra))
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    rollbacks = [r for r in records if r["kind"] == "rollback"]
+    assert len(rollbacks) == 1 and rollbacks[0]["rolled_back_to"] == 4 and rollbacks[0]["skipped_position"] == 40
+    assert "gradient norm" in rollbacks[0]["reason"]
+    steps = [r for r in records if r["kind"] == "train"]
+    assert steps and all(r["loss"] == r["loss"] and r["grad_norm"] == r["grad_norm"] for r in steps)
+    assert json.loads((run / "ds_config.json").read_text())["bf16"]["check_grad_overflow"] is False
+
+
 def test_divergence_without_checkpoint_or_repeated_stops_clearly(tiny_assets, tmp_path, monkeypatch):
     monkeypatch.setenv("BIOBERT_FAULT_NAN_AT_SAMPLE", "8")
     with pytest.raises(UserError, match="before any checkpoint"):
