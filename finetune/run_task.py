@@ -2,6 +2,9 @@
 
     python finetune/run_task.py --task ncbi_disease --data_dir datasets/NER --init_from runs/biobert/hf \
         --run_dir runs/ncbi --epochs 10
+
+Evaluation only (no training): `--train_split ""` with `--init_from` a checkpoint fine-tuned on the task
+(e.g. runs/ncbi/hf) scores its devel and test splits the same way, and writes results.json and predictions.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ class FinetuneConfig(LoopConfig):
     max_seq_length: int = 128
     doc_stride: int = 32  # overlap of windows for sentences longer than max_seq_length
     eval_batch_size: int = 64
-    train_split: str = "train"  # "train_dev" trains on train+devel, as BioBERT's released code does
+    train_split: str = "train"  # "train_dev" trains on train+devel, as BioBERT's released code does; "": evaluate only
     eval_split: str = "devel"  # evaluated during training ("" to skip)
     test_split: str = "test"
     eval_every: int = -1  # -1: once per epoch
@@ -71,11 +74,34 @@ def load_splits(task, cfg: FinetuneConfig, tokenizer) -> dict:
             raise UserError(f"{cfg.data_dir}: task {task.name} has no `{name}` split (found {sorted(files)})")
     examples = {name: task.read(files[name]) for name in dict.fromkeys(wanted)}
     task.set_labels(examples)
+    if not cfg.train_split and task.kind == "ner":
+        # Evaluating a fine-tuned tagger: its own label map (which may hold labels seen only in training) is
+        # kept when it covers every label of the evaluated splits; otherwise load_task_model refuses it.
+        from biobert.models import load_bert_config
+
+        config = load_bert_config(cfg.init_from)
+        if "BertForTokenClassification" in (config.architectures or []):
+            theirs = [config.id2label[i] for i in sorted(config.id2label)]
+            if set(task.labels) <= set(theirs):
+                task.labels = theirs
     splits = {}
     for name, exs in examples.items():
         feats, stats = task.encode(exs, tokenizer, cfg.max_seq_length, cfg.doc_stride)
         splits[name] = SplitData(name, files[name], exs, feats, stats)
     return splits
+
+
+def _check_fine_tuned(cfg: FinetuneConfig, model) -> None:
+    """Evaluation without training needs the task's head from the checkpoint, not a freshly drawn one."""
+    from biobert.models import load_bert_config
+
+    head = type(model).__name__
+    if head not in (load_bert_config(cfg.init_from).architectures or []):
+        raise UserError(f"{cfg.init_from}: --train_split \"\" evaluates without training, but this checkpoint has "
+                        f"no trained {head} head (it would be scored with random weights). Pass a checkpoint "
+                        f"fine-tuned on {cfg.task} (a run's hf/ folder), or train with --train_split train.")
+    if cfg.resume:
+        raise UserError("--resume continues training; it cannot be combined with --train_split \"\"")
 
 
 @exit_on_user_error
@@ -94,16 +120,19 @@ def main(argv: list[str] | None = None) -> dict:
         checkpoint.check_fresh_run_dir(cfg.run_dir)
     tokenizer = load_tokenizer(cfg.init_from)
     splits = load_splits(task, cfg, tokenizer)
-    train = splits[cfg.train_split]
+    eval_only = not cfg.train_split
+    train = splits[cfg.train_split or cfg.test_split or cfg.eval_split]  # eval only: never sampled
     dist.setup_env()
     global_batch = resolve_batch(load_ds_config(args.deepspeed_config, args.ds), dist.world_size(),
                                  args.deepspeed_config)[0]
     lengths = np.array([len(f.input_ids) for f in train.features]) if cfg.group_by_length else None
     sampler = EpochSampler(len(train.features), global_batch, cfg.seed, shuffle=True, drop_last=False,
                            lengths=lengths)
-    total_steps = cfg.max_steps or max(1, round(cfg.epochs * sampler.steps_per_epoch))
+    total_steps = 1 if eval_only else cfg.max_steps or max(1, round(cfg.epochs * sampler.steps_per_epoch))
     dist.seed_everything(dist.derived_seed(cfg.seed, "init"))  # the new classifier's initial weights
     model = task.build_model(cfg.init_from, cfg.attn_implementation)
+    if eval_only:
+        _check_fine_tuned(cfg, model)
     plan = checkpoint.prepare_resume(cfg.run_dir, dist.world_size()) if cfg.resume else None
     engine = Engine(model, args.deepspeed_config, total_steps=total_steps, overrides=args.ds,
                     load_universal=bool(plan and plan.universal),
@@ -118,9 +147,12 @@ def main(argv: list[str] | None = None) -> dict:
     if engine.rank == 0:
         write_json(Path(cfg.run_dir) / "config.json", run_config)
         write_json(Path(cfg.run_dir) / "ds_config.json", engine.config)
-        print(f"{task.name}: {len(train.examples)} {cfg.train_split} sentences -> {len(train.features)} "
-              f"windows; batch {engine.train_batch}; {sampler.steps_per_epoch} steps/epoch; {total_steps} "
-              f"steps", file=sys.stderr, flush=True)
+        if eval_only:
+            print(f"{task.name}: evaluating {cfg.init_from} without training", file=sys.stderr, flush=True)
+        else:
+            print(f"{task.name}: {len(train.examples)} {cfg.train_split} sentences -> {len(train.features)} "
+                  f"windows; batch {engine.train_batch}; {sampler.steps_per_epoch} steps/epoch; {total_steps} "
+                  f"steps", file=sys.stderr, flush=True)
 
     def evaluate_split(name: str) -> tuple[list, dict]:
         split = splits[name]
@@ -144,9 +176,10 @@ def main(argv: list[str] | None = None) -> dict:
         client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), plan.tag)
         state = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{plan.tag}")
     t0 = time.time()
-    state = fit(engine, source, state, cfg, total_steps=total_steps, run_config=run_config,
-                evaluate=evaluate if cfg.eval_split and cfg.eval_every else None,
-                exporter=exporter if cfg.export_hf else None)
+    if not eval_only:
+        state = fit(engine, source, state, cfg, total_steps=total_steps, run_config=run_config,
+                    evaluate=evaluate if cfg.eval_split and cfg.eval_every else None,
+                    exporter=exporter if cfg.export_hf else None)
     train_s = time.time() - t0
     results = {"task": task.name, "kind": task.kind, "init_from": cfg.init_from, "train_split": cfg.train_split,
                "steps": state.step, "epochs": sampler.epoch_of(state.samples_seen),

@@ -100,3 +100,20 @@ def test_label_count_mismatch_is_an_error(tiny_assets, ner_dir, tmp_path):
     args[args.index("--init_from") + 1] = str(run / "hf")
     with pytest.raises(UserError, match="BertForTokenClassification with labels"):
         finetune(args)
+
+
+def test_evaluation_only_reproduces_the_trained_runs_scores(tiny_assets, ner_dir, tmp_path):
+    run = tmp_path / "run"
+    trained = finetune(base(tiny_assets, ner_dir, run, "--epochs", "1"))
+    args = base(tiny_assets, ner_dir, tmp_path / "eval", "--train_split", "")
+    args[args.index("--init_from") + 1] = str(run / "hf")
+    evaluated = finetune(args)
+    assert evaluated["steps"] == 0 and set(evaluated["scores"]) == {"devel", "test"}
+    for split in ("devel", "test"):  # the same weights, windows and decoding: the same entity scores
+        assert evaluated["scores"][split]["f1"] == pytest.approx(trained["scores"][split]["f1"])
+        assert evaluated["scores"][split]["predicted_entities"] == trained["scores"][split]["predicted_entities"]
+    assert (tmp_path / "eval" / "predictions_test.txt").read_text() == (run / "predictions_test.txt").read_text()
+    assert not (tmp_path / "eval" / "checkpoints").exists()  # nothing trained, nothing saved
+    # a pre-trained model has no trained head: evaluating it would score random weights
+    with pytest.raises(UserError, match="no trained BertForTokenClassification head"):
+        finetune(base(tiny_assets, ner_dir, tmp_path / "fresh", "--train_split", ""))

@@ -327,6 +327,10 @@ def test_bioasq_end_to_end(tiny, tmp_path):
         assert probs == sorted(probs, reverse=True)
         assert [[a["text"]] for a in q["answers_with_probability"]] == q["exact_answer"]
         assert all(any(a[0] in c for c in contexts[q["id"]]) for a in q["exact_answer"])
+    # evaluation only, from the run's export: the same answers and scores
+    evaluated = finetune(run_args(run / "hf", FIXTURES, tmp_path / "eval", "bioasq_7b", "--train_split", ""))
+    assert evaluated["steps"] == 0 and evaluated["scores"]["test"] == pytest.approx(scores)
+    assert json.loads((tmp_path / "eval" / "predictions_test.json").read_text())["questions"] == submission
     # the default --eval_split devel names the problem before any work
     with pytest.raises(UserError, match="has no `devel` split"):
         args = run_args(tiny["model"], FIXTURES, tmp_path / "r2", "bioasq_7b", "--max_steps", "1")

@@ -149,7 +149,7 @@ def test_markers_and_truncation_counted(tiny_assets):
 
 def test_chemprot_end_to_end(tiny_assets, tmp_path):
     run = tmp_path / "chem"
-    results = finetune(args(tiny_assets, "chemprot", FIXTURES, run, "--epochs", "1"))
+    results = finetune(args(tiny_assets, "chemprot", FIXTURES, run, "--epochs", "1", "--export_hf", "true"))
     assert results["steps"] == 4 and set(results["scores"]) == {"devel", "test"}
     test = results["scores"]["test"]
     for key in ("precision", "recall", "f1", "accuracy"):
@@ -167,6 +167,12 @@ def test_chemprot_end_to_end(tiny_assets, tmp_path):
         assert index == str(i) and [sentence, label] == line.split("\t") and pred in CHEMPROT_LABELS
         preds.append(pred)
     assert micro_scores([g.split("\t")[1] for g in gold[1:]], preds, CPR)["f1"] == pytest.approx(test["f1"])
+    # evaluation only, from the run's export: the same predictions
+    again = args(tiny_assets, "chemprot", FIXTURES, tmp_path / "eval", "--train_split", "")
+    again[again.index("--init_from") + 1] = str(run / "hf")
+    evaluated = finetune(again)
+    assert evaluated["steps"] == 0 and evaluated["scores"]["test"]["f1"] == pytest.approx(test["f1"])
+    assert (tmp_path / "eval" / "predictions_test.txt").read_text() == (run / "predictions_test.txt").read_text()
 
 
 def test_gad_fold_with_empty_dev(tiny_assets, tmp_path, capsys):
