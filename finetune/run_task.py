@@ -121,14 +121,17 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = load_tokenizer(cfg.init_from)
     splits = load_splits(task, cfg, tokenizer)
     eval_only = not cfg.train_split
-    train = splits[cfg.train_split or cfg.test_split or cfg.eval_split]  # eval only: never sampled
     dist.setup_env()
-    global_batch = resolve_batch(load_ds_config(args.deepspeed_config, args.ds), dist.world_size(),
-                                 args.deepspeed_config)[0]
-    lengths = np.array([len(f.input_ids) for f in train.features]) if cfg.group_by_length else None
-    sampler = EpochSampler(len(train.features), global_batch, cfg.seed, shuffle=True, drop_last=False,
-                           lengths=lengths)
-    total_steps = 1 if eval_only else cfg.max_steps or max(1, round(cfg.epochs * sampler.steps_per_epoch))
+    train = sampler = None
+    total_steps = 1  # evaluation only: the engine wants a schedule length; no step is taken
+    if not eval_only:
+        train = splits[cfg.train_split]
+        global_batch = resolve_batch(load_ds_config(args.deepspeed_config, args.ds), dist.world_size(),
+                                     args.deepspeed_config)[0]
+        lengths = np.array([len(f.input_ids) for f in train.features]) if cfg.group_by_length else None
+        sampler = EpochSampler(len(train.features), global_batch, cfg.seed, shuffle=True, drop_last=False,
+                               lengths=lengths)
+        total_steps = cfg.max_steps or max(1, round(cfg.epochs * sampler.steps_per_epoch))
     dist.seed_everything(dist.derived_seed(cfg.seed, "init"))  # the new classifier's initial weights
     model = task.build_model(cfg.init_from, cfg.attn_implementation)
     if eval_only:
@@ -137,10 +140,12 @@ def main(argv: list[str] | None = None) -> dict:
     engine = Engine(model, args.deepspeed_config, total_steps=total_steps, overrides=args.ds,
                     load_universal=bool(plan and plan.universal),
                     resume_stage=plan.zero_stage if plan else None)
-    layout = BatchLayout(engine.train_batch, engine.micro_batch, engine.grad_accum, engine.world_size,
-                         engine.rank)
-    source = BatchSource(sampler, layout, lambda ix: task.collate([train.features[i] for i in ix],
-                                                                   tokenizer.pad_id))
+    source = None
+    if not eval_only:
+        layout = BatchLayout(engine.train_batch, engine.micro_batch, engine.grad_accum, engine.world_size,
+                             engine.rank)
+        source = BatchSource(sampler, layout, lambda ix: task.collate([train.features[i] for i in ix],
+                                                                       tokenizer.pad_id))
     run_config = {"run": config_dict(cfg), "deepspeed_overrides": args.ds, "labels": task.labels,
                   "data": {n: {"path": str(s.path), "sha256": _sha256(s.path), **s.stats}
                            for n, s in splits.items()}}
@@ -169,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     def exporter(eng, out_dir, provenance):
         checkpoint.export_hf_model(eng, out_dir, provenance, "", model, tokenizer)
 
-    if cfg.eval_every < 0:
+    if cfg.eval_every < 0 and sampler is not None:
         cfg.eval_every = sampler.steps_per_epoch
     state = checkpoint.TrainState()
     if cfg.resume:
@@ -182,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
                     exporter=exporter if cfg.export_hf else None)
     train_s = time.time() - t0
     results = {"task": task.name, "kind": task.kind, "init_from": cfg.init_from, "train_split": cfg.train_split,
-               "steps": state.step, "epochs": sampler.epoch_of(state.samples_seen),
+               "steps": state.step, "epochs": sampler.epoch_of(state.samples_seen) if sampler else 0.0,
                "train_batch_size": engine.train_batch, "train_and_eval_s": round(train_s, 1),
                "git_sha": checkpoint.git_sha(), "scores": {}}
     engine.train(False)
