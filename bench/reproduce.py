@@ -11,6 +11,8 @@ Stages, each skipped when its output exists, so an interrupted run continues whe
   2. Base's held-out masked-LM loss before any training (pre-training evaluates only after its steps);
   3. pretrain/run.py from Base under the deepspeed launcher (or torchrun) on --nproc ranks for
      --pretrain_tokens / (train_batch_size x seq_len) optimizer steps; continued with --resume if checkpointed;
+     with --head_tokens, a first run trains only the new MLM head (encoder frozen) and the second continues
+     from it, so that a randomly initialised head does not rewrite the encoder through its first gradients;
   4. finetune/protocol.py for every task x model (all seeds; GAD / EU-ADR over their folds), the same protocol
      and hyper-parameters for Base and Bio; NER first, then RE, then QA, so a stopped run has whole NER
      comparisons. A sub-run whose results.json holds all seeds (and folds) is skipped; protocol.py itself
@@ -70,6 +72,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "goes to its results/ (default: bench/)")
     p.add_argument("--pretrain_tokens", type=int, help=f"pre-training budget, train_batch_size x seq_len tokens "
                    f"per step (default {DEFAULT_TOKENS:,}; --quick: 4 steps)")
+    p.add_argument("--head_tokens", type=int, default=0, help="tokens of a first, heads-only phase (encoder frozen) "
+                   "before --pretrain_tokens of full training; for a Base without an MLM head (default 0: none)")
+    p.add_argument("--head_lr", type=float, default=1e-3, help="peak learning rate of that phase (default %(default)s)")
     p.add_argument("--seq_len", type=int, default=128)
     p.add_argument("--eval_batches", type=int, default=20, help="held-out micro-batches per rank per evaluation")
     p.add_argument("--ds_pretrain", default=str(REPO / "ds_configs" / "cpu.json"))
@@ -201,6 +206,7 @@ def build_plan(a: argparse.Namespace) -> dict:
     pubmed = a.pubmed or [str(root / "pubmed")]
     if "bio" in a.models and not any(glob.glob(p) for p in pubmed):
         raise UserError(f"--pubmed {pubmed}: no such files or folders (PubMed baseline .xml.gz files are needed)")
+    head_steps = math.ceil(a.head_tokens / per_step) if a.head_tokens > 0 else 0
     size = bert.num_hidden_layers * bert.hidden_size**2 / (6 * 384**2)  # compute relative to all-MiniLM-L6-v2
     evals = 10 * a.eval_batches * micro * nproc * a.seq_len / 3  # held-out forward passes, ~1/3 of a step's work
     groups = []
@@ -219,14 +225,23 @@ def build_plan(a: argparse.Namespace) -> dict:
             "pretrain_steps": steps, "pretrain_tokens": steps * per_step,
             "pretrain_tokens_requested": a.pretrain_tokens,
             "eval_every": max(1, math.ceil(steps / 10)), "eval_batches": a.eval_batches,
-            "est_pretrain_cpu_h": (steps * per_step + evals) * CPU_S_PER_TOKEN * size / 3600, "paper": PAPER,
+            "head_steps": head_steps, "head_tokens": head_steps * per_step,
+            "head_lr": a.head_lr if head_steps else None,
+            "est_pretrain_cpu_h": ((steps + HEAD_COST * head_steps) * per_step + evals) * CPU_S_PER_TOKEN * size / 3600,
+            "paper": PAPER,
             "protocol": a.protocol, "epochs": a.epochs, "seeds": a.seeds, "models": a.models, "groups": groups,
             "max_docs": a.max_docs, "prep_args": a.prep_args, "pretrain_args": a.pretrain_args, "ft_args": a.ft_args,
             "keep_checkpoints": a.keep_checkpoints}
 
 
 PRETRAIN_KEYS = ("base_model", "pubmed", "seq_len", "pretrain_steps", "ds_pretrain", "max_docs", "prep_args",
-                 "pretrain_args", "decontaminate", "eval_batches")
+                 "pretrain_args", "decontaminate", "eval_batches", "head_steps", "head_lr")
+HEAD_COST = 0.5  # a heads-only step relative to a full one (no backward through the encoder), for the estimate
+
+
+def pretrain_settings(plan: dict) -> dict:
+    """What decides the Bio model; a plan written before the heads-only phase existed had none."""
+    return {k: plan.get(k, {"head_steps": 0}.get(k)) for k in PRETRAIN_KEYS}
 
 
 # ------------------------------------------------------------------------------------------- execution
@@ -277,10 +292,11 @@ class Progress:
             seen = [k for k in KINDS if any(t.get("kind") == k and t.get("units") for t in self.timings.values())]
             return PRIOR_S_PER_UNIT[kind] * (sum(self.rate(k) / PRIOR_S_PER_UNIT[k] for k in seen) / len(seen)
                                              if seen else 1.0)
-        if kind == "pretrain":  # per step
+        if kind in ("pretrain", "pretrain_heads"):  # per step
             cpus, n = os.cpu_count() or 1, self.plan["nproc"]
             threads = min(n * int(os.environ.get("OMP_NUM_THREADS", max(1, cpus // n))), cpus)
-            return CPU_S_PER_TOKEN * self.plan["tokens_per_step"] / (threads if not self.plan["gpus"] else 50)
+            cost = HEAD_COST if kind == "pretrain_heads" else 1.0
+            return cost * CPU_S_PER_TOKEN * self.plan["tokens_per_step"] / (threads if not self.plan["gpus"] else 50)
         return PRIOR_S_PER_UNIT[kind]
 
     def eta(self, start: int) -> float:
@@ -320,39 +336,49 @@ def data_prep_stage(plan: dict) -> dict:
 
 def pretrain_stages(plan: dict) -> list[dict]:
     work = Path(plan["work_dir"])
-    run_dir, base_json = work / "pretrain", work / "base_heldout.json"
+    run_dir, heads_dir, base_json = work / "pretrain", work / "pretrain_heads", work / "base_heldout.json"
+    head_steps = plan.get("head_steps", 0)
 
-    def pretrain() -> None:
-        from biobert import checkpoint
+    def finished(path: Path, steps: int) -> bool:
+        return (path / "result.json").is_file() and read_json(path / "result.json")["step"] == steps
 
-        extra = []
-        if checkpoint.latest_tag(run_dir) is not None:
-            print(f"  {run_dir}: checkpoint found; continuing it with --resume", flush=True)
-            extra = ["--resume"]
-        elif run_dir.exists():  # stopped before its first checkpoint: nothing to keep
-            print(f"  {run_dir}: stopped before its first checkpoint; starting it again", flush=True)
-            shutil.rmtree(run_dir)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port, n = str(s.getsockname()[1]), str(plan["nproc"])
-        launch = ([shutil.which("deepspeed") or "deepspeed", "--num_gpus", n, "--master_port", port]
-                  if plan["launcher"] == "deepspeed" else
-                  [shutil.which("torchrun") or "torchrun", "--nproc_per_node", n, "--master_port", port])
-        every = str(plan["eval_every"])
-        run_child([*launch, str(REPO / "pretrain" / "run.py"), "--deepspeed_config", plan["ds_pretrain"], "--data_dir",
-                   str(work / "shards"), "--init_from", plan["base_model"], "--run_dir", str(run_dir), "--max_steps",
-                   str(plan["pretrain_steps"]), "--eval_every", every, "--save_every", every, "--keep_last", "2",
-                   "--eval_batches", str(plan["eval_batches"]), "--seq_len", str(plan["seq_len"]), "--log_every",
-                   str(max(1, int(every) // 5)), *shlex.split(plan["pretrain_args"]), *extra],
-                  max(1, (os.cpu_count() or 1) // plan["nproc"]) if not plan["gpus"] else 1, "pre-training")
+    stages = [{"name": "base_heldout", "kind": "base_heldout", "units": 1, "done": base_json.is_file,
+               "run": lambda: write_json(base_json, reproduce_report.heldout_at_start(plan))}]
+    if head_steps:
+        heads_args = ["--train_only_heads", "true", "--ds", f"optimizer.params.lr={plan['head_lr']}"]
+        stages.append({"name": "pretrain_heads", "kind": "pretrain_heads", "units": head_steps,
+                       "done": lambda: finished(heads_dir, head_steps),
+                       "run": lambda: launch_pretrain(plan, heads_dir, plan["base_model"], head_steps, heads_args)})
+    init = str(heads_dir / "hf") if head_steps else plan["base_model"]
+    stages.append({"name": "pretrain", "kind": "pretrain", "units": plan["pretrain_steps"],
+                   "done": lambda: finished(run_dir, plan["pretrain_steps"]),
+                   "run": lambda: launch_pretrain(plan, run_dir, init, plan["pretrain_steps"], [])})
+    return stages
 
-    def done() -> bool:
-        return (run_dir / "result.json").is_file() and read_json(run_dir / "result.json")["step"] == \
-            plan["pretrain_steps"]
 
-    return [{"name": "base_heldout", "kind": "base_heldout", "units": 1, "done": base_json.is_file,
-             "run": lambda: write_json(base_json, reproduce_report.heldout_at_start(plan))},
-            {"name": "pretrain", "kind": "pretrain", "units": plan["pretrain_steps"], "done": done, "run": pretrain}]
+def launch_pretrain(plan: dict, run_dir: Path, init_from: str, steps: int, extra: list[str]) -> None:
+    """pretrain/run.py under the chosen launcher; resumes its own checkpoint if it has one."""
+    from biobert import checkpoint
+
+    if checkpoint.latest_tag(run_dir) is not None:
+        print(f"  {run_dir}: checkpoint found; continuing it with --resume", flush=True)
+        extra = [*extra, "--resume"]
+    elif run_dir.exists():  # stopped before its first checkpoint: nothing to keep
+        print(f"  {run_dir}: stopped before its first checkpoint; starting it again", flush=True)
+        shutil.rmtree(run_dir)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port, n = str(s.getsockname()[1]), str(plan["nproc"])
+    launch = ([shutil.which("deepspeed") or "deepspeed", "--num_gpus", n, "--master_port", port]
+              if plan["launcher"] == "deepspeed" else
+              [shutil.which("torchrun") or "torchrun", "--nproc_per_node", n, "--master_port", port])
+    every = str(plan["eval_every"] if steps == plan["pretrain_steps"] else max(1, math.ceil(steps / 4)))
+    run_child([*launch, str(REPO / "pretrain" / "run.py"), "--deepspeed_config", plan["ds_pretrain"], "--data_dir",
+               str(Path(plan["work_dir"]) / "shards"), "--init_from", init_from, "--run_dir", str(run_dir),
+               "--max_steps", str(steps), "--eval_every", every, "--save_every", every, "--keep_last", "2",
+               "--eval_batches", str(plan["eval_batches"]), "--seq_len", str(plan["seq_len"]), "--log_every",
+               str(max(1, int(every) // 5)), *shlex.split(plan["pretrain_args"]), *extra],
+              max(1, (os.cpu_count() or 1) // plan["nproc"]) if not plan["gpus"] else 1, "pre-training")
 
 
 def finetune_stage(plan: dict, g: dict) -> dict:
@@ -390,7 +416,10 @@ def print_plan(plan: dict, stages: list[dict], progress: Progress) -> None:
           f"{plan['pretrain_steps']:,} steps x {plan['tokens_per_step']:,} tokens ({plan['train_batch_size']} x "
           f"{plan['seq_len']}) = {tokens:,} tokens, about {plan['est_pretrain_cpu_h']:.2f} CPU-hours (estimate), "
           f"{tokens / paper:.1e} of BioBERT's {paper:.3g} ({PAPER['steps']:,} steps x {PAPER['tokens_per_step']:,} "
-          f"on 8 V100s); {plan['nproc']} rank(s), {plan['launcher']} launcher\n  decontamination: every test set "
+          f"on 8 V100s); {plan['nproc']} rank(s), {plan['launcher']} launcher"
+          + (f", after a heads-only phase of {plan['head_steps']:,} steps ({plan['head_tokens']:,} tokens, encoder "
+             f"frozen, peak learning rate {plan['head_lr']:g})" if plan.get("head_steps") else "")
+          + f"\n  decontamination: every test set "
           f"under {', '.join(plan['decontaminate']) or '(none)'}\n  fine-tuning: protocol {plan['protocol']}, epochs "
           f"{plan['epochs']}, seeds {plan['seeds']}, models {plan['models']}", flush=True)
     for i, s in enumerate(stages):
@@ -409,10 +438,11 @@ def main(argv: list[str] | None = None) -> dict:
         return reproduce_report.write_report(read_json(plan_path), Path(a.report_dir))
     plan = build_plan(a)
     old = read_json(plan_path) if plan_path.is_file() else {}
-    diff = [k for k in PRETRAIN_KEYS if old.get(k) != plan.get(k)] if (a.work_dir / "shards").exists() else []
+    mine_now, theirs = pretrain_settings(plan), pretrain_settings(old)
+    diff = [k for k in PRETRAIN_KEYS if theirs[k] != mine_now[k]] if (a.work_dir / "shards").exists() else []
     if old and diff:
         raise UserError(f"{a.work_dir} holds a run with other pre-training settings ({', '.join(diff)}: "
-                        f"{[old.get(k) for k in diff]} -> {[plan.get(k) for k in diff]}); use a new --work_dir "
+                        f"{[theirs[k] for k in diff]} -> {[mine_now[k] for k in diff]}); use a new --work_dir "
                         "or the original flags")
     mine = {g["run_dir"] for g in plan["groups"]}  # tasks of earlier invocations stay in the report
     plan["earlier_groups"] = [g for g in old.get("groups", []) + old.get("earlier_groups", [])

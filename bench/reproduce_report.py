@@ -170,12 +170,15 @@ def mlm_curve(plan: dict) -> list[dict]:
     base = work / "base_heldout.json"
     if base.is_file() and "heldout_mlm_loss" in read_json(base):
         points.append({"step": 0, "tokens": 0, **{k: v for k, v in read_json(base).items() if k.startswith("heldout")}})
-    metrics = work / "pretrain" / "metrics.jsonl"
-    for line in metrics.read_text().splitlines() if metrics.is_file() else []:
-        rec = json.loads(line)
-        if rec.get("kind") == "eval" and "heldout_mlm_loss" in rec:
-            points.append({"step": rec["step"], "tokens": rec["step"] * per_step,
-                           **{k: v for k, v in rec.items() if k.startswith("heldout")}})
+    head_steps = plan.get("head_steps", 0)  # a heads-only phase first: its steps come before the full run's
+    for phase, offset in (("heads", 0), ("full", head_steps)) if head_steps else (("full", 0),):
+        metrics = work / ("pretrain_heads" if phase == "heads" else "pretrain") / "metrics.jsonl"
+        for line in metrics.read_text().splitlines() if metrics.is_file() else []:
+            rec = json.loads(line)
+            if rec.get("kind") == "eval" and "heldout_mlm_loss" in rec:
+                step = rec["step"] + offset
+                points.append({"step": step, "tokens": step * per_step, "phase": phase,
+                               **{k: v for k, v in rec.items() if k.startswith("heldout")}})
     return points
 
 
@@ -212,6 +215,10 @@ def plot_mlm(curve: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     if curve:
         ax.plot([p["tokens"] for p in curve], [p.get("heldout_mlm_loss") for p in curve], "o-", color="tab:blue")
+        heads = [p["tokens"] for p in curve if p.get("phase") == "heads"]
+        if heads:
+            ax.axvline(heads[-1], color="gray", linestyle=":", linewidth=1)
+            ax.text(heads[-1], ax.get_ylim()[1], " heads only | all weights", va="top", fontsize=8, color="gray")
         ax.set_ylabel("held-out MLM loss", color="tab:blue")
         if all("heldout_mlm_acc" in p for p in curve):
             acc = ax.twinx()
@@ -254,6 +261,12 @@ def summary(plan: dict, results: dict, curve: list[dict], measured: dict) -> lis
                if "heldout_mlm_acc" in first and "heldout_mlm_acc" in last else "")
         out.append(f"Held-out masked-LM loss went from {first['heldout_mlm_loss']:.3f} at step {first['step']} to "
                    f"{last['heldout_mlm_loss']:.3f} at step {last['step']} ({last['tokens']:,} tokens){acc}.")
+        heads = [p for p in curve if p.get("phase") == "heads"]
+        if heads:
+            out.append(f"The first {plan['head_steps']:,} steps ({plan['head_tokens']:,} tokens) trained only the new "
+                       "masked-LM head, the encoder frozen: the held-out loss reached "
+                       f"{heads[-1]['heldout_mlm_loss']:.3f} "
+                       "with Base's encoder unchanged, before any of its weights moved.")
     elif not curve and (Path(plan["work_dir"]) / "pretrain" / "metrics.jsonl").is_file():
         out.append("No held-out masked-LM curve: the shards' held-out split holds fewer sequences than one "
                    "micro-batch per rank (raise data_prep's --heldout_fraction through --prep_args).")
@@ -261,10 +274,13 @@ def summary(plan: dict, results: dict, curve: list[dict], measured: dict) -> lis
     if curve and curve[0]["step"] == 0 and base.is_file() and read_json(base).get("new_heads"):
         out.append("Base has no masked-LM head of its own: its step-0 loss is that of the freshly initialised head "
                    "pre-training starts from, so part of the drop is the head being learnt, not domain knowledge.")
-    tokens, paper = plan["pretrain_tokens"], plan["paper"]["tokens"]
-    out.append(f"Budget: {tokens:,} pre-training tokens ({plan['pretrain_steps']:,} steps x {plan['tokens_per_step']:,}"
-               f"), {measured['cpu_hours_total']:.2f} CPU-hours measured for the whole plan so far "
-               f"({measured['cpu_hours'].get('pretrain', 0):.2f} of them pre-training; planned estimate "
+    tokens, paper = plan["pretrain_tokens"] + plan.get("head_tokens", 0), plan["paper"]["tokens"]
+    heads = f" and {plan['head_steps']:,} heads-only" if plan.get("head_steps") else ""
+    out.append(f"Budget: {tokens:,} pre-training tokens ({plan['pretrain_steps']:,} full{heads} steps x "
+               f"{plan['tokens_per_step']:,}), {measured['cpu_hours_total']:.2f} CPU-hours measured for the whole plan "
+               "so far "
+               f"({measured['cpu_hours'].get('pretrain', 0) + measured['cpu_hours'].get('pretrain_heads', 0):.2f} of "
+               f"them pre-training; planned estimate "
                f"{plan['est_pretrain_cpu_h']:.2f}). BioBERT pre-trained for {plan['paper']['steps']:,} steps x "
                f"{plan['paper']['tokens_per_step']:,} tokens = {paper:.3g} tokens on {plan['paper']['hardware']}: this "
                f"run is {tokens / paper:.2e} of that (1/{paper / tokens:,.0f}), on a "
@@ -325,7 +341,10 @@ def write_report(plan: dict, report_dir: Path) -> dict:
           f"{data['machine']['versions']['torch']}, deepspeed {data['machine']['versions']['deepspeed']}.", "",
           f"- Base: `{plan['base_model']}` ({plan['base_config']})",
           f"- Bio: Base + {plan['pretrain_tokens']:,} tokens of masked-LM pre-training on PubMed "
-          f"({plan['pretrain_steps']:,} steps x {plan['train_batch_size']} x {plan['seq_len']}, {plan['nproc']} ranks)",
+          f"({plan['pretrain_steps']:,} steps x {plan['train_batch_size']} x {plan['seq_len']}, {plan['nproc']} ranks)"
+          + (f", after {plan['head_tokens']:,} tokens ({plan['head_steps']:,} steps, peak learning rate "
+             f"{plan['head_lr']:g}) that trained only the new masked-LM head, the encoder frozen"
+             if plan.get("head_steps") else ""),
           "- decontamination (documents dropped for overlapping a test set): "
           + (", ".join(f"{v:,} by {k}" for k, v in found.items()) or "none found" if decon else "not run")
           + (f" (a shared {(decon.get('summary') or {}).get('ngram', '?')}-word sequence with one of "

@@ -31,6 +31,10 @@ class PretrainConfig(LoopConfig):
     eval_batches: int = 20  # held-out micro-batches per rank at each evaluation
     attn_implementation: str = "sdpa"
     max_steps: int = 1000
+    # Freeze the encoder (embeddings included, so the MLM decoder tied to them too) and train only the heads'
+    # own weights: a first phase when init_from has no MLM head, so that the random head's early gradients
+    # do not rewrite the encoder before the head can read it (bench/README.md, reproduction).
+    train_only_heads: bool = False
 
 
 def parse_args(argv: list[str] | None) -> tuple[PretrainConfig, argparse.Namespace]:
@@ -93,6 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
     seed_everything(derived_seed(cfg.seed, "init"))  # new heads (e.g. MLM on an encoder-only model)
     model = load_pretraining_model(cfg.init_from, cfg.model_config, cfg.attn_implementation)
     check_compatible(train.manifest, tokenizer, model, cfg.data_dir, tok_source, cfg.seq_len)
+    if cfg.train_only_heads:
+        freeze_encoder(model)
     dist.setup_env()
     plan = checkpoint.prepare_resume(cfg.run_dir, dist.world_size()) if cfg.resume else None
     engine = Engine(PretrainingObjective(model), args.deepspeed_config, total_steps=cfg.max_steps,
@@ -138,6 +144,19 @@ def main(argv: list[str] | None = None) -> dict:
         write_json(Path(cfg.run_dir) / "result.json", result)
         print(f"done: {result}", file=sys.stderr)
     return result
+
+
+def freeze_encoder(model) -> None:
+    """Only the pre-training heads' own weights train; the tied decoder stays the (frozen) word embedding."""
+    for p in model.bert.parameters():
+        p.requires_grad_(False)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if trainable == 0:
+        raise UserError("--train_only_heads: the model has no head weights of its own to train")
+    if dist.rank() == 0:
+        total = sum(p.numel() for p in model.parameters())
+        print(f"--train_only_heads: training {trainable:,} of {total:,} parameters (the MLM/NSP heads)",
+              file=sys.stderr)
 
 
 def heldout_evaluator(cfg: PretrainConfig, engine, collate, heldout_metrics):

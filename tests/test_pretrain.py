@@ -110,3 +110,34 @@ def test_whole_word_masking_run_is_recorded_and_trains(tiny_assets, tmp_path):
     assert json.loads((run / "config.json").read_text())["run"]["whole_word_mask"] is True
     losses = [r["loss"] for r in read_metrics(run).values()]
     assert len(losses) == 3 and all(loss == loss for loss in losses)
+
+
+def test_train_only_heads_leaves_the_encoder_untouched(tiny_assets, tmp_path):
+    """A heads-only first phase: the encoder (and the decoder tied to its word embedding) keeps its weights
+    bit for bit, the head's own weights move, the loss falls, and a second phase continues from it."""
+    import torch
+    from safetensors.torch import load_file
+
+    run = tmp_path / "heads"
+    pretrain(args(tiny_assets, run, "--max_steps", "6", "--train_only_heads", "true", "--eval_every", "6",
+                  "--ds", "optimizer.params.lr=2e-2"))
+    before = load_file(str(tiny_assets["model"] / "model.safetensors"))
+    after = load_file(str(run / "hf" / "model.safetensors"))
+    encoder = [k for k in before if k.startswith("bert.")]
+    heads = [k for k in before if k.startswith("cls.") and k in after]
+    assert encoder and heads
+    assert all(torch.equal(before[k], after[k]) for k in encoder)
+    moved = [k for k in heads if not torch.equal(before[k], after[k])]
+    assert "cls.predictions.transform.dense.weight" in moved and "cls.predictions.bias" in moved
+    losses = [r["loss"] for _, r in sorted(read_metrics(run).items())]
+    assert losses[-1] < losses[0]
+    assert json.loads((run / "config.json").read_text())["run"]["train_only_heads"] is True
+
+    # phase 2 starts from the export: every parameter trains again
+    full = tmp_path / "full"
+    result = pretrain(BASE + ["--data_dir", str(tiny_assets["shards"]), "--init_from", str(run / "hf"),
+                              "--run_dir", str(full), "--max_steps", "4", "--ds", "optimizer.params.lr=5e-3"])
+    assert result["step"] == 4
+    moved_encoder = load_file(str(full / "hf" / "model.safetensors"))
+    assert not torch.equal(moved_encoder["bert.encoder.layer.0.attention.self.query.weight"],
+                           after["bert.encoder.layer.0.attention.self.query.weight"])

@@ -54,13 +54,14 @@ def reproduce(root, *extra):
 
 def test_reproduce_end_to_end_resume_and_report_only(tmp_path):
     write_data(tmp_path)
-    out, _ = reproduce(tmp_path)
+    out, _ = reproduce(tmp_path, "--head_tokens", "2048")
     work, report = tmp_path / "work", tmp_path / "report"
     # the plan: data_prep, Base's held-out loss, pre-training, then NER before RE, Base and Bio side by side
     starts = [line.split("] start ")[1].split(" |")[0] for line in out.splitlines() if "] start " in line]
-    assert starts == ["data_prep", "base_heldout", "pretrain", "ner ncbi_disease base (2 runs)",
+    assert starts == ["data_prep", "base_heldout", "pretrain_heads", "pretrain", "ner ncbi_disease base (2 runs)",
                       "ner ncbi_disease bio (2 runs)", "re gad base (4 runs)", "re gad bio (4 runs)"]
-    assert out.count("] done ") == 7 and "ETA" in out and "3 steps x 1,024 tokens" in out
+    assert out.count("] done ") == 8 and "ETA" in out and "3 steps x 1,024 tokens" in out
+    assert "heads-only phase of 2 steps (2,048 tokens" in out
     leaves = sorted(work.glob("finetune/*/*/seed_*/results.json")) + sorted(
         work.glob("finetune/*/*/fold_*/seed_*/results.json"))
     assert len(leaves) == 2 * 2 + 2 * 2 * 2  # (NER 2 seeds + GAD 2 folds x 2 seeds) x 2 models
@@ -81,10 +82,21 @@ def test_reproduce_end_to_end_resume_and_report_only(tmp_path):
     assert abs(data["results"]["gad"]["models"]["bio"]["per_seed"]["2"]["f1"] - mean_f1) < 1e-9
     assert data["decontamination"]["dropped"].get("ngram", 0) >= 1  # the planted test sentence
     curve = data["heldout_mlm"]
-    assert [p["step"] for p in curve] == [0, 1, 2, 3] and curve[-1]["heldout_mlm_loss"] != curve[0]["heldout_mlm_loss"]
+    assert [p["step"] for p in curve] == [0, 1, 2, 3, 4, 5]
+    assert [p.get("phase") for p in curve] == [None, "heads", "heads", "full", "full", "full"]
+    assert curve[-1]["heldout_mlm_loss"] != curve[0]["heldout_mlm_loss"]
     # step 0 is measured with pre-training's own evaluator: the first step runs at learning rate 0 (warmup
     # from 0), so the run's step-1 evaluation must give exactly the same number
     assert curve[0]["heldout_mlm_loss"] == curve[1]["heldout_mlm_loss"]
+    # the heads-only phase left the encoder as Base had it; the full phase continued from its export
+    from safetensors.torch import load_file
+
+    base_w, heads_w = (load_file(str(d / "model.safetensors"))
+                       for d in (tmp_path / "base", work / "pretrain_heads" / "hf"))
+    assert all((base_w[k] == heads_w[k]).all() for k in base_w if k.startswith("bert."))
+    assert json.loads((work / "pretrain" / "config.json").read_text())["run"]["init_from"] == str(
+        work / "pretrain_heads" / "hf")
+    assert "trained only the new masked-LM head" in (report / "reproduce.md").read_text()
     assert data["measured"]["cpu_hours"]["pretrain"] > 0 and data["plan"]["pretrain_tokens"] == 3072
     md = (report / "reproduce.md").read_text()
     assert "| Dataset | Metric | Base | Bio | Bio − Base |" in md and "| NCBI disease | F |" in md
@@ -95,10 +107,16 @@ def test_reproduce_end_to_end_resume_and_report_only(tmp_path):
     # a second invocation skips every stage and re-trains nothing
     mtimes = {p: p.stat().st_mtime_ns for p in work.rglob("results.json")}
     mtimes[work / "pretrain" / "metrics.jsonl"] = (work / "pretrain" / "metrics.jsonl").stat().st_mtime_ns
-    again, seconds = reproduce(tmp_path)
-    assert again.count("] skip ") == 7 and "] start " not in again, again
+    again, seconds = reproduce(tmp_path, "--head_tokens", "2048")
+    assert again.count("] skip ") == 8 and "] start " not in again, again
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     assert seconds < 60, seconds  # imports and the report only
+    # the same work dir without the heads-only phase would be another Bio model: refused before any work
+    cmd = [sys.executable, "bench/reproduce.py", "--quick", "--base_model", str(tmp_path / "base"), "--data_root",
+           str(tmp_path / "data"), "--work_dir", str(work), "--ds_pretrain", str(tmp_path / "ds.json"),
+           "--pretrain_tokens", "3072", "--nproc", "1", "--eval_batches", "2", "--prep_args", "--heldout_fraction 0.1"]
+    proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "other pre-training settings (head_steps, head_lr" in proc.stderr, proc.stderr
 
     # --report_only rebuilds the report from the finished runs
     for name in ("reproduce.md", "reproduce_delta.png", "reproduce_mlm_loss.png", "results/reproduce.json"):
