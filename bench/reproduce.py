@@ -241,7 +241,7 @@ HEAD_COST = 0.5  # a heads-only step relative to a full one (no backward through
 
 def pretrain_settings(plan: dict) -> dict:
     """What decides the Bio model; a plan written before the heads-only phase existed had none."""
-    return {k: plan.get(k, {"head_steps": 0}.get(k)) for k in PRETRAIN_KEYS}
+    return {k: plan.get(k, 0 if k == "head_steps" else None) for k in PRETRAIN_KEYS}
 
 
 # ------------------------------------------------------------------------------------------- execution
@@ -348,16 +348,19 @@ def pretrain_stages(plan: dict) -> list[dict]:
         heads_args = ["--train_only_heads", "true", "--ds", f"optimizer.params.lr={plan['head_lr']}"]
         stages.append({"name": "pretrain_heads", "kind": "pretrain_heads", "units": head_steps,
                        "done": lambda: finished(heads_dir, head_steps),
-                       "run": lambda: launch_pretrain(plan, heads_dir, plan["base_model"], head_steps, heads_args)})
+                       "run": lambda: launch_pretrain(plan, heads_dir, plan["base_model"], head_steps,
+                                                      max(1, math.ceil(head_steps / 4)), heads_args)})
     init = str(heads_dir / "hf") if head_steps else plan["base_model"]
     stages.append({"name": "pretrain", "kind": "pretrain", "units": plan["pretrain_steps"],
                    "done": lambda: finished(run_dir, plan["pretrain_steps"]),
-                   "run": lambda: launch_pretrain(plan, run_dir, init, plan["pretrain_steps"], [])})
+                   "run": lambda: launch_pretrain(plan, run_dir, init, plan["pretrain_steps"], plan["eval_every"],
+                                                  [])})
     return stages
 
 
-def launch_pretrain(plan: dict, run_dir: Path, init_from: str, steps: int, extra: list[str]) -> None:
-    """pretrain/run.py under the chosen launcher; resumes its own checkpoint if it has one."""
+def launch_pretrain(plan: dict, run_dir: Path, init_from: str, steps: int, every: int, extra: list[str]) -> None:
+    """pretrain/run.py under the chosen launcher, evaluating and saving every `every` steps; resumes its own
+    checkpoint if it has one."""
     from biobert import checkpoint
 
     if checkpoint.latest_tag(run_dir) is not None:
@@ -372,7 +375,7 @@ def launch_pretrain(plan: dict, run_dir: Path, init_from: str, steps: int, extra
     launch = ([shutil.which("deepspeed") or "deepspeed", "--num_gpus", n, "--master_port", port]
               if plan["launcher"] == "deepspeed" else
               [shutil.which("torchrun") or "torchrun", "--nproc_per_node", n, "--master_port", port])
-    every = str(plan["eval_every"] if steps == plan["pretrain_steps"] else max(1, math.ceil(steps / 4)))
+    every = str(every)
     run_child([*launch, str(REPO / "pretrain" / "run.py"), "--deepspeed_config", plan["ds_pretrain"], "--data_dir",
                str(Path(plan["work_dir"]) / "shards"), "--init_from", init_from, "--run_dir", str(run_dir),
                "--max_steps", str(steps), "--eval_every", every, "--save_every", every, "--keep_last", "2",

@@ -64,7 +64,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def load_splits(task, cfg: FinetuneConfig, tokenizer) -> dict:
+def load_splits(task, cfg: FinetuneConfig, tokenizer, checkpoint_config=None) -> dict:
     from finetune.tasks.base import SplitData
 
     files = task.splits(Path(cfg.data_dir))
@@ -74,12 +74,10 @@ def load_splits(task, cfg: FinetuneConfig, tokenizer) -> dict:
             raise UserError(f"{cfg.data_dir}: task {task.name} has no `{name}` split (found {sorted(files)})")
     examples = {name: task.read(files[name]) for name in dict.fromkeys(wanted)}
     task.set_labels(examples)
-    if not cfg.train_split and task.kind == "ner":
+    if checkpoint_config is not None and task.kind == "ner":
         # Evaluating a fine-tuned tagger: its own label map (which may hold labels seen only in training) is
         # kept when it covers every label of the evaluated splits; otherwise load_task_model refuses it.
-        from biobert.models import load_bert_config
-
-        config = load_bert_config(cfg.init_from)
+        config = checkpoint_config
         if "BertForTokenClassification" in (config.architectures or []):
             theirs = [config.id2label[i] for i in sorted(config.id2label)]
             if set(task.labels) <= set(theirs):
@@ -91,12 +89,10 @@ def load_splits(task, cfg: FinetuneConfig, tokenizer) -> dict:
     return splits
 
 
-def _check_fine_tuned(cfg: FinetuneConfig, model) -> None:
+def _check_fine_tuned(cfg: FinetuneConfig, model, checkpoint_config) -> None:
     """Evaluation without training needs the task's head from the checkpoint, not a freshly drawn one."""
-    from biobert.models import load_bert_config
-
     head = type(model).__name__
-    if head not in (load_bert_config(cfg.init_from).architectures or []):
+    if head not in (checkpoint_config.architectures or []):
         raise UserError(f"{cfg.init_from}: --train_split \"\" evaluates without training, but this checkpoint has "
                         f"no trained {head} head (it would be scored with random weights). Pass a checkpoint "
                         f"fine-tuned on {cfg.task} (a run's hf/ folder), or train with --train_split train.")
@@ -110,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     from biobert.ds_config import load_ds_config, resolve_batch
     from biobert.engine import Engine
     from biobert.loop import fit
+    from biobert.models import load_bert_config
     from biobert.sampler import BatchLayout, BatchSource, EpochSampler
     from biobert.tokenizer import load_tokenizer
     from finetune.tasks.base import predict_outputs
@@ -119,8 +116,10 @@ def main(argv: list[str] | None = None) -> dict:
     if not cfg.resume:
         checkpoint.check_fresh_run_dir(cfg.run_dir)
     tokenizer = load_tokenizer(cfg.init_from)
-    splits = load_splits(task, cfg, tokenizer)
     eval_only = not cfg.train_split
+    # evaluation only: the fine-tuned checkpoint's config decides the label map and must hold the task's head
+    checkpoint_config = load_bert_config(cfg.init_from) if eval_only else None
+    splits = load_splits(task, cfg, tokenizer, checkpoint_config)
     dist.setup_env()
     train = sampler = None
     total_steps = 1  # evaluation only: the engine wants a schedule length; no step is taken
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     dist.seed_everything(dist.derived_seed(cfg.seed, "init"))  # the new classifier's initial weights
     model = task.build_model(cfg.init_from, cfg.attn_implementation)
     if eval_only:
-        _check_fine_tuned(cfg, model)
+        _check_fine_tuned(cfg, model, checkpoint_config)
     plan = checkpoint.prepare_resume(cfg.run_dir, dist.world_size()) if cfg.resume else None
     engine = Engine(model, args.deepspeed_config, total_steps=total_steps, overrides=args.ds,
                     load_universal=bool(plan and plan.universal),
