@@ -29,6 +29,7 @@ import glob
 import json
 import math
 import os
+import re
 import resource
 import shlex
 import shutil
@@ -52,6 +53,10 @@ KIND_FLAGS = {"ner": [], "re": [], "qa": ["--max_seq_length", "384", "--doc_stri
 # ETA priors until this work dir has measured its own rates (2 shared cores, all-MiniLM-L6-v2):
 CPU_S_PER_TOKEN = 1.2e-3  # pre-training, CPU-s per token at 1 thread (bench/README.md, section 1)
 PRIOR_S_PER_UNIT = {"ner": 0.1, "re": 0.1, "qa": 0.2, "data_prep": 2e-6, "base_heldout": 60.0}
+# Fixed cost of one fine-tuning run (model load, engine set-up, evaluation set-up), whatever its size: 25 s
+# here, fitted to NCBI-disease (3 runs, 380 s) and EU-ADR (30 runs of 10 steps, 893 s). Without it, the
+# 30 small EU-ADR runs were estimated at 4 minutes and took 15.
+RUN_OVERHEAD_S = 25.0
 DEFAULT_TOKENS = 2_500_000  # 611 steps of 4,096 tokens with cpu.json: about one CPU-hour here, evaluations included
 PRESETS = {"full": {"seeds": "1,2,3", "epochs": "1", "folds": "", "max_docs": 0, "steps": 0, "prep": ""},
            "quick": {"seeds": "1", "epochs": "0.05", "folds": "1,2", "max_docs": 1000, "steps": 4,
@@ -284,10 +289,18 @@ class Progress:
         self.timings = read_json(self.path, "timings") if self.path.is_file() else {}
         self.stages, self.t0, self.plan = stages, time.time(), plan
 
+    @staticmethod
+    def runs(name: str, record: dict) -> int:
+        """Fine-tuning runs of a finished stage (timings written before "runs" was kept: from its name)."""
+        m = re.search(r"\((\d+) runs\)$", name)
+        return int(record.get("runs", m.group(1) if m else 0))
+
     def rate(self, kind: str) -> float:
-        done = [t for t in self.timings.values() if t.get("kind") == kind and t.get("units")]
+        """Seconds per unit of work, the fixed cost of each fine-tuning run set apart."""
+        done = [(n, t) for n, t in self.timings.items() if t.get("kind") == kind and t.get("units")]
         if done:
-            return sum(t["wall_s"] for t in done) / sum(t["units"] for t in done)
+            return sum(max(0.05 * t["wall_s"], t["wall_s"] - RUN_OVERHEAD_S * self.runs(n, t))
+                       for n, t in done) / sum(t["units"] for _, t in done)
         if kind in KINDS:  # not measured yet: the prior, scaled as the measured kinds compare with theirs
             seen = [k for k in KINDS if any(t.get("kind") == k and t.get("units") for t in self.timings.values())]
             return PRIOR_S_PER_UNIT[kind] * (sum(self.rate(k) / PRIOR_S_PER_UNIT[k] for k in seen) / len(seen)
@@ -299,8 +312,11 @@ class Progress:
             return cost * CPU_S_PER_TOKEN * self.plan["tokens_per_step"] / (threads if not self.plan["gpus"] else 50)
         return PRIOR_S_PER_UNIT[kind]
 
+    def estimate(self, stage: dict) -> float:
+        return self.rate(stage["kind"]) * stage["units"] + RUN_OVERHEAD_S * stage.get("runs", 0)
+
     def eta(self, start: int) -> float:
-        return sum(self.rate(s["kind"]) * s["units"] for s in self.stages[start:] if not s["done"]())
+        return sum(self.estimate(s) for s in self.stages[start:] if not s["done"]())
 
     def line(self, i: int, verb: str, extra: str = "") -> None:
         print(f"[{i + 1}/{len(self.stages)}] {verb:<5} {self.stages[i]['name']}{extra} | elapsed "
@@ -314,7 +330,8 @@ class Progress:
             self.line(i, "start")
             t, c = time.time(), cpu_seconds()
             s["run"]()
-            self.timings[s["name"]] = rec = {"kind": s["kind"], "units": s["units"], "wall_s": time.time() - t,
+            self.timings[s["name"]] = rec = {"kind": s["kind"], "units": s["units"], "runs": s.get("runs", 0),
+                                             "wall_s": time.time() - t,
                                              "cpu_s": cpu_seconds() - c,
                                              "finished": dt.datetime.now().isoformat(timespec="seconds")}
             write_json(self.path, self.timings)
@@ -410,7 +427,7 @@ def finetune_stage(plan: dict, g: dict) -> dict:
 
     runs = len(plan["seeds"]) * max(1, len(g["folds"]))
     return {"name": f"{g['kind']} {g['task']} {g['model']} ({runs} runs)", "kind": g["kind"], "units": g["units"],
-            "done": done, "run": run}
+            "runs": runs, "done": done, "run": run}
 
 
 def print_plan(plan: dict, stages: list[dict], progress: Progress) -> None:
@@ -426,7 +443,7 @@ def print_plan(plan: dict, stages: list[dict], progress: Progress) -> None:
           f"under {', '.join(plan['decontaminate']) or '(none)'}\n  fine-tuning: protocol {plan['protocol']}, epochs "
           f"{plan['epochs']}, seeds {plan['seeds']}, models {plan['models']}", flush=True)
     for i, s in enumerate(stages):
-        est = "finished" if s["done"]() else "about " + hms(progress.rate(s["kind"]) * s["units"])
+        est = "finished" if s["done"]() else "about " + hms(progress.estimate(s))
         print(f"  {i + 1:>3}. {s['name']:<44} {est}")
     print(f"  remaining: about {hms(progress.eta(0))} (estimate, refined as stages finish)", flush=True)
 
