@@ -213,20 +213,24 @@ def plot_mlm(curve: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    top = max((p["tokens"] for p in curve), default=0)
+    scale, unit = next(((f, u) for f, u in ((1e9, "billions"), (1e6, "millions"), (1e3, "thousands"))
+                        if top >= f), (1, ""))  # in the label, not as matplotlib's offset text over it
     if curve:
-        ax.plot([p["tokens"] for p in curve], [p.get("heldout_mlm_loss") for p in curve], "o-", color="tab:blue")
-        heads = [p["tokens"] for p in curve if p.get("phase") == "heads"]
+        x = [p["tokens"] / scale for p in curve]
+        ax.plot(x, [p.get("heldout_mlm_loss") for p in curve], "o-", color="tab:blue")
+        heads = [p["tokens"] / scale for p in curve if p.get("phase") == "heads"]
         if heads:
             ax.axvline(heads[-1], color="gray", linestyle=":", linewidth=1)
             ax.text(heads[-1], ax.get_ylim()[1], " heads only | all weights", va="top", fontsize=8, color="gray")
         ax.set_ylabel("held-out MLM loss", color="tab:blue")
         if all("heldout_mlm_acc" in p for p in curve):
             acc = ax.twinx()
-            acc.plot([p["tokens"] for p in curve], [p["heldout_mlm_acc"] for p in curve], "s--", color="tab:orange")
+            acc.plot(x, [p["heldout_mlm_acc"] for p in curve], "s--", color="tab:orange")
             acc.set_ylabel("held-out MLM accuracy", color="tab:orange")
     else:
         ax.text(0.5, 0.5, "no held-out evaluation yet", ha="center", transform=ax.transAxes)
-    ax.set_xlabel("pre-training tokens (optimizer steps x train_batch_size x seq_len)")
+    ax.set_xlabel(f"pre-training tokens{f', {unit}' if unit else ''} (steps x train_batch_size x seq_len)")
     ax.set_title("Continued pre-training from Base (step 0) on PubMed")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
