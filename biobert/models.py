@@ -31,6 +31,34 @@ def load_bert_config(path: str | Path):
     return config
 
 
+MLM_HEAD_KEY = "cls.predictions.transform.dense.weight"
+
+
+def checkpoint_weight_names(path: str | Path) -> set[str]:
+    """Parameter names stored in a Hugging Face checkpoint directory, read without loading the weights
+    (safetensors headers, a sharded index, or a memory-mapped pytorch_model.bin)."""
+    path = _check_dir(path)
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (path / index).is_file():
+            import json
+
+            return set(json.loads((path / index).read_text())["weight_map"])
+    if (path / "model.safetensors").is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+            return set(f.keys())
+    if (path / "pytorch_model.bin").is_file():
+        return set(torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True, mmap=True))
+    raise UserError(f"{path}: no model.safetensors or pytorch_model.bin (a Hugging Face BERT directory is needed)")
+
+
+def has_mlm_head(path: str | Path) -> bool:
+    """Whether the checkpoint carries a trained masked-LM head (bert-base-cased does; encoder-only exports such
+    as all-MiniLM-L6-v2 do not, and pre-training starts with a random one)."""
+    return any(k.endswith(MLM_HEAD_KEY) for k in checkpoint_weight_names(path))
+
+
 def load_pretraining_model(init_from: str | Path | None, model_config: str | Path | None = None,
                            attn_implementation: str = "sdpa") -> torch.nn.Module:
     """BertForPreTraining from pretrained weights (missing MLM/NSP heads are freshly initialised, as for

@@ -141,3 +141,36 @@ def test_train_only_heads_leaves_the_encoder_untouched(tiny_assets, tmp_path):
     moved_encoder = load_file(str(full / "hf" / "model.safetensors"))
     assert not torch.equal(moved_encoder["bert.encoder.layer.0.attention.self.query.weight"],
                            after["bert.encoder.layer.0.attention.self.query.weight"])
+
+
+def test_has_mlm_head_reads_every_checkpoint_layout(tiny_assets, tmp_path):
+    """reproduce.py adds a heads-only phase only for a Base without a trained MLM head: decided from the
+    checkpoint's weight names, in each format Hugging Face writes."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import BertModel
+
+    from biobert.models import has_mlm_head
+
+    full = tiny_assets["model"]  # BertForPreTraining: heads included
+    assert has_mlm_head(full)
+    encoder = tmp_path / "encoder"  # an encoder-only export, as all-MiniLM-L6-v2
+    BertModel.from_pretrained(str(full)).save_pretrained(str(encoder))
+    assert not has_mlm_head(encoder)
+    legacy = tmp_path / "legacy"  # pytorch_model.bin
+    legacy.mkdir()
+    shutil.copy(full / "config.json", legacy)
+    weights = load_file(full / "model.safetensors")
+    torch.save(weights, legacy / "pytorch_model.bin")
+    assert has_mlm_head(legacy)
+    torch.save({k: v for k, v in weights.items() if not k.startswith("cls.")}, legacy / "pytorch_model.bin")
+    assert not has_mlm_head(legacy)
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    shutil.copy(full / "config.json", sharded)
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {k: "model-00001-of-00002.safetensors" for k in weights}}))
+    assert has_mlm_head(sharded)
+    (legacy / "pytorch_model.bin").unlink()
+    with pytest.raises(UserError, match="legacy: no model.safetensors or pytorch_model.bin"):
+        has_mlm_head(legacy)
