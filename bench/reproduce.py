@@ -52,7 +52,8 @@ DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADD
 KIND_FLAGS = {"ner": [], "re": [], "qa": ["--max_seq_length", "384", "--doc_stride", "128"]}  # BioBERT's QA
 # ETA priors until this work dir has measured its own rates (2 shared cores, all-MiniLM-L6-v2):
 CPU_S_PER_TOKEN = 1.2e-3  # pre-training, CPU-s per token at 1 thread (bench/README.md, section 1)
-PRIOR_S_PER_UNIT = {"ner": 0.1, "re": 0.1, "qa": 0.2, "data_prep": 2e-6, "base_heldout": 60.0}
+# Wall seconds per unit as measured by the recorded runs (runs' fixed cost apart), rounded up for a busy machine.
+PRIOR_S_PER_UNIT = {"ner": 0.02, "re": 0.02, "qa": 0.05, "data_prep": 1e-6, "base_heldout": 40.0}
 # Fixed cost of one fine-tuning run (model load, engine set-up, evaluation set-up), whatever its size: 25 s
 # here, fitted to NCBI-disease (3 runs, 380 s) and EU-ADR (30 runs of 10 steps, 893 s). Without it, the
 # 30 small EU-ADR runs were estimated at 4 minutes and took 15.
