@@ -35,6 +35,18 @@ def _leaf(run_dir: Path, fold: int | None, seed: int) -> dict | None:
     return {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def _constant(score: dict) -> str | None:
+    """"positive" / "negative" when a binary run predicted that class for every test example (its F1 is then
+    the class rate's, whatever the encoder), else None; multi-class scores carry no tn and are not judged."""
+    if not {"tp", "fp", "tn", "fn"} <= set(score):
+        return None
+    if score["tn"] == 0 and score["fn"] == 0:
+        return "positive"
+    if score["tp"] == 0 and score["fp"] == 0:
+        return "negative"
+    return None
+
+
 def _mean_std(per_seed: dict[int, dict], keys: list[str]) -> dict:
     keys = [k for k in keys if per_seed and all(k in v for v in per_seed.values())]
     values = {k: [v[k] for v in per_seed.values()] for k in keys}
@@ -61,8 +73,11 @@ def collect(plan: dict) -> tuple[dict, int, int]:
         for model, by_seed in leaves.items():
             per_seed = {s: {k: statistics.fmean(f[k] for f in fs.values()) for k in keys
                             if all(k in f for f in fs.values())} for s, fs in by_seed.items() if fs}
+            runs = [f for fs in by_seed.values() for f in fs.values()]
             entry["models"][model] = {"run_dir": next(g["run_dir"] for g in groups if g["model"] == model),
                                       "per_seed": per_seed, "folds_per_seed": {s: len(fs) for s, fs in by_seed.items()},
+                                      "constant_runs": {"runs": len(runs), **{c: sum(_constant(f) == c for f in runs)
+                                                                            for c in ("positive", "negative")}},
                                       **_mean_std(per_seed, keys)}
         if {"base", "bio"} <= set(leaves):
             diffs = {}
@@ -237,6 +252,22 @@ def plot_mlm(curve: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def constant_notes(results: dict) -> list[str]:
+    """A sentence per dataset where runs predicted one class for every test example."""
+    out = []
+    for r in results.values():
+        const = {m: v["constant_runs"] for m, v in r["models"].items() if v.get("constant_runs")}
+        flagged = {m: c for m, c in const.items() if c["positive"] + c["negative"]}
+        if flagged:
+            said = "; ".join(f"{LABELS[m]} in {c['positive'] + c['negative']} of {c['runs']} runs"
+                             for m, c in flagged.items())
+            every = all(c["positive"] + c["negative"] == c["runs"] for c in const.values()) and len(const) > 1
+            out.append(f"**{r['name']}: a constant classifier.** Runs predicted one class for every test example "
+                       f"({said}); such a run's F1 is the class rate's, whatever the encoder learnt"
+                       + (", so this dataset's Bio − Base says nothing at this budget." if every else "."))
+    return out
+
+
 def summary(plan: dict, results: dict, curve: list[dict], measured: dict) -> list[str]:
     """What the numbers say, in sentences built from them (nothing here is a fixed claim)."""
     out = []
@@ -259,6 +290,7 @@ def summary(plan: dict, results: dict, curve: list[dict], measured: dict) -> lis
             text += (f" The difference is larger than its standard deviation over seeds on {len(clear)} of them"
                      + (f" ({', '.join(clear)})." if clear else "."))
         out.append(text)
+    out += constant_notes(results)
     if len(curve) > 1:
         first, last = curve[0], curve[-1]
         acc = (f", accuracy {first['heldout_mlm_acc']:.3f} -> {last['heldout_mlm_acc']:.3f}"

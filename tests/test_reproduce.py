@@ -144,3 +144,36 @@ def test_eta_sets_the_fixed_cost_of_each_fine_tuning_run_apart(tmp_path):
     assert abs(p.estimate(stages[0]) - timings["re euadr base (30 runs)"]["wall_s"]) < 1e-6
     assert abs(p.estimate(stages[1]) - (100000 * 0.2 + 3 * o)) < 1e-6
     assert abs(p.eta(0) - p.estimate(stages[0]) - p.estimate(stages[1])) < 1e-6
+
+
+def test_report_names_a_constant_classifier(tmp_path):
+    """EU-ADR at a small budget: every run answers "related" for every sentence; the F1 (the positive rate's)
+    must not pass for a comparison."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import reproduce_report as rr
+
+    def leaf(model, fold, seed, tp, fp, tn, fn):
+        d = tmp_path / model / f"fold_{fold:02d}" / f"seed_{seed}"
+        d.mkdir(parents=True)
+        p, r = tp / max(1, tp + fp), tp / max(1, tp + fn)
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        (d / "results.json").write_text(json.dumps({"scores": {"test": {
+            "precision": 100 * p, "recall": 100 * r, "f1": 100 * f1, "tp": tp, "fp": fp, "tn": tn, "fn": fn}}}))
+
+    for seed in (1, 2):
+        for fold in (1, 2):
+            leaf("base", fold, seed, 27, 10, 0, 0)  # all positive
+            leaf("bio", fold, seed, *((27, 10, 0, 0) if seed == 1 else (20, 4, 6, 7)))
+    groups = [{"task": "euadr", "kind": "re", "folds": [1, 2], "model": m, "run_dir": str(tmp_path / m)}
+              for m in ("base", "bio")]
+    results, finished, planned = rr.collect({"groups": groups, "seeds": [1, 2]})
+    assert (finished, planned) == (8, 8)
+    assert results["euadr"]["models"]["base"]["constant_runs"] == {"runs": 4, "positive": 4, "negative": 0}
+    assert results["euadr"]["models"]["bio"]["constant_runs"] == {"runs": 4, "positive": 2, "negative": 0}
+    note, = rr.constant_notes(results)
+    assert "Base in 4 of 4 runs; Bio in 2 of 4 runs" in note and "says nothing" not in note
+    for fold in (1, 2):  # Bio constant everywhere too: no comparison at all
+        shutil.rmtree(tmp_path / "bio" / f"fold_{fold:02d}" / "seed_2")
+        leaf("bio", fold, 2, 0, 0, 10, 27)  # all negative
+    note, = rr.constant_notes(rr.collect({"groups": groups, "seeds": [1, 2]})[0])
+    assert "Bio in 4 of 4 runs" in note and "says nothing at this budget" in note
