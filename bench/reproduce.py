@@ -52,12 +52,12 @@ DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADD
 KIND_FLAGS = {"ner": [], "re": [], "qa": ["--max_seq_length", "384", "--doc_stride", "128"]}  # BioBERT's QA
 # ETA priors until this work dir has measured its own rates (2 shared cores, all-MiniLM-L6-v2):
 CPU_S_PER_TOKEN = 1.2e-3  # pre-training, CPU-s per token at 1 thread (bench/README.md, section 1)
-# Wall seconds per unit as measured by the recorded runs (runs' fixed cost apart), rounded up for a busy machine.
-PRIOR_S_PER_UNIT = {"ner": 0.02, "re": 0.02, "qa": 0.05, "data_prep": 1e-6, "base_heldout": 40.0}
-# Fixed cost of one fine-tuning run (model load, engine set-up, evaluation set-up), whatever its size: 25 s
-# here, fitted to NCBI-disease (3 runs, 380 s) and EU-ADR (30 runs of 10 steps, 893 s). Without it, the
-# 30 small EU-ADR runs were estimated at 4 minutes and took 15.
-RUN_OVERHEAD_S = 25.0
+# Fine-tuning: wall seconds per estimated WordPiece (count_tokens) as the recorded runs measured them, the
+# fixed cost of each run apart (NER 4.9e-4 on 4 datasets, ChemProt 5.5e-4, EU-ADR 6.1e-4, BioASQ 3.3e-4).
+PRIOR_S_PER_UNIT = {"ner": 5e-4, "re": 6e-4, "qa": 3.5e-4, "data_prep": 1e-6, "base_heldout": 40.0}
+# Fixed cost of one fine-tuning run (model and engine set-up, evaluation, saving), whatever its size: 20 s
+# here, fitted to EU-ADR's 30 runs of 10 steps (893 s, of which 262 s are its tokens at ChemProt's rate).
+RUN_OVERHEAD_S = 20.0
 DEFAULT_TOKENS = 2_000_000  # 489 steps of 4,096 tokens with cpu.json: 0.7 CPU-hours here, evaluations included
 # A heads-only first phase when Base has no trained MLM head: 98 steps, 0.08 CPU-hours here. Measured with it,
 # the NER mean Bio - Base went from -0.01 to +0.18 and the final held-out MLM loss from 5.10 to 4.84.
@@ -183,17 +183,30 @@ def discover(root: Path, wanted: list[str], folds: list[int]) -> list[dict]:
     return found
 
 
-def count_examples(t: dict, protocol: str) -> tuple[int, int]:
-    """(training, test) sentences / rows / question-snippet pairs over all folds; only for the ETA."""
+CHARS_PER_TOKEN = 4.2  # English biomedical text per WordPiece, about (for the ETA only)
+UNITS = "wordpieces x epochs x seeds"  # of a fine-tuning stage; recorded with each finished stage
+
+
+def count_tokens(t: dict, protocol: str) -> tuple[float, float]:
+    """(training, test) WordPieces over all folds, estimated from the text's characters (labels, tags and
+    JSON keys left out); only for the ETA: a run's time follows its tokens, not its sentence count (a
+    ChemProt sentence is twice an NCBI-disease one)."""
     from finetune.tasks.registry import get_task
 
-    counts = {"train": 0, "test": 0}
+    def text_chars(path: Path) -> int:
+        text = path.read_text(encoding="utf-8")
+        if t["kind"] == "ner":  # word<TAB>tag lines
+            return sum(len(line.split("\t", 1)[0]) + 1 for line in text.splitlines())
+        if t["kind"] == "re":  # [index<TAB>]sentence<TAB>label lines
+            return sum(len(max(line.split("\t"), key=len)) for line in text.splitlines())
+        return len(text)  # QA JSON: contexts and questions dominate
+
+    counts = {"train": 0.0, "test": 0.0}
     for name in [f"{t['task']}_{k}" for k in t["folds"]] or [t["task"]]:
         files = get_task(name).splits(Path(t["data_dir"]))
         use = ["train"] + (["devel"] if protocol == "biobert-code" and t["kind"] != "qa" and "devel" in files else [])
         for split in [*use, "test"]:
-            sep = {"ner": "\n\n", "re": "\n", "qa": '"id"'}[t["kind"]]
-            counts["test" if split == "test" else "train"] += files[split].read_text(encoding="utf-8").count(sep)
+            counts["test" if split == "test" else "train"] += text_chars(files[split]) / CHARS_PER_TOKEN
     return counts["train"], counts["test"]
 
 
@@ -227,7 +240,7 @@ def build_plan(a: argparse.Namespace) -> dict:
     evals = 10 * a.eval_batches * micro * nproc * a.seq_len / 3  # held-out forward passes, ~1/3 of a step's work
     groups = []
     for t in tasks:  # already NER, then RE, then QA; Base and Bio of a dataset side by side
-        train, test = count_examples(t, a.protocol)
+        train, test = count_tokens(t, a.protocol)
         units = (train * a.epochs[t["kind"]] + test / 3) * len(a.seeds) * size
         groups += [{**t, "model": m, "units": units, "run_dir": str(a.work_dir / "finetune" / m / t["task"])}
                    for m in a.models]
@@ -306,14 +319,31 @@ class Progress:
         m = re.search(r"\((\d+) runs\)$", name)
         return int(record.get("runs", m.group(1) if m else 0))
 
+    def units(self, name: str, record: dict) -> float | None:
+        """A finished stage's units as this plan counts them. A fine-tuning stage that is not in this plan
+        counts only if it was measured in the same units (those recorded before UNITS counted sentences)."""
+        stage = next((s for s in self.stages if s["name"] == name), None)
+        if stage is not None:
+            return stage["units"]
+        if record.get("kind") in KINDS and record.get("units_of") != UNITS:
+            return None
+        return record.get("units")
+
+    def measured(self, kind: str) -> list[tuple[float, float]]:
+        """(wall seconds less the runs' fixed cost, units) of each finished stage of `kind`."""
+        out = []
+        for name, t in self.timings.items():
+            if t.get("kind") == kind and (units := self.units(name, t)):
+                fixed = RUN_OVERHEAD_S * self.runs(name, t) if kind in KINDS else 0.0
+                out.append((max(0.05 * t["wall_s"], t["wall_s"] - fixed), units))
+        return out
+
     def rate(self, kind: str) -> float:
         """Seconds per unit of work, the fixed cost of each fine-tuning run set apart."""
-        done = [(n, t) for n, t in self.timings.items() if t.get("kind") == kind and t.get("units")]
-        if done:
-            return sum(max(0.05 * t["wall_s"], t["wall_s"] - RUN_OVERHEAD_S * self.runs(n, t))
-                       for n, t in done) / sum(t["units"] for _, t in done)
+        if done := self.measured(kind):
+            return sum(w for w, _ in done) / sum(u for _, u in done)
         if kind in KINDS:  # not measured yet: the prior, scaled as the measured kinds compare with theirs
-            seen = [k for k in KINDS if any(t.get("kind") == k and t.get("units") for t in self.timings.values())]
+            seen = [k for k in KINDS if self.measured(k)]
             return PRIOR_S_PER_UNIT[kind] * (sum(self.rate(k) / PRIOR_S_PER_UNIT[k] for k in seen) / len(seen)
                                              if seen else 1.0)
         if kind in ("pretrain", "pretrain_heads"):  # per step
@@ -341,7 +371,8 @@ class Progress:
             self.line(i, "start")
             t, c = time.time(), cpu_seconds()
             s["run"]()
-            self.timings[s["name"]] = rec = {"kind": s["kind"], "units": s["units"], "runs": s.get("runs", 0),
+            self.timings[s["name"]] = rec = {"kind": s["kind"], "units": s["units"], "units_of": UNITS,
+                                             "runs": s.get("runs", 0),
                                              "wall_s": time.time() - t,
                                              "cpu_s": cpu_seconds() - c,
                                              "finished": dt.datetime.now().isoformat(timespec="seconds")}

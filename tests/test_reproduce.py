@@ -128,22 +128,32 @@ def test_reproduce_end_to_end_resume_and_report_only(tmp_path):
 
 
 def test_eta_sets_the_fixed_cost_of_each_fine_tuning_run_apart(tmp_path):
-    """30 tiny EU-ADR runs cost 30 run set-ups, not their few examples' worth: the estimate must say so, and a
-    rate measured on them must not carry their set-ups over to a large single-split task."""
+    """30 tiny EU-ADR runs cost 30 run set-ups, not their few tokens' worth: the estimate must say so, and a
+    rate measured on them must not carry their set-ups over to a large single-split task. Units are
+    estimated WordPieces; a record counted in other units (sentences, before) must not set the rate."""
     sys.path.insert(0, str(REPO / "bench"))
     import reproduce as r
 
     o = r.RUN_OVERHEAD_S
-    timings = {"re euadr base (30 runs)": {"kind": "re", "units": 1000.0, "wall_s": 30 * o + 1000 * 0.2}}
+    timings = {"re euadr base (30 runs)": {"kind": "re", "units": 1000.0, "units_of": r.UNITS,
+                                           "wall_s": 30 * o + 1000 * 0.2}}
     (tmp_path / "timings.json").write_text(json.dumps(timings))
     stages = [{"name": "re euadr bio (30 runs)", "kind": "re", "units": 1000.0, "runs": 30, "done": lambda: False},
               {"name": "re chemprot base (3 runs)", "kind": "re", "units": 100000.0, "runs": 3,
                "done": lambda: False}]
-    p = r.Progress({"work_dir": str(tmp_path), "nproc": 1, "gpus": 0, "tokens_per_step": 1}, stages)
-    assert abs(p.rate("re") - 0.2) < 1e-9  # the run count is read from a name when the record has none
+    plan = {"work_dir": str(tmp_path), "nproc": 1, "gpus": 0, "tokens_per_step": 1}
+    p = r.Progress(plan, stages)
+    assert abs(p.rate("re") - 0.2) < 1e-9  # the run count is read from the name when the record has none
     assert abs(p.estimate(stages[0]) - timings["re euadr base (30 runs)"]["wall_s"]) < 1e-6
     assert abs(p.estimate(stages[1]) - (100000 * 0.2 + 3 * o)) < 1e-6
     assert abs(p.eta(0) - p.estimate(stages[0]) - p.estimate(stages[1])) < 1e-6
+
+    del timings["re euadr base (30 runs)"]["units_of"]  # counted in sentences: not comparable, the prior rules
+    (tmp_path / "timings.json").write_text(json.dumps(timings))
+    assert r.Progress(plan, stages).rate("re") == r.PRIOR_S_PER_UNIT["re"]
+    stages[0]["name"] = "re euadr base (30 runs)"  # the same stage in this plan: re-counted in today's units
+    stages[0]["units"] = 4000.0
+    assert abs(r.Progress(plan, stages).rate("re") - 200 / 4000) < 1e-9
 
 
 def test_report_names_a_constant_classifier(tmp_path):
