@@ -132,7 +132,7 @@ def test_eta_sets_the_fixed_cost_of_each_fine_tuning_run_apart(tmp_path):
     rate measured on them must not carry their set-ups over to a large single-split task. Units are
     estimated WordPieces; a record counted in other units (sentences, before) must not set the rate."""
     sys.path.insert(0, str(REPO / "bench"))
-    import reproduce as r
+    import reproduce_progress as r
 
     o = r.RUN_OVERHEAD_S
     timings = {"re euadr base (30 runs)": {"kind": "re", "units": 1000.0, "units_of": r.UNITS,
