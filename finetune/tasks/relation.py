@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from biobert.errors import UserError
+from finetune.tasks.base import pad_rows
 
 if TYPE_CHECKING:
     from biobert.tokenizer import WordPieceTokenizer
@@ -177,12 +178,7 @@ def _count(ids: list[int], pattern: list[int]) -> int:
 
 def collate_relations(features: Sequence[RelationFeature], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad a batch to its longest sentence; `labels` is one class id per row."""
-    width = max(len(f.input_ids) for f in features)
-    input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(features), width), dtype=torch.long)
-    for row, f in enumerate(features):
-        input_ids[row, : len(f.input_ids)] = torch.tensor(f.input_ids, dtype=torch.long)
-        attention_mask[row, : len(f.input_ids)] = 1
+    input_ids, attention_mask = pad_rows([f.input_ids for f in features], pad_id)
     return {"input_ids": input_ids, "attention_mask": attention_mask,
             "token_type_ids": torch.zeros_like(input_ids),
             "labels": torch.tensor([f.label_id for f in features], dtype=torch.long)}
