@@ -3,6 +3,7 @@ pre-training under the deepspeed launcher, Base and Bio fine-tuned on a tiny NER
 with 2 seeds, the report; then a second invocation that only skips, and --report_only."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -154,6 +155,15 @@ def test_eta_sets_the_fixed_cost_of_each_fine_tuning_run_apart(tmp_path):
     stages[0]["name"] = "re euadr base (30 runs)"  # the same stage in this plan: re-counted in today's units
     stages[0]["units"] = 4000.0
     assert abs(r.Progress(plan, stages).rate("re") - 200 / 4000) < 1e-9
+
+    # pre-training before it is measured: the plan's CPU-hours (held-out evaluations and model size in) per
+    # step, a heads-only step at HEAD_COST, over the ranks' threads
+    plan.update(est_pretrain_cpu_h=1.0, pretrain_steps=90, head_steps=20, gpus=0)
+    per_step = 3600 / (90 + r.HEAD_COST * 20)
+    threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
+    threads = min(threads, os.cpu_count() or 1)
+    assert abs(r.Progress(plan, []).rate("pretrain") - per_step / threads) < 1e-9
+    assert abs(r.Progress(plan, []).rate("pretrain_heads") - r.HEAD_COST * per_step / threads) < 1e-9
 
 
 def test_report_names_a_constant_classifier(tmp_path):
