@@ -6,8 +6,8 @@ pre-training on PubMed (Bio) beat the same BERT without it (Base) on biomedical 
     .venv/bin/python bench/reproduce.py --quick            # smoke run: a few steps, one seed, same path
 
 Stages, each skipped when its output exists, so an interrupted run continues where it stopped:
-  1. data_prep: PubMed -> 128-token MLM shards with Base's vocabulary; documents overlapping any test set
-     under --data_root are dropped (counts from the manifest's `decontamination` section);
+  1. data_prep: PubMed (and PMC with --pmc) -> 128-token MLM shards with Base's vocabulary; documents overlapping
+     any test set under --data_root are dropped (counts from the manifest's `decontamination` section);
   2. Base's held-out masked-LM loss before any training (pre-training evaluates only after its steps);
   3. pretrain/run.py from Base under the deepspeed launcher (or torchrun) on --nproc ranks for
      --pretrain_tokens / (train_batch_size x seq_len) optimizer steps; continued with --resume if checkpointed;
@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "formats (default: %(default)s)")
     p.add_argument("--pubmed", nargs="+", metavar="PATH", help="PubMed files, folders or quoted globs "
                    "(default: DATA_ROOT/pubmed)")
+    p.add_argument("--pmc", nargs="*", metavar="PATH", help="also pre-train on PMC Open Access full text: .nxml "
+                   "files, folders of them or .tar.gz packages; --pmc alone: DATA_ROOT/pmc (default: PubMed only, "
+                   "as BioBERT's PubMed model)")
     p.add_argument("--work_dir", help="default: runs/reproduce (runs/reproduce_quick with --quick)")
     p.add_argument("--report_dir", default=str(REPO / "bench"), help="reproduce.md and the PNGs; reproduce.json "
                    "goes to its results/ (default: bench/)")
@@ -194,6 +197,9 @@ def build_plan(a: argparse.Namespace) -> dict:
     pubmed = a.pubmed or [str(root / "pubmed")]
     if "bio" in a.models and not any(glob.glob(p) for p in pubmed):
         raise UserError(f"--pubmed {pubmed}: no such files or folders (PubMed baseline .xml.gz files are needed)")
+    pmc = [] if a.pmc is None else a.pmc or [str(root / "pmc")]
+    if pmc and "bio" in a.models and not any(glob.glob(p) for p in pmc):
+        raise UserError(f"--pmc {pmc}: no such files or folders (PMC Open Access .nxml files or .tar.gz packages)")
     if a.head_tokens is None:  # automatic: a head to learn first only when Base has none
         head_steps = 0 if has_mlm_head(base) else a.head_steps or math.ceil(DEFAULT_HEAD_TOKENS / per_step)
     else:
@@ -209,7 +215,7 @@ def build_plan(a: argparse.Namespace) -> dict:
     return {"created": dt.datetime.now().isoformat(timespec="seconds"), "command": sys.argv, "quick": a.quick,
             "base_model": base, "bio_model": str(a.work_dir / "pretrain" / "hf"), "work_dir": str(a.work_dir),
             "base_config": {k: getattr(bert, k) for k in ("num_hidden_layers", "hidden_size", "vocab_size")},
-            "data_root": str(root), "pubmed": pubmed, "decontaminate": [str(root / k) for k in KINDS
+            "data_root": str(root), "pubmed": pubmed, "pmc": pmc, "decontaminate": [str(root / k) for k in KINDS
                                                                         if (root / k).is_dir()],
             "seq_len": a.seq_len, "nproc": nproc, "gpus": gpus, "launcher": a.launcher, "ds_pretrain": a.ds_pretrain,
             "ds_finetune": a.ds_finetune, "train_batch_size": tbs, "tokens_per_step": per_step,
@@ -225,13 +231,13 @@ def build_plan(a: argparse.Namespace) -> dict:
             "keep_checkpoints": a.keep_checkpoints}
 
 
-PRETRAIN_KEYS = ("base_model", "pubmed", "seq_len", "pretrain_steps", "ds_pretrain", "max_docs", "prep_args",
+PRETRAIN_KEYS = ("base_model", "pubmed", "pmc", "seq_len", "pretrain_steps", "ds_pretrain", "max_docs", "prep_args",
                  "pretrain_args", "decontaminate", "eval_batches", "head_steps", "head_lr")
 
 
 def pretrain_settings(plan: dict) -> dict:
-    """What decides the Bio model; a plan written before the heads-only phase existed had none."""
-    return {k: plan.get(k, 0 if k == "head_steps" else None) for k in PRETRAIN_KEYS}
+    """What decides the Bio model; a plan written before the heads-only phase (or --pmc) existed had none."""
+    return {k: plan.get(k, {"head_steps": 0, "pmc": []}.get(k)) for k in PRETRAIN_KEYS}
 
 
 # ------------------------------------------------------------------------------------------- execution
@@ -256,13 +262,15 @@ def run_child(cmd: list[str], threads: int, what: str, ok: tuple[int, ...] = (0,
 
 def data_prep_stage(plan: dict) -> dict:
     shards = Path(plan["work_dir"]) / "shards"
-    cmd = [sys.executable, "-m", "data_prep", "--input", *plan["pubmed"], "--vocab", plan["base_model"],
+    corpus = [*plan["pubmed"], *plan.get("pmc", [])]
+    cmd = [sys.executable, "-m", "data_prep", "--input", *corpus, "--vocab", plan["base_model"],
            "--out", str(shards), "--seq_len", str(plan["seq_len"]), "--mode", "mlm"]
     if plan["decontaminate"]:
         cmd += ["--decontaminate", *plan["decontaminate"], "--decontaminate_action", "drop"]
     cmd += [*(["--max_docs", str(plan["max_docs"])] if plan["max_docs"] else []), *shlex.split(plan["prep_args"])]
-    files = [Path(f) for p in plan["pubmed"] for f in glob.glob(p)]
-    size = sum(f.stat().st_size for p in files for f in ([p] if p.is_file() else p.rglob("*.xml*")))
+    files = [Path(f) for p in corpus for f in glob.glob(p)]
+    size = sum(f.stat().st_size for p in files for f in ([p] if p.is_file() else p.rglob("*"))
+               if f.name.endswith((".xml", ".xml.gz", ".nxml", ".tar.gz")))
     return {"name": "data_prep", "kind": "data_prep", "units": size, "done": (shards / "manifest.json").is_file,
             "run": lambda: run_child(cmd, os.cpu_count() or 1, "data_prep", ok=(0, 3))}  # 3: a file skipped
 
@@ -355,6 +363,8 @@ def print_plan(plan: dict, stages: list[dict], progress: Progress) -> None:
           f"on 8 V100s); {plan['nproc']} rank(s), {plan['launcher']} launcher"
           + (f", after a heads-only phase of {plan['head_steps']:,} steps ({plan['head_tokens']:,} tokens, encoder "
              f"frozen, peak learning rate {plan['head_lr']:g})" if plan.get("head_steps") else "")
+          + f"\n  corpus: PubMed {', '.join(plan['pubmed'])}"
+          + (f" + PMC {', '.join(plan['pmc'])}" if plan.get("pmc") else "")
           + f"\n  decontamination: every test set "
           f"under {', '.join(plan['decontaminate']) or '(none)'}\n  fine-tuning: protocol {plan['protocol']}, epochs "
           f"{plan['epochs']}, seeds {plan['seeds']}, models {plan['models']}", flush=True)

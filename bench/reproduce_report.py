@@ -221,7 +221,12 @@ def plot_delta(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_mlm(curve: list[dict], path: Path) -> None:
+def corpus_name(plan: dict) -> str:
+    """What Bio was pre-trained on: PubMed abstracts, and PMC full text with --pmc."""
+    return "PubMed + PMC" if plan.get("pmc") else "PubMed"
+
+
+def plot_mlm(curve: list[dict], path: Path, corpus: str = "PubMed") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -246,7 +251,7 @@ def plot_mlm(curve: list[dict], path: Path) -> None:
     else:
         ax.text(0.5, 0.5, "no held-out evaluation yet", ha="center", transform=ax.transAxes)
     ax.set_xlabel(f"pre-training tokens{f', {unit}' if unit else ''} (steps x train_batch_size x seq_len)")
-    ax.set_title("Continued pre-training from Base (step 0) on PubMed")
+    ax.set_title(f"Continued pre-training from Base (step 0) on {corpus}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -363,7 +368,7 @@ def write_report(plan: dict, report_dir: Path) -> dict:
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "results").mkdir(exist_ok=True)
     plot_delta(results, report_dir / "reproduce_delta.png")
-    plot_mlm(curve, report_dir / "reproduce_mlm_loss.png")
+    plot_mlm(curve, report_dir / "reproduce_mlm_loss.png", corpus_name(plan))
     paragraphs = summary(plan, results, curve, measured)
     data = {"date": dt.datetime.now().isoformat(timespec="seconds"), "git_sha": git_sha(), "machine": machine(plan),
             "plan": {k: v for k, v in plan.items() if k != "groups"}, "measured": measured,
@@ -376,7 +381,7 @@ def write_report(plan: dict, report_dir: Path) -> dict:
           f"{data['machine']['cores']} cores, {data['machine']['gpus']} GPUs; torch "
           f"{data['machine']['versions']['torch']}, deepspeed {data['machine']['versions']['deepspeed']}.", "",
           f"- Base: `{plan['base_model']}` ({plan['base_config']})",
-          f"- Bio: Base + {plan['pretrain_tokens']:,} tokens of masked-LM pre-training on PubMed "
+          f"- Bio: Base + {plan['pretrain_tokens']:,} tokens of masked-LM pre-training on {corpus_name(plan)} "
           f"({plan['pretrain_steps']:,} steps x {plan['train_batch_size']} x {plan['seq_len']}, {plan['nproc']} ranks)"
           + (f", after {plan['head_tokens']:,} tokens ({plan['head_steps']:,} steps, peak learning rate "
              f"{plan['head_lr']:g}) that trained only the new masked-LM head, the encoder frozen"

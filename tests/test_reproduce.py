@@ -197,3 +197,37 @@ def test_report_names_a_constant_classifier(tmp_path):
         leaf("bio", fold, 2, 0, 0, 10, 27)  # all negative
     note, = rr.constant_notes(rr.collect({"groups": groups, "seeds": [1, 2]})[0])
     assert "Bio in 4 of 4 runs" in note and "says nothing at this budget" in note
+
+
+def test_pmc_joins_the_corpus_and_an_older_plan_without_it_still_matches(tmp_path):
+    """--pmc adds PMC full text to data_prep's inputs (DATA_ROOT/pmc when given alone); without it the plan
+    is the PubMed-only one that work dirs made before the flag existed recorded."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import reproduce
+
+    write_data(tmp_path)
+    pmc = tmp_path / "data" / "pmc"
+    pmc.mkdir()
+    for name in ("PMC1000001.nxml", "PMC1000003.nxml"):
+        shutil.copy(REPO / "tests" / "fixtures" / "data_prep" / "pmc" / name, pmc / name)
+    flags = ["--quick", "--base_model", str(tmp_path / "base"), "--data_root", str(tmp_path / "data"),
+             "--work_dir", str(tmp_path / "work"), "--ds_pretrain", str(tmp_path / "ds.json"), "--nproc", "1"]
+    plain = reproduce.build_plan(reproduce.parse_args(flags))
+    assert plain["pmc"] == []
+    older = {k: v for k, v in plain.items() if k != "pmc"}  # written before --pmc existed
+    assert reproduce.pretrain_settings(older) == reproduce.pretrain_settings(plain)
+
+    plan = reproduce.build_plan(reproduce.parse_args([*flags, "--pmc"]))
+    assert plan["pmc"] == [str(pmc)]
+    assert reproduce.pretrain_settings(plan) != reproduce.pretrain_settings(plain)  # another Bio model
+    stage = reproduce.data_prep_stage(plan)
+    pubmed_only = reproduce.data_prep_stage(plain)["units"]
+    assert stage["units"] > pubmed_only  # the articles count in the ETA's bytes
+    stage["run"]()
+    manifest = json.loads((tmp_path / "work" / "shards" / "manifest.json").read_text())
+    paths = [i["path"] for i in manifest["inputs"]]
+    assert any("pubmed26n0001" in p for p in paths) and str(pmc) in paths, paths
+    from_pmc = sum(i["documents"] for i in manifest["inputs"] if i["path"] == str(pmc))
+    assert from_pmc == 1, manifest["inputs"]  # PMC1000003 has no body text: counted as skipped, not lost
+    assert manifest["skipped"].get("no_text") == 1, manifest["skipped"]
+    assert "PubMed + PMC" in __import__("reproduce_report").corpus_name(plan)
