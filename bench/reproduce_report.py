@@ -328,7 +328,37 @@ def summary(plan: dict, results: dict, curve: list[dict], measured: dict) -> lis
                f"{plan['base_config']['num_hidden_layers']}-layer, hidden-{plan['base_config']['hidden_size']} model. "
                "Differences of this size at this budget say how far a small budget moves the needle, not whether "
                "the paper's effect holds at its budget.")
+    if nxt := next_budget(plan, curve, measured):
+        out.append(nxt)
     return out
+
+
+def next_budget(plan: dict, curve: list[dict], measured: dict, factor: int = 5) -> str:
+    """Where the benchmark expects the effect, from the held-out curve's second half of full training (not its
+    last stretch: the learning rate decays to 0 there, so that stretch is flat whatever the budget): still
+    falling means the encoder is still adapting, so a larger budget of the same corpus (priced at this run's
+    measured rate); flat means this model has taken what the corpus gives at this size."""
+    full = [p for p in curve if p.get("phase") != "heads" and p["step"] > 0]
+    if len(full) < 3:
+        return ""
+    mid_tokens = (full[0]["tokens"] + full[-1]["tokens"]) / 2
+    mid, last = min(full[:-1], key=lambda p: abs(p["tokens"] - mid_tokens)), full[-1]
+    drop, span = mid["heldout_mlm_loss"] - last["heldout_mlm_loss"], last["tokens"] - mid["tokens"]
+    rel = drop / mid["heldout_mlm_loss"] if mid["heldout_mlm_loss"] else 0.0
+    where = (f"({mid['heldout_mlm_loss']:.3f} -> {last['heldout_mlm_loss']:.3f}, {rel:.1%}, over the last "
+             f"{span:,} tokens")
+    if rel > 0.01:
+        tokens = factor * plan["pretrain_tokens"]
+        cpu_h = measured["cpu_hours"].get("pretrain", 0.0) / max(1, plan["pretrain_tokens"]) * tokens
+        price = f"about {cpu_h:.1f} CPU-hours of pre-training at this run's measured rate" if cpu_h else "unmeasured"
+        return (f"Where the benchmark expects the effect: the held-out loss was still falling in the second half of "
+                f"the full phase {where}, as the learning rate decayed), so the encoder was still adapting to the "
+                "corpus when fine-tuning started, and the paper's gains grow with pre-training steps (its Figure 3). "
+                f"The next budget to run is {factor}x this one, `--pretrain_tokens {tokens:,}` ({price}; minutes on "
+                "one GPU).")
+    return (f"The held-out loss was flat in the second half of the full phase {where}): this model has taken "
+            "most of what more tokens of this corpus give at this size, so the benchmark expects the paper's effect "
+            "from a larger Base (BERT-base, `--base_model`) at BioBERT's budget, not from more tokens here.")
 
 
 def machine(plan: dict) -> dict:

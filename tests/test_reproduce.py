@@ -231,3 +231,26 @@ def test_pmc_joins_the_corpus_and_an_older_plan_without_it_still_matches(tmp_pat
     assert from_pmc == 1, manifest["inputs"]  # PMC1000003 has no body text: counted as skipped, not lost
     assert manifest["skipped"].get("no_text") == 1, manifest["skipped"]
     assert "PubMed + PMC" in __import__("reproduce_report").corpus_name(plan)
+
+
+def test_report_names_the_next_budget_from_the_second_half_of_the_curve():
+    """The last stretch of a linearly decayed run is flat whatever the budget: the judgement uses the second
+    half of the full phase, and prices the next budget at the run's measured CPU rate."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import reproduce_report as rr
+
+    plan = {"pretrain_tokens": 2_000_000}
+    measured = {"cpu_hours": {"pretrain": 0.5}}
+
+    def curve(losses):
+        return ([{"step": 0, "tokens": 0, "heldout_mlm_loss": 11.0}, {"step": 1, "tokens": 1, "heldout_mlm_loss": 9.0,
+                                                                       "phase": "heads"}]
+                + [{"step": 10 * i, "tokens": 400_000 * i, "heldout_mlm_loss": v, "phase": "full"}
+                   for i, v in enumerate(losses, 1)])
+
+    falling = rr.next_budget(plan, curve([6.0, 5.5, 5.2, 5.0, 4.99]), measured)  # flat only at the very end
+    assert "still falling" in falling and "`--pretrain_tokens 10,000,000`" in falling
+    assert "about 2.5 CPU-hours" in falling and "5.200 -> 4.990" in falling
+    flat = rr.next_budget(plan, curve([6.0, 5.0, 4.99, 4.985, 4.98]), measured)
+    assert "flat in the second half" in flat and "--pretrain_tokens" not in flat
+    assert rr.next_budget(plan, curve([6.0, 5.0]), measured) == ""  # too few points to judge
