@@ -126,6 +126,13 @@ class Progress:
         print(f"[{i + 1}/{len(self.stages)}] {verb:<5} {self.stages[i]['name']}{extra} | elapsed "
               f"{hms(time.time() - self.t0)} | ETA {hms(self.eta(i + (verb != 'start')))}", flush=True)
 
+    def record(self, name: str, rec: dict) -> None:
+        """Add a finished stage to timings.json as it is now on disk: another invocation in the same work dir
+        (Base and Bio side by side) may have added its own stages since this one read the file."""
+        on_disk = read_json(self.path, "timings") if self.path.is_file() else {}
+        self.timings = {**self.timings, **on_disk, name: rec}
+        write_json(self.path, self.timings)
+
     def run(self) -> None:
         for i, s in enumerate(self.stages):
             if s["done"]():
@@ -134,10 +141,8 @@ class Progress:
             self.line(i, "start")
             t, c = time.time(), cpu_seconds()
             s["run"]()
-            self.timings[s["name"]] = rec = {"kind": s["kind"], "units": s["units"], "units_of": UNITS,
-                                             "runs": s.get("runs", 0),
-                                             "wall_s": time.time() - t,
-                                             "cpu_s": cpu_seconds() - c,
-                                             "finished": dt.datetime.now().isoformat(timespec="seconds")}
-            write_json(self.path, self.timings)
+            rec = {"kind": s["kind"], "units": s["units"], "units_of": UNITS, "runs": s.get("runs", 0),
+                   "wall_s": time.time() - t, "cpu_s": cpu_seconds() - c,
+                   "finished": dt.datetime.now().isoformat(timespec="seconds")}
+            self.record(s["name"], rec)
             self.line(i, "done", f" in {hms(rec['wall_s'])} (CPU {hms(rec['cpu_s'])})")

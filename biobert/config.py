@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import types
 import typing
 from pathlib import Path
@@ -144,9 +145,10 @@ def config_dict(cfg: Any) -> dict:
 
 
 def write_json(path: str | Path, data: dict) -> None:
-    """Write atomically so a reader never sees half a file."""
+    """Write atomically so a reader never sees half a file (a temporary file per process, so two writers
+    never share one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     tmp.replace(path)

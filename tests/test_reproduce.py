@@ -156,6 +156,16 @@ def test_eta_sets_the_fixed_cost_of_each_fine_tuning_run_apart(tmp_path):
     stages[0]["units"] = 4000.0
     assert abs(r.Progress(plan, stages).rate("re") - 200 / 4000) < 1e-9
 
+    # Base and Bio side by side in one work dir: each invocation adds its stage to the file as it is on disk
+    work = tmp_path / "shared"
+    work.mkdir()
+    side = {"work_dir": str(work), "nproc": 1, "gpus": 0, "tokens_per_step": 1}
+    first, second = r.Progress(side, []), r.Progress(side, [])  # both read the file before either wrote
+    first.record("re gad base (30 runs)", {"kind": "re", "units": 1.0, "wall_s": 1.0})
+    second.record("re gad bio (30 runs)", {"kind": "re", "units": 1.0, "wall_s": 2.0})
+    assert set(json.loads((work / "timings.json").read_text())) == {"re gad base (30 runs)", "re gad bio (30 runs)"}
+    assert not list(work.glob("*.tmp"))
+
     # pre-training before it is measured: the plan's CPU-hours (held-out evaluations and model size in) per
     # step, a heads-only step at HEAD_COST, over the ranks' threads
     plan.update(est_pretrain_cpu_h=1.0, pretrain_steps=90, head_steps=20, gpus=0)
