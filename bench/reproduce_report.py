@@ -282,8 +282,9 @@ def summary(plan: dict, results: dict, curve: list[dict], measured: dict) -> lis
                 for r in results.values() if r["kind"] == kind and r.get("delta") and key in r["delta"]["mean"]]
         if not rows:
             continue
-        pos = [f"{n} {d:+.2f}" + (f" ± {s:.2f}" if s is not None else "") for n, d, s, _ in rows if d > 0]
-        neg = [f"{n} {d:+.2f}" + (f" ± {s:.2f}" if s is not None else "") for n, d, s, _ in rows if d <= 0]
+        # judged as printed: a difference that rounds to 0.00 is not a positive one
+        pos = [f"{n} {d:+.2f}" + (f" ± {s:.2f}" if s is not None else "") for n, d, s, _ in rows if round(d, 2) > 0]
+        neg = [f"{n} {d:+.2f}" + (f" ± {s:.2f}" if s is not None else "") for n, d, s, _ in rows if round(d, 2) <= 0]
         clear = [n for n, d, s, k in rows if s is not None and abs(d) > s]
         seeds = "/".join(map(str, sorted({k for *_, k in rows})))
         text = (f"**{kind.upper()}** ({METRIC_NAME[key]}, {seeds} seed{'' if seeds == '1' else 's'}): {DELTA} is "

@@ -264,3 +264,22 @@ def test_report_names_the_next_budget_from_the_second_half_of_the_curve():
     flat = rr.next_budget(plan, curve([6.0, 5.0, 4.99, 4.985, 4.98]), measured)
     assert "flat in the second half" in flat and "--pretrain_tokens" not in flat
     assert rr.next_budget(plan, curve([6.0, 5.0]), measured) == ""  # too few points to judge
+
+
+def test_summary_judges_a_difference_as_printed():
+    """GAD's Bio − Base of +0.004 prints as +0.00: it must not be counted as a positive dataset."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import reproduce_report as rr
+
+    def row(name, d, s):
+        return {"name": name, "kind": "re", "models": {},
+                "delta": {"mean": {"f1": d}, "std": {"f1": s}, "n": 3}}
+
+    plan = {"pretrain_tokens": 1000, "pretrain_steps": 1, "tokens_per_step": 1000, "est_pretrain_cpu_h": 0.1,
+            "base_config": {"num_hidden_layers": 6, "hidden_size": 384}, "work_dir": "/nonexistent",
+            "paper": {"tokens": 6.16e10, "steps": 470000, "tokens_per_step": 131072, "hardware": "8 x V100"}}
+    measured = {"cpu_hours_total": 1.0, "cpu_hours": {"pretrain": 0.1}}
+    text = rr.summary(plan, {"gad": row("GAD", 0.0044, 0.51), "chemprot": row("CHEMPROT", 0.41, 0.39)}, [],
+                      measured)[0]
+    assert "positive on 1 of 2 datasets (CHEMPROT +0.41 ± 0.39)" in text, text
+    assert "**not positive on 1** (GAD +0.00 ± 0.51)" in text, text
