@@ -40,13 +40,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 import reproduce_report  # noqa: E402
-from reproduce_progress import CPU_S_PER_TOKEN, HEAD_COST, KINDS, Progress, count_tokens, hms  # noqa: E402
+from reproduce_progress import HEAD_COST, KINDS, Progress, count_tokens, hms  # noqa: E402
 
 from biobert.config import read_json, write_json  # noqa: E402
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
+from data_prep.readers import expand_inputs  # noqa: E402
 
 DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 KIND_FLAGS = {"ner": [], "re": [], "qa": ["--max_seq_length", "384", "--doc_stride", "128"]}  # BioBERT's QA
+# Pre-training, CPU-s per token at 1 thread (bench/README.md, section 1), for est_pretrain_cpu_h: with the
+# held-out evaluations counted, the default 489 steps on 2 ranks are estimated at 22.5 min (23.1 measured idle).
+CPU_S_PER_TOKEN = 1.2e-3
 DEFAULT_TOKENS = 2_000_000  # 489 steps of 4,096 tokens with cpu.json: 0.7 CPU-hours here, evaluations included
 # A heads-only first phase when Base has no trained MLM head: 98 steps, 0.08 CPU-hours here. Measured with it,
 # the NER mean Bio - Base went from -0.01 to +0.18 and the final held-out MLM loss from 5.10 to 4.84.
@@ -268,10 +272,10 @@ def data_prep_stage(plan: dict) -> dict:
     if plan["decontaminate"]:
         cmd += ["--decontaminate", *plan["decontaminate"], "--decontaminate_action", "drop"]
     cmd += [*(["--max_docs", str(plan["max_docs"])] if plan["max_docs"] else []), *shlex.split(plan["prep_args"])]
-    files = [Path(f) for p in corpus for f in glob.glob(p)]
-    size = sum(f.stat().st_size for p in files for f in ([p] if p.is_file() else p.rglob("*"))
-               if f.name.endswith((".xml", ".xml.gz", ".nxml", ".tar.gz")))
-    return {"name": "data_prep", "kind": "data_prep", "units": size, "done": (shards / "manifest.json").is_file,
+    done = (shards / "manifest.json").is_file
+    # the bytes data_prep will read, listed by data_prep itself (its readers decide which files count)
+    size = 0 if done() else sum(f.stat().st_size for f in expand_inputs(corpus))
+    return {"name": "data_prep", "kind": "data_prep", "units": size, "done": done,
             "run": lambda: run_child(cmd, os.cpu_count() or 1, "data_prep", ok=(0, 3))}  # 3: a file skipped
 
 

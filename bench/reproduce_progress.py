@@ -17,9 +17,8 @@ from pathlib import Path
 from biobert.config import read_json, write_json
 
 KINDS = ("ner", "re", "qa")
-# ETA priors until this work dir has measured its own rates (2 shared cores, all-MiniLM-L6-v2):
-CPU_S_PER_TOKEN = 1.2e-3  # pre-training, CPU-s per token at 1 thread (bench/README.md, section 1): the plan's
-# est_pretrain_cpu_h, held-out evaluations included (1,384 s measured idle for the default 489 steps, 1,366 s estimated)
+# ETA priors until this work dir has measured its own rates (2 shared cores, all-MiniLM-L6-v2); pre-training's
+# comes from the plan's own CPU estimate (reproduce.py, est_pretrain_cpu_h).
 # Fine-tuning: wall seconds per estimated WordPiece (count_tokens) as the recorded runs measured them, the
 # fixed cost of each run apart (NER 4.9e-4 on 4 datasets, ChemProt 5.5e-4, EU-ADR 6.1e-4, BioASQ 3.3e-4).
 PRIOR_S_PER_UNIT = {"ner": 5e-4, "re": 6e-4, "qa": 3.5e-4, "data_prep": 1e-6, "base_heldout": 40.0}
