@@ -24,6 +24,7 @@ from typing import Any
 
 from biobert.config import read_json, write_json
 from biobert.errors import UserError
+from biobert.faults import NO_FAULTS, Faults
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,7 +132,7 @@ def _prune(ckpt: Path, keep_last: int, current: str) -> None:
 
 
 def save(engine: Any, run_dir: str | Path, state: TrainState, run_config: dict,
-         exporter: Any | None = None, keep_last: int = 0) -> Path:
+         exporter: Any | None = None, keep_last: int = 0, faults: Faults = NO_FAULTS) -> Path:
     """Collective and atomic: DeepSpeed shards, our JSON and the HF export are written first; only then do
     `latest` and `run_dir/hf` move (rank 0, atomic renames), so a crash mid-save leaves the previous
     checkpoint as the one --resume uses. Older checkpoints beyond `keep_last` are removed afterwards."""
@@ -140,8 +141,7 @@ def save(engine: Any, run_dir: str | Path, state: TrainState, run_config: dict,
     state.world_size = engine.world_size
     client = {"train_state": dataclasses.asdict(state), "run_config": run_config, "git_sha": git_sha()}
     engine.save_checkpoint(ckpt, tag, client)
-    if os.environ.get("BIOBERT_FAULT_KILL_IN_SAVE") == tag and engine.rank == 0:  # crash-in-save tests
-        os.kill(os.getpid(), 9)
+    faults.in_save(tag, engine.rank)  # crash-in-save tests
     tag_dir = ckpt / tag
     if engine.rank == 0:
         write_json(tag_dir / "run_config.json", run_config)
@@ -165,15 +165,26 @@ def save(engine: Any, run_dir: str | Path, state: TrainState, run_config: dict,
 
 
 def export_hf_model(engine: Any, out_dir: Path, provenance: dict, prefix: str, hf_model: Any,
-                    tokenizer: Any, extra_files: dict[str, dict] | None = None) -> None:
-    """Write `hf_model`'s config with the engine's current weights (collected from key `prefix`)."""
+                    tokenizer: Any, extra_files: dict[str, dict] | None = None, vocab_size: int = 0) -> None:
+    """Write `hf_model`'s config with the engine's current weights (collected from key `prefix`).
+    `vocab_size`: the real vocabulary of a model trained with a padded one (models.pad_vocab): the export
+    is sliced back to it, so it loads with the original vocab.txt."""
     state = engine.full_state_dict()  # collective under ZeRO-3
     if engine.rank != 0:
         return
     weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    padded = hf_model.config.vocab_size
+    if vocab_size and vocab_size != padded:
+        from biobert.models import unpad_vocab
+
+        weights = unpad_vocab(weights, vocab_size)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    hf_model.save_pretrained(str(tmp), state_dict=weights, safe_serialization=True)
+    hf_model.config.vocab_size = vocab_size or padded
+    try:
+        hf_model.save_pretrained(str(tmp), state_dict=weights, safe_serialization=True)
+    finally:
+        hf_model.config.vocab_size = padded
     tokenizer.save(tmp)
     write_json(tmp / "biobert_run.json", provenance)
     for name, data in (extra_files or {}).items():

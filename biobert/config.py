@@ -39,6 +39,10 @@ class LoopConfig:
     divergence_window: int = 20  # optimizer steps in that recent mean
     max_rollbacks: int = 3  # then stop with an error (non-finite losses always roll back)
     peak_tflops: float = 0.0  # the device's peak for MFU; 0 = from the GPU table (none on CPU)
+    # torch.compile the training module (engine.compile): "" off, "auto" (on a GPU only), "default",
+    # "max-autotune", or "reduce-overhead" (CUDA graphs too; refused with gradient accumulation, pytorch#169545)
+    compile: str = ""
+    compile_backend: str = "inductor"  # torch.compile backend ("aot_eager": tests, no code generation)
 
 
 def _field_types(cls: type) -> dict[str, Any]:

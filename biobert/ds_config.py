@@ -96,6 +96,16 @@ def validate(cfg: dict, source: str) -> None:
                         f"got {zero.get('stage')!r}")
     if cfg.get("fp16", {}).get("enabled") and cfg.get("bf16", {}).get("enabled"):
         raise UserError(f"{source}: fp16 and bf16 are both enabled; enable one")
+    autocast = cfg.get("torch_autocast") or {}
+    if autocast.get("enabled"):
+        dtype = str(autocast.get("dtype", "")).replace("torch.", "")
+        if dtype not in ("bfloat16", "bf16", "float16", "fp16", "half"):
+            raise UserError(f"{source}: torch_autocast.dtype must be \"bfloat16\" or \"float16\", got "
+                            f"{autocast.get('dtype')!r} (without it DeepSpeed autocasts to fp16 with no loss scaler)")
+        if cfg.get("fp16", {}).get("enabled") or cfg.get("bf16", {}).get("enabled"):
+            raise UserError(f"{source}: torch_autocast with bf16/fp16 enabled: DeepSpeed would cast the weights to "
+                            "16 bits and wrap the optimizer anyway. Use torch_autocast alone (fp32 weights, 16-bit "
+                            "products) or bf16/fp16 alone.")
 
 
 def resolve_batch(cfg: dict, world_size: int, source: str) -> tuple[int, int, int]:
@@ -199,6 +209,11 @@ def finalize(cfg: dict, world_size: int, total_steps: int, on_cpu: bool, source:
         # gradient norm does not: on one H200 it was ~30 % of a ZeRO-1 step (bench/README.md, GPU). The loop
         # rolls back a step whose gradient norm is not finite instead. An explicit setting is kept.
         bf16.setdefault("check_grad_overflow", False)
+    # DeepSpeed's throughput timer (on by default) synchronises the device around every step when no
+    # dataloader is handed to it, which ours never is; the loop measures tokens/s itself. Kept if set.
+    timers = cfg.setdefault("timers", {})
+    if isinstance(timers, dict):
+        timers.setdefault("throughput", {}).setdefault("enabled", False)
     opt_type = ((cfg.get("optimizer") or {}).get("type") or "").lower()
     if opt_type == "lamb" and cfg.get("zero_optimization", {}).get("stage", 0) >= 1:
         raise UserError(f"{source}: Lamb with ZeRO stage {cfg['zero_optimization']['stage']}: ZeRO hands the "

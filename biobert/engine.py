@@ -57,12 +57,54 @@ def _param_groups(model: torch.nn.Module) -> list[dict]:
     return groups
 
 
+_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+           "half": torch.float16}
+
+
+def compute_dtype(config: dict) -> torch.dtype:
+    """The precision the matrix products run in: DeepSpeed's bf16/fp16 (16-bit weights) or torch_autocast
+    (fp32 weights and optimizer, 16-bit products)."""
+    autocast = config.get("torch_autocast") or {}
+    if autocast.get("enabled"):
+        return _DTYPES[str(autocast.get("dtype")).replace("torch.", "")]
+    if config.get("bf16", {}).get("enabled"):
+        return torch.bfloat16
+    return torch.float16 if config.get("fp16", {}).get("enabled") else torch.float32
+
+
+class _HostCopy:
+    """A device vector on its way to a pinned host buffer. `read()` waits for its copy only (recorded as a
+    CUDA event), which has finished by the time the loop reads it one step later; the buffers are reused
+    and read through numpy views made once, so reading them touches no device tensor."""
+
+    def __init__(self, flat: torch.Tensor, has_norm: bool, pool: dict):
+        self.has_norm = has_norm
+        key = flat.numel()
+        ring = pool.get(key)
+        if ring is None:  # three in flight at most: the pending step, the one just launched, a spare
+            cuda = flat.device.type == "cuda"
+            bufs = [torch.empty(key, dtype=torch.float64, pin_memory=cuda) for _ in range(3)]
+            ring = pool[key] = [(b, b.numpy()) for b in bufs]
+        self._buf, self._view = ring.pop(0)
+        ring.append((self._buf, self._view))
+        self._buf.copy_(flat, non_blocking=True)
+        self._event = None
+        if flat.device.type == "cuda":
+            self._event = torch.cuda.Event()
+            self._event.record()
+
+    def read(self) -> list[float]:
+        if self._event is not None:
+            self._event.synchronize()
+        return self._view.tolist()
+
+
 class Engine:
     """A DeepSpeed engine plus the facts the loop needs (world, batch layout, device, precision)."""
 
     def __init__(self, model: torch.nn.Module, ds_config_path: str | Path, *, total_steps: int,
                  overrides: list[str] | None = None, timeout_s: int = 600, load_universal: bool = False,
-                 resume_stage: int | None = None):
+                 resume_stage: int | None = None, compile_mode: str = "", compile_backend: str = "inductor"):
         dist.setup_env()
         import deepspeed  # noqa: PLC0415  (deferred: 1-2 s import, and the env must be set first)
         from deepspeed.accelerator import get_accelerator
@@ -98,9 +140,34 @@ class Engine:
         self.micro_batch = self.config["train_micro_batch_size_per_gpu"]
         self.grad_accum = self.config["gradient_accumulation_steps"]
         self.zero_stage = self.config.get("zero_optimization", {}).get("stage", 0)
-        self.dtype = (torch.bfloat16 if self.config.get("bf16", {}).get("enabled")
-                      else torch.float16 if self.config.get("fp16", {}).get("enabled") else torch.float32)
+        self.dtype = compute_dtype(self.config)
         self.device = self.ds.device
+        if compile_mode:
+            self._compile(compile_mode, compile_backend)
+        self._buffers: dict = {}
+        config = getattr(model, "config", None)  # a Hugging Face BERT task model: its mask goes in 4-D
+        self._hf_bert = ((config._attn_implementation, model.dtype)
+                         if getattr(config, "model_type", None) == "bert" else None)
+        self._scaler = getattr(self.ds, "torch_autocast_z0_gradscaler", None)
+        self._skipped = torch.zeros((), dtype=torch.int64, device=self.device)
+        if not (self.ds.fp16_enabled() or self.ds.bfloat16_enabled() or self.ds.zero_optimization()):
+            self.ds.clip_fp32_gradients = self._clip_foreach  # see _clip_foreach
+
+    def _compile(self, mode: str, backend: str) -> None:
+        """torch.compile of the whole training module through DeepSpeed's engine.compile (the module is
+        compiled in place: parameter and checkpoint names do not change)."""
+        modes = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+        if mode == "auto":  # compiled on a GPU; on a CPU the compile time (~20 s) outweighs a short run
+            if self.on_cpu:
+                return
+            mode = "default"
+        if mode not in modes:
+            raise UserError(f"--compile {mode!r}: expected one of {', '.join(modes)} (or leave it empty)")
+        if mode in ("reduce-overhead", "max-autotune") and self.grad_accum > 1:  # refused on a laptop too
+            raise UserError(f"--compile {mode}: CUDA graphs with gradient accumulation "
+                            f"({self.grad_accum} micro-batches) give wrong gradients (pytorch#169545). Use "
+                            "--compile default, or one micro-batch per step (gradient_accumulation_steps 1).")
+        self.ds.compile(backend=backend, compile_kwargs={} if mode == "default" else {"mode": mode})
 
     # ---- training -------------------------------------------------------------------------------
     @property
@@ -111,14 +178,25 @@ class Engine:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     def __call__(self, batch: dict[str, Any]) -> Any:
-        return self.ds(**self.to_device(batch))
+        batch = self.to_device(batch)
+        mask = batch.get("attention_mask")
+        if self._hf_bert is not None and mask is not None and mask.dim() == 2:
+            from biobert.models import bert_attention_mask
+
+            batch["attention_mask"] = bert_attention_mask(mask, *self._hf_bert)
+        return self.ds(**batch)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.ds.backward(loss)
 
     def step(self) -> None:
         """Call after every micro-batch; DeepSpeed applies the update at the accumulation boundary."""
+        if self._scaler is None or not self.ds.is_gradient_accumulation_boundary():
+            self.ds.step()
+            return
+        before = self._scaler._scale.clone()  # the scaler's device tensor (its public get_scale() syncs)
         self.ds.step()
+        self._skipped += (self._scaler._scale < before).to(self._skipped.dtype)
 
     def train(self, mode: bool = True) -> None:
         self.ds.train(mode)
@@ -129,25 +207,67 @@ class Engine:
 
     @property
     def grad_norm(self) -> float | None:
+        """The last step's global gradient norm on the host (a sync: for log steps and tests)."""
         norm = self.ds.get_global_grad_norm()
         return None if norm is None else float(norm)
 
+    def grad_norm_tensor(self) -> torch.Tensor | float | None:
+        """The last step's global gradient norm as DeepSpeed holds it: a device tensor where the Engine clips
+        (no optimizer wrapper) or DeepSpeed keeps one, a float where DeepSpeed has read it already."""
+        return self.ds.get_global_grad_norm()
+
+    def _clip_foreach(self) -> None:
+        """DeepSpeed's clipper for unwrapped optimizers (fp32, torch_autocast) loops over the parameters,
+        two kernels each plus a host read of the norm; torch's foreach clip does the same arithmetic in a
+        handful of kernels and keeps the norm on the device. DeepSpeed still decides when to clip (at the
+        accumulation boundary, after unscaling) and with which `gradient_clipping`."""
+        params = [p for p in self.ds.module.parameters() if p.grad is not None]
+        self.ds._global_grad_norm = torch.nn.utils.clip_grad_norm_(params, self.ds.gradient_clipping(),
+                                                                   foreach=True)
+
     @property
     def loss_scale(self) -> float | None:
+        """fp16's current loss scale (a host read: log steps only)."""
         if self.dtype != torch.float16:
             return None
+        if self._scaler is not None:
+            return float(self._scaler.get_scale())
         opt = self.ds.optimizer
         return float(getattr(opt, "cur_scale", getattr(opt, "loss_scale", 0.0)))
 
     @property
     def skipped_steps(self) -> int:
+        """Optimizer steps skipped for an fp16 overflow. torch's GradScaler (fp16 torch_autocast at ZeRO 0)
+        skips inside the fused optimizer, on the device, and DeepSpeed does not count it: a step whose
+        scale went down was skipped, counted on the device in step()."""
+        if self._scaler is not None:
+            return int(self._skipped)
         return int(self.ds.skipped_steps)
 
-    def all_reduce_sum(self, values: list[float]) -> list[float]:
-        t = torch.tensor(values, dtype=torch.float64, device="cpu" if self.on_cpu else self.device)
+    def all_reduce_sum(self, values: list[float] | torch.Tensor) -> list[float]:
+        """Summed over ranks, on the host (a sync: for evaluation and log steps)."""
+        t = torch.as_tensor(values, dtype=torch.float64).to(self.device)
         if self.world_size > 1:
             torch.distributed.all_reduce(t)
         return t.tolist()
+
+    def reduce_async(self, host: list[float], device: torch.Tensor | None,
+                     norm: torch.Tensor | float | None) -> _HostCopy:
+        """`host` values and a `device` vector, concatenated (with the gradient norm after the host values
+        when known), summed over ranks and copied to the host without waiting: `.read()` later."""
+        parts = [torch.tensor(host, dtype=torch.float64)]
+        if norm is not None:
+            parts.append(norm.detach().to(torch.float64).reshape(1) if torch.is_tensor(norm)
+                         else torch.tensor([float(norm)], dtype=torch.float64))
+        if device is not None:
+            parts.append(device.to(torch.float64))
+        if not self.on_cpu:
+            parts = [p.pin_memory().to(self.device, non_blocking=True) if p.device.type == "cpu" else p
+                     for p in parts]
+        flat = torch.cat(parts)
+        if self.world_size > 1:
+            torch.distributed.all_reduce(flat)
+        return _HostCopy(flat, norm is not None, self._buffers)
 
     def gather_objects(self, obj: Any) -> list[Any]:
         """Every rank's `obj`, in rank order, on every rank (for sharded evaluation)."""

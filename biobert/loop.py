@@ -1,18 +1,22 @@
 """The one training loop. Pre-training and every fine-tuning task call this `fit()`.
 
 A training module's forward returns either an object with `.loss` (any Hugging Face model) or a dict
-`{"loss": tensor, "metrics": {name: (numerator, denominator)}}`; ratio metrics are summed over
-micro-batches and ranks before dividing, so e.g. masked-LM accuracy is exact, not a mean of means.
+`{"loss": tensor, "metrics": {name: (numerator, denominator)}}` of device tensors; ratio metrics are summed
+over micro-batches and ranks before dividing, so e.g. masked-LM accuracy is exact, not a mean of means.
 
-Every step ends with one all-reduce that also carries each rank's "stop requested" flag, so all ranks
-agree on the step at which a preemption signal is honoured, and on the (reduced) loss that the divergence
-guard judges.
+The GPU never waits for the host (GUIDE rule 12). A step's numbers (loss, metrics, tokens, gradient norm,
+each rank's "stop requested" flag) are summed on the device, all-reduced once, and copied to the host
+without blocking; the loop reads them one step later, after the next step is already queued. So the
+divergence guard judges step N while step N+1 runs (a diverged step is rolled back to the last checkpoint
+either way), and all ranks read the same reduced numbers at the same step, so they agree on a rollback and
+on the step at which a preemption signal is honoured. Log, evaluation and save steps read their own
+numbers at once: a checkpoint never holds a step the guard has not judged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -25,11 +29,13 @@ from biobert.checkpoint import TrainState
 from biobert.config import LoopConfig
 from biobert.dist import derived_seed, seed_everything
 from biobert.errors import Preempted, UserError
+from biobert.faults import NO_FAULTS, Faults
 from biobert.flops import device_peak_tflops
 from biobert.sampler import BatchSource
 from biobert.tracking import Tracker
 
 Evaluate = Callable[[Any, TrainState], dict[str, float]]
+_HOST = ("micro_batches", "tokens", "stop")  # host-known numbers, first in the reduced vector
 
 
 class StopRequest:
@@ -55,16 +61,15 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-class _NanGradient(torch.autograd.Function):
-    """Fault injection for the divergence tests: identity forward, NaN backward."""
+@dataclasses.dataclass
+class _Pending:
+    """A step whose reduced numbers are on their way to the host."""
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
-        return grad * float("nan")
+    step: int  # the optimizer step they belong to
+    position: int  # its global batch's sample position (skipped from then on if it diverged)
+    names: list[str]  # metric names, in the vector's order after loss and gradient norm
+    values: Any  # Engine.reduce_async's handle
+    seconds: float  # host time spent launching it
 
 
 def _unpack(out: Any) -> tuple[torch.Tensor, dict[str, tuple[Any, Any]]]:
@@ -73,47 +78,55 @@ def _unpack(out: Any) -> tuple[torch.Tensor, dict[str, tuple[Any, Any]]]:
     return out.loss, {}
 
 
-def _tokens(batch: dict[str, Any]) -> int:
-    mask = batch.get("attention_mask")
-    return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+def _next_position(state: TrainState, global_batch: int) -> int:
+    position = state.samples_seen + global_batch
+    while position in state.skip_positions:
+        position += global_batch
+    return position
 
 
-def _train_step(engine: Any, source: BatchSource, state: TrainState, seed: int, stop: int) -> dict[str, float]:
-    """One optimizer step: all micro-batches of this rank, then one all-reduce of the step's numbers."""
-    seed_everything(derived_seed(seed, "step", state.step, engine.rank))
-    micro_batches = source.micro_batches(state.samples_seen)
-    poison = os.environ.get("BIOBERT_FAULT_NAN_AT_SAMPLE")  # divergence tests: a NaN loss at this position
-    poison_grad = os.environ.get("BIOBERT_FAULT_NAN_GRAD_AT_SAMPLE")  # ... NaN gradients under a finite loss
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    tokens = 0
-    sums: dict[str, list[float]] = {}
-    for batch in micro_batches:
+def _train_step(engine: Any, source: BatchSource, state: TrainState, seed: int, stop: int, faults: Faults,
+                total_steps: int) -> _Pending:
+    """Launch one optimizer step (all of this rank's micro-batches) and the reduction of its numbers."""
+    t0 = time.time()
+    seed_everything(derived_seed(seed, "step", state.step, engine.rank))  # dropout; masks have their own
+    batches = source.get(state.samples_seen, state.step)
+    if state.step + 1 < total_steps:
+        source.prefetch(_next_position(state, engine.train_batch), state.step + 1)
+    acc, names = None, []
+    for batch in batches.micro_batches:
         loss, metrics = _unpack(engine(batch))
-        if poison and int(poison) == state.samples_seen:
-            loss = loss * float("nan")
-        if poison_grad and int(poison_grad) == state.samples_seen:
-            loss = _NanGradient.apply(loss)  # the loss stays finite; every gradient becomes NaN
+        if faults.any:
+            loss = faults.poison(loss, state.samples_seen)
         engine.backward(loss)
         engine.step()
-        loss_sum += loss.detach().double().cpu()
-        tokens += _tokens(batch)
-        for name, (num, den) in metrics.items():
-            acc = sums.setdefault(name, [0.0, 0.0])
-            acc[0] += float(num)
-            acc[1] += float(den)
+        names = sorted(metrics)
+        row = [loss.detach()] + [torch.as_tensor(v, device=loss.device) for n in names for v in metrics[n]]
+        row = torch.stack([v.to(torch.float64) for v in row])
+        acc = row if acc is None else acc + row
         state.micro_step += 1
-    names = sorted(sums)
-    flat = [float(loss_sum), float(len(micro_batches)), float(tokens), float(stop)]
-    flat += [v for n in names for v in sums[n]]
-    reduced = engine.all_reduce_sum(flat)
-    out = {"loss": reduced[0] / max(reduced[1], 1.0), "tokens": reduced[2], "stop": reduced[3]}
-    for i, n in enumerate(names):
-        num, den = reduced[4 + 2 * i], reduced[5 + 2 * i]
-        out[n] = num / den if den else float("nan")
+    host = [float(len(batches.micro_batches)), float(batches.tokens), float(stop)]
+    values = engine.reduce_async(host, acc, engine.grad_norm_tensor())
+    return _Pending(state.step + 1, state.samples_seen, names, values, time.time() - t0)
+
+
+def _settle(pending: _Pending, world: int) -> dict[str, float]:
+    """The step's numbers, summed over micro-batches and ranks (waits for the copy if it is not done)."""
+    v = pending.values.read()
+    host, rest = dict(zip(_HOST, v[:3])), v[3:]
+    norm = rest[0] / world if pending.values.has_norm else None  # every rank holds the same global norm
+    rest = rest[1:] if pending.values.has_norm else rest
+    out = {"loss": rest[0] / max(host["micro_batches"], 1.0), "tokens": host["tokens"], "stop": host["stop"],
+           "grad_norm": norm}
+    for i, n in enumerate(pending.names):
+        num, den = rest[1 + 2 * i], rest[2 + 2 * i]
+        if den:
+            out[n] = num / den
     return out
 
 
-def _diverged(loss: float, state: TrainState, cfg: LoopConfig, grad_norm: float | None = None) -> str | None:
+def _diverged(out: dict[str, float], state: TrainState, cfg: LoopConfig, check_norm: bool) -> str | None:
+    loss, grad_norm = out["loss"], out["grad_norm"] if check_norm else None
     if not math.isfinite(loss):
         return f"non-finite loss {loss}"
     if grad_norm is not None and not math.isfinite(grad_norm):
@@ -126,38 +139,38 @@ def _diverged(loss: float, state: TrainState, cfg: LoopConfig, grad_norm: float 
     return None
 
 
-def _roll_back(engine: Any, state: TrainState, cfg: LoopConfig, reason: str, tracker: Tracker) -> TrainState:
+def _roll_back(engine: Any, state: TrainState, cfg: LoopConfig, reason: str, tracker: Tracker,
+               bad: _Pending) -> TrainState:
     """Reload the last good checkpoint and mark the offending global batch to be skipped from now on."""
-    bad_position = state.samples_seen
     if state.rollbacks >= cfg.max_rollbacks:
-        raise UserError(f"training diverged again at step {state.step + 1} ({reason}) after {state.rollbacks} "
+        raise UserError(f"training diverged again at step {bad.step} ({reason}) after {state.rollbacks} "
                         f"rollbacks; stopping. Lower the learning rate or raise warmup in the DeepSpeed "
-                        f"config, or inspect the data at sample position {bad_position}.")
+                        f"config, or inspect the data at sample position {bad.position}.")
     tag = checkpoint.latest_tag(cfg.run_dir)
     if tag is None:
-        raise UserError(f"training diverged at step {state.step + 1} ({reason}) before any checkpoint was "
+        raise UserError(f"training diverged at step {bad.step} ({reason}) before any checkpoint was "
                         "saved, so there is nothing to roll back to. Lower the learning rate or save earlier "
                         "(--save_every).")
     client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), tag)
     good = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{tag}")
-    good.skip_positions = sorted(set(state.skip_positions) | {bad_position})
+    good.skip_positions = sorted(set(state.skip_positions) | {bad.position})
     good.rollbacks = state.rollbacks + 1
-    tracker.log(state.step + 1, {"reason": reason, "rolled_back_to": good.step, "skipped_position": bad_position,
-                                 "rollbacks": good.rollbacks}, kind="rollback")
+    tracker.log(bad.step, {"reason": reason, "rolled_back_to": good.step, "skipped_position": bad.position,
+                           "rollbacks": good.rollbacks}, kind="rollback")
     return good
 
 
-def _log_step(engine, source, state, step_out, window, cfg, tracker, flops_per_token) -> None:
+def _log_step(engine, source, state, out, window, cfg, tracker, flops_per_token) -> None:
     dt = max(time.time() - window["t"], 1e-9)
-    record = {k: v for k, v in step_out.items() if k not in ("tokens", "stop")}
+    record = {k: v for k, v in out.items() if k not in ("tokens", "stop", "grad_norm")}
     record.update(lr=engine.lr, tokens_per_s=window["tokens"] / dt, samples_per_s=window["samples"] / dt,
                   samples_seen=state.samples_seen, tokens_seen=state.tokens_seen,
                   epoch=source.sampler.epoch_of(state.samples_seen))
     peak = cfg.peak_tflops or device_peak_tflops(engine.device, engine.dtype)
     if flops_per_token and peak:
         record["mfu"] = record["tokens_per_s"] * flops_per_token / (peak * 1e12 * engine.world_size)
-    if engine.grad_norm is not None:
-        record["grad_norm"] = engine.grad_norm
+    if out["grad_norm"] is not None:
+        record["grad_norm"] = out["grad_norm"]
     if engine.loss_scale is not None:
         record.update(loss_scale=engine.loss_scale, skipped_steps=engine.skipped_steps)
     tracker.log(state.step, record)
@@ -166,57 +179,104 @@ def _log_step(engine, source, state, step_out, window, cfg, tracker, flops_per_t
     window.update(t=time.time(), tokens=0.0, samples=0)
 
 
+class _Run:
+    """fit()'s bookkeeping: settles steps (the divergence guard) and acts at log, eval and save steps."""
+
+    def __init__(self, engine, source, state, cfg, total_steps, run_config, evaluate, exporter, tracker,
+                 flops_per_token, faults):
+        self.engine, self.source, self.state, self.cfg = engine, source, state, cfg
+        self.total_steps, self.run_config, self.evaluate, self.exporter = total_steps, run_config, evaluate, exporter
+        self.tracker, self.flops_per_token, self.faults = tracker, flops_per_token, faults
+        self.window = {"t": time.time(), "tokens": 0.0, "samples": 0}
+        # A resumed run starts at a step that was just saved (and evaluated if it was the last one).
+        self.last_saved = self.last_eval = state.step if state.step else -1
+        self.check_norm = engine.dtype != torch.float16  # fp16's loss scaler skips overflowing steps itself
+
+    def settle(self, pending: _Pending) -> dict[str, float] | None:
+        """The step's numbers, or None when it diverged and the run was rolled back."""
+        out = _settle(pending, self.engine.world_size)
+        reason = _diverged(out, self.state, self.cfg, self.check_norm)
+        if reason:
+            self.state = _roll_back(self.engine, self.state, self.cfg, reason, self.tracker, pending)
+            self.last_saved = self.last_eval = self.state.step
+            return None
+        st = self.state
+        st.tokens_seen += int(out["tokens"])
+        st.elapsed_s += pending.seconds
+        st.recent_losses = (st.recent_losses + [out["loss"]])[-self.cfg.divergence_window:]
+        self.window["tokens"] += out["tokens"]
+        self.window["samples"] += self.engine.train_batch
+        return out
+
+    def boundary(self, stop_seen: bool) -> bool:
+        step, cfg = self.state.step, self.cfg
+        return (step % cfg.log_every == 0 or step == self.total_steps or stop_seen
+                or bool(self.evaluate is not None and cfg.eval_every and step % cfg.eval_every == 0)
+                or bool(cfg.save_every and step % cfg.save_every == 0))
+
+    def act(self, out: dict[str, float], stop: StopRequest) -> None:
+        """Log, evaluate and save at a boundary step whose numbers are settled; raise Preempted on a stop."""
+        st, cfg = self.state, self.cfg
+        if st.step % cfg.log_every == 0 or st.step == self.total_steps:
+            _log_step(self.engine, self.source, st, out, self.window, cfg, self.tracker, self.flops_per_token)
+        if self.evaluate is not None and cfg.eval_every and st.step % cfg.eval_every == 0:
+            _run_eval(self.engine, self.evaluate, st, self.tracker)
+            self.last_eval = st.step
+        if (cfg.save_every and st.step % cfg.save_every == 0) or out["stop"]:
+            checkpoint.save(self.engine, cfg.run_dir, st, self.run_config, self.exporter, cfg.keep_last,
+                            self.faults)
+            self.last_saved = st.step
+        self.faults.after_step(st.step, self.engine.rank)
+        if out["stop"]:
+            self.tracker.log(st.step, {"signal": stop.signum or "peer"}, kind="preempted")
+            self.tracker.close()
+            raise Preempted(f"stop signal received: checkpointed {cfg.run_dir} at step {st.step}; "
+                            "run the same command with --resume to continue")
+
+
 def fit(engine: Any, source: BatchSource, state: TrainState, cfg: LoopConfig, *, total_steps: int,
         run_config: dict, evaluate: Evaluate | None = None, exporter: Any | None = None,
-        tracker: Tracker | None = None, flops_per_token: float = 0.0) -> TrainState:
+        tracker: Tracker | None = None, flops_per_token: float = 0.0, faults: Faults = NO_FAULTS) -> TrainState:
     """Train until `total_steps` optimizer steps, evaluating and checkpointing on the configured cadence.
     Raises Preempted after checkpointing when a stop signal arrived (the caller exits for a requeue)."""
     tracker = tracker or Tracker(cfg.run_dir, engine.rank == 0, total_steps, cfg.progress, state.step)
     engine.train(True)
-    window = {"t": time.time(), "tokens": 0.0, "samples": 0}
-    # A resumed run starts at a step that was just saved (and evaluated if it was the last one).
-    last_saved = last_eval = state.step if state.step else -1
-    with StopRequest() as stop:
-        while state.step < total_steps:
-            while state.samples_seen in state.skip_positions:  # batches that made training diverge
-                state.samples_seen += engine.train_batch
-            t0 = time.time()
-            step_out = _train_step(engine, source, state, cfg.seed, stop.signum)
-            # fp16's loss scaler skips overflowing steps itself; in bf16/fp32 a non-finite gradient norm means
-            # the update was applied (ds_config.finalize turns DeepSpeed's bf16 overflow scan off), so roll back.
-            norm = engine.grad_norm if engine.dtype != torch.float16 else None
-            reason = _diverged(step_out["loss"], state, cfg, norm)
-            if reason:
-                state = _roll_back(engine, state, cfg, reason, tracker)
-                last_saved = last_eval = state.step
-                continue
-            state.step += 1
-            state.samples_seen += engine.train_batch
-            state.tokens_seen += int(step_out["tokens"])
-            state.elapsed_s += time.time() - t0
-            state.recent_losses = (state.recent_losses + [step_out["loss"]])[-cfg.divergence_window:]
-            window["tokens"] += step_out["tokens"]
-            window["samples"] += engine.train_batch
-            if state.step % cfg.log_every == 0 or state.step == total_steps:
-                _log_step(engine, source, state, step_out, window, cfg, tracker, flops_per_token)
-            if evaluate is not None and cfg.eval_every and state.step % cfg.eval_every == 0:
-                _run_eval(engine, evaluate, state, tracker)
-                last_eval = state.step
-            if (cfg.save_every and state.step % cfg.save_every == 0) or step_out["stop"]:
-                checkpoint.save(engine, cfg.run_dir, state, run_config, exporter, cfg.keep_last)
-                last_saved = state.step
-            _fault_injection(engine, state)
-            if step_out["stop"]:
-                tracker.log(state.step, {"signal": stop.signum or "peer"}, kind="preempted")
-                tracker.close()
-                raise Preempted(f"stop signal received: checkpointed {cfg.run_dir} at step {state.step}; "
-                                "run the same command with --resume to continue")
-    if evaluate is not None and last_eval != state.step:
-        _run_eval(engine, evaluate, state, tracker)
-    if last_saved != state.step:
-        checkpoint.save(engine, cfg.run_dir, state, run_config, exporter, cfg.keep_last)
+    run = _Run(engine, source, state, cfg, total_steps, run_config, evaluate, exporter, tracker, flops_per_token,
+               faults)
+    previous: _Pending | None = None
+    try:
+        with StopRequest() as stop:
+            while run.state.step < total_steps:
+                st = run.state
+                while st.samples_seen in st.skip_positions:  # batches that made training diverge
+                    st.samples_seen += engine.train_batch
+                launched = _train_step(engine, source, st, cfg.seed, stop.signum, faults, total_steps)
+                st.step += 1
+                st.samples_seen += engine.train_batch
+                stop_seen = False
+                if previous is not None:  # its copy finished while this step was being queued
+                    out = run.settle(previous)
+                    previous = None
+                    if out is None:
+                        continue  # rolled back: the step just launched is discarded with the weights
+                    stop_seen = bool(out["stop"])
+                if not run.boundary(stop_seen):
+                    faults.after_step(st.step, engine.rank)
+                    previous = launched
+                    continue
+                out = run.settle(launched)
+                if out is not None:
+                    out["stop"] = out["stop"] or stop_seen
+                    run.act(out, stop)
+    finally:
+        source.close()
+    st = run.state
+    if evaluate is not None and run.last_eval != st.step:
+        _run_eval(engine, evaluate, st, tracker)
+    if run.last_saved != st.step:
+        checkpoint.save(engine, cfg.run_dir, st, run_config, exporter, cfg.keep_last, faults)
     tracker.close()
-    return state
+    return st
 
 
 def _run_eval(engine: Any, evaluate: Evaluate, state: TrainState, tracker: Tracker) -> None:
@@ -225,14 +285,3 @@ def _run_eval(engine: Any, evaluate: Evaluate, state: TrainState, tracker: Track
         metrics = evaluate(engine, state)
     engine.train(True)
     tracker.log(state.step, metrics, kind="eval")
-
-
-def _fault_injection(engine: Any, state: TrainState) -> None:
-    """Crash tests: BIOBERT_FAULT_KILL_AT_STEP=N makes rank 0 SIGKILL itself after step N (and its save);
-    BIOBERT_FAULT_SIGNAL_AT_STEP=N makes rank 0 send itself SIGUSR1 after step N, as Slurm would."""
-    kill_at = os.environ.get("BIOBERT_FAULT_KILL_AT_STEP")
-    if kill_at and state.step == int(kill_at) and engine.rank == 0:
-        os.kill(os.getpid(), signal.SIGKILL)
-    signal_at = os.environ.get("BIOBERT_FAULT_SIGNAL_AT_STEP")
-    if signal_at and state.step == int(signal_at) and engine.rank == 0:
-        os.kill(os.getpid(), signal.SIGUSR1)

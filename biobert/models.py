@@ -89,6 +89,37 @@ def load_pretraining_model(init_from: str | Path | None, model_config: str | Pat
                     "to train from scratch)")
 
 
+def bert_attention_mask(attention_mask: torch.Tensor, attn_implementation: str,
+                        dtype: torch.dtype) -> torch.Tensor:
+    """BERT's 2-D padding mask as the 4-D mask transformers passes to attention as it is. Given the 2-D one,
+    transformers' mask helper first asks whether anything is padded (`mask.all()`): a host read of device
+    data, a GPU sync every forward. True = attend for SDPA; an additive mask for eager attention."""
+    keep = attention_mask[:, None, None, :].bool()
+    if attn_implementation == "sdpa":
+        return keep
+    return (~keep).to(dtype) * torch.finfo(dtype).min
+
+
+def pad_vocab(model: torch.nn.Module, multiple: int) -> int:
+    """Pad the word embedding (and the MLM decoder tied to it) to a multiple of `multiple` rows, for the GPU's
+    matrix units (30,522 -> 30,528; 28,996 -> 29,056); returns the real vocabulary size. The new rows are
+    zero, are never looked up, and their logits are sliced off before the softmax (PretrainingObjective),
+    so training is unchanged; every export slices them off again (checkpoint.export_hf_model)."""
+    vocab = model.config.vocab_size
+    padded = -(-vocab // multiple) * multiple if multiple > 1 else vocab
+    if padded != vocab:
+        model.resize_token_embeddings(padded, mean_resizing=False)
+        with torch.no_grad():
+            model.get_input_embeddings().weight[vocab:].zero_()
+    return vocab
+
+
+def unpad_vocab(weights: dict[str, torch.Tensor], vocab: int) -> dict[str, torch.Tensor]:
+    """Export side of pad_vocab: every tensor indexed by the vocabulary back to `vocab` rows."""
+    names = ("word_embeddings.weight", "predictions.bias", "predictions.decoder.weight", "predictions.decoder.bias")
+    return {k: v[:vocab].clone() if k.endswith(names) and v.shape[0] > vocab else v for k, v in weights.items()}
+
+
 def load_task_model(model_cls: type, init_from: str | Path, task: str, labels: list[str] | None,
                     attn_implementation: str = "sdpa", **config_updates) -> torch.nn.Module:
     """A task head (token/sequence classification, QA) on a pre-trained or fine-tuned BERT directory.

@@ -9,10 +9,12 @@ skipped.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from biobert.dist import derived_seed
 
@@ -101,15 +103,70 @@ def rank_micro_batches(indices: np.ndarray, layout: BatchLayout) -> list[np.ndar
     return out
 
 
-class BatchSource:
-    """Feeds fit(): for a global position, this rank's collated micro-batches."""
+def batch_tokens(batch: dict[str, Any]) -> int:
+    """Non-padding tokens of a collated (host) batch."""
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
 
-    def __init__(self, sampler: EpochSampler, layout: BatchLayout,
-                 fetch: Callable[[np.ndarray], dict[str, Any]]):
+
+@dataclass
+class StepBatches:
+    """One optimizer step's micro-batches for this rank, collated on the host, and their token count."""
+
+    micro_batches: list[dict[str, Any]]
+    tokens: int
+
+
+class BatchSource:
+    """Feeds fit(): for a global position, this rank's collated micro-batches.
+
+    With `prefetch` (the default) the next step's batches are collated in a background thread while the
+    current step runs, into pinned memory when `pin` (a GPU run), so the host-to-device copies are
+    asynchronous. Collation is a pure function of (position, step): `seed` given, `fetch(ix, generator)`
+    draws its randomness (the masks) from a generator seeded from (seed, step, rank), never from the
+    training thread's global state, so the same step gets the same batches whether prefetched or not.
+    """
+
+    def __init__(self, sampler: EpochSampler, layout: BatchLayout, fetch: Callable[..., dict[str, Any]], *,
+                 seed: int | None = None, prefetch: bool = True, pin: bool = False):
         if layout.global_batch != layout.micro_batch * layout.grad_accum * layout.world_size:
             raise ValueError(f"inconsistent batch layout {layout}")
         self.sampler, self.layout, self.fetch = sampler, layout, fetch
+        self.seed, self.pin = seed, pin
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="collate") if prefetch else None
+        self._ahead: tuple[tuple[int, int], Future] | None = None
 
-    def micro_batches(self, samples_seen: int) -> list[dict[str, Any]]:
+    def micro_batches(self, samples_seen: int, step: int = 0) -> list[dict[str, Any]]:
+        return self._collate(samples_seen, step).micro_batches
+
+    def get(self, samples_seen: int, step: int) -> StepBatches:
+        """This rank's batches of the global batch at `samples_seen` (optimizer step `step`), prefetched when
+        the last `prefetch()` asked for exactly this one."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            key, future = ahead
+            if key == (samples_seen, step):
+                return future.result()
+            future.cancel()
+        return self._collate(samples_seen, step)
+
+    def prefetch(self, samples_seen: int, step: int) -> None:
+        if self._pool is not None:
+            self._ahead = ((samples_seen, step), self._pool.submit(self._collate, samples_seen, step))
+
+    def _collate(self, samples_seen: int, step: int) -> StepBatches:
         indices = self.sampler.global_batch_at(samples_seen)
-        return [self.fetch(ix) for ix in rank_micro_batches(indices, self.layout)]
+        generator = None
+        if self.seed is not None:
+            generator = torch.Generator().manual_seed(derived_seed(self.seed, "step", step, self.layout.rank))
+        out = []
+        for ix in rank_micro_batches(indices, self.layout):
+            batch = self.fetch(ix) if generator is None else self.fetch(ix, generator)
+            if self.pin:
+                batch = {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in batch.items()}
+            out.append(batch)
+        return StepBatches(out, sum(batch_tokens(b) for b in out))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)

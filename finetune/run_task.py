@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg, args = parse_args(argv)
     from biobert.ds_config import load_ds_config, resolve_batch
     from biobert.engine import Engine
+    from biobert.faults import Faults
     from biobert.loop import fit
     from biobert.models import load_bert_config
     from biobert.sampler import BatchLayout, BatchSource, EpochSampler
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         _check_fine_tuned(cfg, model, checkpoint_config)
     plan = checkpoint.prepare_resume(cfg.run_dir, dist.world_size()) if cfg.resume else None
     engine = Engine(model, args.deepspeed_config, total_steps=total_steps, overrides=args.ds,
+                    compile_mode=cfg.compile, compile_backend=cfg.compile_backend,
                     load_universal=bool(plan and plan.universal),
                     resume_stage=plan.zero_stage if plan else None)
     source = None
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not eval_only:
         state = fit(engine, source, state, cfg, total_steps=total_steps, run_config=run_config,
                     evaluate=evaluate if cfg.eval_split and cfg.eval_every else None,
-                    exporter=exporter if cfg.export_hf else None)
+                    exporter=exporter if cfg.export_hf else None, faults=Faults.from_env())
     train_s = time.time() - t0
     results = {"task": task.name, "kind": task.kind, "init_from": cfg.init_from, "train_split": cfg.train_split,
                "steps": state.step, "epochs": sampler.epoch_of(state.samples_seen) if sampler else 0.0,

@@ -6,47 +6,62 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from biobert.models import bert_attention_mask
+
 
 class PretrainingObjective(nn.Module):
     """Computes the vocabulary projection only at masked positions (about 7x fewer logits at 15%)
-    and returns ratio metrics the loop can sum exactly across micro-batches and ranks."""
+    and returns ratio metrics the loop can sum exactly across micro-batches and ranks.
 
-    def __init__(self, model: nn.Module):
+    Nothing here reads device data on the host: the masked index has a fixed number of slots (unused ones
+    carry label -100), next-sentence labels of -1 are ignored through `ignore_index`, and every metric is a
+    device tensor. So the whole objective (encoder, masked-only head, losses) compiles to one graph.
+    `vocab_size`: the tokenizer's vocabulary when the model's embedding is padded to a multiple of 64 for the
+    GPU's matrix units (pretrain/run.py); the padded logits are sliced off before the softmax.
+    """
+
+    def __init__(self, model: nn.Module, vocab_size: int | None = None):
         super().__init__()
         self.model = model  # BertForPreTraining; exported as-is (prefix "model.")
+        self.vocab_size = vocab_size or model.config.vocab_size
 
-    def forward(self, input_ids, attention_mask, token_type_ids, masked_index, masked_labels,
-                next_sentence_label) -> dict:
-        sequence, pooled = self.model.bert(input_ids=input_ids, attention_mask=attention_mask,
+    def forward(self, input_ids, token_type_ids, masked_index, masked_labels, next_sentence_label,
+                attention_mask=None) -> dict:
+        sequence, pooled = self.model.bert(input_ids=input_ids, attention_mask=self._mask(attention_mask),
                                            token_type_ids=token_type_ids, return_dict=False)[:2]
         hidden = sequence.reshape(-1, sequence.shape[-1]).index_select(0, masked_index)
-        logits = self.model.cls.predictions(hidden).float()
-        n_masked = masked_labels.numel()
-        mlm_loss = F.cross_entropy(logits, masked_labels)
-        mlm_correct = (logits.argmax(-1) == masked_labels).sum()
-        nsp_valid = next_sentence_label >= 0
-        n_nsp = nsp_valid.sum()
-        metrics = {"mlm_loss": (mlm_loss.detach() * n_masked, n_masked), "mlm_acc": (mlm_correct, n_masked)}
-        loss = mlm_loss
-        if bool(nsp_valid.any()):
-            nsp_logits = self.model.cls.seq_relationship(pooled).float()
-            nsp_loss = F.cross_entropy(nsp_logits[nsp_valid], next_sentence_label[nsp_valid])
-            loss = loss + nsp_loss
-            metrics["nsp_loss"] = (nsp_loss.detach() * n_nsp, n_nsp)
-            metrics["nsp_acc"] = ((nsp_logits.argmax(-1) == next_sentence_label)[nsp_valid].sum(), n_nsp)
-        return {"loss": loss, "metrics": metrics}
+        logits = self.model.cls.predictions(hidden)
+        if logits.shape[-1] != self.vocab_size:
+            logits = logits[:, : self.vocab_size]
+        logits = logits.float()
+        n_masked = (masked_labels >= 0).sum()
+        mlm_sum = F.cross_entropy(logits, masked_labels, ignore_index=-100, reduction="sum")
+        mlm_loss = mlm_sum / n_masked.clamp(min=1)
+        mlm_correct = (logits.argmax(-1) == masked_labels).sum()  # a -100 label never equals an argmax
+        nsp_logits = self.model.cls.seq_relationship(pooled).float()
+        n_nsp = (next_sentence_label >= 0).sum()
+        nsp_sum = F.cross_entropy(nsp_logits, next_sentence_label, ignore_index=-1, reduction="sum")
+        nsp_loss = nsp_sum / n_nsp.clamp(min=1)  # 0 when no example has a next-sentence label
+        nsp_correct = (nsp_logits.argmax(-1) == next_sentence_label).sum()
+        metrics = {"mlm_loss": (mlm_sum.detach(), n_masked), "mlm_acc": (mlm_correct, n_masked),
+                   "nsp_loss": (nsp_sum.detach(), n_nsp), "nsp_acc": (nsp_correct, n_nsp)}
+        return {"loss": mlm_loss + nsp_loss, "metrics": metrics}
+
+    def _mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """None: no padding in this batch (SDPA's flash kernel)."""
+        if attention_mask is None:
+            return None
+        return bert_attention_mask(attention_mask, self.model.config._attn_implementation, self.model.dtype)
 
 
 @torch.no_grad()
 def heldout_metrics(engine, batches: list[dict]) -> dict[str, float]:
     """Exact held-out MLM loss/accuracy and NSP accuracy over this rank's batches, reduced over ranks."""
     names = ("mlm_loss", "mlm_acc", "nsp_loss", "nsp_acc")
-    sums = [0.0] * (2 * len(names))
+    sums = None
     for batch in batches:
         metrics = engine(batch)["metrics"]
-        for i, n in enumerate(names):
-            if n in metrics:
-                sums[2 * i] += float(metrics[n][0])
-                sums[2 * i + 1] += float(metrics[n][1])
+        values = torch.stack([torch.stack([metrics[n][0], metrics[n][1]]).double() for n in names]).flatten()
+        sums = values if sums is None else sums + values
     total = engine.all_reduce_sum(sums)
     return {f"heldout_{n}": total[2 * i] / total[2 * i + 1] for i, n in enumerate(names) if total[2 * i + 1]}

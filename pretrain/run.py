@@ -35,6 +35,10 @@ class PretrainConfig(LoopConfig):
     # own weights: a first phase when init_from has no MLM head, so that the random head's early gradients
     # do not rewrite the encoder before the head can read it (bench/README.md, reproduction).
     train_only_heads: bool = False
+    # Rows of the word embedding / MLM decoder padded to this multiple inside the run (30,522 -> 30,528) for the
+    # GPU's matrix units; exports are sliced back to the real vocabulary. 0 or 1: no padding.
+    pad_vocab_multiple: int = 64
+    compile: str = "auto"  # the whole objective under torch.compile on a GPU (static shapes: one graph)
 
 
 def parse_args(argv: list[str] | None) -> tuple[PretrainConfig, argparse.Namespace]:
@@ -70,11 +74,14 @@ def check_compatible(manifest: dict, tokenizer, model, data_dir: str, tok_source
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict:
     cfg, args = parse_args(argv)
+    from biobert.faults import Faults
+
+    faults = Faults.from_env()  # test hooks, read once
     from biobert.dist import derived_seed, seed_everything
     from biobert.engine import Engine
     from biobert.flops import bert_flops_per_token
     from biobert.loop import fit
-    from biobert.models import load_pretraining_model
+    from biobert.models import load_pretraining_model, pad_vocab
     from biobert.sampler import BatchLayout, BatchSource, EpochSampler
     from biobert.tokenizer import load_tokenizer
     from data_prep.shards import open_shards
@@ -97,12 +104,15 @@ def main(argv: list[str] | None = None) -> dict:
     seed_everything(derived_seed(cfg.seed, "init"))  # new heads (e.g. MLM on an encoder-only model)
     model = load_pretraining_model(cfg.init_from, cfg.model_config, cfg.attn_implementation)
     check_compatible(train.manifest, tokenizer, model, cfg.data_dir, tok_source, cfg.seq_len)
+    flops = bert_flops_per_token(model.config, train.seq_len, cfg.mlm_probability)  # the real vocabulary's
+    vocab = pad_vocab(model, cfg.pad_vocab_multiple)
     if cfg.train_only_heads:
         freeze_encoder(model)
     dist.setup_env()
     plan = checkpoint.prepare_resume(cfg.run_dir, dist.world_size()) if cfg.resume else None
-    engine = Engine(PretrainingObjective(model), args.deepspeed_config, total_steps=cfg.max_steps,
-                    overrides=args.ds,
+    engine = Engine(PretrainingObjective(model, vocab), args.deepspeed_config, total_steps=cfg.max_steps,
+                    overrides=args.ds, compile_mode=cfg.compile,
+                    compile_backend=cfg.compile_backend,
                     load_universal=bool(plan and plan.universal),
                     resume_stage=plan.zero_stage if plan else None)
     run_config = {"run": config_dict(cfg), "deepspeed_overrides": args.ds, "data_manifest": {
@@ -114,13 +124,15 @@ def main(argv: list[str] | None = None) -> dict:
               f"{engine.grad_accum} x ranks {engine.world_size} = {engine.train_batch} sequences x "
               f"{train.seq_len} tokens = {engine.train_batch * train.seq_len:,} tokens per optimizer step; "
               f"{len(train):,} training sequences; {cfg.max_steps} steps", file=sys.stderr, flush=True)
-    collate = MaskingCollator(model.config.vocab_size, tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id,
-                              tokenizer.mask_id, cfg.mlm_probability, whole_word=cfg.whole_word_mask,
+    collate = MaskingCollator(vocab, tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id,
+                              tokenizer.mask_id, cfg.mlm_probability, pad_to=train.seq_len, static=True,
+                              whole_word=cfg.whole_word_mask,
                               continuation_ids=tokenizer.continuation_ids() if cfg.whole_word_mask else ())
     layout = BatchLayout(engine.train_batch, engine.micro_batch, engine.grad_accum, engine.world_size,
                          engine.rank)
-    source = BatchSource(EpochSampler(len(train), engine.train_batch, cfg.seed),
-                         layout, lambda ix: collate(train.get_batch(ix)))
+    source = BatchSource(EpochSampler(len(train), engine.train_batch, cfg.seed), layout,
+                         lambda ix, generator: collate(train.get_batch(ix), generator), seed=cfg.seed,
+                         pin=not engine.on_cpu)
     evaluate = heldout_evaluator(cfg, engine, collate, heldout_metrics)
     state = checkpoint.TrainState()
     if cfg.resume:
@@ -131,11 +143,11 @@ def main(argv: list[str] | None = None) -> dict:
                   file=sys.stderr)
 
     def exporter(eng, out_dir, provenance):
-        checkpoint.export_hf_model(eng, out_dir, provenance, "model.", model, tokenizer)
+        checkpoint.export_hf_model(eng, out_dir, provenance, "model.", model, tokenizer, vocab_size=vocab)
 
-    flops = bert_flops_per_token(model.config, train.seq_len, cfg.mlm_probability)
     state = fit(engine, source, state, cfg, total_steps=cfg.max_steps, run_config=run_config,
-                evaluate=evaluate, exporter=exporter if cfg.export_hf else None, flops_per_token=flops)
+                evaluate=evaluate, exporter=exporter if cfg.export_hf else None, flops_per_token=flops,
+                faults=faults)
     result = {"run_dir": cfg.run_dir, "step": state.step, "samples_seen": state.samples_seen,
               "tokens_seen": state.tokens_seen, "elapsed_s": round(state.elapsed_s, 2),
               "tokens_per_s": round(state.tokens_seen / max(state.elapsed_s, 1e-9), 1),

@@ -1,0 +1,93 @@
+"""Fault injection for the crash, preemption and divergence tests: one explicit object, parsed once.
+
+The entry points read the environment here, once, and pass the result to `fit()` and `checkpoint.save()`;
+nothing in the training loop reads the environment, so a variable left in a user's shell cannot change a
+step, and a run without faults pays nothing for them (GUIDE rule 13). The variables exist for tests that
+launch real processes (two ranks, Slurm), where an object cannot be handed over:
+
+    BIOBERT_FAULT_NAN_AT_SAMPLE=P       the loss of the global batch at sample position P becomes NaN
+    BIOBERT_FAULT_NAN_GRAD_AT_SAMPLE=P  ... its gradients become NaN under a finite loss
+    BIOBERT_FAULT_KILL_AT_STEP=N        rank 0 SIGKILLs itself after step N (and its save)
+    BIOBERT_FAULT_SIGNAL_AT_STEP=N      rank 0 sends itself SIGUSR1 after step N, as Slurm would
+    BIOBERT_FAULT_KILL_IN_SAVE=TAG      rank 0 SIGKILLs itself inside the save of checkpoint TAG
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+from collections.abc import Mapping
+
+import torch
+
+from biobert.errors import UserError
+
+_VARS = {"nan_at_sample": "BIOBERT_FAULT_NAN_AT_SAMPLE", "nan_grad_at_sample": "BIOBERT_FAULT_NAN_GRAD_AT_SAMPLE",
+         "kill_at_step": "BIOBERT_FAULT_KILL_AT_STEP", "signal_at_step": "BIOBERT_FAULT_SIGNAL_AT_STEP",
+         "kill_in_save": "BIOBERT_FAULT_KILL_IN_SAVE"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Faults:
+    nan_at_sample: int | None = None
+    nan_grad_at_sample: int | None = None
+    kill_at_step: int | None = None
+    signal_at_step: int | None = None
+    kill_in_save: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Faults:
+        environ = os.environ if environ is None else environ
+        values: dict = {}
+        for field, var in _VARS.items():
+            raw = environ.get(var)
+            if not raw:
+                continue
+            if field == "kill_in_save":
+                values[field] = raw
+                continue
+            try:
+                values[field] = int(raw)
+            except ValueError:
+                raise UserError(f"{var}={raw!r}: expected an integer (a test hook; unset it)") from None
+        return cls(**values)
+
+    @property
+    def any(self) -> bool:
+        return any(getattr(self, f) is not None for f in _VARS)
+
+    def poison(self, loss: torch.Tensor, samples_seen: int) -> torch.Tensor:
+        """The micro-batch loss, made NaN (or given NaN gradients) at the configured global batch."""
+        if self.nan_at_sample == samples_seen:
+            loss = loss * float("nan")
+        if self.nan_grad_at_sample == samples_seen:
+            loss = _NanGradient.apply(loss)
+        return loss
+
+    def after_step(self, step: int, rank: int) -> None:
+        if rank != 0:
+            return
+        if self.kill_at_step == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.signal_at_step == step:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    def in_save(self, tag: str, rank: int) -> None:
+        if rank == 0 and self.kill_in_save == tag:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+NO_FAULTS = Faults()
+
+
+class _NanGradient(torch.autograd.Function):
+    """Identity forward, NaN backward: every gradient becomes NaN while the loss stays finite."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+        return grad * float("nan")
