@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
 # A/B of one DeepSpeed setting on one GPU, interleaved (A, B, A, B, ...) so drift hits both sides:
-# BERT-base bf16 ZeRO-1 pre-training at BioBERT's per-GPU batches (seq 128 x 128, seq 512 x 32).
+# BERT-base pre-training on the default path (ds_configs/h100x8.json) at BioBERT's per-GPU batches (seq 128 x 128,
+# seq 512 x 32).
 #
-#   bash bench/gpu_ab.sh                                      # bf16.check_grad_overflow true vs false
-#   KEY=zero_optimization.stage A=1 B=0 ROUNDS=2 bash bench/gpu_ab.sh
+#   bash bench/gpu_ab.sh                                      # zero_optimization.stage 0 vs 1
+#   KEY=gradient_clipping A=1.0 B=0 ROUNDS=2 bash bench/gpu_ab.sh
 #
+# Extra arguments go to every bench/gpu_pretrain.py call (e.g. --ds overrides).
 # Writes bench/results/gpu_<device>_ab_<key>.json (every round, and per configuration the mean tokens/s of
 # each side and the B/A ratio). About 70 s per round on an H200.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
-KEY=${KEY:-bf16.check_grad_overflow} A=${A:-true} B=${B:-false} ROUNDS=${ROUNDS:-2}
+KEY=${KEY:-zero_optimization.stage} A=${A:-0} B=${B:-1} ROUNDS=${ROUNDS:-2}
 export TOKENIZERS_PARALLELISM=false TQDM_DISABLE=1
 tmp=$(mktemp -d)
 for i in $(seq 1 "$ROUNDS"); do
   for v in "$A" "$B"; do
     echo "== round $i: $KEY=$v"
-    timeout 150 "$PY" bench/gpu_pretrain.py --mb128 128 --mb512 32 --mb_finetune= --no-compile --config_s 12 \
-      --warmup 10 --budget_s 200 --ds "$KEY=$v" --out "$tmp/round_${i}_$v.json" | tail -3
+    timeout 150 "$PY" bench/gpu_pretrain.py --mb128 128 --mb512 32 --variants new --config_s 12 \
+      --warmup 10 --budget_s 200 --ds "$KEY=$v" --out "$tmp/round_${i}_$v.json" "$@" | tail -3
   done
 done
 "$PY" - "$tmp" "$KEY" "$A" "$B" <<'PYEOF'

@@ -63,6 +63,8 @@ def device_description(device: str) -> dict:
 
 
 def launch(spec: dict, timeout_s: float) -> dict:
+    """One configuration in its own process. A "before" configuration imports the baseline tree's library
+    (`src` first on the path) under this tree's harness and counters."""
     result_file = Path(spec["tmp"]) / f"result_{spec['name']}.json"
     log_file = Path(spec["tmp"]) / f"log_{spec['name']}.txt"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
@@ -71,7 +73,8 @@ def launch(spec: dict, timeout_s: float) -> dict:
     t = time.time()
     with open(log_file, "w") as log:
         try:
-            subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
+            subprocess.run(cmd, cwd=spec.get("src") or ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                           timeout=timeout_s)
         except subprocess.TimeoutExpired:
             pass
     if result_file.is_file():
@@ -87,25 +90,53 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+VARIANTS = ("new", "before", "eager", "fp16", "finetune", "parity", "sweep", "cudagraphs", "fusedadam")
+
+
 def plan(args) -> list[dict]:
-    if args.tiny:
-        p128, p512, ft = [8, 16], [2, 4], [8]
-    else:
-        p128, p512, ft = (_ints(args.mb128), _ints(args.mb512), _ints(args.mb_finetune))
-    configs = [{"kind": "pretrain", "seq_len": 128, "micro_batch": m} for m in p128]
-    configs += [{"kind": "pretrain", "seq_len": 512, "micro_batch": m} for m in p512]
-    configs += [{"kind": "finetune", "seq_len": 128, "micro_batch": m} for m in ft]
-    if args.compile:
-        configs.append({"kind": "pretrain", "seq_len": 128, "micro_batch": "best", "compile": True})
+    """In priority order (the budget cuts from the end): the new default at BioBERT's per-GPU batches, the
+    baseline tree's path at the same batches, eager, fp16, fine-tuning, fp16/bf16 parity, larger micro-batches,
+    CUDA graphs, DeepSpeed's FusedAdam."""
+    b128, b512, ft = (8, 2, 8) if args.tiny else (128, 32, 32)  # 128 x 128 and 32 x 512: 131,072 tokens / 8
+    sweep128, sweep512 = ([16], [4]) if args.tiny else (_ints(args.mb128), _ints(args.mb512))
+    pre = [("pretrain", 512, b512), ("pretrain", 128, b128)]
+    want = set(args.variants.split(","))
+    configs = []
+
+    def add(variant, kind, seq, mb):
+        if variant in want or (kind in ("finetune", "parity") and kind in want):
+            configs.append({"kind": kind, "seq_len": seq, "micro_batch": mb, "variant": variant})
+
+    for kind, seq, mb in pre:
+        add("new", kind, seq, mb)
+    if args.baseline_src:
+        for kind, seq, mb in pre:
+            add("before", kind, seq, mb)
+    for kind, seq, mb in pre:
+        add("eager", kind, seq, mb)
+    add("fp16", "pretrain", 512, b512)
+    if "finetune" in want:
+        add("new", "finetune", 128, ft)
+        if args.baseline_src:
+            add("before", "finetune", 128, ft)
+    add("eager", "parity", 128, 4 if args.tiny else 32)
+    if "sweep" in want:
+        for seq, sizes, share in ((512, sweep512, b512), (128, sweep128, b128)):
+            configs += [{"kind": "pretrain", "seq_len": seq, "micro_batch": m, "variant": "new"}
+                        for m in sizes if m != share]
+    add("cudagraphs", "pretrain", 512, b512)
+    if args.device == "cuda":  # DeepSpeed's CPU FusedAdam is a 60-s C++ build and not what this measures
+        add("fusedadam", "pretrain", 512, b512)
     return configs
 
 
-def summarize(results: list[dict], peak: float) -> dict:
-    def best(kind, seq, compiled=False):
-        ok = [r for r in results if r.get("tokens_per_s") and r["spec"]["kind"] == kind
-              and r["spec"]["seq_len"] == seq and bool(r["spec"].get("compile")) == compiled]
-        return max(ok, key=lambda r: r["tokens_per_s"], default=None)
+def _ok(results, variant, kind, seq, mb=None):
+    return next((r for r in results if r.get("tokens_per_s") and r["spec"].get("variant", "new") == variant
+                 and r["spec"]["kind"] == kind and r["spec"]["seq_len"] == seq
+                 and (mb is None or r["spec"]["micro_batch"] == mb)), None)
 
+
+def summarize(results: list[dict], peak: float) -> dict:
     out = {}
     for r in results:
         if r.get("tokens_per_s") and peak:
@@ -115,10 +146,10 @@ def summarize(results: list[dict], peak: float) -> dict:
     for seq in (128, 512):
         # Project at BioBERT's own batch: a larger micro-batch hides more per-step overhead but would be a
         # larger global batch than the paper's. The fastest configuration is reported beside it.
-        fastest = best("pretrain", seq, False)
-        at_share = [r for r in results if r.get("tokens_per_s") and r["spec"]["kind"] == "pretrain"
-                    and r["spec"]["seq_len"] == seq and not r["spec"].get("compile")
-                    and r["spec"]["micro_batch"] * seq == share]
+        new = [r for r in results if r.get("tokens_per_s") and r["spec"]["kind"] == "pretrain"
+               and r["spec"]["seq_len"] == seq and r["spec"].get("variant", "new") == "new"]
+        fastest = max(new, key=lambda r: r["tokens_per_s"], default=None)
+        at_share = [r for r in new if r["spec"]["micro_batch"] * seq == share]
         b = at_share[0] if at_share else fastest
         if b:
             hours = total_tokens / (8 * b["tokens_per_s"]) / 3600
@@ -131,27 +162,52 @@ def summarize(results: list[dict], peak: float) -> dict:
                 "assumption": f"{BIOBERT_STEPS:,} steps x {BIOBERT_TOKENS_PER_STEP:,} tokens, every token at seq "
                               f"{seq}; 8 GPUs at exactly 8x this single GPU's tokens/s (linear scaling, no "
                               "communication cost); the paper's figure is a lower bound ('more than 10 days')"}
+        for other in ("before", "eager", "fp16", "cudagraphs", "fusedadam"):
+            a, o = (_ok(results, "new", "pretrain", seq, b["spec"]["micro_batch"]) if b else None,
+                    _ok(results, other, "pretrain", seq, b["spec"]["micro_batch"] if b else None))
+            if a and o:
+                ratio = round(a["tokens_per_s"] / o["tokens_per_s"], 3)
+                out.setdefault("ratios", {})[f"new_over_{other}_seq{seq}"] = ratio
+    fn, fb = _ok(results, "new", "finetune", 128), _ok(results, "before", "finetune", 128)
+    if fn and fb:
+        out.setdefault("ratios", {})["finetune_new_over_before"] = round(fn["tokens_per_s"] / fb["tokens_per_s"], 3)
+    parity = next((r["parity"]["summary"] for r in results if "parity" in r), None)
+    if parity:
+        out["fp16_vs_bf16"] = parity
     return out
 
 
 def print_table(results: list[dict], summary: dict, device: str) -> None:
     print(f"\n{device}")
-    print(f"{'config':34} {'tokens/s':>10} {'samples/s':>10} {'s/step':>8} {'MFU':>6} {'mem GB':>7}  note")
+    print(f"{'config':36} {'tokens/s':>10} {'s/step':>8} {'MFU':>6} {'mem GB':>7} {'launch/st':>9} {'reads/st':>8}"
+          f"  note")
     for r in results:
         s = r["spec"]
-        name = f"{s['kind']} seq{s['seq_len']} mb{s['micro_batch']}" + (" compile" if s.get("compile") else "")
-        if not r.get("tokens_per_s"):
-            print(f"{name:34} {'-':>10} {'':>10} {'':>8} {'':>6} {'':>7}  {r.get('error', '')[:70]}")
+        name = f"{s.get('variant', 'new')} {s['kind']} seq{s['seq_len']} mb{s['micro_batch']}"
+        if "parity" in r:
+            p = r["parity"]["summary"]
+            print(f"{name:36} fp16 vs bf16 over {p['steps']} steps: max rel. loss diff "
+                  f"{p['max_rel_loss_diff_fp16_vs_bf16']}"
+                  f"; forced overflow skipped: {p['overflow_step_skipped']}, scale {p['scale_before_after']}")
             continue
+        if not r.get("tokens_per_s"):
+            print(f"{name:36} {'-':>10} {'':>8} {'':>6} {'':>7} {'':>9} {'':>8}  {r.get('error', '')[:70]}")
+            continue
+        c = r.get("counts", {})
         mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "n/a"
         mem = f"{r['peak_mem_gb']:.1f}" if r.get("peak_mem_gb") is not None else "n/a"
-        print(f"{name:34} {r['tokens_per_s']:10.0f} {r['samples_per_s']:10.1f} {r['s_per_step']:8.3f} {mfu:>6} "
-              f"{mem:>7}  {r.get('error', '')[:60]}")
+        launches = f"{c['kernel_launches_per_step']:.0f}" if "kernel_launches_per_step" in c else "n/a"
+        reads = f"{c['host_reads_per_step']:.1f}" if "host_reads_per_step" in c else "n/a"
+        print(f"{name:36} {r['tokens_per_s']:10.0f} {r['s_per_step']:8.3f} {mfu:>6} {mem:>7} {launches:>9} {reads:>8}"
+              f"  {r.get('error', '')[:60]}")
     for key, p in summary.items():
-        print(f"{key}: {p['tokens_per_s_1gpu']:,} tokens/s/GPU at micro-batch {p['micro_batch']} -> "
-              f"{p['hours_on_8_gpus']:,} h "
-              f"({p['days_on_8_gpus']} days) on 8 GPUs vs > {p['paper_8xV100_hours_at_least']} h on 8 V100s "
-              f"(>= {p['speedup_vs_paper_at_least']}x); linear scaling assumed")
+        if key.startswith("biobert_projection"):
+            print(f"{key}: {p['tokens_per_s_1gpu']:,} tokens/s/GPU at micro-batch {p['micro_batch']} -> "
+                  f"{p['hours_on_8_gpus']:,} h ({p['days_on_8_gpus']} days) on 8 GPUs vs > "
+                  f"{p['paper_8xV100_hours_at_least']} h on 8 V100s (>= {p['speedup_vs_paper_at_least']}x); "
+                  "linear scaling assumed")
+    for key, ratio in summary.get("ratios", {}).items():
+        print(f"{key}: {ratio}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,8 +231,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra DeepSpeed override for every configuration, e.g. bf16.check_grad_overflow=true")
     p.add_argument("--vocab_size", type=int, default=30522, help="30522 (bert-base-uncased) or 28996 (cased)")
     p.add_argument("--zero", type=int, default=1)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time the best seq-128 micro-batch with the encoder under torch.compile")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help="which to run (default all, in this priority order): new = the default path "
+                        "(ds_configs/h100x8.json, compiled); before = --baseline_src's path; eager = new without "
+                        "torch.compile; fp16 = ds_configs/v100x8.json's precision; finetune; parity = fp16 vs bf16 "
+                        "losses and a forced overflow; sweep = --mb128/--mb512; cudagraphs = --compile "
+                        "reduce-overhead; fusedadam = DeepSpeed's FusedAdam instead of torch's fused AdamW")
+    p.add_argument("--baseline_src", default="", help="a checkout of the baseline commit (bench/gpu.sh writes "
+                   "bench/.baseline with git archive); its library runs the 'before' configurations")
     p.add_argument("--out", default="")
     p.add_argument("--summarize_only", metavar="RESULTS_JSON",
                    help="recompute the summary (projection) of an earlier results file in place and print it")
@@ -184,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--_result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._one:
-        out = run_one(json.loads(args._one))
+        spec = json.loads(args._one)
+        if spec.get("src"):  # a "before" configuration: the baseline tree's library under this harness
+            sys.path.insert(0, spec["src"])
+        out = run_one(spec)
         Path(args._result).write_text(json.dumps(out, indent=1))
         return 0
     if args.summarize_only:
@@ -194,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table(doc["results"], doc["summary"], doc["device"]["name"])
         return 0
     if args.dry_run:
-        args.device, args.tiny, args.config_s, args.warmup, args.compile = "cpu", True, 3.0, 2, False
+        args.device, args.tiny, args.config_s, args.warmup = "cpu", True, 3.0, 2
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -231,20 +296,20 @@ def main(argv: list[str] | None = None) -> int:
         return doc
 
     for i, cfg in enumerate(plan(args)):
-        key = (cfg["kind"], cfg["seq_len"])
-        if cfg["micro_batch"] == "best":
-            b = max((r for r in results if r.get("tokens_per_s") and r["spec"]["kind"] == "pretrain"
-                     and r["spec"]["seq_len"] == 128), key=lambda r: r["tokens_per_s"], default=None)
-            if b is None:
-                continue
-            cfg["micro_batch"] = b["spec"]["micro_batch"]
+        key = (cfg["kind"], cfg["seq_len"], cfg["variant"])
         spec = {**cfg, "name": f"{i:02d}", "tiny": args.tiny, "vocab_size": args.vocab_size if not args.tiny else 1000,
                 "zero": args.zero, "warmup": args.warmup, "config_s": args.config_s, "max_steps": 100000,
                 "log_every": 1 if args.device == "cpu" else 5, "tmp": str(tmp), "vocab": str(vocab),
                 "profile": args.profile, "profile_steps": args.profile_steps, "ds": args.ds,
-                "data_dir": str(data[cfg["seq_len"]])}
-        extra = 90.0 if cfg.get("compile") else 0.0
-        shown = {k: v for k, v in spec.items() if k not in ("tmp", "vocab", "data_dir")}
+                "data_dir": str(data[cfg["seq_len"]]), "parity_steps": 12 if args.tiny else 40,
+                "backend": "inductor" if args.device == "cuda" else "aot_eager"}
+        if cfg["variant"] == "before":
+            spec["src"] = str(Path(args.baseline_src).resolve())
+        compiled = cfg["variant"] in ("new", "cudagraphs", "fusedadam") and cfg["kind"] != "parity"
+        extra = (90.0 if args.device == "cuda" else 10.0) if compiled else 0.0
+        extra += 60.0 if cfg["variant"] == "fusedadam" else 0.0  # the CUDA op's JIT build
+        extra += 2 * est if cfg["kind"] == "parity" else 0.0  # three short runs
+        shown = {k: v for k, v in spec.items() if k not in ("tmp", "vocab", "data_dir", "src")}
         if key in oom_at and cfg["micro_batch"] > oom_at[key]:
             results.append({"spec": shown, "error": f"skipped: micro-batch {oom_at[key]} ran out of memory"})
             continue

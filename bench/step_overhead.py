@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, ds in order if rnd % 2 == 0 else order[::-1]:
             spec = {"kind": "pretrain", "seq_len": 128, "micro_batch": 4, "name": f"{name}_{rnd}", "tiny": True,
                     "vocab_size": 1000, "zero": 1, "warmup": 10, "config_s": args.config_s, "max_steps": 10**6,
-                    "log_every": 5, "tmp": str(tmp), "vocab": str(vocab), "data_dir": str(data), "ds": ds,
+                    "log_every": 5, "tmp": str(tmp), "vocab": str(vocab), "data_dir": str(data),
+                    "variant": "eager", "ds": ["torch_autocast.enabled=false", "bf16.enabled=true",
+                                               "zero_optimization.stage=1", *ds],
                     "size": SIZE}
             r = g.launch(spec, 300)
             if "s_per_step" not in r:

@@ -167,7 +167,9 @@ class Engine:
             raise UserError(f"--compile {mode}: CUDA graphs with gradient accumulation "
                             f"({self.grad_accum} micro-batches) give wrong gradients (pytorch#169545). Use "
                             "--compile default, or one micro-batch per step (gradient_accumulation_steps 1).")
-        self.ds.compile(backend=backend, compile_kwargs={} if mode == "default" else {"mode": mode})
+        # torch.compile takes a mode only with inductor (other backends: tests, debugging) and refuses both
+        kwargs = {"mode": mode} if mode != "default" and backend == "inductor" else {}
+        self.ds.compile(backend=backend, compile_kwargs=kwargs)
 
     # ---- training -------------------------------------------------------------------------------
     @property

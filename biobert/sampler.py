@@ -132,8 +132,8 @@ class BatchSource:
         if layout.global_batch != layout.micro_batch * layout.grad_accum * layout.world_size:
             raise ValueError(f"inconsistent batch layout {layout}")
         self.sampler, self.layout, self.fetch = sampler, layout, fetch
-        self.seed, self.pin = seed, pin
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="collate") if prefetch else None
+        self.seed, self.pin, self.prefetching = seed, pin, prefetch
+        self._pool: ThreadPoolExecutor | None = None  # started on the first prefetch, ended by close()
         self._ahead: tuple[tuple[int, int], Future] | None = None
 
     def micro_batches(self, samples_seen: int, step: int = 0) -> list[dict[str, Any]]:
@@ -151,8 +151,11 @@ class BatchSource:
         return self._collate(samples_seen, step)
 
     def prefetch(self, samples_seen: int, step: int) -> None:
-        if self._pool is not None:
-            self._ahead = ((samples_seen, step), self._pool.submit(self._collate, samples_seen, step))
+        if not self.prefetching:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="collate")
+        self._ahead = ((samples_seen, step), self._pool.submit(self._collate, samples_seen, step))
 
     def _collate(self, samples_seen: int, step: int) -> StepBatches:
         indices = self.sampler.global_batch_at(samples_seen)
@@ -168,5 +171,8 @@ class BatchSource:
         return StepBatches(out, sum(batch_tokens(b) for b in out))
 
     def close(self) -> None:
+        """Stop the collating thread (fit() calls it on its way out; a later prefetch starts a new one)."""
+        self._ahead = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -77,7 +77,8 @@ class MaskingCollator:
         pad = slots - len(index)
         return (torch.cat([index, index.new_zeros(pad)]), torch.cat([labels, labels.new_full((pad,), -100)]))
 
-    def _mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+              gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """BERT's rule: round(15% of each sequence's real tokens) positions, at least one; of those 80%
         become [MASK], 10% a random token, 10% stay unchanged. Mutates `input_ids` in place."""
         candidates = attention_mask.bool() & (input_ids != self.cls_id) & (input_ids != self.sep_id)
@@ -97,7 +98,8 @@ class MaskingCollator:
         ids[rand_pos] = torch.randint(self.vocab_size, rand_pos.shape, generator=gen)
         return flat, labels
 
-    def _mask_words(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mask_words(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Whole-word masking (BERT's later releases, PubMedBERT): a word is a piece plus the "##" pieces that
         follow it. The budget stays round(15% of the real tokens) in TOKENS: words are taken in random order
         and a word that would overflow the budget is skipped for a shorter one, as Google's
@@ -132,7 +134,7 @@ class MaskingCollator:
         selected = torch.zeros(batch, width + 1, dtype=torch.bool)
         selected[:, :width].scatter_(1, order, take)
         chosen = selected.gather(1, word) & candidates
-        action = torch.rand(batch, width + 1, generator=gen).gather(1, word)  # one draw per word, shared by its pieces
+        action = torch.rand(batch, width + 1, generator=gen).gather(1, word)  # one draw per word, for all its pieces
         flat = chosen.flatten().nonzero().squeeze(1)
         labels = input_ids.flatten()[flat].clone()
         act = action.flatten()[flat]

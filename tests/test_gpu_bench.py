@@ -4,6 +4,8 @@ pre-training path, and the BioBERT projection's choice of configuration."""
 import json
 import sys
 
+import pytest
+
 from conftest import REPO, subprocess_env
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -34,7 +36,7 @@ def test_profiled_configuration_runs_the_real_path_and_writes_its_tables(tmp_pat
     spec = {"kind": "pretrain", "seq_len": 128, "micro_batch": 4, "name": "p", "tiny": True, "vocab_size": 1000,
             "zero": 1, "warmup": 2, "config_s": 60, "max_steps": 10**6, "log_every": 1, "tmp": str(tmp_path),
             "vocab": str(vocab), "data_dir": str(data), "profile": "torch", "profile_steps": 3,
-            "ds": ["bf16.enabled=true"]}
+            "ds": ["torch_autocast.dtype=bfloat16"]}
     for key, value in subprocess_env().items():  # launch() passes this process's environment on
         monkeypatch.setenv(key, value)
     out = gpu_pretrain.launch(spec, timeout_s=240)
@@ -43,4 +45,36 @@ def test_profiled_configuration_runs_the_real_path_and_writes_its_tables(tmp_pat
     table = (tmp_path / "profile_p.txt").read_text()
     assert "torch.profiler over 3 steps" in table and "aten::" in table
     config = json.loads((tmp_path / "run_p" / "ds_config.json").read_text())
-    assert config["bf16"] == {"enabled": True, "check_grad_overflow": False}
+    assert config["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"} and "bf16" not in config
+
+
+def test_dry_run_of_every_variant_against_the_baseline_tree(tmp_path):
+    """The unattended GPU run, rehearsed on CPU with the tiny BERT: the default path, the baseline commit's path
+    (its library under this harness), fp16 with its parity and forced-overflow run, fine-tuning; every row has
+    numbers and its host-read and op counts."""
+    import subprocess
+
+    baseline = tmp_path / "baseline"
+    baseline.mkdir()
+    archive = subprocess.run(["git", "archive", "534785f"], cwd=REPO, capture_output=True)
+    if archive.returncode != 0:
+        pytest.skip("no git history here for the baseline commit")
+    subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive.stdout, check=True)
+    out = tmp_path / "dry.json"
+    env = subprocess_env()
+    env.pop("OMP_NUM_THREADS")
+    proc = subprocess.run([sys.executable, "bench/gpu_pretrain.py", "--dry_run", "--variants",
+                           "new,before,fp16,finetune,parity", "--baseline_src", str(baseline), "--out", str(out),
+                           "--budget_s", "400"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    rows = {(r["spec"]["variant"], r["spec"]["kind"], r["spec"]["seq_len"]): r for r in doc["results"]}
+    for key in [("new", "pretrain", 512), ("new", "pretrain", 128), ("before", "pretrain", 512),
+                ("fp16", "pretrain", 512), ("new", "finetune", 128), ("before", "finetune", 128)]:
+        assert rows[key].get("tokens_per_s", 0) > 0, rows[key]
+    assert rows[("new", "pretrain", 512)]["counts"]["host_reads_per_step"] == 0  # even the log step's reads
+    assert rows[("before", "pretrain", 512)]["counts"]["host_reads_per_step"] > 0  # from numpy views only
+    parity = rows[("eager", "parity", 128)]["parity"]["summary"]
+    assert parity["overflow_step_skipped"] and parity["scale_before_after"] == [65536.0, 32768.0]
+    assert parity["within_tolerance"], parity
+    assert "new_over_before_seq512" in doc["summary"]["ratios"]

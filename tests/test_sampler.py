@@ -59,3 +59,31 @@ def test_group_by_length_keeps_each_epoch_complete_and_batches_homogeneous():
     assert padded_grouped < 0.7 * padded_plain
     assert s.global_batch_at(64).tolist() == EpochSampler(1000, 32, 1, drop_last=False, lengths=lengths,
                                                           group_size=10).global_batch_at(64).tolist()
+
+
+def test_prefetched_batches_equal_collated_ones_and_a_stale_prefetch_is_dropped():
+    """The background collator is a pure function of (position, step): masks drawn from a generator seeded
+    from (seed, step, rank), never from the training thread's global state."""
+    import torch
+
+    from biobert.sampler import BatchLayout, BatchSource, EpochSampler
+
+    def fetch(ix, generator):
+        return {"input_ids": torch.as_tensor(ix), "draw": torch.rand(3, generator=generator)}
+
+    layout = BatchLayout(8, 4, 2, 1, 0)
+    ahead = BatchSource(EpochSampler(100, 8, 1), layout, fetch, seed=7)
+    plain = BatchSource(EpochSampler(100, 8, 1), layout, fetch, seed=7, prefetch=False)
+    ahead.prefetch(16, 2)
+    torch.manual_seed(123)  # the training thread's state does not matter
+    got, want = ahead.get(16, 2), plain.get(16, 2)
+    assert got.tokens == want.tokens == 8
+    for a, b in zip(got.micro_batches, want.micro_batches):
+        assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["draw"], b["draw"])
+    ahead.prefetch(24, 3)  # a rollback asks for another position: the prefetched one is not used
+    other = ahead.get(16, 2)
+    assert torch.equal(other.micro_batches[0]["draw"], want.micro_batches[0]["draw"])
+    ahead.close()
+    ahead.prefetch(24, 3)  # usable again after close (a new thread)
+    assert ahead.get(24, 3).tokens == 8
+    ahead.close()
