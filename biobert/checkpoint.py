@@ -22,6 +22,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from biobert import integrity
 from biobert.config import read_json, write_json
 from biobert.errors import UserError
 from biobert.faults import NO_FAULTS, Faults
@@ -73,15 +74,23 @@ def check_fresh_run_dir(run_dir: str | Path) -> None:
                         "--run_dir (nothing was overwritten).")
 
 
-def resume_tag(run_dir: str | Path) -> str:
-    tag = latest_tag(run_dir)
+def resume_tag(run_dir: str | Path, tag: str = "") -> str:
+    """The checkpoint --resume loads: `latest`, or `tag` (--resume_from: a tag or a step number)."""
+    if tag:
+        tag = f"step_{int(tag):08d}" if str(tag).isdigit() else str(tag)
+        if not (checkpoint_dir(run_dir) / tag).is_dir():
+            have = sorted(p.name for p in checkpoint_dir(run_dir).glob("step_*"))
+            raise UserError(f"--resume_from {tag}: no such checkpoint in {checkpoint_dir(run_dir)} "
+                            f"(there: {', '.join(have) or 'none'})")
+    else:
+        tag = latest_tag(run_dir)
     if tag is None:
         raise UserError(f"--resume: no checkpoint in {checkpoint_dir(run_dir)} (no `latest` file). "
                         "Remove --resume to start a new run there.")
     tag_dir = checkpoint_dir(run_dir) / tag
     if not (tag_dir / "train_state.json").is_file():
         raise UserError(f"--resume: checkpoint {tag_dir} is incomplete (no train_state.json); it was "
-                        "probably interrupted while saving. Point `latest` at an older tag to resume from it.")
+                        "probably interrupted while saving. Resume from an older one with --resume_from TAG.")
     return tag
 
 
@@ -90,25 +99,46 @@ class ResumePlan:
     tag: str  # what Engine.load_checkpoint loads (a tag, or `<tag>/universal`)
     universal: bool  # load as DeepSpeed's universal checkpoint
     zero_stage: int | None  # the stage the checkpoint was written with (None: not recorded)
+    tag_dir: Path | None = None  # the step's directory (its run_config.json: what defines the run)
 
 
-def prepare_resume(run_dir: str | Path, world_size: int) -> ResumePlan:
-    """How --resume loads the latest checkpoint. One written by a different number of ranks with partitioned
-    optimizer state (ZeRO >= 1, or bf16's partitioned optimizer) is converted once to DeepSpeed's universal
-    format (`<tag>/universal`), which any world size loads. An unpartitioned one (ZeRO-0: the whole optimizer
-    state in the model-states file) loads on any number of ranks as it is."""
-    tag = resume_tag(run_dir)
+def prepare_resume(run_dir: str | Path, world_size: int, tag: str = "", trust: bool = False) -> ResumePlan:
+    """How --resume loads its checkpoint, after verifying it (biobert/integrity.py). One written by a different
+    number of ranks with partitioned optimizer state (ZeRO >= 1, or bf16's partitioned optimizer) is converted
+    once to DeepSpeed's universal format (`<tag>/universal`), which any world size loads. An unpartitioned one
+    (ZeRO-0: the whole optimizer state in the model-states file) loads on any number of ranks as it is."""
+    tag = resume_tag(run_dir, tag)
     tag_dir = checkpoint_dir(run_dir) / tag
+    integrity.verify(tag_dir, trust)
     saved = read_json(tag_dir / "train_state.json", "train state").get("world_size", 1)
     ds_path = tag_dir / "ds_config.json"
     stage = read_json(ds_path, "DeepSpeed config").get("zero_optimization", {}).get("stage", 0) \
         if ds_path.is_file() else None
     if saved == world_size or not any(tag_dir.glob("*optim_states.pt")):
-        return ResumePlan(tag, False, stage)
+        return ResumePlan(tag, False, stage, tag_dir)
     from biobert.engine import convert_to_universal
 
     convert_to_universal(tag_dir, tag_dir / "universal")
-    return ResumePlan(f"{tag}/universal", True, stage)
+    return ResumePlan(f"{tag}/universal", True, stage, tag_dir)
+
+
+# What may differ between a run and the checkpoint it resumes (README, "Checkpoints and exact resume").
+MAY_CHANGE = ("the number of ranks (same global batch), the learning rate and schedule (--ds), max_steps, the "
+              "log/eval/save cadence, keep_last, the divergence guard")
+
+
+def check_same_run(plan: ResumePlan, identity: dict) -> None:
+    """Refuse to resume a checkpoint of another run: `identity` (what defines this run: data, global batch,
+    seed, model, objective) must equal the one saved in the checkpoint's run_config.json."""
+    saved = read_json(plan.tag_dir / "run_config.json", "run config").get("identity")
+    if saved is None:  # written before checkpoints recorded it: nothing to compare
+        return
+    diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {identity.get(k)!r}" for k in sorted(set(saved) | set(identity))
+             if saved.get(k) != identity.get(k)]
+    if diffs:
+        raise UserError(f"--resume: {plan.tag_dir} belongs to another run; what defines a run differs: "
+                        f"{'; '.join(diffs)}. Resume with the checkpoint's settings, or start a new --run_dir. "
+                        f"What may change on resume: {MAY_CHANGE}.")
 
 
 def state_from_client(client: dict, source: str) -> TrainState:
@@ -139,6 +169,9 @@ def save(engine: Any, run_dir: str | Path, state: TrainState, run_config: dict,
     ckpt = checkpoint_dir(run_dir)
     tag = f"step_{state.step:08d}"
     state.world_size = engine.world_size
+    if engine.rank == 0 and (ckpt / tag).exists():  # left by a run resumed --resume_from an earlier step
+        shutil.rmtree(ckpt / tag)
+    engine.barrier()
     client = {"train_state": dataclasses.asdict(state), "run_config": run_config, "git_sha": git_sha()}
     engine.save_checkpoint(ckpt, tag, client)
     faults.in_save(tag, engine.rank)  # crash-in-save tests
@@ -152,6 +185,7 @@ def save(engine: Any, run_dir: str | Path, state: TrainState, run_config: dict,
                                           "train_state": dataclasses.asdict(state), "git_sha": client["git_sha"]})
     engine.barrier()  # every rank's shards are on disk before the pointer moves
     if engine.rank == 0:
+        integrity.write_record(tag_dir)
         _write_pointer(ckpt / "latest", tag)
         if exporter is not None:
             tmp = Path(run_dir) / ".hf.tmp"

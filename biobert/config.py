@@ -32,6 +32,8 @@ class LoopConfig:
     eval_every: int = 0  # optimizer steps between evaluations; 0 = only at the end
     save_every: int = 0  # optimizer steps between checkpoints; 0 = only at the end
     resume: bool = False  # continue this run_dir's latest checkpoint (exact state); error if none
+    resume_from: str = ""  # continue from this checkpoint tag or step instead of `latest` (implies --resume)
+    trust_checkpoint: bool = False  # load a checkpoint without an integrity record or with foreign pickled types
     progress: bool = True  # progress bar on rank 0
     export_hf: bool = True  # export a Hugging Face directory at every checkpoint
     keep_last: int = 0  # checkpoints to keep (the newest K); 0 keeps all
@@ -43,6 +45,10 @@ class LoopConfig:
     # "max-autotune", or "reduce-overhead" (CUDA graphs too; refused with gradient accumulation, pytorch#169545)
     compile: str = ""
     compile_backend: str = "inductor"  # torch.compile backend ("aot_eager": tests, no code generation)
+
+    def __post_init__(self) -> None:
+        if self.resume_from:
+            self.resume = True
 
 
 def _field_types(cls: type) -> dict[str, Any]:

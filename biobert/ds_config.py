@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from biobert.config import read_json
+from biobert.ds_schema import validate_nested
 from biobert.errors import UserError
 
 # Top-level keys DeepSpeed 0.14-0.19 reads (runtime/config.py and the sub-configs it parses).
@@ -94,6 +95,7 @@ def validate(cfg: dict, source: str) -> None:
     if zero.get("stage", 0) not in (0, 1, 2, 3, "auto"):
         raise UserError(f"{source}: zero_optimization.stage must be 0, 1, 2, 3 or \"auto\", "
                         f"got {zero.get('stage')!r}")
+    validate_nested(cfg, source)
     if cfg.get("fp16", {}).get("enabled") and cfg.get("bf16", {}).get("enabled"):
         raise UserError(f"{source}: fp16 and bf16 are both enabled; enable one")
     autocast = cfg.get("torch_autocast") or {}

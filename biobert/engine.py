@@ -295,7 +295,19 @@ class Engine:
         # Lets `ds_to_universal` convert it, for a resume on a different number of ranks.
         client_state = {**client_state, UNIVERSAL_CHECKPOINT_INFO: {
             UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE}}
-        self.ds.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
+        if self._scaler is not None:  # DeepSpeed does not save torch's GradScaler (fp16 torch_autocast)
+            client_state["grad_scaler"] = {**self._scaler.state_dict(), "skipped_steps": int(self._skipped)}
+        try:
+            self.ds.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
+        except (OSError, RuntimeError) as e:
+            import shutil
+
+            free = shutil.disk_usage(ckpt_dir).free if Path(ckpt_dir).exists() else 0
+            full = "The disk is full: free space or keep fewer checkpoints (--keep_last). " if free < 2**30 else ""
+            raise UserError(f"{Path(ckpt_dir) / tag}: writing the checkpoint failed ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200]}); the disk holding it has {free / 2**30:.2f} GiB free. "
+                            f"{full}The previous checkpoint (`latest`) is intact: --resume continues from it."
+                            ) from None
 
     def load_checkpoint(self, ckpt_dir: str | Path, tag: str | None = None) -> dict:
         try:
@@ -306,6 +318,10 @@ class Engine:
                             "it may be incomplete or from a different model/ZeRO setup") from None
         if path is None:
             raise UserError(f"{ckpt_dir}: no loadable checkpoint (tag {tag or 'latest'})")
+        scaler = client.get("grad_scaler")
+        if self._scaler is not None and scaler is not None:
+            self._skipped.fill_(scaler.pop("skipped_steps", 0))
+            self._scaler.load_state_dict(scaler)
         return client
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from biobert import checkpoint
+from biobert import checkpoint, integrity
 from biobert.checkpoint import TrainState
 from biobert.config import LoopConfig
 from biobert.dist import derived_seed, seed_everything
@@ -151,6 +151,7 @@ def _roll_back(engine: Any, state: TrainState, cfg: LoopConfig, reason: str, tra
         raise UserError(f"training diverged at step {bad.step} ({reason}) before any checkpoint was "
                         "saved, so there is nothing to roll back to. Lower the learning rate or save earlier "
                         "(--save_every).")
+    integrity.verify(checkpoint.checkpoint_dir(cfg.run_dir) / tag, cfg.trust_checkpoint)
     client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), tag)
     good = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{tag}")
     good.skip_positions = sorted(set(state.skip_positions) | {bad.position})

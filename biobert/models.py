@@ -64,29 +64,27 @@ def load_pretraining_model(init_from: str | Path | None, model_config: str | Pat
     """BertForPreTraining from pretrained weights (missing MLM/NSP heads are freshly initialised, as for
     an encoder-only checkpoint), or randomly initialised from a config file for training from scratch."""
     from transformers import BertForPreTraining
-    from transformers.utils import logging as hf_logging
 
     if init_from:
         path = _check_dir(init_from)
-        config = load_bert_config(path)
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # the missing-head report is expected for encoder-only weights
-        try:
-            model, info = BertForPreTraining.from_pretrained(str(path), config=config, output_loading_info=True,
-                                                             attn_implementation=attn_implementation)
-        finally:
-            hf_logging.set_verbosity(verbosity)
-        new = sorted(k for k in info.get("missing_keys", []) if not k.startswith("cls."))
-        if new:
-            raise UserError(f"{path}: encoder weights missing from the checkpoint: {new[:5]}... "
-                            "Is this a BERT checkpoint?")
-        model.biobert_new_heads = sorted(k for k in info.get("missing_keys", []) if k.startswith("cls."))
+        model, missing = _load_checked(BertForPreTraining, path, load_bert_config(path), attn_implementation,
+                                       head_prefixes=("cls.",))
+        model.biobert_new_heads = missing
         return model
     if model_config:
         config = load_bert_config(model_config)
         return BertForPreTraining._from_config(config, attn_implementation=attn_implementation)
     raise UserError("set --init_from (a Hugging Face BERT directory) or --model_config (a BERT config.json "
                     "to train from scratch)")
+
+
+def config_sha256(config) -> str:
+    """A model's shape (its config without version stamps and paths), for comparing runs on --resume."""
+    import hashlib
+    import json
+
+    shape = {k: v for k, v in config.to_dict().items() if k not in ("transformers_version", "_name_or_path")}
+    return hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def bert_attention_mask(attention_mask: torch.Tensor, attn_implementation: str,
@@ -126,10 +124,8 @@ def load_task_model(model_cls: type, init_from: str | Path, task: str, labels: l
 
     A checkpoint already fine-tuned with the same head must carry the same label list (by name), so a
     model trained on another label set is never silently re-mapped. Dropped pre-training heads and a new
-    randomly initialised head are expected here, so transformers' load report is silenced.
+    randomly initialised head are expected here; a missing encoder weight is refused (_load_checked).
     """
-    from transformers.utils import logging as hf_logging
-
     config = load_bert_config(init_from)
     if labels is not None:
         if config.architectures and model_cls.__name__ in config.architectures:
@@ -143,9 +139,40 @@ def load_task_model(model_cls: type, init_from: str | Path, task: str, labels: l
         config.label2id = {label: i for i, label in enumerate(labels)}
     for key, value in config_updates.items():
         setattr(config, key, value)
+    return _load_checked(model_cls, Path(init_from), config, attn_implementation,
+                         head_prefixes=("classifier.", "qa_outputs.", "cls.", "bert.pooler."))[0]
+
+
+def _load_checked(model_cls: type, path: Path, config, attn_implementation: str,
+                  head_prefixes: tuple[str, ...]) -> tuple[torch.nn.Module, list[str]]:
+    """from_pretrained, refusing what did not load: every encoder weight must come from the checkpoint (only
+    the heads in `head_prefixes` may be new), so a renamed or damaged checkpoint never trains a random encoder.
+    Returns the model and the new (randomly initialised) head weights."""
+    from transformers.utils import logging as hf_logging
+
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
+    hf_logging.set_verbosity_error()  # the new-head report is expected; what matters is checked below
     try:
-        return model_cls.from_pretrained(str(init_from), config=config, attn_implementation=attn_implementation)
+        model, info = model_cls.from_pretrained(str(path), config=config, output_loading_info=True,
+                                                attn_implementation=attn_implementation)
+    except Exception as e:  # noqa: BLE001  (safetensors, torch and transformers each raise their own type)
+        if isinstance(e, UserError):
+            raise
+        raise UserError(f"{path}: cannot read the weights ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                        "the weight file is damaged, truncated or not a Hugging Face checkpoint. Re-download or "
+                        "re-export it.") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    missing = sorted(info.get("missing_keys", []))
+    lost = [k for k in missing if not k.startswith(head_prefixes)]
+    if lost:
+        unexpected = sorted(info.get("unexpected_keys", []))
+        hint = ""
+        if unexpected and all(k.startswith("module.") for k in unexpected[:20]):
+            hint = (" Its weight names start with 'module.' (saved from a wrapped model): strip that prefix from "
+                    "every key, or export the model with save_pretrained.")
+        elif unexpected:
+            hint = f" It holds other names instead, e.g. {unexpected[:3]}."
+        raise UserError(f"{path}: {len(lost)} encoder weights are missing from the checkpoint (e.g. {lost[:3]}), so "
+                        f"they would be random.{hint} Is this a BERT checkpoint?")
+    return model, [k for k in missing if k.startswith(head_prefixes)]

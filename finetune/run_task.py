@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     from biobert.engine import Engine
     from biobert.faults import Faults
     from biobert.loop import fit
-    from biobert.models import load_bert_config
+    from biobert.models import config_sha256, load_bert_config
     from biobert.sampler import BatchLayout, BatchSource, EpochSampler
     from biobert.tokenizer import load_tokenizer
     from finetune.tasks.base import predict_outputs
@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
     model = task.build_model(cfg.init_from, cfg.attn_implementation)
     if eval_only:
         _check_fine_tuned(cfg, model, checkpoint_config)
-    plan = checkpoint.prepare_resume(cfg.run_dir, dist.world_size()) if cfg.resume else None
+    plan = (checkpoint.prepare_resume(cfg.run_dir, dist.world_size(), cfg.resume_from, cfg.trust_checkpoint)
+            if cfg.resume else None)
     engine = Engine(model, args.deepspeed_config, total_steps=total_steps, overrides=args.ds,
                     compile_mode=cfg.compile, compile_backend=cfg.compile_backend,
                     load_universal=bool(plan and plan.universal),
@@ -150,6 +151,13 @@ def main(argv: list[str] | None = None) -> dict:
     run_config = {"run": config_dict(cfg), "deepspeed_overrides": args.ds, "labels": task.labels,
                   "data": {n: {"path": str(s.path), "sha256": _sha256(s.path), **s.stats}
                            for n, s in splits.items()}}
+    # what defines a fine-tuning run, compared on --resume (checkpoint.check_same_run)
+    run_config["identity"] = {"task": task.name, "labels": task.labels, "seed": cfg.seed,
+                              "train_batch_size": engine.train_batch,
+                              "model_config_sha256": config_sha256(model.config),
+                              "train_data_sha256": run_config["data"].get(cfg.train_split, {}).get("sha256")}
+    if plan is not None:
+        checkpoint.check_same_run(plan, run_config["identity"])
     if engine.rank == 0:
         write_json(Path(cfg.run_dir) / "config.json", run_config)
         write_json(Path(cfg.run_dir) / "ds_config.json", engine.config)

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not cfg.resume:
         checkpoint.check_fresh_run_dir(cfg.run_dir)
     else:
-        checkpoint.resume_tag(cfg.run_dir)  # fail before building anything if there is nothing to resume
+        checkpoint.resume_tag(cfg.run_dir, cfg.resume_from)  # fail before building anything if nothing to resume
     train = open_shards(cfg.data_dir, "train")
     tok_source = cfg.tokenizer or cfg.init_from
     if not tok_source:
@@ -109,14 +109,19 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.train_only_heads:
         freeze_encoder(model)
     dist.setup_env()
-    plan = checkpoint.prepare_resume(cfg.run_dir, dist.world_size()) if cfg.resume else None
+    plan = (checkpoint.prepare_resume(cfg.run_dir, dist.world_size(), cfg.resume_from, cfg.trust_checkpoint)
+            if cfg.resume else None)
     engine = Engine(PretrainingObjective(model, vocab), args.deepspeed_config, total_steps=cfg.max_steps,
                     overrides=args.ds, compile_mode=cfg.compile,
                     compile_backend=cfg.compile_backend,
                     load_universal=bool(plan and plan.universal),
                     resume_stage=plan.zero_stage if plan else None)
-    run_config = {"run": config_dict(cfg), "deepspeed_overrides": args.ds, "data_manifest": {
-        k: train.manifest.get(k) for k in ("config_hash", "tokenizer_hash", "seq_len", "mode", "counts")}}
+    data = {k: train.manifest.get(k) for k in ("config_hash", "tokenizer_hash", "seq_len", "mode", "counts")}
+    identity = run_identity(cfg, data, engine.train_batch, model)
+    if plan is not None:  # before anything is written: a different run is refused, its config.json kept
+        checkpoint.check_same_run(plan, identity)
+    run_config = {"run": config_dict(cfg), "deepspeed_overrides": args.ds, "data_manifest": data,
+                  "identity": identity}
     if engine.rank == 0:
         write_json(Path(cfg.run_dir) / "config.json", run_config)
         write_json(Path(cfg.run_dir) / "ds_config.json", engine.config)
@@ -156,6 +161,18 @@ def main(argv: list[str] | None = None) -> dict:
         write_json(Path(cfg.run_dir) / "result.json", result)
         print(f"done: {result}", file=sys.stderr)
     return result
+
+
+def run_identity(cfg: PretrainConfig, data: dict, global_batch: int, model) -> dict:
+    """What defines a pre-training run, compared on --resume (checkpoint.check_same_run): the data, the global
+    batch (the sample position is counted in it), the seed (data order, masks, dropout), the model's shape and
+    the objective. Paths are not compared: a run may move to another filesystem."""
+    from biobert.models import config_sha256
+
+    return {"data": data, "train_batch_size": global_batch, "seed": cfg.seed,
+            "model_config_sha256": config_sha256(model.config),
+            "objective": {k: getattr(cfg, k) for k in ("mlm_probability", "whole_word_mask", "train_only_heads",
+                                                        "pad_vocab_multiple")}}
 
 
 def freeze_encoder(model) -> None:

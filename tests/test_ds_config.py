@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -86,8 +88,11 @@ def test_malformed_ds_json(tmp_path):
     path.write_text("{ not json")
     with pytest.raises(UserError, match=r"ds.json:1:\d+: malformed JSON in DeepSpeed config"):
         load_ds_config(path)
-    path.write_text(json.dumps({"train_batch_size": 8}))
+    path.write_text(json.dumps({"train_batch_size": 8, "optimizer": {"type": "AdamW"}}))
     assert load_ds_config(path, ["optimizer.params.lr=2e-5"])["optimizer"]["params"]["lr"] == 2e-5
+    path.write_text(json.dumps({"train_batch_size": 8}))
+    with pytest.raises(UserError, match="optimizer.type '' is neither"):  # params without an optimizer
+        load_ds_config(path, ["optimizer.params.lr=2e-5"])
 
 
 def test_lamb_under_zero_is_refused_with_the_reason():
@@ -120,3 +125,47 @@ def test_explicit_zero_stage_with_another_layout_than_the_checkpoint_is_refused(
         finalize(cfg, 1, 10, on_cpu=True, source="x", resume_stage=0)
     with pytest.raises(UserError, match="must be 0, 1, 2, 3 or"):
         validate({"train_batch_size": 8, "zero_optimization": {"stage": "two"}}, "x")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("scheduler.params.warmup_num_step=10", "did you mean `warmup_num_steps`"),
+    ("scheduler.parms={}", "did you mean `params`"),
+    ("optimizer.params.weight_decya=0.1", "did you mean `weight_decay`"),
+    ("bf16.enabeld=true", "did you mean `enabled`"),
+    ("optimizer.type=AdamWW", "neither a DeepSpeed optimizer nor a torch.optim class"),
+    ("optimizer.params.lr=abc", "optimizer.params.lr must be a number, got 'abc'"),
+    ("optimizer.params.betas=0.9", "betas must be two numbers"),
+    ("scheduler.type=WarmupDecay", "did you mean `WarmupDecayLR`"),
+    ("fp16.enabled=yes", "fp16.enabled must be true or false"),
+])
+def test_nested_deepspeed_keys_and_types_are_checked(override, message):
+    """DeepSpeed ignores unknown nested keys (a misspelt scheduler key trains on its default schedule) and
+    answers bad types with tracebacks from deep inside: every level it reads is checked here first."""
+    from biobert.ds_config import load_ds_config
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_ds_config(Path(__file__).resolve().parents[1] / "ds_configs" / "cpu.json", [override])
+
+
+def test_nested_key_tables_match_the_installed_deepspeed():
+    import inspect
+
+    import torch
+    from deepspeed.ops.adam import FusedAdam
+    from deepspeed.ops.lamb import FusedLamb
+    from deepspeed.runtime import lr_schedules
+    from deepspeed.runtime.config import DEEPSPEED_OPTIMIZERS
+    from deepspeed.runtime.precision_config import DeepSpeedBF16Config, DeepSpeedFP16Config
+
+    from biobert import ds_schema
+
+    def args(cls):
+        return set(list(inspect.signature(cls.__init__).parameters)[2:])
+
+    assert args(torch.optim.AdamW) | args(torch.optim.Adam) | args(FusedAdam) <= ds_schema.OPTIMIZER_PARAMS["adamw"]
+    assert args(FusedLamb) == ds_schema.OPTIMIZER_PARAMS["lamb"]
+    for name in lr_schedules.VALID_LR_SCHEDULES:
+        assert args(getattr(lr_schedules, name)) == ds_schema.SCHEDULER_PARAMS[name], name
+    assert set(DeepSpeedBF16Config.model_fields) == ds_schema.SECTION_KEYS["bf16"]
+    assert set(DeepSpeedFP16Config.model_fields) == ds_schema.SECTION_KEYS["fp16"]
+    assert set(DEEPSPEED_OPTIMIZERS) <= ds_schema.DEEPSPEED_OPTIMIZERS
