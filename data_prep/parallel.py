@@ -35,7 +35,7 @@ from biobert.errors import UserError
 from biobert.tokenizer import load_tokenizer
 from data_prep import outdir
 from data_prep.fast_wordpiece import SentenceEncoder
-from data_prep.pipeline import PrepConfig, Sinks, process_file
+from data_prep.pipeline import FileReport, PrepConfig, Sinks, process_file, unreadable
 from data_prep.readers import expand_inputs
 from data_prep.shards import MANIFEST, SPLITS, file_sha256, write_manifest
 from data_prep.supersede import INDEX_DIR, SupersedeIndex, build_index, file_identity, index_hash, order_files
@@ -109,15 +109,19 @@ class Worker:
         sinks = Sinks.create(self.out, self.tokenizer.vocab_size, self.cfg.shard_size, unit.name)
         identities = [file_identity(p) for p in unit.paths]  # before reading: a file changed meanwhile is redone
         skipped = Counter()
-        drops = self.index.drops_for(unit.path.name) if unit.pubmed and self.index else {}
+        index = self.index if unit.pubmed else None
+        drops = index.drops_for(unit.path.name) if index else {}
         gate = _Gate(drops, self.decon, self.cfg.decontaminate_action, skipped)
         report = process_file(list(unit.paths), self.cfg, self.tokenizer, sinks, skipped, max_docs, gate,
                               self.encoder, stream=unit.name if unit.grouped else None)
+        if index and not report.stopped_early:
+            skipped["unread_after_damage"] += index.unread_for(unit.path.name)
         _test_hook(unit.name)
+        entry = _input_entry(unit, identities, report)  # first: a file it cannot hash is a file error
         marker = {
             "unit": unit.name, "position": unit.position, **self.expect,
-            "index_hash": self.index.hash if unit.pubmed and self.index else None,
-            **_input_entry(unit, identities),
+            "index_hash": index.hash if index else None,
+            **entry,
             "report": {"documents_read": report.documents_read, "words": report.words,
                        "seconds": round(report.seconds, 3), "complete": not report.stopped_early and not report.error},
             "shards": sinks.close(), "stats": {s: asdict(sinks.stats[s]) for s in SPLITS},
@@ -135,14 +139,25 @@ def _iso(mtime_ns: int) -> str:
     return datetime.fromtimestamp(mtime_ns / 1e9, timezone.utc).isoformat(timespec="seconds")
 
 
-def _input_entry(unit: Unit, identities: list[dict]) -> dict:
+def _sha256(path: Path, report: FileReport) -> str | None:
+    """The file's sha256, or None when it cannot be read: then it is a file error (once: the reader has
+    usually reported it already), never a crash of the run."""
+    try:
+        return file_sha256(path)
+    except OSError as e:
+        if not any(err["file"] == str(path) for err in report.file_errors):
+            report.fail(path, unreadable(path, e))
+        return None
+
+
+def _input_entry(unit: Unit, identities: list[dict], report: FileReport) -> dict:
     """The marker's `input` (what the manifest lists) and, for a group, `members` (every file, for resume)."""
     if not unit.grouped:
         (identity,) = identities
         return {"input": {"path": str(unit.path), "bytes": identity["bytes"], "mtime_ns": identity["mtime_ns"],
                           "mtime": _iso(identity["mtime_ns"]), "name_date": _name_date(unit.path.name),
-                          "sha256": file_sha256(unit.path)}}
-    members = [{"path": str(p), "bytes": i["bytes"], "mtime_ns": i["mtime_ns"], "sha256": file_sha256(p)}
+                          "sha256": _sha256(unit.path, report)}}
+    members = [{"path": str(p), "bytes": i["bytes"], "mtime_ns": i["mtime_ns"], "sha256": _sha256(p, report)}
                for p, i in zip(unit.paths, identities)]
     digest = hashlib.sha256("".join(f"{Path(m['path']).name} {m['sha256']}\n" for m in members).encode())
     return {"input": {"path": str(unit.path.parent), "files": len(members), "first": members[0]["path"],
@@ -256,7 +271,7 @@ def _pool_size(cfg: PrepConfig, jobs: int) -> int:
 
 def _supersession(index: SupersedeIndex) -> dict:
     keys = ("hash", "articles", "deletions", "pmids", "deleted_pmids", "drop_superseded", "drop_deleted", "errors",
-            "prepass_s")
+            "damaged", "prepass_s")
     return {k: index.info[k] for k in keys} | {"pubmed_files": len(index.info["files"])}
 
 

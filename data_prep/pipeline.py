@@ -143,6 +143,17 @@ class FileReport:
     error: str | None = None  # the first file-level failure
     file_errors: list[dict] = field(default_factory=list)  # all of them (a unit may group many files)
 
+    def fail(self, path: Path, message: str) -> None:
+        self.file_errors.append({"file": str(path), "message": message})
+        self.error = self.error or message
+
+
+def unreadable(path: Path, err: OSError) -> str:
+    """The message for an input file the operating system will not let us read (permissions, I/O error)."""
+    return (f"{path}: cannot read the file ({type(err).__name__}: {err.strerror or err}); make it readable "
+            f"(e.g. `chmod a+r {path}`, or check the file system) or remove it from --input, then rerun with "
+            "--overwrite")
+
 
 def _stream_seed(seed: int, name: str, split: str) -> int:
     # One RNG per (unit, split): output does not depend on which worker or in which order units run.
@@ -192,13 +203,18 @@ def _sentences(doc: Document) -> list[str]:
 
 
 def _documents(paths: list[Path], cfg: PrepConfig, skipped: Counter, report: FileReport) -> Iterator[Document]:
-    """The documents of every file in turn; a file that fails is recorded and the next one read."""
+    """The documents of every file in turn; a file that fails is recorded and the next one read.
+
+    An OSError here comes from reading the input (the pipeline's own writes happen in the caller, outside
+    this generator): one unreadable file is one file error, as a corrupt one is, not the end of the run.
+    """
     for path in paths:
         try:
             yield from read_documents(path, skipped, require_abstract=cfg.require_abstract)
         except CorpusFileError as e:
-            report.file_errors.append({"file": str(path), "message": str(e)})
-            report.error = report.error or str(e)
+            report.fail(path, str(e))
+        except OSError as e:
+            report.fail(path, unreadable(path, e))
 
 
 def process_file(paths: Path | Sequence[Path], cfg: PrepConfig, tokenizer: WordPieceTokenizer, sinks: Sinks,

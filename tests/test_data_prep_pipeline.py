@@ -226,3 +226,36 @@ def test_malformed_manifest_names_the_file_and_position(tmp_path):
     (tmp_path / "manifest.json").write_bytes(b'{"format": "\xff"}')
     with pytest.raises(UserError, match=r"manifest\.json: shard manifest .* is not UTF-8"):
         open_shards(tmp_path)
+
+
+def deny_reads(monkeypatch, path: Path) -> None:
+    """Make `path` unreadable in this process, as chmod 000 would for a non-root user (tests may run as root)."""
+    import builtins
+
+    real_open, denied = builtins.open, str(path.resolve())
+
+    def guarded_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.path.abspath(os.fspath(file)) == denied:
+            raise PermissionError(13, "Permission denied", os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+
+
+def test_unreadable_file_is_a_file_error_and_the_run_finishes(tmp_path, vocab, monkeypatch, capsys):
+    (tmp_path / "in").mkdir()
+    synthetic_pubmed(tmp_path / "in" / "good.xml.gz", 30)
+    locked = synthetic_pubmed(tmp_path / "in" / "locked.xml.gz", 30, first_pmid=1000)
+    deny_reads(monkeypatch, locked)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:  # one worker: the patched open() is this process's
+        prep([tmp_path / "in"], vocab, out, "--seq_len", 64, "--workers", 1)
+    assert exit_info.value.code == 3
+    manifest = json.loads((out / "manifest.json").read_text())
+    [error] = manifest["errors"]
+    assert error["file"] == str(locked.resolve()) and manifest["skipped"]["file_error"] == 1
+    assert "cannot read the file (PermissionError" in error["message"] and "chmod" in error["message"]
+    entries = {Path(i["path"]).name: i for i in manifest["inputs"]}
+    assert entries["good.xml.gz"]["documents_read"] == 30 and entries["locked.xml.gz"]["documents_read"] == 0
+    assert entries["locked.xml.gz"]["sha256"] is None and entries["good.xml.gz"]["sha256"] is not None
+    assert f"error: {error['message']}" in capsys.readouterr().out

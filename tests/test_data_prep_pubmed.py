@@ -121,3 +121,46 @@ def test_expand_inputs_dirs_globs_and_errors(tmp_path, sample_gz):
     assert expand_inputs([str(tmp_path / "readme.txt")]) == [(tmp_path / "readme.txt").resolve()]
     with pytest.raises(UserError, match="no --input"):
         expand_inputs([])
+
+
+def _complete_records(prefix: bytes) -> int:
+    """Complete <PubmedArticle> records in what a gzip prefix decompresses to (what a reader can recover)."""
+    import zlib
+
+    return zlib.decompressobj(31).decompress(prefix).count(b"</PubmedArticle>")
+
+
+def _read_until_error(path: Path) -> tuple[list, str]:
+    docs = []
+    with pytest.raises(CorpusFileError) as err:
+        for doc in read_pubmed(path, Counter()):
+            docs.append(doc)
+    return docs, str(err.value)
+
+
+def test_garbage_after_the_gzip_stream_keeps_every_record_and_says_so(tmp_path):
+    data = gzip.compress(_many_articles(200))
+    path = tmp_path / "tail.xml.gz"
+    path.write_bytes(data + bytes(range(1, 201)) * 5)  # 1,000 bytes that are not gzip data
+    docs, message = _read_until_error(path)
+    assert len(docs) == 200
+    assert f"trailing garbage after the gzip stream at byte {len(data):,}" in message and "1,000 bytes" in message
+    assert "not a gzip file" not in message and "python -m data_prep download" in message and "md5" in message
+
+
+def test_truncated_gzip_reads_every_complete_record_before_the_cut(tmp_path):
+    data = gzip.compress(_many_articles(200))
+    cut = data[: len(data) * 6 // 10]
+    path = tmp_path / "cut.xml.gz"
+    path.write_bytes(cut)
+    docs, message = _read_until_error(path)
+    assert 0 < len(docs) == _complete_records(cut) < 200
+    assert f"truncated gzip stream: the file ends at byte {len(cut):,}" in message
+    assert f"after PMID {docs[-1].doc_id.removeprefix('pmid:')}" in message
+    assert "python -m data_prep download" in message
+
+
+def test_zero_padding_after_the_gzip_stream_is_not_damage(tmp_path):
+    path = tmp_path / "padded.xml.gz"
+    path.write_bytes(gzip.compress(_many_articles(3)) + bytes(512))  # gzip(1) ignores trailing zeros too
+    assert len(list(read_pubmed(path, Counter()))) == 3

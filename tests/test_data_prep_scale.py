@@ -257,3 +257,35 @@ def test_prepass_reads_only_ids_and_survives_a_truncated_file(tmp_path):
     cut = scan_pubmed_ids(tmp_path / "cut.xml.gz")
     assert 0 < cut.articles < 300 and "cut.xml.gz" in cut.error
     assert Counter(scan_pubmed_ids(REPO / "tests/fixtures/data_prep/pubmed_sample.xml").records.tolist())[-1] == 2
+
+
+def _with_malformation(xml: bytes, record: int) -> bytes:
+    """`xml` with an unclosed tag inside the abstract of its `record`-th <PubmedArticle> (0-based)."""
+    at = -1
+    for _ in range(record + 1):
+        at = xml.index(b"<PubmedArticle>", at + 1)
+    at = xml.index(b"<AbstractText>", at) + len(b"<AbstractText>")
+    return xml[:at] + b"<Unclosed>" + xml[at:]
+
+
+def test_a_malformed_update_file_supersedes_only_the_records_it_delivers(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    good = write_pubmed_xml(d / "pubmed26n0001.xml.gz", 40, seed=3, first_pmid=1)
+    # The same 40 PMIDs again in a later file, damaged inside record 24: its reader delivers records 0-23 only.
+    damaged = _with_malformation(gzip.decompress(good.read_bytes()), 24)
+    (d / "pubmed26n0002.xml.gz").write_bytes(gzip.compress(damaged))
+    vocab = write_vocab(tmp_path / "vocab.txt")
+    with pytest.raises(SystemExit) as exit_info:
+        prep([d], vocab, tmp_path / "out", "--heldout_fraction", 0)
+    assert exit_info.value.code == 3
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    docs = {Path(i["path"]).name: i["documents_read"] for i in manifest["inputs"]}
+    assert docs == {"pubmed26n0001.xml.gz": 16, "pubmed26n0002.xml.gz": 24}  # every PMID once, none lost
+    assert manifest["counts"]["documents"] == 40 and manifest["skipped"]["superseded"] == 24
+    assert manifest["skipped"]["unread_after_damage"] == 16  # the damaged file's records after the damage
+    [error] = manifest["errors"]
+    assert error["file"].endswith("pubmed26n0002.xml.gz") and "after PMID 24" in error["message"]
+    [damage] = manifest["supersession"]["damaged"]
+    assert damage["file"].endswith("pubmed26n0002.xml.gz") and damage["records"] == 24 and damage["unread"] == 16
+    assert "after PMID 24" in damage["message"]

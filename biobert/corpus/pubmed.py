@@ -6,6 +6,7 @@ incrementally and frees every record once read, so memory stays flat whatever th
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import BinaryIO
 from lxml import etree
 
 from biobert.corpus.document import CorpusFileError, Document
-from biobert.corpus.gzip_stream import GZIP_ERRORS, BadGzipFile, open_gzip
+from biobert.corpus.gzip_stream import REDOWNLOAD, DamageAsEnd
 from biobert.corpus.text_clean import clean_text
 
 RECORD_TAGS = ("PubmedArticle", "PubmedBookArticle", "DeleteCitation")
@@ -77,23 +78,77 @@ def parse_article(elem: etree._Element, counts: Counter, require_abstract: bool)
     return Document(doc_id=f"pmid:{pmid}", sections=sections, meta=meta)
 
 
-def _open_binary(path: Path, raw: BinaryIO) -> BinaryIO:
-    return open_gzip(raw) if path.name.endswith(".gz") else raw
+# One set of parser options for the reader and for the pre-pass that must agree with it (supersede.py).
+PARSE_OPTIONS = {"resolve_entities": False, "no_network": True, "load_dtd": False, "huge_tree": True}
+_GZIP_MAGIC = b"\x1f\x8b"
+_REMOVE = "or remove it from --input"
 
 
-def _describe(path: Path, raw: BinaryIO, last_pmid: str | None, err: Exception) -> str:
+def _source(path: Path, raw: BinaryIO) -> BinaryIO | DamageAsEnd:
+    """What the parser reads: a .gz file's decompressed bytes (damage reads as their end), else the file."""
+    if os.fstat(raw.fileno()).st_size == 0:
+        raise CorpusFileError(f"{path}: empty file (0 bytes; an interrupted download or copy?): {REDOWNLOAD} "
+                              f"{_REMOVE}")
+    if path.name.endswith(".gz"):
+        return DamageAsEnd(raw)
+    if raw.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC:
+        raise CorpusFileError(f"{path}: gzip-compressed data in a file named without .gz (it starts with the gzip "
+                              f"magic bytes 1f 8b); rename it to {path.name}.gz")
+    raw.seek(0)
+    return raw
+
+
+def own_pmid(elem: etree._Element) -> str | None:
+    """The PMID of an article or book record (its first <PMID>, as NCBI lays it out); None for a deletion."""
+    holder = _child(elem, "MedlineCitation" if elem.tag == "PubmedArticle" else "BookDocument")
+    return _child_text(holder, "PMID")
+
+
+def _describe(path: Path, raw: BinaryIO, source: object, last_pmid: str | None, err: Exception) -> str:
+    """What went wrong where, and what to do; the gzip damage, when there is any, is what ended the XML."""
     where = f"after PMID {last_pmid}" if last_pmid else "before the first record"
+    damage = getattr(source, "damage", None)
+    if damage is not None:
+        kept = "every complete record before it was read" if last_pmid else "no record could be read"
+        return f"{path}: {damage.detail}, {where}; {kept}; {damage.advice}"
     try:
         offset = f", near byte {raw.tell():,} of the file"
     except (OSError, ValueError):
         offset = ""
-    if isinstance(err, BadGzipFile):
-        hint = "not a gzip file; rename it to .xml if it is plain XML, or re-download it"
-    elif isinstance(err, GZIP_ERRORS):
-        hint = "the gzip stream is truncated or corrupt; re-download the file"
-    else:
-        hint = "the XML is malformed or truncated; re-download the file or remove it from --input"
-    return f"{path}: {hint} ({type(err).__name__}: {err}) {where}{offset}"
+    bad_bytes = getattr(err, "code", None) == etree.ErrorTypes.ERR_INVALID_ENCODING
+    what = "bytes that are not UTF-8 (or not the XML's declared encoding)" if bad_bytes else \
+        "malformed or truncated XML"
+    read = "the records before it were read" if last_pmid else "no record could be read"
+    return f"{path}: {what} {where}{offset} ({type(err).__name__}: {err}); {read}; {REDOWNLOAD} {_REMOVE}"
+
+
+def iter_records(path: str | Path) -> Iterator[etree._Element]:
+    """Every <PubmedArticle>, <PubmedBookArticle> and <DeleteCitation> of a PubMed file, in order.
+
+    Each element is freed once the caller moves on. A damaged file raises CorpusFileError (file, last PMID,
+    byte, what to do) after every record complete before the damage: the reader and the supersession
+    pre-pass both read damaged files through here, so they agree on exactly which records a file delivers.
+    """
+    path = Path(path)
+    last_pmid = None
+    with open(path, "rb") as raw:
+        source = _source(path, raw)
+        try:
+            context = etree.iterparse(source, events=("end",), tag=RECORD_TAGS, **PARSE_OPTIONS)
+            for _, elem in context:
+                yield elem
+                if elem.tag != "DeleteCitation":
+                    last_pmid = own_pmid(elem) or last_pmid
+                _free(elem)
+            root = context.root
+        except etree.XMLSyntaxError as err:
+            raise CorpusFileError(_describe(path, raw, source, last_pmid, err)) from err
+        if getattr(source, "damage", None) is not None:  # the XML ended cleanly before the damage (trailing garbage)
+            raise CorpusFileError(_describe(path, raw, source, last_pmid, source.damage))
+    if root is None or root.tag != ROOT_TAG:
+        found = "no root element" if root is None else f"root element <{root.tag}>"
+        raise CorpusFileError(f"{path}: not a PubMed XML file ({found}, expected <{ROOT_TAG}>); "
+                              "remove it from --input or pass it to the matching reader")
 
 
 def read_pubmed(path: str | Path, counts: Counter, *, require_abstract: bool = True,
@@ -101,43 +156,24 @@ def read_pubmed(path: str | Path, counts: Counter, *, require_abstract: bool = T
     """Yield one Document per usable <PubmedArticle>; count every record that is not used, by reason.
 
     `on_delete` receives the PMIDs of each <DeleteCitation> (update files list citations withdrawn from
-    earlier files); v1 only counts them. Raises CorpusFileError naming the file and the last PMID read.
+    earlier files); v1 only counts them. Raises CorpusFileError naming the file and the last PMID read, after
+    every complete record before the damage.
     """
-    path = Path(path)
-    last_pmid = None
     record = -1  # ordinal of the <PubmedArticle> in the file: meta["record"], what supersede.py indexes
-    with open(path, "rb") as raw:
-        try:
-            context = etree.iterparse(_open_binary(path, raw), events=("end",), tag=RECORD_TAGS,
-                                      resolve_entities=False, no_network=True, load_dtd=False,
-                                      huge_tree=True)
-            for _, elem in context:
-                if elem.tag == "PubmedArticle":
-                    record += 1
-                    doc = parse_article(elem, counts, require_abstract)
-                    if doc is not None:
-                        doc.meta["record"] = record
-                    last_pmid = _child_text(_child(elem, "MedlineCitation"), "PMID") or last_pmid
-                elif elem.tag == "PubmedBookArticle":  # NCBI Bookshelf chapters: not abstracts, not used
-                    counts["book_article"] += 1
-                    last_pmid = _child_text(_child(elem, "BookDocument"), "PMID") or last_pmid
-                    doc = None
-                else:
-                    pmids = [p.text.strip() for p in elem.iterchildren("PMID") if p.text]
-                    counts["delete_citation"] += len(pmids)
-                    if on_delete is not None:
-                        on_delete(pmids)
-                    doc = None
-                _free(elem)
-                if doc is not None:
-                    yield doc
-            root = context.root
-        except (*GZIP_ERRORS, etree.XMLSyntaxError) as err:
-            raise CorpusFileError(_describe(path, raw, last_pmid, err)) from err
-    if root is None or root.tag != ROOT_TAG:
-        found = "no root element" if root is None else f"root element <{root.tag}>"
-        raise CorpusFileError(f"{path}: not a PubMed XML file ({found}, expected <{ROOT_TAG}>); "
-                              "remove it from --input or pass it to the matching reader")
+    for elem in iter_records(path):
+        if elem.tag == "PubmedArticle":
+            record += 1
+            doc = parse_article(elem, counts, require_abstract)
+            if doc is not None:
+                doc.meta["record"] = record
+                yield doc
+        elif elem.tag == "PubmedBookArticle":  # NCBI Bookshelf chapters: not abstracts, not used
+            counts["book_article"] += 1
+        else:
+            pmids = [p.text.strip() for p in elem.iterchildren("PMID") if p.text]
+            counts["delete_citation"] += len(pmids)
+            if on_delete is not None:
+                on_delete(pmids)
 
 
 def _free(elem: etree._Element) -> None:
