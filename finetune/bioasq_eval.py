@@ -1,36 +1,52 @@
 """BioASQ Task B (phase B) measures in Python: factoid, yes/no and list questions, as BioBERT reports them.
 
-Matches the official Java evaluator (BioASQ/Evaluation-Measures, `EvaluatorTask1b -phaseB -e 5`, i.e.
-since BioASQ5; `QuestionAnswerEvaluator.java`, `Task1bData.java`, `ExactAnswer.java`):
+Follows the official Java evaluator, `EvaluatorTask1b -phaseB -e 5` (since BioASQ5) of github.com/BioASQ/
+Evaluation-Measures, flat/BioASQEvaluation/src/: evaluation/EvaluatorTask1b.java (EvaluatePhaseB and the
+averages), evaluation/QuestionAnswerEvaluator.java (per-question measures), data/Task1bData.java (the JSON
+reader, the same for golden and submitted files), data/ExactAnswer.java (containsAnswerSynonym),
+data/CalculatedMeasures.java (every measure starts at 0). The comments below name the method deciding each rule.
 
-* Normalisation: golden and submitted answers are lower-cased (Java's `String.toLowerCase()`; here
-  `str.lower()`) when read, and compared with exact string equality. Nothing else: no stripping of
-  whitespace or punctuation, no article removal, no stemming. "IL-6" matches "il-6", not "IL 6".
-* Factoid. Golden `exact_answer` is a list of synonym lists; a submitted answer is correct if it equals
-  ANY synonym of ANY of those lists. (A flat list of strings or a single string, seen in older releases,
-  is read as one synonym list.) Of each submitted answer only the first string counts, as the evaluator
-  does for submissions since BioASQ5. Strict accuracy: the first answer is correct. Lenient accuracy:
-  any of the first 5 is. MRR: 1/rank of the first correct answer among the first 5, else 0. (BioASQ
-  allows at most 5 answers; the Java code does not cut a longer list, we do, so it cannot gain.)
-* Yes/no. Golden `exact_answer` is "yes" or "no" (any case). A submitted answer is lower-cased and read
-  as "yes" if it contains "yes", else "no" if it contains "no", else it is wrong (the evaluator's rule).
-  Accuracy; F1 of "yes" and F1 of "no", each 2TP / (2TP + FP + FN) with that class as the positive one
-  (0 when nothing is counted); macro F1 = their mean. BioASQ yes/no is mostly "yes" (7b: 94 of 140), so
-  the majority-class baseline is reported beside them: the constant answer most frequent among the scored
-  questions' gold answers (ties: "yes"), scored the same way (`baseline_*`).
-* List. Golden `exact_answer` is a list of items, each a synonym list. Per question, in submission order,
-  a submitted answer (all strings of a submitted item are its synonyms) is a true positive if it equals
-  a synonym of a golden item not matched yet (that item is used up), else a false positive: a repeated
-  answer is a false positive. False negatives are the golden items left unmatched that no submitted
-  answer names (the evaluator's second pass, each submitted answer used once). Precision TP/(TP+FP),
-  recall TP/(TP+FN), F1 (0 when either is 0); an empty answer list scores 0. Reported: the mean
-  precision, recall and F1 over the list questions (`mean_precision`, `mean_recall`, `mean_f1`).
-* Which questions. The scores of a test file average over its questions of that type; golden questions of
-  other types (summary, ...) are skipped and counted. A test question absent from the golden file is an
-  error naming both files (a mismatched pair of files must not pass as a low score). A test question
-  without a prediction is counted (`missing_predictions`) and scores as unanswered. The command line
-  scores the golden questions the submission answers, as the evaluator does, and reports how many it
-  lacks and how many submitted ids the golden file does not know.
+* Reading (`read_questions`, Task1bData.readData with Gson's strict JsonReader). Every string of an
+  `exact_answer` is lower-cased (readExactAnswerArray: Java's `toLowerCase()`, here `str.lower()`) and
+  compared by exact equality: no stripping, no article removal. A JSON number where a string is read is
+  taken as its literal text (Gson's nextString). A factoid or list `exact_answer` is a list of items, each a
+  list of strings; an empty item is skipped (the inner loop of readExactAnswerListOfArraysv2/v3 never runs).
+  Of a SUBMITTED item only the first string counts (readExactAnswerListOfArraysv3: no synonyms in
+  submissions since BioASQ5); a golden item keeps all its synonyms (v2). A string `exact_answer` is read as
+  "yes" if it contains "yes", else "no" if it contains "no", else "none" (for any question type: a factoid
+  answered by a string has no answer list and scores 0). A file the Java reader cannot read is refused here
+  with the reason: a flat list of strings as `exact_answer` (v3's beginArray meets a STRING), a null or
+  number `exact_answer`, `snippets`/`documents`/`concepts`/`triples` of the wrong shape (e.g. `"snippets": 3`:
+  readSnippets' beginArray), a snippet key other than its six (readSnippets does not skip its value), NaN.
+  Keys are read in file order with repeats (a second `questions` list adds its questions).
+* Which questions (EvaluatePhaseB). Each golden question is paired with the FIRST submitted question of its
+  id (Task1bData.getQuestion scans in order); a golden question without one is not scored at all (not
+  scored 0). A submitted question without `id` stops the Java scan with a NullPointerException when a
+  golden id is looked up past it: refused. The golden type decides the measures; golden questions of
+  other types (summary) are skipped. Each average is over its type's scored questions (0 when none).
+* Factoid (strictAccuracyForLists, lenientAccuracyForLists, meanReciprocalRankForLists). A submitted answer
+  is correct if it equals any synonym of any golden item (containsAnswerSynonym). Strict accuracy: the
+  first answer is correct. Lenient accuracy: any answer is. MRR: 1/rank of the first correct answer, else
+  0. Every submitted answer counts (BioASQ asks for at most 5; the Java code does not cut the list, nor do
+  we), and an empty string takes its rank like any other answer.
+* Yes/no (accuracyYesNo, F1ExactAnswersYesNo, macroF1ExactAnswersYesNo). Accuracy; F1 of "yes" and of "no",
+  each 2TP / (2TP + FP + FN) with that golden class as the positive one, where every wrong answer is an
+  FP or an FN (0 when nothing is counted); macro F1 = their mean. A submitted list for a yes/no question
+  stops the Java code (response.getAnswer() is null): refused. BioASQ yes/no is mostly "yes" (7b: 94 of
+  140), so the majority-class baseline is reported beside them (`baseline_*`; not an official measure).
+* List (calculatePRFforListQuestions). In submission order a submitted answer is a true positive if it
+  equals a synonym of a golden item not matched yet (the item is removed), else a false positive: a
+  repeated answer is a false positive. False negatives: each golden item left that no submitted answer
+  names (containsAnswerSynonym on the submission, which removes the answer it finds). Precision
+  TP/(TP+FP), recall TP/(TP+FN), F1 (0 when either is 0); an empty answer list scores 0, counted. Reported:
+  the means over the list questions (`mean_precision`, `mean_recall`, `mean_f1`).
+* Golden files. A golden file must be readable by the Java reader too; a golden question it cannot score
+  (no id, an id twice, a factoid or list `exact_answer` with no item, a yes/no answer that is neither) is an
+  error naming the file and the question: the Java code would score every submission 0 on it, count it
+  twice, or stop. A factoid one stops at once; a list or yes/no one only when that type is scored.
+* The scores are percentages (the Java tool prints fractions). In training runs (`factoid_scores` ... with
+  the test file's questions) a test question without a prediction is counted (`missing_predictions`) and
+  scores as unanswered; a test question absent from the golden file is an error naming both files.
 * Several test batches (BioASQ-test-factoid-6b-1.json ... with 6B1_golden.json ...): each batch is
   scored on its own and the percentages are averaged over batches, as the BioBERT paper reports them.
 
@@ -43,19 +59,27 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run by path: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from biobert.config import read_json  # noqa: E402
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
+from finetune.bioasq_json import (  # noqa: E402, F401  (re-exported: the scorer's callers read through it)
+    GOLDEN_HINT,
+    QUESTION_TYPES,
+    SUBMISSION_LAYOUT,
+    GoldenQuestion,
+    Submitted,
+    pair_submission,
+    read_golden,
+    read_questions,
+    read_submission,
+    read_yesno_answer,
+)
 
-TOP_K = 5
 LIST_THRESHOLD = 0.42  # dmis-lab/bioasq-biobert biocodes/transform_n2b_list.py `--threshold` default
 LIST_MAX_ANSWERS = 100  # a guard; BioBERT's transform sets no cap
-GOLDEN_HINT = "pass the official golden file of this test set (e.g. 7B_golden.json, or 7B1_golden.json for batch 1)"
 # averaged over batches (percentages); every other number is a count and is summed
 MEASURES = ("strict_acc", "lenient_acc", "mrr", "accuracy", "f1_yes", "f1_no", "macro_f1", "baseline_accuracy",
             "baseline_macro_f1", "vote_accuracy", "vote_macro_f1", "mean_precision", "mean_recall", "mean_f1")
@@ -63,77 +87,9 @@ PER_BATCH = ("strict_acc", "lenient_acc", "mrr", "accuracy", "macro_f1", "mean_p
              "mean_f1", "questions")
 
 
-@dataclass
-class GoldenQuestion:
-    qid: str
-    type: str  # "factoid", "list", "yesno", "summary"
-    synonyms: list[list[str]]  # factoid: one list of lower-cased synonyms per item (list: per item); else []
-    answer: str = ""  # yes/no: "yes" or "no"
-    problem: str = ""  # why this question's answer cannot be used; raised only when its type is scored
-
-
-def read_golden(path: str | Path) -> dict[str, GoldenQuestion]:
-    """A BioASQ golden file: {"questions": [{"id", "type", "exact_answer", ...}]}.
-
-    A malformed factoid answer is an error at once; a malformed list or yes/no answer only when that
-    type is scored, so a factoid run is never stopped by a question it does not use.
-    """
-    path = Path(path)
-    try:
-        data = read_json(path, "golden")
-    except UserError as e:
-        raise UserError(f"{e}; {GOLDEN_HINT}") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e}); {GOLDEN_HINT}") from None
-    if not isinstance(data.get("questions"), list):
-        raise UserError(f"{path}: expected a BioASQ golden file, a JSON object with a `questions` list")
-    golden: dict[str, GoldenQuestion] = {}
-    for i, q in enumerate(data["questions"]):
-        if not isinstance(q, dict) or not isinstance(q.get("id"), str):
-            raise UserError(f"{path}: questions[{i}] has no string `id`")
-        qid, qtype = q["id"], str(q.get("type", ""))
-        gold = GoldenQuestion(qid, qtype, [])
-        try:
-            if qtype in ("factoid", "list"):
-                gold.synonyms = _synonyms(q.get("exact_answer"), path, qid, qtype)
-            elif qtype == "yesno":
-                gold.answer = _golden_yesno(q.get("exact_answer"), path, qid)
-        except UserError as e:
-            if qtype == "factoid":
-                raise
-            gold.problem = str(e)
-        golden[qid] = gold
-    return golden
-
-
-def _synonyms(exact, path: Path, qid: str, qtype: str) -> list[list[str]]:
-    if isinstance(exact, str):
-        exact = [exact]
-    if not isinstance(exact, list) or not exact:
-        raise UserError(f"{path}: {qtype} question {qid} has no `exact_answer` list; fix the golden file")
-    if all(isinstance(x, str) for x in exact):
-        exact = [exact] if qtype == "factoid" else [[x] for x in exact]
-    lists = []
-    for item in exact:
-        if not isinstance(item, list) or not all(isinstance(x, str) for x in item):
-            raise UserError(f"{path}: {qtype} question {qid}: `exact_answer` must be a list of synonym "
-                            f"lists of strings, found {item!r}")
-        lists.append([x.lower() for x in item])
-    return lists
-
-
-def _golden_yesno(exact, path: Path, qid: str) -> str:
-    if isinstance(exact, list) and len(exact) == 1:
-        exact = exact[0]
-    text = exact.strip().lower() if isinstance(exact, str) else None
-    if text not in ("yes", "no"):
-        raise UserError(f"{path}: yes/no question {qid}: `exact_answer` is {exact!r}, expected \"yes\" or "
-                        "\"no\"; fix the golden file")
-    return text
-
-
 def is_correct(answer: str, synonyms: Sequence[Sequence[str]]) -> bool:
-    """Official matching: lower-cased exact equality with any synonym (synonyms already lower-cased)."""
+    """ExactAnswer.containsAnswerSynonym: lower-cased exact equality with any synonym of any golden item
+    (synonyms already lower-cased)."""
     answer = answer.lower()
     return any(answer == s for group in synonyms for s in group)
 
@@ -147,11 +103,15 @@ def _gold_of(golden: Mapping[str, GoldenQuestion], qid: str, test_file: str, gol
     return gold
 
 
+# ------------------------------------------------------------------------------------- measures
+
+
 def factoid_scores(predictions: Mapping[str, Sequence[str]], golden: Mapping[str, GoldenQuestion],
                    qids: Sequence[str], *, test_file: str = "", golden_file: str = "") -> dict[str, float]:
     """Strict/lenient accuracy and MRR (in %) over the factoid questions `qids` of one test batch.
 
-    `predictions[qid]` is the ranked answer list (missing or empty: scores 0).
+    `predictions[qid]` is the ranked answer list (missing or empty: scores 0); every answer counts, as in
+    meanReciprocalRankForLists (which has no top-5 cut).
     """
     strict = lenient = rr = 0.0
     scored = skipped = 0
@@ -161,7 +121,7 @@ def factoid_scores(predictions: Mapping[str, Sequence[str]], golden: Mapping[str
             skipped += 1
             continue
         scored += 1
-        ranked = list(predictions.get(qid, ()))[:TOP_K]
+        ranked = predictions.get(qid, ())
         rank = next((r for r, answer in enumerate(ranked, start=1) if is_correct(answer, gold.synonyms)), 0)
         strict += rank == 1
         lenient += rank > 0
@@ -172,18 +132,12 @@ def factoid_scores(predictions: Mapping[str, Sequence[str]], golden: Mapping[str
             "non_factoid_skipped": skipped}
 
 
-def read_yesno_answer(answer) -> str:
-    """The evaluator's reading of a submitted yes/no answer: "yes", "no", or "" (wrong either way)."""
-    text = answer.lower() if isinstance(answer, str) else ""
-    return "yes" if "yes" in text else "no" if "no" in text else ""
-
-
 def _yesno_measures(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
     correct = [g == p for g, p in zip(gold, predicted)]
     out = {"accuracy": 100 * sum(correct) / max(len(gold), 1)}
-    for label in ("yes", "no"):
+    for label in ("yes", "no"):  # F1ExactAnswersYesNo: a wrong answer is an FP or an FN of either label
         tp = sum(c and g == label for g, c in zip(gold, correct))
-        errors = sum(not c for c in correct)  # a miss of this class (FN) or a false alarm of it (FP)
+        errors = sum(not c for c in correct)
         out[f"f1_{label}"] = 100 * 2 * tp / (2 * tp + errors) if 2 * tp + errors else 0.0
     out["macro_f1"] = (out["f1_yes"] + out["f1_no"]) / 2
     return out
@@ -226,7 +180,8 @@ def yesno_scores(predictions: Mapping[str, str], golden: Mapping[str, GoldenQues
 
 
 def list_counts(answers: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) -> tuple[int, int, int]:
-    """(TP, FP, FN) of one list question, in the evaluator's two passes (see the module docstring)."""
+    """(TP, FP, FN) of one list question, in calculatePRFforListQuestions' two passes (module docstring).
+    Each answer is matched by all its strings (a submission read by `read_questions` has one per answer)."""
     remaining = [{s.lower() for s in item} for item in gold]
     submitted = [{s.lower() for s in answer} for answer in answers]
     tp = fp = 0
@@ -251,7 +206,7 @@ def list_counts(answers: Sequence[Sequence[str]], gold: Sequence[Sequence[str]])
 def list_scores(predictions: Mapping[str, Sequence[Sequence[str]]], golden: Mapping[str, GoldenQuestion],
                 qids: Sequence[str], *, test_file: str = "", golden_file: str = "") -> dict:
     """Mean precision, recall and F1 (in %) over the list questions `qids`; `predictions[qid]` is the list
-    of submitted answers, each a list of synonyms (ours: one string each)."""
+    of submitted answers, each a list of strings (ours and a read submission's: one string each)."""
     precision = recall = f1 = 0.0
     scored = missing = 0
     questions, skipped = _of_type(golden, qids, "list", test_file, golden_file)
@@ -303,48 +258,54 @@ def average_batches(batches: Sequence[tuple[str, dict]]) -> dict:
     return out
 
 
-def read_submission(path: str | Path) -> dict[str, dict]:
-    """A BioASQ submission (or our predictions_test.json): {"questions": [{"id", "exact_answer", ...}]},
-    as {id: question}; the answer is read by its golden question's type (`submitted_answer`)."""
-    path = Path(path)
-    layout = "expected {\"questions\": [{\"id\": ..., \"exact_answer\": ...}]}"
-    try:
-        data = read_json(path, "BioASQ submission")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e}); {layout}") from None
-    if not isinstance(data.get("questions"), list):
-        raise UserError(f"{path}: no `questions` list; {layout}")
-    out = {}
-    for i, q in enumerate(data["questions"]):
-        if not isinstance(q, dict) or not isinstance(q.get("id"), str):
-            raise UserError(f"{path}: questions[{i}] has no string `id`; {layout}")
-        out[q["id"]] = q
-    return out
+# ---------------------------------------------------------------------------------- submissions
 
 
-def submitted_answer(question: dict, qtype: str, path: str | Path):
-    """factoid: ranked first strings; list: synonym lists; yesno: the string."""
-    exact = question.get("exact_answer")
+def submitted_answer(question: Submitted, qtype: str, path: str | Path):
+    """What QuestionAnswerEvaluator scores for a question of golden type `qtype`: factoid, the ranked
+    answers (first string of each item); list, the items; yesno, the answer string ("" when absent)."""
     if qtype == "yesno":
-        return exact if isinstance(exact, str) else ""
-    if exact in (None, ""):
-        return []
-    if not isinstance(exact, list):
-        raise UserError(f"{path}: {qtype} question {question['id']}: `exact_answer` must be a list of answers "
-                        f"([[\"a\"], [\"b\"]]), found {exact!r}")
-    items = [[a] if isinstance(a, str) else [x for x in a if isinstance(x, str)] for a in exact
-             if isinstance(a, (str, list))]
-    items = [item for item in items if item and item[0]]
-    return [item[0] for item in items] if qtype == "factoid" else items
+        if question.lists is not None:
+            raise UserError(f"{path}: {question.where()} is a yes/no question of the golden file, but its "
+                            "`exact_answer` is a list; the official evaluator stops here (accuracyYesNo: "
+                            'response.getAnswer() is null, a NullPointerException). Answer "yes" or "no".')
+        return question.answer or ""
+    items = question.lists or []  # a string answer to a factoid or list question has no items: it scores 0
+    return [item[0] for item in items] if qtype == "factoid" else [list(item) for item in items]
 
 
-def _reselect(question: dict, args: argparse.Namespace, path: str) -> list[list[str]]:
-    candidates = question.get("answers_with_probability")
-    if not isinstance(candidates, list):
-        raise UserError(f"{path}: list question {question['id']} has no `answers_with_probability`, which "
+def _reselect(question: Submitted, args: argparse.Namespace, path: str) -> list[list[str]]:
+    candidates = question.fields.get("answers_with_probability")
+    if not isinstance(candidates, list) or not all(isinstance(c, dict) for c in candidates):
+        raise UserError(f"{path}: list question {question.qid} has no `answers_with_probability` list, which "
                         "--list_threshold re-selects from (predictions_test.json of a bioasq_list task has it)")
-    pairs = [(str(c.get("text", "")), float(c.get("probability", 0.0))) for c in candidates if isinstance(c, dict)]
+    try:
+        pairs = [(str(c.get("text", "")), float(c.get("probability", 0.0))) for c in candidates]
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: list question {question.qid}: `answers_with_probability` needs "
+                        '{"text": ..., "probability": <number>} objects') from None
     return [[a] for a in select_list_answers(pairs, args.list_threshold, args.list_max_answers)]
+
+
+def _score_types(submission: dict[str, Submitted], golden: dict[str, GoldenQuestion], answered: list[str],
+                 args: argparse.Namespace) -> dict:
+    files = {"test_file": args.submission, "golden_file": args.golden}
+    scores: dict = {}
+    for qtype, scorer in (("factoid", factoid_scores), ("yesno", yesno_scores), ("list", list_scores)):
+        qids = [qid for qid in answered if golden[qid].type == qtype]
+        if not qids:
+            continue
+        answers = {qid: submitted_answer(submission[qid], qtype, args.submission) for qid in qids}
+        if qtype == "list" and args.list_threshold is not None:
+            answers = {qid: _reselect(submission[qid], args, args.submission) for qid in qids}
+        result = scorer(answers, golden, qids, **files)
+        if qtype != "yesno":  # official: a string answer to a factoid or list question scores 0
+            result["string_answers"] = sum(submission[qid].answer is not None for qid in qids)
+        if qtype == "factoid":  # the factoid measures stay at the top level, as before
+            scores.update(result)
+        else:
+            scores[qtype] = result
+    return scores
 
 
 @exit_on_user_error
@@ -357,34 +318,29 @@ def main(argv: list[str] | None = None) -> dict:
                              f"(run_task uses {LIST_THRESHOLD})")
     parser.add_argument("--list_max_answers", type=int, default=LIST_MAX_ANSWERS)
     args = parser.parse_args(argv)
-    submission = read_submission(args.submission)
+    questions = read_submission(args.submission)
     golden = read_golden(args.golden)
+    submission, repeats = pair_submission(questions, list(golden), args.submission)
     answered = [qid for qid in golden if qid in submission]
     if not answered:
         raise UserError(f"no question of {args.submission} is in {args.golden}; pair the submission with the "
                         "golden file of its test set")
-    files = {"test_file": args.submission, "golden_file": args.golden}
-    scores: dict = {}
-    for qtype, scorer in (("factoid", factoid_scores), ("yesno", yesno_scores), ("list", list_scores)):
-        qids = [qid for qid in answered if golden[qid].type == qtype]
-        if not qids:
-            continue
-        answers = {qid: submitted_answer(submission[qid], qtype, args.submission) for qid in qids}
-        if qtype == "list" and args.list_threshold is not None:
-            answers = {qid: _reselect(submission[qid], args, args.submission) for qid in qids}
-        result = scorer(answers, golden, qids, **files)
-        if qtype == "factoid":  # the factoid measures stay at the top level, as before
-            scores.update(result)
-        else:
-            scores[qtype] = result
+    scores = _score_types(submission, golden, answered, args)
     present = {golden[qid].type for qid in answered}  # a factoid-only submission lacks no yes/no question
     missing = sum(1 for qid, g in golden.items() if g.type in present and qid not in submission)
-    scores["missing_predictions"] = missing
-    scores["not_in_golden"] = sum(1 for qid in submission if qid not in golden)
+    scores.update(missing_predictions=missing, not_in_golden=sum(1 for qid in submission if qid not in golden),
+                  repeated_ids=repeats)
     if missing or scores["not_in_golden"]:
         print(f"note: {missing} {'/'.join(sorted(present))} questions of {args.golden} are not in {args.submission} "
               f"(not scored, as the official evaluator does); {scores['not_in_golden']} submitted ids are not in "
               "the golden file (ignored)", file=sys.stderr, flush=True)
+    if repeats:
+        print(f"note: {repeats} submitted questions repeat an earlier id; the first of each is scored, as the "
+              "official evaluator does", file=sys.stderr, flush=True)
+    strings = scores.get("string_answers", 0) + scores.get("list", {}).get("string_answers", 0)
+    if strings:
+        print(f"note: {strings} factoid/list questions are answered by a string, not [[\"answer\"], ...]; they "
+              "score 0, as in the official evaluator", file=sys.stderr, flush=True)
     print(json.dumps(scores, indent=2))
     return scores
 

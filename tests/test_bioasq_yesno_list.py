@@ -230,6 +230,9 @@ def test_readers_and_their_errors(data, tmp_path):
         ({"answers": "maybe"}, '`answers` is \'maybe\'; expected "yes" or "no"'),
         ({"answers": "yes", "is_impossible": True}, "the answer fields disagree"),
         ({"is_impossible": "no"}, "`is_impossible` is 'no'; expected true or false"),
+        # nested values used to crash with "TypeError: unhashable type: 'list'"
+        ({"answers": [["yes"]]}, r"`answers` is \[\['yes'\]\]; expected \"yes\" or \"no\""),
+        ({"answers": [{"text": ["yes"]}]}, r"`answers` is \[\{'text': \['yes'\]\}\]; expected"),
     ):
         squad_file(bad, [("q_001", "?", "c", {"answers": "no"}), ("q_002", "?", "c", extra)])
         with pytest.raises(UserError, match=rf"bad.json: data\[0\].paragraphs\[1\].qas\[0\] \(id q_002\): {message}"):
@@ -245,7 +248,7 @@ def test_readers_and_their_errors(data, tmp_path):
                 "questions": [
                     {"id": "y", "type": "yesno", "exact_answer": "maybe"},
                     {"id": "l", "type": "list"},
-                    {"id": "f", "type": "factoid", "exact_answer": "x"},
+                    {"id": "f", "type": "factoid", "exact_answer": [["x"]]},
                 ]
             }
         )
@@ -381,7 +384,8 @@ def test_yesno_end_to_end(tiny, data, tmp_path):
     assert config["labels"] == ["no", "yes"] and str(data / "7B_golden.json") in config["data"]["test"]["files"]
     submission = json.loads((run / "predictions_test.json").read_text())["questions"]
     assert [q["id"] for q in submission] == Y[4:] and all(q["exact_answer"] in ("yes", "no") for q in submission)
-    assert [q["snippets"] for q in submission] == [2, 1, 2]
+    # the snippet count under a key the official reader skips (a number under `snippets` stops it)
+    assert [q["pooled_snippets"] for q in submission] == [2, 1, 2] and not any("snippets" in q for q in submission)
     assert bioasq_eval([str(run / "predictions_test.json"), str(data / "7B_golden.json")])["yesno"][
         "accuracy"
     ] == pytest.approx(scores["accuracy"])
@@ -397,6 +401,7 @@ def test_list_end_to_end_and_from_a_factoid_model(tiny, data, tmp_path):
     config = json.loads((run / "config.json").read_text())
     # four spans from the two answered pairs (each answer its own span); the pair without one left out
     assert config["data"]["train"]["examples"] == 5 and config["data"]["train"]["excluded_pairs"] == 1
+    assert config["data"]["train"]["excluded_no_answer"] == 1  # counted under its reason
     submission = json.loads((run / "predictions_test.json").read_text())["questions"]
     for q in submission:
         probs = {a["text"]: a["probability"] for a in q["answers_with_probability"]}

@@ -83,6 +83,58 @@ def test_encode_targets_land_on_the_answer_tokens(tiny):
     assert hits == 9  # every kept pair has exactly one window holding its whole answer
 
 
+def _squad_file(path: Path, *answer_lists) -> Path:
+    """A BioASQ training file in SQuAD layout: one pair per answers value, ids q_001, q_002, ..."""
+    paragraphs = [{"context": "The kinase protein binds.", "qas": [{"id": f"q_{i:03d}", "question": "Which?",
+                                                                   "answers": answers}]}
+                  for i, answers in enumerate(answer_lists, start=1)]
+    path.write_text(json.dumps({"data": [{"paragraphs": paragraphs}]}))
+    return path
+
+
+def test_malformed_answers_are_errors_naming_file_and_question(tmp_path):
+    """A null or textual answer_start used to end in a TypeError/ValueError traceback; an answer given as a
+    plain string was dropped without a word."""
+    good = {"text": "kinase", "answer_start": 4}
+    for answers, message in (
+        ([{"text": "kinase", "answer_start": None}], r"answers\[0\].answer_start is null; expected an integer"),
+        ([{"text": "kinase", "answer_start": "abc"}], r'answers\[0\].answer_start is "abc"; expected an integer'),
+        ([{"text": "kinase", "answer_start": 4.0}], r"answers\[0\].answer_start is 4.0; expected an integer"),
+        ([{"text": "kinase", "answer_start": True}], r"answers\[0\].answer_start is true; expected an integer"),
+        ([good, "kinase"], r'answers\[1\] is "kinase", not an object; expected \{"text".*plain string'),
+        ([{"answer_start": 4}], r"answers\[0\].text is null; expected the answer as a non-empty string"),
+        ([{"text": "", "answer_start": 4}], r'answers\[0\].text is ""'),
+        ("kinase", r'`answers` is "kinase"; expected a list of'),
+        ({"text": "kinase", "answer_start": 4}, r"`answers` is \{.*; expected a list of"),
+    ):
+        path = _squad_file(tmp_path / "BioASQ-train-factoid-7b.json", [good], answers)
+        for training in (True, False):  # a test file's answers are gold where there is no golden file
+            with pytest.raises(UserError, match=r"BioASQ-train-factoid-7b.json: data\[0\].paragraphs\[1\]"
+                                                rf".qas\[0\] \(id q_002\): {message}"):
+                read_squad_json(path, pool_snippets=True, training=training)
+    # no answer at all (BioBERT's test files, and pairs of its list files) is not an error
+    path = _squad_file(tmp_path / "ok.json", [], None, [good])
+    assert [e.answers for e in read_squad_json(path, pool_snippets=True)] == [[], [], [("kinase", 4)]]
+
+
+def test_left_out_training_pairs_are_counted_per_reason_and_never_all(tiny, tmp_path, capsys):
+    task = get_task("bioasq_7b")
+    task.encode(train_examples(), tiny["tokenizer"], 48, 8)
+    assert "bioasq_7b: left out 2 of 11 training pairs (2 questions): 2 whose answer text is not in their " \
+           "snippet" in capsys.readouterr().err
+    path = _squad_file(tmp_path / "t.json", [], [{"text": "virus", "answer_start": 0}], [{"text": "kinase",
+                                                                                          "answer_start": 0}])
+    examples = read_squad_json(path, pool_snippets=True, training=True)
+    features, stats = encode_qa(examples, tiny["tokenizer"], max_len=48, stride=8)
+    assert (stats["excluded_no_answer"], stats["excluded_answer_not_in_context"], stats["relocated_answers"]) == \
+        (1, 1, 1) and stats["excluded_pairs"] == 2 and len(features) == 1
+    # every pair left out: the reason, not "EpochSampler needs at least one example" at the first step
+    with pytest.raises(UserError, match=r"t.json: every one of its 2 training pairs was left out \(1 without an "
+                                        r"answer, 1 whose answer text is not in their snippet\), so there is "
+                                        "nothing to train on"):
+        encode_qa(examples[:2], tiny["tokenizer"], max_len=48, stride=8)
+
+
 def test_windows_cover_the_context_with_the_stride_as_overlap(tiny):
     rng = random.Random(0)
     for _ in range(200):
@@ -199,13 +251,14 @@ def test_factoid_measures_by_hand():
     predictions = {
         T1: ["PROTEIN KINASE", "receptor"],  # a synonym, any case: rank 1
         T2: ["aspirin ", "drug", "ASA", "acetylsalicylic acid"],  # trailing space is NOT normalised: rank 4
-        T3: ["virus", "a", "b", "c", "d", "influenza"],  # the second synonym list at rank 6: beyond the top 5
+        # the second golden item at rank 6: counted, as the official evaluator has no top-5 cut
+        T3: ["virus", "a", "b", "c", "d", "influenza"],
     }
     scores = factoid_scores(predictions, golden, [T1, T2, T3])
     assert scores["strict_acc"] == pytest.approx(100 / 3)
-    assert scores["lenient_acc"] == pytest.approx(200 / 3)
-    assert scores["mrr"] == pytest.approx(100 * (1 + 1 / 4) / 3)
-    assert (scores["questions"], scores["strict_correct"], scores["lenient_correct"]) == (3, 1, 2)
+    assert scores["lenient_acc"] == pytest.approx(100.0)
+    assert scores["mrr"] == pytest.approx(100 * (1 + 1 / 4 + 1 / 6) / 3)
+    assert (scores["questions"], scores["strict_correct"], scores["lenient_correct"]) == (3, 1, 3)
     # a question without answers scores 0; a golden question of another type is ignored
     scores = factoid_scores({T3: ["Influenza"]}, golden, [T1, T3, "5c00000000000000000b0005"])
     assert scores["mrr"] == pytest.approx(50.0) and scores["non_factoid_skipped"] == 1
@@ -231,16 +284,22 @@ def test_evaluator_command_line(tmp_path):
 
 
 def test_golden_answer_shapes(tmp_path):
+    """Golden answers as the official reader (-e 5) takes them: a list of synonym lists; an empty item is
+    skipped. A flat list of strings stops it; a string leaves a factoid with no golden item (every
+    submission would score 0): both refused, naming the question."""
     path = tmp_path / "g.json"
     path.write_text(json.dumps({"questions": [
-        {"id": "a", "type": "factoid", "exact_answer": ["X", "y"]},
-        {"id": "b", "type": "factoid", "exact_answer": "Z"},
+        {"id": "a", "type": "factoid", "exact_answer": [["X", "y"], []]},
+        {"id": "b", "type": "factoid", "exact_answer": [["Z"]]},
         {"id": "c", "type": "summary"}]}))
     golden = read_golden(path)
     assert golden["a"].synonyms == [["x", "y"]] and golden["b"].synonyms == [["z"]] and golden["c"].synonyms == []
-    path.write_text(json.dumps({"questions": [{"id": "a", "type": "factoid"}]}))
-    with pytest.raises(UserError, match="factoid question a has no `exact_answer`"):
-        read_golden(path)
+    for exact, message in ((None, r"has no `exact_answer` list \(missing\)"), ("Z", r"\(a string\)"),
+                           ([], r"\(an empty list\)"), (["X", "y"], r"`exact_answer`: is a flat list of strings")):
+        path.write_text(json.dumps({"questions": [{"id": "a", "type": "factoid",
+                                                   **({} if exact is None else {"exact_answer": exact})}]}))
+        with pytest.raises(UserError, match=message):
+            read_golden(path)
 
 
 def test_squad_scores_as_the_official_script():

@@ -71,13 +71,53 @@ def read_squad_json(path: str | Path, *, pool_snippets: bool, batch: str = "", t
     own question.
     """
     examples: list[QAExample] = []
-    for _, context, qa in iter_squad_qas(Path(path), "SQuAD-layout QA file"):
+    for where, context, qa in iter_squad_qas(Path(path), "SQuAD-layout QA file"):
         qas_id = qa["id"]
-        answers = [(str(x.get("text", "")), int(x.get("answer_start", -1)))
-                   for x in qa.get("answers") or [] if isinstance(x, dict)]
+        answers = read_answers(qa, Path(path), where)
         examples.append(QAExample(qas_id, question_of(qas_id, pool_snippets), qa["question"], context, answers,
                                   str(path), batch, training))
     return examples
+
+
+_ANSWER_LAYOUT = '{"text": "<answer as it appears in context>", "answer_start": <its character offset in context>}'
+
+
+def read_answers(qa: dict, path: Path, where: str) -> list[tuple[str, int]]:
+    """(text, answer_start) of each answer of a record: SQuAD v1.1's `answers` list of objects.
+
+    Every other shape is an error naming the file and the record (with its question id): a null or textual
+    `answer_start` used to crash deep in the reader with a bare TypeError, and an answer given as a plain
+    string was dropped without a word, so a file made only of such answers trained on nothing. A missing,
+    null or empty `answers` is a record without an answer (BioBERT's test files), which training leaves out
+    and counts (`encode_qa`). A wrong but integer `answer_start` is relocated there, and counted.
+    """
+    value = qa.get("answers")
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise UserError(f"{path}: {where}: `answers` is {_short(value)}; expected a list of {_ANSWER_LAYOUT} "
+                        "objects ([] for none). Fix the record.")
+    answers = []
+    for k, answer in enumerate(value):
+        if not isinstance(answer, dict):
+            raise UserError(f"{path}: {where}: answers[{k}] is {_short(answer)}, not an object; expected "
+                            f"{_ANSWER_LAYOUT}. An answer given as a plain string has no position: write it as "
+                            "that object.")
+        text, start = answer.get("text"), answer.get("answer_start")
+        if not isinstance(text, str) or not text:
+            raise UserError(f"{path}: {where}: answers[{k}].text is {_short(text)}; expected the answer as a "
+                            f"non-empty string ({_ANSWER_LAYOUT}). Fix the record.")
+        if not isinstance(start, int) or isinstance(start, bool):
+            raise UserError(f"{path}: {where}: answers[{k}].answer_start is {_short(start)}; expected an integer, "
+                            f"the character offset of {text!r} in `context` ({_ANSWER_LAYOUT}). Fix the record.")
+        answers.append((text, start))
+    return answers
+
+
+def _short(value) -> str:
+    """A JSON value as the file writes it, cut to fit in a message."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def question_of(qas_id: str, pool_snippets: bool) -> str:
@@ -134,6 +174,19 @@ def _records(obj, key: str, path: Path, where: str) -> list[dict]:
 # ------------------------------------------------------------------------------------------- encoding
 
 
+# why a training pair is left out: stats key -> reason, as `excluded_summary` prints it
+EXCLUDED = {
+    "excluded_no_answer": "without an answer",
+    "excluded_answer_not_in_context": "whose answer text is not in their snippet",
+    "excluded_answer_without_tokens": "whose answer covers no token (only characters the tokenizer drops)",
+}
+
+
+def excluded_summary(stats: dict) -> str:
+    """ "3 without an answer, 1 whose answer text is not in their snippet": the left-out pairs by reason."""
+    return ", ".join(f"{stats[key]} {reason}" for key, reason in EXCLUDED.items() if stats.get(key))
+
+
 def encode_qa(examples: Sequence[QAExample], tokenizer: WordPieceTokenizer, max_len: int = 384,
               stride: int = 128, max_query_length: int = 64) -> tuple[list[QAFeature], dict]:
     """Windows of [CLS] question [SEP] context [SEP] over every example.
@@ -144,12 +197,13 @@ def encode_qa(examples: Sequence[QAExample], tokenizer: WordPieceTokenizer, max_
     window length (BERT's rule); answers may only start at such tokens.
 
     Training examples (`example.training`) get start/end targets; a window without the whole answer
-    points both at [CLS] (SQuAD v1 convention, as in BioBERT). A training pair whose answer text does
-    not occur in its context (or covers no token) is left out and counted, never trained on garbage.
+    points both at [CLS] (SQuAD v1 convention, as in BioBERT). A training pair without an answer, or whose
+    answer text does not occur in its context (or covers no token), is left out and counted per reason
+    (`EXCLUDED`), never trained on garbage; when that leaves nothing to train on, the error says why.
     """
     stats = {"examples": len(examples), "questions": len({e.qid for e in examples}), "features": 0,
              "split_contexts": 0, "truncated_questions": 0, "excluded_pairs": 0, "excluded_questions": 0,
-             "relocated_answers": 0, "windows_without_answer": 0}
+             **dict.fromkeys(EXCLUDED, 0), "relocated_answers": 0, "windows_without_answer": 0}
     questions = tokenizer.backend.encode_batch([e.question for e in examples], add_special_tokens=False)
     contexts = tokenizer.backend.encode_batch([e.context for e in examples], add_special_tokens=False)
     features: list[QAFeature] = []
@@ -183,27 +237,38 @@ def encode_qa(examples: Sequence[QAExample], tokenizer: WordPieceTokenizer, max_
             features.append(feature)
     stats["features"] = len(features)
     stats["excluded_questions"] = len(excluded)
+    if not features and any(e.training for e in examples):
+        raise UserError(f"{examples[0].source}: every one of its {len(examples)} training pairs was left out "
+                        f"({excluded_summary(stats)}), so there is nothing to train on. A training pair needs "
+                        "an answer whose text occurs in its snippet; is this a test file?")
     return features, stats
 
 
 def _answer_tokens(example: QAExample, offsets: list[tuple[int, int]], stats: dict) -> tuple[int, int] | None:
-    """First and last context token of the (first) answer, or None when the pair cannot be trained on."""
-    if not example.answers or not example.answers[0][0]:
+    """First and last context token of the (first) answer, or None when the pair cannot be trained on
+    (counted under its reason, see `EXCLUDED`)."""
+    reason, tokens = _locate_answer(example, offsets, stats)
+    if reason:
+        stats[reason] += 1
         stats["excluded_pairs"] += 1
-        return None
+    return tokens
+
+
+def _locate_answer(example: QAExample, offsets: list[tuple[int, int]], stats: dict
+                   ) -> tuple[str, tuple[int, int] | None]:
+    if not example.answers:
+        return "excluded_no_answer", None
     text, start = example.answers[0]
     if start < 0 or example.context[start: start + len(text)] != text:
         start = example.context.find(text)  # a wrong answer_start: the first occurrence of the text
         if start < 0:
-            stats["excluded_pairs"] += 1
-            return None
+            return "excluded_answer_not_in_context", None
         stats["relocated_answers"] += 1
     end = start + len(text)
     covered = [t for t, (a, b) in enumerate(offsets) if a < end and b > start]
     if not covered:  # e.g. an answer made only of characters the tokenizer drops
-        stats["excluded_pairs"] += 1
-        return None
-    return covered[0], covered[-1]
+        return "excluded_answer_without_tokens", None
+    return "", (covered[0], covered[-1])
 
 
 def plan_windows(n_tokens: int, budget: int, stride: int) -> list[tuple[int, int]]:

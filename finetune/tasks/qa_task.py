@@ -46,7 +46,15 @@ from finetune.bioasq_eval import (
     select_list_answers,
 )
 from finetune.tasks.base import SplitData
-from finetune.tasks.qa import QuestionPrediction, collate_qa, decode_qa, encode_qa, read_squad_json, squad_scores
+from finetune.tasks.qa import (
+    QuestionPrediction,
+    collate_qa,
+    decode_qa,
+    encode_qa,
+    excluded_summary,
+    read_squad_json,
+    squad_scores,
+)
 
 VERSIONS = ("4b", "5b", "6b", "7b", "8b")
 # CLI name -> BioASQ version ("" = the only version found in --data_dir); the prefix names a version's task.
@@ -188,8 +196,10 @@ class QATask:
         if not (self.pooled and path == self._files.get("test")):
             examples = read_squad_json(path, pool_snippets=self.pooled, training=training)
             if self.qtype == "list" and training:  # one training span per answer occurrence of a pair
-                # (scoring this split, e.g. --eval_split train, then pools a pair once per answer)
-                examples = [dataclasses.replace(e, answers=[a]) for e in examples for a in e.answers or [("", -1)]]
+                # (scoring this split, e.g. --eval_split train, then pools a pair once per answer; a pair
+                # without an answer stays, for encode_qa to leave out and count)
+                examples = [dataclasses.replace(e, answers=[a] if a else []) for e in examples
+                            for a in e.answers or [None]]
             return examples
         examples, self._golden = read_test_batches(
             self._batches, lambda b: read_squad_json(b.test, pool_snippets=True, batch=b.batch, training=training),
@@ -217,10 +227,9 @@ class QATask:
     def encode(self, examples: list, tokenizer, max_len: int, stride: int) -> tuple[list, dict]:
         features, stats = encode_qa(examples, tokenizer, max_len, stride, self.max_query_length)
         stats["files"] = file_digests(examples, self._batches)
-        if stats["excluded_pairs"] and dist.is_main():
-            print(f"{self.name}: left out {stats['excluded_pairs']} training pairs of "
-                  f"{stats['excluded_questions']} questions whose answer text is not in their snippet",
-                  file=sys.stderr, flush=True)
+        if stats["excluded_pairs"] and dist.is_main():  # one count per reason: nothing is dropped unsaid
+            print(f"{self.name}: left out {stats['excluded_pairs']} of {stats['examples']} training pairs "
+                  f"({stats['excluded_questions']} questions): {excluded_summary(stats)}", file=sys.stderr, flush=True)
         return features, stats
 
     def collate(self, features: list, pad_id: int) -> dict[str, torch.Tensor]:
@@ -282,10 +291,11 @@ class QATask:
     def write_predictions(self, path: Path, split: SplitData, predictions: list[QuestionPrediction]) -> None:
         """JSON next to run_task's `predictions_<split>.txt` name: `predictions_<split>.json`.
 
-        BioASQ: a phase-B submission ({"questions": [{"id", "type", "exact_answer": [[a1], [a2], ...]}]},
-        readable by the official evaluator) plus the test batch and each answer's probability (list: every
-        pooled candidate's, so `bioasq_eval.py --list_threshold` can re-select). SQuAD: {id: answer}, the
-        input of the official evaluate-v1.1.py.
+        BioASQ: a phase-B submission ({"questions": [{"id", "type", "exact_answer": [[a1], [a2], ...]}]}: one
+        single-string item per answer, the layout the official reader takes since BioASQ5, see
+        `bioasq_eval.read_questions`) plus the test batch and each answer's probability (list: every pooled
+        candidate's, so `bioasq_eval.py --list_threshold` can re-select), under keys the official reader
+        skips. SQuAD: {id: answer}, the input of the official evaluate-v1.1.py.
         """
         path = Path(path).with_suffix(".json")
         if not self.pooled:

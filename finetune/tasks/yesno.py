@@ -94,11 +94,16 @@ def yesno_label(qa: dict, path: Path, where: str) -> str:
         if value in (None, "", []):
             continue
         if isinstance(value, list):  # SQuAD's [{"text": "yes"}, ...]: one distinct text
-            texts = {x.get("text") if isinstance(x, dict) else x for x in value}
-            value = texts.pop() if len(texts) == 1 else value
+            # (texts kept as written, not in a set: an unhashable one, e.g. a nested list, must reach the
+            # error below rather than crash with a TypeError)
+            texts = [x.get("text") if isinstance(x, dict) else x for x in value]
+            value = texts[0] if all(t == texts[0] for t in texts) else value
         text = value.strip().lower() if isinstance(value, str) else None
         if text not in LABELS:
-            raise UserError(f'{path}: {where}: `{key}` is {value!r}; expected "yes" or "no". Fix the record.')
+            raise UserError(
+                f'{path}: {where}: `{key}` is {qa.get(key)!r}; expected "yes" or "no" (or [{{"text": "yes"}}]). '
+                "Fix the record."
+            )
         found[key] = text
     if "is_impossible" in qa and qa["is_impossible"] is not None:
         if not isinstance(qa["is_impossible"], bool):

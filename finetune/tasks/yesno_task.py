@@ -132,7 +132,12 @@ class YesNoTask:
 
     def write_predictions(self, path: Path, split: SplitData, predictions: list[YesNoPrediction]) -> None:
         """`predictions_<split>.json`: a BioASQ phase-B submission ({"questions": [{"id", "type": "yesno",
-        "exact_answer": "yes"}]}, readable by the official evaluator) plus p(yes), the vote and the batch."""
+        "exact_answer": "yes"}]}) plus p(yes), the vote, the number of snippets pooled and the batch.
+
+        The extra keys must be ones the official reader skips: it reads `snippets`, `documents`, `concepts`,
+        `triples`, `body`, `type`, `id` and `exact_answer` with fixed types (Task1bData.readData), so the
+        snippet count is `pooled_snippets`; a number under `snippets` stops it ("Expected BEGIN_ARRAY").
+        `bioasq_eval.read_submission` reads the file as the official reader does."""
         questions = [
             {
                 "id": p.qid,
@@ -140,7 +145,7 @@ class YesNoTask:
                 "exact_answer": p.answer,
                 "probability_yes": round(p.probability_yes, 6),
                 "vote": p.vote,
-                "snippets": p.snippets,
+                "pooled_snippets": p.snippets,
                 "yes_votes": p.yes_votes,
                 **({"batch": p.batch} if p.batch else {}),
             }
