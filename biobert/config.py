@@ -25,10 +25,10 @@ C = TypeVar("C")
 class LoopConfig:
     """What the one training loop needs; pre-training and fine-tuning configs extend it."""
 
-    run_dir: str = "runs/default"
-    seed: int = 42
+    run_dir: str = "runs/default"  # where checkpoints, metrics, exports and results go
+    seed: int = 42  # data order, masks, dropout and new heads all derive from it
     max_steps: int = 0  # optimizer steps; 0 = derive from `epochs` where the task allows
-    log_every: int = 10
+    log_every: int = 10  # optimizer steps between metric records (and the only steps that read the device)
     eval_every: int = 0  # optimizer steps between evaluations; 0 = only at the end
     save_every: int = 0  # optimizer steps between checkpoints; 0 = only at the end
     resume: bool = False  # continue this run_dir's latest checkpoint (exact state); error if none
@@ -129,13 +129,41 @@ def build_config(cls: type[C], file_values: dict | None = None, cli_values: dict
     return cls(**merged)
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
+def field_help(cls: type) -> dict[str, str]:
+    """Each field's trailing `# comment` in the dataclass source (and its bases'): the flag's --help line, so
+    the one description of a setting lives beside its default."""
+    import inspect
+    import re
+
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        above: list[str] = []  # a comment block right above a field describes it when it has none of its own
+        for line in source.splitlines():
+            field = re.match(r"^\s+(\w+): [^=]+=[^#]*(?:#\s*(.+))?$", line)
+            if field:
+                text = field.group(2) or " ".join(above)
+                if text:
+                    out[field.group(1)] = text.strip()
+            comment = re.match(r"^\s+#\s*(.+)$", line)
+            above = [*above, comment.group(1)] if comment else []
+    return out
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type, recipe_note: str = "") -> None:
     """One `--name` flag per field; flags not given stay absent, so the file's value wins over the default."""
-    parser.add_argument("--config", default=None, help="JSON file with values for the flags below")
+    parser.add_argument("--config", default=None, help="JSON file with values for the flags below (and a "
+                        f"\"deepspeed\" object of --ds overrides){recipe_note}")
+    helps = field_help(cls)
     for f in dataclasses.fields(cls):
         tp, _ = _base_type(_field_types(cls)[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f"(default: {default!r})"
+        help_text = f"{helps.get(f.name, '')} (default: {default!r})".strip().replace("%", "%%")  # argparse
         if tp is bool:
             parser.add_argument(f"--{f.name}", nargs="?", const="true", default=argparse.SUPPRESS,
                                 metavar="BOOL", help=help_text)
@@ -143,11 +171,55 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(f"--{f.name}", default=argparse.SUPPRESS, help=help_text)
 
 
-def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
+PATH_FIELDS = ("data_dir", "init_from", "run_dir", "tokenizer", "model_config")
+
+
+def layout_root() -> Path | None:
+    """BIOBERT_HOME: the folder holding the documented layout (datasets/, models/, shards/, runs/); relative
+    paths in recipe and --config files are taken from it. Unset: the current directory."""
+    home = os.environ.get("BIOBERT_HOME")
+    return Path(home) if home else None
+
+
+def layout_path(rel: str) -> Path:
+    """A path of the documented layout (e.g. runs/ncbi_disease), under BIOBERT_HOME when it is set."""
+    root = layout_root()
+    return root / rel if root is not None and not Path(rel).is_absolute() else Path(rel)
+
+
+def read_config_file(path: str | Path, what: str = "config") -> tuple[dict, list[str]]:
+    """A run-config file: its values (relative paths resolved against BIOBERT_HOME) and its "deepspeed"
+    object as --ds overrides ({"optimizer.params.lr": 2e-5} -> "optimizer.params.lr=2e-05"; null removes
+    a key, e.g. to let gradient_accumulation_steps be derived)."""
+    data = read_json(path, what)
+    ds = data.pop("deepspeed", {}) or {}
+    if not isinstance(ds, dict):
+        raise UserError(f"{path}: \"deepspeed\" must be an object of DeepSpeed overrides, e.g. "
+                        '{"optimizer.params.lr": 2e-5}')
+    data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_note" keys are comments
+    for key in PATH_FIELDS:
+        if isinstance(data.get(key), str) and data[key]:
+            data[key] = str(layout_path(data[key]))
+    return data, [f"{k}={json.dumps(v)}" for k, v in ds.items()]
+
+
+def config_from_args(cls: type[C], args: argparse.Namespace, recipe: str | Path | None = None) -> C:
+    """default < `recipe` (a project recipe file, e.g. finetune/configs/<task>.json) < --config < flags. The
+    files' "deepspeed" objects go before --ds in `args.ds` (the DeepSpeed JSON < recipe < --config < --ds)."""
     names = {f.name for f in dataclasses.fields(cls)}
     cli = {k: v for k, v in vars(args).items() if k in names}
-    file_values = read_json(args.config) if getattr(args, "config", None) else None
-    return build_config(cls, file_values, cli, file_source=str(getattr(args, "config", None)))
+    values: dict = {}
+    ds: list[str] = []
+    for path in (recipe, getattr(args, "config", None)):
+        if path:
+            file_values, file_ds = read_config_file(path)
+            _check_keys(cls, file_values, str(path))
+            values.update(file_values)
+            ds += file_ds
+    if hasattr(args, "ds"):
+        args.ds = ds + list(args.ds or [])
+    sources = [str(p) for p in (recipe, getattr(args, "config", None)) if p]
+    return build_config(cls, values, cli, file_source=" + ".join(sources) or "config file")
 
 
 def config_dict(cfg: Any) -> dict:

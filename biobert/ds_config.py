@@ -75,7 +75,10 @@ def apply_overrides(cfg: dict, overrides: list[str], source: str = "--ds") -> di
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
                 raise UserError(f"{source} {item!r}: `{k}` is not an object in the DeepSpeed config")
-        node[keys[-1]] = value
+        if value is None:  # null removes the key (e.g. a recipe lets gradient_accumulation_steps be derived)
+            node.pop(keys[-1], None)
+        else:
+            node[keys[-1]] = value
     return cfg
 
 

@@ -18,8 +18,7 @@ import dataclasses
 import os
 import signal
 from collections.abc import Mapping
-
-import torch
+from typing import Any
 
 from biobert.errors import UserError
 
@@ -57,12 +56,12 @@ class Faults:
     def any(self) -> bool:
         return any(getattr(self, f) is not None for f in _VARS)
 
-    def poison(self, loss: torch.Tensor, samples_seen: int) -> torch.Tensor:
+    def poison(self, loss: Any, samples_seen: int) -> Any:
         """The micro-batch loss, made NaN (or given NaN gradients) at the configured global batch."""
         if self.nan_at_sample == samples_seen:
             loss = loss * float("nan")
         if self.nan_grad_at_sample == samples_seen:
-            loss = _NanGradient.apply(loss)
+            loss = _nan_gradient().apply(loss)
         return loss
 
     def after_step(self, step: int, rank: int) -> None:
@@ -81,13 +80,18 @@ class Faults:
 NO_FAULTS = Faults()
 
 
-class _NanGradient(torch.autograd.Function):
-    """Identity forward, NaN backward: every gradient becomes NaN while the loss stays finite."""
+def _nan_gradient() -> type:
+    """Identity forward, NaN backward: every gradient becomes NaN while the loss stays finite (torch is
+    imported here, not at module import: entry points read the faults before anything heavy loads)."""
+    import torch
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
-        return x.view_as(x)
+    class NanGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+            return x.view_as(x)
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
-        return grad * float("nan")
+        @staticmethod
+        def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+            return grad * float("nan")
+
+    return NanGradient

@@ -9,11 +9,13 @@ import torch
 from biobert.errors import UserError
 
 
-def _check_dir(path: str | Path) -> Path:
+def check_model_dir(path: str | Path) -> Path:
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise UserError(f"{path}: not a Hugging Face model directory (no config.json). Pass the directory "
-                        "of an exported checkpoint (run_dir/hf) or of a downloaded BERT/BioBERT model.")
+        raise UserError(f"{path}: not a Hugging Face model directory (no config.json). Pass --init_from with "
+                        "the directory of an exported checkpoint (run_dir/hf) or of a downloaded BERT/BioBERT model "
+                        "(fine-tuning recipes default to runs/biobert_phase2/hf, the pre-training recipe's export, "
+                        "under BIOBERT_HOME when it is set).")
     return path
 
 
@@ -37,7 +39,7 @@ MLM_HEAD_KEY = "cls.predictions.transform.dense.weight"
 def checkpoint_weight_names(path: str | Path) -> set[str]:
     """Parameter names stored in a Hugging Face checkpoint directory, read without loading the weights
     (safetensors headers, a sharded index, or a memory-mapped pytorch_model.bin)."""
-    path = _check_dir(path)
+    path = check_model_dir(path)
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if (path / index).is_file():
             import json
@@ -66,7 +68,7 @@ def load_pretraining_model(init_from: str | Path | None, model_config: str | Pat
     from transformers import BertForPreTraining
 
     if init_from:
-        path = _check_dir(init_from)
+        path = check_model_dir(init_from)
         model, missing = _load_checked(BertForPreTraining, path, load_bert_config(path), attn_implementation,
                                        head_prefixes=("cls.",))
         model.biobert_new_heads = missing

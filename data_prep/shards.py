@@ -188,7 +188,8 @@ def read_manifest(data_dir: str | Path) -> dict:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise UserError(f"{data_dir}: no such shard directory; run `python -m data_prep --input ... "
-                        f"--vocab ... --out {data_dir}` first")
+                        f"--vocab ... --out {data_dir}` first, or point --data_dir (or BIOBERT_HOME, the folder "
+                        "holding the recipes' shards/) at prepared shards")
     path = data_dir / MANIFEST
     if not path.is_file():
         raise UserError(f"{path}: missing; either the data preparation into {data_dir} did not finish "

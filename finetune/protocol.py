@@ -17,8 +17,9 @@ a fixed setting (`--epochs`, default 5, and the batch of the DeepSpeed profile o
 
 `--protocol biobert-code`, BioBERT's released scripts: train on train+devel (`train_dev.tsv` where the
 bundle has it, as its NER folders do; otherwise the two files concatenated into run_dir/train_dev_data and
-said so) for a fixed `--epochs`, then test. Defaults are those of BioBERT's README commands: NER 10 epochs;
-RE 3 epochs, batch 32, lr 2e-5; QA 5 epochs, batch 12, lr 5e-6 (a `--ds` of yours wins).
+said so) for a fixed `--epochs`, then test, with the task's recipe (finetune/configs/<task>.json: BioBERT's
+README commands, NER 10 epochs; RE 3 epochs, batch 32, lr 2e-5; QA 5 epochs, batch 12, lr 5e-6; a `--ds`
+of yours wins).
 
 GAD and EU-ADR: `--task gad_3` evaluates one fold; `--task gad` runs the whole protocol on each fold
 (`--folds`, default all ten) in run_dir/fold_01 ... (selection inside each fold's own training data, so no
@@ -46,7 +47,7 @@ if __package__ in (None, ""):  # run by path: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from biobert import checkpoint  # noqa: E402
-from biobert.config import write_json  # noqa: E402
+from biobert.config import read_config_file, write_json  # noqa: E402
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
 from finetune import run_task  # noqa: E402
 from finetune.tasks.re_task import N_FOLDS, RE_DATASETS  # noqa: E402
@@ -54,9 +55,6 @@ from finetune.tasks.registry import get_task  # noqa: E402
 from finetune.tasks.relation import HEADERS  # noqa: E402
 
 SELECT_METRIC = {"ner": "f1", "re": "f1", "qa": "strict_acc"}
-# BioBERT's README commands (run_ner.py / run_re.py / run_qa.py); NER keeps our profile's batch and lr.
-BIOBERT_CODE = {"ner": {"epochs": 10.0}, "re": {"epochs": 3.0, "train_batch_size": 32, "lr": 2e-5},
-                "qa": {"epochs": 5.0, "train_batch_size": 12, "lr": 5e-6}}
 QA_FIXED_EPOCHS = 5.0
 CV_SHUFFLE_SEED = 0
 OWNED_FLAGS = ("--task", "--run_dir", "--seed", "--epochs", "--max_steps", "--train_split", "--eval_split",
@@ -291,15 +289,10 @@ def _has_ds(flags: list[str], key: str) -> bool:
 
 def setting_for(task, files: dict[str, Path], flags: list[str], args, run_dir: Path) -> tuple[dict, list[str], dict]:
     """(recorded setting, run_task flags of the final runs, selection record or {})."""
-    if args.protocol == "biobert-code":
-        defaults = BIOBERT_CODE[task.kind]
+    if args.protocol == "biobert-code":  # BioBERT's released settings are the task's recipe (run_task applies it)
         data_dir, train_split, note = train_dev_data(task, files, args.data_dir, run_dir)
-        epochs = args.epochs or defaults["epochs"]
+        epochs = args.epochs or read_config_file(run_task.RECIPES / f"{task.recipe}.json")[0]["epochs"]
         extra = ["--data_dir", data_dir, "--train_split", train_split, "--epochs", str(epochs)]
-        if "train_batch_size" in defaults and not _has_ds(flags, "train_batch_size"):
-            extra += ["--ds", f"train_batch_size={defaults['train_batch_size']}"]
-        if "lr" in defaults and not _has_ds(flags, "optimizer.params.lr"):
-            extra += ["--ds", f"optimizer.params.lr={defaults['lr']}"]
         return {"epochs": epochs, "train_split": train_split, "train_data": note}, extra, {}
     if task.kind == "qa":
         epochs = args.epochs or QA_FIXED_EPOCHS

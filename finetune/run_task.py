@@ -1,5 +1,6 @@
 """Fine-tune and evaluate a BERT checkpoint on one of BioBERT's tasks.
 
+    python finetune/run_task.py --task chemprot            # BioBERT's recipe, the documented layout
     python finetune/run_task.py --task ncbi_disease --data_dir datasets/NER --init_from runs/biobert/hf \
         --run_dir runs/ncbi --epochs 10
 
@@ -22,7 +23,15 @@ if __package__ in (None, ""):  # run by path: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from biobert import checkpoint, dist  # noqa: E402
-from biobert.config import LoopConfig, add_config_args, config_dict, config_from_args, write_json  # noqa: E402
+from biobert.config import (  # noqa: E402
+    LoopConfig,
+    add_config_args,
+    config_dict,
+    config_from_args,
+    layout_path,
+    read_json,
+    write_json,
+)
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
 
 DEFAULT_DS = str(Path(__file__).resolve().parents[1] / "ds_configs" / "finetune.json")
@@ -30,31 +39,51 @@ DEFAULT_DS = str(Path(__file__).resolve().parents[1] / "ds_configs" / "finetune.
 
 @dataclasses.dataclass
 class FinetuneConfig(LoopConfig):
-    task: str = ""
-    data_dir: str = ""  # BioBERT's datasets folder, or the task's own folder
-    init_from: str = ""  # Hugging Face BERT directory: our export, BERT, BioBERT
+    task: str = ""  # one of the tasks listed above
+    data_dir: str = ""  # BioBERT's datasets folder (NER/, RE/, QA/ inside), or the task's own folder
+    init_from: str = ""  # Hugging Face BERT directory: our export (run_dir/hf), BERT, BioBERT
     epochs: float = 3.0  # used when max_steps is 0
-    max_seq_length: int = 128
+    max_seq_length: int = 128  # WordPieces per window, [CLS]/[SEP] (and the question) included
     doc_stride: int = 32  # overlap of windows for sentences longer than max_seq_length
-    eval_batch_size: int = 64
+    eval_batch_size: int = 64  # sequences per forward pass when scoring
     train_split: str = "train"  # "train_dev" trains on train+devel, as BioBERT's released code does; "": evaluate only
     eval_split: str = "devel"  # evaluated during training ("" to skip)
-    test_split: str = "test"
+    test_split: str = "test"  # scored once at the end ("" to skip)
     eval_every: int = -1  # -1: once per epoch
     attn_implementation: str = "sdpa"
     group_by_length: bool = True  # batches of similar length: far less padding, same examples per epoch
 
 
+RECIPES = Path(__file__).resolve().parent / "configs"
+
+
+def _description() -> str:
+    from finetune.tasks.registry import task_names
+
+    tasks = "\n".join(f"  {kind}: {', '.join(names)}" for kind, names in task_names().items())
+    return (f"{__doc__}\nTasks (--task):\n{tasks}\n\nEach task runs its recipe, finetune/configs/<task>.json "
+            "(BioBERT's hyper-parameters; data in datasets/ and the model in runs/biobert_phase2/hf, relative to "
+            "BIOBERT_HOME or the current directory), then --config, then these flags.")
+
+
 def parse_args(argv: list[str] | None) -> tuple[FinetuneConfig, argparse.Namespace]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=_description(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--deepspeed_config", default=DEFAULT_DS, help="DeepSpeed JSON (default: %(default)s)")
     parser.add_argument("--ds", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a DeepSpeed JSON value, e.g. --ds optimizer.params.lr=3e-5")
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
-    add_config_args(parser, FinetuneConfig)
+    add_config_args(parser, FinetuneConfig, " (after the task's recipe, finetune/configs/<task>.json)")
     args = parser.parse_args(argv)
-    cfg = config_from_args(FinetuneConfig, args)
-    for name in ("task", "data_dir", "init_from"):
+    task = getattr(args, "task", None) or (read_json(args.config).get("task") if args.config else None)
+    if not task:
+        raise UserError("--task is required (python finetune/run_task.py --help lists them)")
+    from finetune.tasks.registry import get_task
+
+    recipe = RECIPES / f"{get_task(task).recipe}.json"
+    cfg = config_from_args(FinetuneConfig, args, recipe if recipe.is_file() else None)
+    if cfg.run_dir == LoopConfig.run_dir:  # not chosen: runs/<task> in the layout
+        cfg.run_dir = str(layout_path(f"runs/{cfg.task}"))
+    for name in ("data_dir", "init_from"):
         if not getattr(cfg, name):
             raise UserError(f"--{name} is required")
     return cfg, args
@@ -107,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     from biobert.engine import Engine
     from biobert.faults import Faults
     from biobert.loop import fit
-    from biobert.models import config_sha256, load_bert_config
+    from biobert.models import check_model_dir, config_sha256, load_bert_config
     from biobert.sampler import BatchLayout, BatchSource, EpochSampler
     from biobert.tokenizer import load_tokenizer
     from finetune.tasks.base import predict_outputs
@@ -116,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
     task = get_task(cfg.task)
     if not cfg.resume:
         checkpoint.check_fresh_run_dir(cfg.run_dir)
+    check_model_dir(cfg.init_from)  # before its vocabulary: the message says where the model was looked for
     tokenizer = load_tokenizer(cfg.init_from)
     eval_only = not cfg.train_split
     # evaluation only: the fine-tuned checkpoint's config decides the label map and must hold the task's head

@@ -1,7 +1,13 @@
 """Continue pre-training a BERT (masked LM + next-sentence prediction) on prepared shards.
 
+    deepspeed --num_gpus 8 pretrain/run.py --deepspeed_config ds_configs/v100x8.json    # BioBERT's phase 1
     deepspeed --num_gpus 8 pretrain/run.py --deepspeed_config ds_configs/v100x8.json \
-        --data_dir shards/pubmed_128 --init_from bert-base-cased/ --run_dir runs/biobert --max_steps 200000
+        --config pretrain/configs/biobert_phase2.json                                    # ... and phase 2
+    deepspeed --num_gpus 8 pretrain/run.py --deepspeed_config ds_configs/v100x8.json \
+        --data_dir shards/pubmed_128 --init_from models/bert-base-cased --run_dir runs/biobert --max_steps 200000
+
+With neither --config nor --data_dir the run is pretrain/configs/biobert_phase1.json (shards/, models/ and
+runs/ relative to BIOBERT_HOME or the current directory).
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from biobert import checkpoint, dist  # noqa: E402
 from biobert.config import LoopConfig, add_config_args, config_dict, config_from_args, write_json  # noqa: E402
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
 
+DEFAULT_RECIPE = Path(__file__).resolve().parent / "configs" / "biobert_phase1.json"
+
 
 @dataclasses.dataclass
 class PretrainConfig(LoopConfig):
@@ -26,10 +34,10 @@ class PretrainConfig(LoopConfig):
     model_config: str = ""  # BERT config.json to train from scratch instead of init_from
     tokenizer: str = ""  # vocab.txt or tokenizer directory; default: init_from
     seq_len: int = 0  # expected sequence length of the shards (a check); 0 = whatever they hold
-    mlm_probability: float = 0.15
+    mlm_probability: float = 0.15  # share of each sequence's tokens masked (BERT's round(15 %), 80/10/10)
     whole_word_mask: bool = False  # mask all pieces of a word together (pretrain/collator.py)
     eval_batches: int = 20  # held-out micro-batches per rank at each evaluation
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "sdpa"  # "sdpa" (fused, the flash kernel when unpadded) or "eager"
     max_steps: int = 1000
     # Freeze the encoder (embeddings included, so the MLM decoder tied to them too) and train only the heads'
     # own weights: a first phase when init_from has no MLM head, so that the random head's early gradients
@@ -47,8 +55,10 @@ def parse_args(argv: list[str] | None) -> tuple[PretrainConfig, argparse.Namespa
     parser.add_argument("--ds", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a DeepSpeed JSON value, e.g. --ds optimizer.params.lr=5e-5")
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed launcher
-    add_config_args(parser, PretrainConfig)
+    add_config_args(parser, PretrainConfig, f"; with neither --config nor --data_dir: {DEFAULT_RECIPE.name}")
     args = parser.parse_args(argv)
+    if not args.config and not hasattr(args, "data_dir"):  # the bare command: BioBERT's phase 1
+        args.config = str(DEFAULT_RECIPE)
     return config_from_args(PretrainConfig, args), args
 
 
@@ -89,7 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
     from pretrain.objective import PretrainingObjective, heldout_metrics
 
     if not cfg.data_dir:
-        raise UserError("--data_dir is required: a directory written by `python -m data_prep`")
+        raise UserError("--data_dir is required: a directory written by `python -m data_prep` (or run with no "
+                        f"--config and no --data_dir for BioBERT's recipe, {DEFAULT_RECIPE.name})")
     if cfg.max_steps < 1:
         raise UserError("--max_steps must be at least 1 for pre-training")
     if not cfg.resume:

@@ -62,8 +62,13 @@ def test_malformed_json_names_file_and_line(tmp_path):
 def test_shipped_run_configs_load():
     from pathlib import Path
 
-    from biobert.config import read_json
+    from biobert.config import read_config_file
+    from biobert.ds_config import load_ds_config
     from pretrain.run import PretrainConfig
 
-    for path in sorted((Path(__file__).resolve().parents[1] / "pretrain" / "configs").glob("*.json")):
-        build_config(PretrainConfig, read_json(path), file_source=str(path))
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "pretrain" / "configs").glob("*.json")):
+        values, ds = read_config_file(path)
+        build_config(PretrainConfig, values, file_source=str(path))
+        for profile in ("v100x8", "a100x8", "h100x8", "cpu"):  # its DeepSpeed overrides fit every profile
+            load_ds_config(root / "ds_configs" / f"{profile}.json", ds)

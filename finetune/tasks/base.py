@@ -49,7 +49,8 @@ def find_task_dir(data_dir: str | Path, dataset: str, required: tuple[str, ...])
     root = Path(data_dir)
     if not root.is_dir():
         raise UserError(f"{root}: no such data directory. Pass --data_dir pointing at BioBERT's datasets "
-                        f"(the folder holding {dataset}/) or at {dataset}/ itself.")
+                        f"(the folder holding {dataset}/, or NER/ and RE/) or at {dataset}/ itself, or set "
+                        "BIOBERT_HOME to the folder whose datasets/ holds them (the recipes' layout).")
     for candidate in (root, root / dataset, root / "NER" / dataset, root / "ner" / dataset,
                       root / "RE" / dataset, root / "re" / dataset):
         if all((candidate / f).is_file() for f in required):

@@ -35,6 +35,11 @@ class NerTask:
     scheme: str = "conlleval"  # "conlleval" (BioBERT's numbers) or "strict" (typed IOB2)
     labels: list[str] = field(default_factory=list)
 
+    @property
+    def recipe(self) -> str:
+        """finetune/configs/<recipe>.json: this task's BioBERT hyper-parameters."""
+        return self.name
+
     def splits(self, data_dir: Path) -> dict[str, Path]:
         folder = find_task_dir(data_dir, self.dataset, ("train.tsv", "test.tsv"))
         files = {"train": "train.tsv", "devel": "devel.tsv", "test": "test.tsv", "train_dev": "train_dev.tsv"}

@@ -154,6 +154,11 @@ class QATask:
     n_best: int = 20  # spans per snippet considered (BioBERT's n_best_size)
     max_answer_tokens: int = 30  # BioBERT's max_answer_length
     top_k: int = 5  # answers per BioASQ factoid question
+
+    @property
+    def recipe(self) -> str:
+        """finetune/configs/<recipe>.json: one per question type, every BioASQ version alike."""
+        return "squad" if self.dataset == "squad" else f"bioasq_{self.qtype}"
     max_answer_chars: int = 100  # longer pooled answers are dropped (BioBERT's transform)
     softmax_scope: str = "snippet"  # see qa.pool_answers
     list_threshold: float = LIST_THRESHOLD  # list answers: pooled probability >= this (bioasq_eval)

@@ -83,6 +83,11 @@ class RelationTask:
     def __post_init__(self) -> None:
         self.labels = list(self.dataset.labels)
 
+    @property
+    def recipe(self) -> str:
+        """finetune/configs/<recipe>.json: one recipe for every fold of a dataset (gad_3 -> gad)."""
+        return self.name.rpartition("_")[0] if self.fold is not None else self.name
+
     def splits(self, data_dir: Path) -> dict[str, Path]:
         folder = self._folder(Path(data_dir))
         files = {"train": ("train.tsv",), "devel": ("dev.tsv", "devel.tsv"), "test": ("test.tsv",)}

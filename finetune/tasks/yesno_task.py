@@ -36,6 +36,11 @@ class YesNoTask:
     headline: tuple[str, ...] = ("accuracy", "macro_f1", "f1_yes", "f1_no", "baseline_accuracy", "questions")
     max_query_length: int = 64  # question tokens kept (BioBERT/BERT default)
     labels: list[str] = field(default_factory=lambda: list(LABELS))
+
+    @property
+    def recipe(self) -> str:
+        """finetune/configs/<recipe>.json."""
+        return "bioasq_yesno"
     _files: dict[str, Path] = field(default_factory=dict, repr=False)
     _batches: list[TestBatch] = field(default_factory=list, repr=False)
     _golden: dict[str, dict[str, GoldenQuestion] | None] = field(default_factory=dict, repr=False)
