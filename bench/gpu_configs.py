@@ -256,9 +256,8 @@ def run_parity(spec: dict) -> dict:
     """fp16 (the V100 profile's torch_autocast + GradScaler) against bf16 over the same steps from the same
     weights and data, eager, one micro-batch per step; then fp16 again with NaN gradients forced at step 10:
     that step must be skipped and the loss scale halved, without a rollback."""
-    import os
-
     import biobert.loop as loop
+    from biobert.faults import Faults
     from pretrain.run import main
 
     steps, out, base = spec.get("parity_steps", 40), {}, loop.Tracker
@@ -266,14 +265,11 @@ def run_parity(spec: dict) -> dict:
         record: list = []
         loop.Tracker = _timed_tracker(base, {**spec, "config_s": 1e9, "max_steps": steps}, record)
         one = {**spec, "variant": variant, "name": f"{spec['name']}_{name}", "log_every": 1}
-        if fault is not None:
-            os.environ["BIOBERT_FAULT_NAN_GRAD_AT_SAMPLE"] = str(fault * spec["micro_batch"])  # step 10's batch
+        faults = Faults(nan_grad_at_sample=fault * spec["micro_batch"]) if fault is not None else None  # step 10
         try:
-            main(pretrain_argv(one) + ["--max_steps", str(steps)])
+            main(pretrain_argv(one) + ["--max_steps", str(steps)], faults=faults)
         except _Done:
             pass
-        finally:
-            os.environ.pop("BIOBERT_FAULT_NAN_GRAD_AT_SAMPLE", None)
         out[name] = {"loss": [r[3] for r in record], "loss_scale": [r[4] for r in record],
                      "skipped_steps": [r[5] for r in record]}
     bf16, fp16 = out["bf16"]["loss"], out["fp16"]["loss"]

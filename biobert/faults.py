@@ -10,6 +10,8 @@ launch real processes (two ranks, Slurm), where an object cannot be handed over:
     BIOBERT_FAULT_KILL_AT_STEP=N        rank 0 SIGKILLs itself after step N (and its save)
     BIOBERT_FAULT_SIGNAL_AT_STEP=N      rank 0 sends itself SIGUSR1 after step N, as Slurm would
     BIOBERT_FAULT_KILL_IN_SAVE=TAG      rank 0 SIGKILLs itself inside the save of checkpoint TAG
+    BIOBERT_FAULT_DATA_PREP=crash:UNIT  a data_prep worker raises inside UNIT (a file, or a PMC group);
+                         hang:UNIT      ... or sleeps there for an hour (resume-after-kill tests)
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from biobert.errors import UserError
 
 _VARS = {"nan_at_sample": "BIOBERT_FAULT_NAN_AT_SAMPLE", "nan_grad_at_sample": "BIOBERT_FAULT_NAN_GRAD_AT_SAMPLE",
          "kill_at_step": "BIOBERT_FAULT_KILL_AT_STEP", "signal_at_step": "BIOBERT_FAULT_SIGNAL_AT_STEP",
-         "kill_in_save": "BIOBERT_FAULT_KILL_IN_SAVE"}
+         "kill_in_save": "BIOBERT_FAULT_KILL_IN_SAVE", "data_prep": "BIOBERT_FAULT_DATA_PREP"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Faults:
     kill_at_step: int | None = None
     signal_at_step: int | None = None
     kill_in_save: str | None = None
+    data_prep: str | None = None  # "crash:<unit>" or "hang:<unit>"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Faults:
@@ -43,7 +46,9 @@ class Faults:
             raw = environ.get(var)
             if not raw:
                 continue
-            if field == "kill_in_save":
+            if field == "data_prep" and raw.partition(":")[0] not in ("crash", "hang"):
+                raise UserError(f"{var}={raw!r}: expected crash:<unit> or hang:<unit> (a test hook; unset it)")
+            if field in ("kill_in_save", "data_prep"):
                 values[field] = raw
                 continue
             try:
@@ -75,6 +80,16 @@ class Faults:
     def in_save(self, tag: str, rank: int) -> None:
         if rank == 0 and self.kill_in_save == tag:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+    def in_unit(self, unit: str) -> None:
+        action, _, target = (self.data_prep or "").partition(":")
+        if target == unit and action == "crash":
+            raise RuntimeError(f"BIOBERT_FAULT_DATA_PREP: simulated crash in {unit}")
+        if target == unit and action == "hang":
+            import time
+
+            time.sleep(3600)
 
 
 NO_FAULTS = Faults()

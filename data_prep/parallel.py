@@ -32,6 +32,7 @@ from pathlib import Path
 
 from biobert.corpus.document import Document
 from biobert.errors import UserError
+from biobert.faults import NO_FAULTS, Faults
 from biobert.tokenizer import load_tokenizer
 from data_prep import outdir
 from data_prep.fast_wordpiece import SentenceEncoder
@@ -40,8 +41,6 @@ from data_prep.readers import expand_inputs
 from data_prep.shards import MANIFEST, SPLITS, file_sha256, write_manifest
 from data_prep.supersede import INDEX_DIR, SupersedeIndex, build_index, file_identity, index_hash, order_files
 from data_prep.units import Unit, check_pubmed_names, parse_part, plan_units
-
-TEST_HOOK = "DATA_PREP_TEST_HOOK"  # "crash:<unit>" / "hang:<unit>": stop inside that file (resume tests)
 
 
 def _name_date(name: str) -> str | None:
@@ -90,8 +89,9 @@ class _Gate:
 class Worker:
     """Everything one process needs to prepare files; built once per process (cheap: vocab + mmaps)."""
 
-    def __init__(self, cfg: PrepConfig, lowercase: bool, expect: dict, index_folder: str | None, decon=None):
-        self.cfg, self.out, self.expect, self.decon = cfg, Path(cfg.out), expect, decon
+    def __init__(self, cfg: PrepConfig, lowercase: bool, expect: dict, index_folder: str | None, decon=None,
+                 faults: Faults = NO_FAULTS):
+        self.cfg, self.out, self.expect, self.decon, self.faults = cfg, Path(cfg.out), expect, decon, faults
         self.tokenizer = load_tokenizer(cfg.vocab, lowercase)
         self.encoder = SentenceEncoder(self.tokenizer)
         self.index_folder = index_folder
@@ -116,7 +116,7 @@ class Worker:
                               self.encoder, stream=unit.name if unit.grouped else None)
         if index and not report.stopped_early:
             skipped["unread_after_damage"] += index.unread_for(unit.path.name)
-        _test_hook(unit.name)
+        self.faults.in_unit(unit.name)  # resume tests: crash or hang inside this unit
         entry = _input_entry(unit, identities, report)  # first: a file it cannot hash is a file error
         marker = {
             "unit": unit.name, "position": unit.position, **self.expect,
@@ -166,14 +166,6 @@ def _input_entry(unit: Unit, identities: list[dict], report: FileReport) -> dict
                       "mtime": _iso(max(m["mtime_ns"] for m in members)), "name_date": None,
                       "sha256": digest.hexdigest()},  # of the members' names and sha256, one per line
             "members": members}
-
-
-def _test_hook(unit: str) -> None:
-    action, _, target = os.environ.get(TEST_HOOK, "").partition(":")
-    if target == unit and action == "crash":
-        raise RuntimeError(f"{TEST_HOOK}: simulated crash in {unit}")
-    if target == unit and action == "hang":
-        time.sleep(3600)
 
 
 _worker: Worker | None = None  # one per pool process, set by _init_worker
@@ -303,7 +295,7 @@ def run(cfg: PrepConfig) -> dict:
     todo = [u for u in mine if u.name not in markers]
     scan = len(pubmed) if todo and pubmed and not Path(index_folder, "index.json").is_file() else 0
     size = _pool_size(cfg, max(len(todo), scan))
-    args = (cfg, tokenizer.lowercase, expect, index_folder, decon)
+    args = (cfg, tokenizer.lowercase, expect, index_folder, decon, Faults.from_env())  # test hooks, read once
     if size == 1:
         index = build_index(out, pubmed) if pubmed else None
         used = _run_sequential(Worker(*args), mine, markers, cfg.max_docs)

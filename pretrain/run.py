@@ -82,11 +82,12 @@ def check_compatible(manifest: dict, tokenizer, model, data_dir: str, tok_source
 
 
 @exit_on_user_error
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, faults=None) -> dict:
+    """`faults`: a biobert.faults.Faults for in-process callers (benchmarks, tests); default: the environment's."""
     cfg, args = parse_args(argv)
     from biobert.faults import Faults
 
-    faults = Faults.from_env()  # test hooks, read once
+    faults = faults or Faults.from_env()  # test hooks, read once
     from biobert.dist import derived_seed, seed_everything
     from biobert.engine import Engine
     from biobert.flops import bert_flops_per_token

@@ -82,7 +82,7 @@ def test_one_or_two_workers_give_identical_shards(corpus, reference, tmp_path):
 def test_resume_after_crash_redoes_only_unfinished_files(corpus, reference, tmp_path, monkeypatch, capsys):
     ref_out, ref = reference
     out = tmp_path / "out"
-    monkeypatch.setenv("DATA_PREP_TEST_HOOK", "crash:pubmed26n0003")
+    monkeypatch.setenv("BIOBERT_FAULT_DATA_PREP", "crash:pubmed26n0003")
     with pytest.raises(RuntimeError, match="simulated crash"):
         prep([corpus["pubmed"]], corpus["vocab"], out, "--workers", 1)
     assert sorted(p.stem for p in (out / "done").glob("*.json")) == ["pubmed26n0001", "pubmed26n0002"]
@@ -91,7 +91,7 @@ def test_resume_after_crash_redoes_only_unfinished_files(corpus, reference, tmp_
     with pytest.raises(SystemExit) as exit_info:  # a different config on the unfinished run: refused
         prep([corpus["pubmed"]], corpus["vocab"], out, "--workers", 1, "--seed", 7)
     assert exit_info.value.code == 2 and "different config_hash" in capsys.readouterr().err
-    monkeypatch.delenv("DATA_PREP_TEST_HOOK")
+    monkeypatch.delenv("BIOBERT_FAULT_DATA_PREP")
     resumed = prep([corpus["pubmed"]], corpus["vocab"], out, "--workers", 1)
     assert resumed["resumed_files"] == 2 and "[kept] pubmed26n0001.xml.gz" in capsys.readouterr().err
     same_output(ref, resumed)
@@ -104,7 +104,7 @@ def test_resume_after_sigkill_of_the_whole_run(corpus, reference, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "data_prep", "--input", str(corpus["pubmed"]), "--vocab", str(corpus["vocab"]),
            "--out", str(out), "--seq_len", "48", "--shard_size", "40", "--heldout_fraction", "0.1", "--workers", "2"]
-    proc = subprocess.Popen(cmd, env=subprocess_env(DATA_PREP_TEST_HOOK="hang:pubmed26n0005"), cwd=REPO,
+    proc = subprocess.Popen(cmd, env=subprocess_env(BIOBERT_FAULT_DATA_PREP="hang:pubmed26n0005"), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 60

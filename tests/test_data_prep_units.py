@@ -76,10 +76,10 @@ def test_groups_are_capped_and_the_output_is_the_same_for_any_workers_parts_and_
     assert merged["splits"] == one["splits"]
     # a crash inside the second unit: the rerun keeps the first and redoes the others
     out = tmp_path / "resume"
-    monkeypatch.setenv("DATA_PREP_TEST_HOOK", "crash:PMC1025--PMC1049")
+    monkeypatch.setenv("BIOBERT_FAULT_DATA_PREP", "crash:PMC1025--PMC1049")
     with pytest.raises(RuntimeError, match="simulated crash"):
         prep(folder, out, "--workers", 1)
-    monkeypatch.delenv("DATA_PREP_TEST_HOOK")
+    monkeypatch.delenv("BIOBERT_FAULT_DATA_PREP")
     resumed = prep(folder, out, "--workers", 1)
     assert resumed["resumed_files"] == 1 and resumed["splits"] == one["splits"]
     # a member file that changed makes its unit (only) stale
