@@ -8,8 +8,9 @@ setup(
     description="BioBERT reproduced and extended: PubMed/PMC data prep, DeepSpeed pre-training, "
     "biomedical NER/RE/QA fine-tuning",
     python_requires=">=3.10",
-    packages=find_packages(include=["biobert", "biobert.*", "data_prep", "data_prep.*", "pretrain",
-                                    "pretrain.*", "finetune", "finetune.*"]),
+    packages=find_packages(
+        include=["biobert", "biobert.*", "data_prep", "data_prep.*", "pretrain", "pretrain.*", "finetune", "finetune.*"]
+    ),
     install_requires=[
         "torch>=2.1",
         "deepspeed>=0.14",

@@ -56,15 +56,22 @@ def _child_prepare(spec: dict) -> dict:
     from data_prep.parallel import run
     from data_prep.pipeline import PrepConfig
 
-    cfg = PrepConfig(inputs=spec["inputs"], vocab=spec["vocab"], out=spec["out"], workers=spec["workers"],
-                     overwrite=True)
+    cfg = PrepConfig(
+        inputs=spec["inputs"], vocab=spec["vocab"], out=spec["out"], workers=spec["workers"], overwrite=True
+    )
     manifest = run(cfg)
     c = manifest["counts"]
-    return {"words": c["words"], "documents": c["documents"], "examples": c["examples"],
-            "nsp_fallbacks": c["train"]["nsp_fallbacks"] + c["heldout"]["nsp_fallbacks"],
-            "units": len(manifest["inputs"]), "peak_rss_mb": manifest["worker_peak_rss_mb"],
-            "shards": [s["sha256"] for split in manifest["splits"].values() for s in split["shards"]],
-            "errors": manifest["errors"], "random_next_fraction": _random_next_fraction(spec["out"])}
+    return {
+        "words": c["words"],
+        "documents": c["documents"],
+        "examples": c["examples"],
+        "nsp_fallbacks": c["train"]["nsp_fallbacks"] + c["heldout"]["nsp_fallbacks"],
+        "units": len(manifest["inputs"]),
+        "peak_rss_mb": manifest["worker_peak_rss_mb"],
+        "shards": [s["sha256"] for split in manifest["splits"].values() for s in split["shards"]],
+        "errors": manifest["errors"],
+        "random_next_fraction": _random_next_fraction(spec["out"]),
+    }
 
 
 def _random_next_fraction(out: str) -> float | None:
@@ -87,8 +94,9 @@ def _child_tokenizer(spec: dict) -> dict:
     from data_prep.pipeline import _sentences
     from data_prep.readers import expand_inputs, read_documents
 
-    sentences = [s for path in expand_inputs(spec["inputs"]) for doc in read_documents(path, Counter())
-                 for s in _sentences(doc)]
+    sentences = [
+        s for path in expand_inputs(spec["inputs"]) for doc in read_documents(path, Counter()) for s in _sentences(doc)
+    ]
     words = sum(len(s.split()) for s in sentences)
     tok = load_tokenizer(spec["vocab"])
     batches = [sentences[i : i + 1000] for i in range(0, len(sentences), 1000)]
@@ -97,8 +105,10 @@ def _child_tokenizer(spec: dict) -> dict:
         start_cpu, start = time.process_time(), time.perf_counter()
         for batch in batches:
             fn(batch)
-        out[name] = {"cpu_s": round(time.process_time() - start_cpu, 3),
-                     "wall_s": round(time.perf_counter() - start, 3)}
+        out[name] = {
+            "cpu_s": round(time.process_time() - start_cpu, 3),
+            "wall_s": round(time.perf_counter() - start, 3),
+        }
     return out
 
 
@@ -119,8 +129,13 @@ def measure(spec: dict, log: list) -> dict:
     """Run one child; its CPU time is the whole process tree's (pool workers included)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                          env={**os.environ, **ONE_THREAD, "PYTHONPATH": spec["src"]}, cwd=spec["src"])
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ONE_THREAD, "PYTHONPATH": spec["src"]},
+        cwd=spec["src"],
+    )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -138,10 +153,20 @@ def measure(spec: dict, log: list) -> dict:
 def copies_file(source: Path, copies: int, dest: Path, first: int = 0) -> Path:
     """`make_copies` in a child process: ru_maxrss is inherited across fork and exec on Linux, so a parent
     that held the decompressed corpus would lend its peak to every later measurement."""
-    spec = {"kind": "copies", "source": str(source), "copies": copies, "dest": str(dest), "first": first,
-            "src": str(ROOT)}
-    subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], check=True, capture_output=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    spec = {
+        "kind": "copies",
+        "source": str(source),
+        "copies": copies,
+        "dest": str(dest),
+        "first": first,
+        "src": str(ROOT),
+    }
+    subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     return dest
 
 
@@ -166,8 +191,11 @@ def make_copies(source: Path, copies: int, dest: Path, first: int = 0, offset: i
     with gz.open(dest, "wb", compresslevel=1) as out:
         out.write(head)
         for k in range(first, first + copies):
-            out.write(body if k == 0 else pmid.sub(lambda m, k=k: m.group(1) + str(int(m.group(2)) + k * offset)
-                                                   .encode() + m.group(3), body))
+            out.write(
+                body
+                if k == 0
+                else pmid.sub(lambda m, k=k: m.group(1) + str(int(m.group(2)) + k * offset).encode() + m.group(3), body)
+            )
         out.write(tail)
     return dest
 
@@ -176,8 +204,14 @@ def make_copies(source: Path, copies: int, dest: Path, first: int = 0, offset: i
 def machine() -> dict:
     from importlib import metadata
 
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     versions = {}
     for pkg in ("tokenizers", "lxml", "pyarrow", "numpy", "isal"):
         try:
@@ -185,9 +219,15 @@ def machine() -> dict:
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "versions": versions,
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "git": sha.strip(),
-            "load_avg_at_start": os.getloadavg()}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git": sha.strip(),
+        "load_avg_at_start": os.getloadavg(),
+    }
 
 
 def _spin(n: int) -> tuple[float, float]:
@@ -216,8 +256,11 @@ def projection(rates: dict, efficiency: float) -> dict:
     for name, words in CORPORA.items():
         rate = rates["pmc" if name == "pmc_oa" else "pubmed"]
         hours = words / (rate * NODE_CORES) / 3600
-        out[name] = {"words_per_core_s": rate, "hours_linear": round(hours, 2),
-                     "hours_at_measured_efficiency": round(hours / max(efficiency, 1e-6), 2)}
+        out[name] = {
+            "words_per_core_s": rate,
+            "hours_linear": round(hours, 2),
+            "hours_at_measured_efficiency": round(hours / max(efficiency, 1e-6), 2),
+        }
     total = words_total = 0.0
     for name in ("pubmed_2025_assumed", "pmc_oa"):
         total += out[name]["hours_linear"]
@@ -230,24 +273,40 @@ def projection(rates: dict, efficiency: float) -> dict:
 def table(res: dict) -> str:
     rows = [("measurement", "words", "CPU s", "wall s", "words/CPU-s", "words/wall-s", "peak RSS MB")]
     for name, r in res["runs"].items():
-        rows.append((name, f"{r['words']:,}", f"{r['cpu_s']:.1f}", f"{r['wall_s']:.1f}",
-                     f"{r['words_per_cpu_s']:,}" if r.get("words_per_cpu_s") else "-",
-                     f"{r['words_per_wall_s']:,}", f"{r['peak_rss_mb'] or r['self_peak_rss_mb']}"
-                     if "peak_rss_mb" in r else f"{r['self_peak_rss_mb']}"))
+        rows.append(
+            (
+                name,
+                f"{r['words']:,}",
+                f"{r['cpu_s']:.1f}",
+                f"{r['wall_s']:.1f}",
+                f"{r['words_per_cpu_s']:,}" if r.get("words_per_cpu_s") else "-",
+                f"{r['words_per_wall_s']:,}",
+                f"{r['peak_rss_mb'] or r['self_peak_rss_mb']}" if "peak_rss_mb" in r else f"{r['self_peak_rss_mb']}",
+            )
+        )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-             for row in rows]
+    lines = [
+        "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        for row in rows
+    ]
     s = res["summary"]
     lines += ["", *(f"{k}: {v}" for k, v in s.items())]
     p = res["projection"]
     eff, cores = p["parallel_efficiency_2_workers"], res["machine"].get("cores_available_to_2_busy_processes")
-    lines += ["", f"cores two busy processes got here: {cores} of {res['machine']['cores']}",
-              f"64-core node projection (linear / at the 2-worker CPU efficiency {eff}):"]
+    lines += [
+        "",
+        f"cores two busy processes got here: {cores} of {res['machine']['cores']}",
+        f"64-core node projection (linear / at the 2-worker CPU efficiency {eff}):",
+    ]
     for name in CORPORA:
-        lines.append(f"  {name:22s} {CORPORA[name] / 1e9:5.1f}B words at {p[name]['words_per_core_s']:,} words/core-s:"
-                     f" {p[name]['hours_linear']:.2f} h / {p[name]['hours_at_measured_efficiency']:.2f} h")
-    lines.append(f"  PubMed 2025 + PMC OA: {p['pubmed_2025_plus_pmc_hours_linear']:.2f} h / "
-                 f"{p['pubmed_2025_plus_pmc_hours_at_measured_efficiency']:.2f} h")
+        lines.append(
+            f"  {name:22s} {CORPORA[name] / 1e9:5.1f}B words at {p[name]['words_per_core_s']:,} words/core-s:"
+            f" {p[name]['hours_linear']:.2f} h / {p[name]['hours_at_measured_efficiency']:.2f} h"
+        )
+    lines.append(
+        f"  PubMed 2025 + PMC OA: {p['pubmed_2025_plus_pmc_hours_linear']:.2f} h / "
+        f"{p['pubmed_2025_plus_pmc_hours_at_measured_efficiency']:.2f} h"
+    )
     return "\n".join(lines)
 
 
@@ -262,37 +321,56 @@ def run_all(args) -> dict:
     src = str(ROOT)
     log: list = []
     runs: dict[str, dict] = {}
-    res = {"machine": machine() | {"cores_available_to_2_busy_processes": cores_available()},
-           "method": __doc__.split("\n\n")[2].replace("\n", " "), "runs": runs, "log": log}
+    res = {
+        "machine": machine() | {"cores_available_to_2_busy_processes": cores_available()},
+        "method": __doc__.split("\n\n")[2].replace("\n", " "),
+        "runs": runs,
+        "log": log,
+    }
     with tempfile.TemporaryDirectory(prefix="data_prep_bench_") as tmp:
         tmp = Path(tmp)
         smallest = min(pubmed, key=lambda p: p.stat().st_size)
         pair = [copies_file(smallest, 1, tmp / f"pubmed90n000{k}.xml.gz", first=k) for k in (1, 2)]
         big = copies_file(smallest, args.mem_copies, tmp / "pubmed90n0009.xml.gz")
         spec = lambda kind, inputs, out, workers=1, src=src: {  # noqa: E731
-            "kind": kind, "inputs": [str(i) for i in inputs], "vocab": vocab, "out": str(tmp / out),
-            "workers": workers, "src": src}
+            "kind": kind,
+            "inputs": [str(i) for i in inputs],
+            "vocab": vocab,
+            "out": str(tmp / out),
+            "workers": workers,
+            "src": src,
+        }
         # 1. per core, side by side: tokenizer alone, then the pipeline, on the same PubMed files
         for path in pubmed:
             name = path.name.removesuffix(".xml.gz")
             runs[f"tokenizer_alone_hf[{name}]"] = tok = measure(spec("tokenizer", [path], "t"), log)
             hf = tok["hf_encode_batch"]
-            tok.update(cpu_s=hf["cpu_s"], wall_s=hf["wall_s"], words_per_cpu_s=round(tok["words"] / hf["cpu_s"]),
-                       words_per_wall_s=round(tok["words"] / hf["wall_s"]))
+            tok.update(
+                cpu_s=hf["cpu_s"],
+                wall_s=hf["wall_s"],
+                words_per_cpu_s=round(tok["words"] / hf["cpu_s"]),
+                words_per_wall_s=round(tok["words"] / hf["wall_s"]),
+            )
             runs[f"pipeline_1_worker[{name}]"] = measure(spec("prepare", [path], f"p_{name}"), log)
             if args.baseline_src:
                 runs[f"baseline_pipeline_1_worker[{name}]"] = measure(
-                    spec("prepare", [path], f"b_{name}", src=args.baseline_src), log)
+                    spec("prepare", [path], f"b_{name}", src=args.baseline_src), log
+                )
         # 2. PMC: the 298 articles
         if pmc.is_dir():
             runs["tokenizer_alone_hf[pmc]"] = tok = measure(spec("tokenizer", [pmc], "t"), log)
             hf = tok["hf_encode_batch"]
-            tok.update(cpu_s=hf["cpu_s"], wall_s=hf["wall_s"], words_per_cpu_s=round(tok["words"] / hf["cpu_s"]),
-                       words_per_wall_s=round(tok["words"] / hf["wall_s"]))
+            tok.update(
+                cpu_s=hf["cpu_s"],
+                wall_s=hf["wall_s"],
+                words_per_cpu_s=round(tok["words"] / hf["cpu_s"]),
+                words_per_wall_s=round(tok["words"] / hf["wall_s"]),
+            )
             runs["pipeline_1_worker[pmc]"] = measure(spec("prepare", [pmc], "pmc"), log)
             if args.baseline_src:
-                runs["baseline_pipeline_1_worker[pmc]"] = measure(spec("prepare", [pmc], "bpmc",
-                                                                       src=args.baseline_src), log)
+                runs["baseline_pipeline_1_worker[pmc]"] = measure(
+                    spec("prepare", [pmc], "bpmc", src=args.baseline_src), log
+                )
         # 3. two workers, wall clock: two PMID-offset copies of the smallest file, 1 worker then 2 workers
         runs["pipeline_1_worker[2 files]"] = measure(spec("prepare", pair, "w1"), log)
         runs["pipeline_2_workers[2 files]"] = measure(spec("prepare", pair, "w2", workers=2), log)

@@ -90,16 +90,43 @@ def run_ours_ner(spec: dict) -> dict:
             marks["train_end"] = time.perf_counter()
 
     biobert.loop.fit = timed_fit  # run_task imports fit inside main(), so it picks this up
-    results = main.__wrapped__(["--task", "ncbi_disease", "--data_dir", spec["data_dir"], "--init_from",
-                                spec["model"], "--run_dir", spec["run_dir"], "--epochs", str(spec["epochs"]),
-                                "--eval_every", "0", "--progress", "false", "--seed", str(SEED),
-                                "--max_seq_length", str(MAX_LEN), "--eval_batch_size", str(EVAL_BATCH)])
+    results = main.__wrapped__(
+        [
+            "--task",
+            "ncbi_disease",
+            "--data_dir",
+            spec["data_dir"],
+            "--init_from",
+            spec["model"],
+            "--run_dir",
+            spec["run_dir"],
+            "--epochs",
+            str(spec["epochs"]),
+            "--eval_every",
+            "0",
+            "--progress",
+            "false",
+            "--seed",
+            str(SEED),
+            "--max_seq_length",
+            str(MAX_LEN),
+            "--eval_batch_size",
+            str(EVAL_BATCH),
+        ]
+    )
     end = time.perf_counter()
     test = results["scores"]["test"]
-    return {"train_s": marks["train_end"] - marks["train_start"], "eval_s": end - marks["train_end"],
-            "train_eval_s": end - marks["train_start"], "steps": results["steps"],
-            "test_f1": test["f1"], "test_precision": test["precision"], "test_recall": test["recall"],
-            "devel_f1": results["scores"]["devel"]["f1"], "words_as_O": 0}
+    return {
+        "train_s": marks["train_end"] - marks["train_start"],
+        "eval_s": end - marks["train_end"],
+        "train_eval_s": end - marks["train_start"],
+        "steps": results["steps"],
+        "test_f1": test["f1"],
+        "test_precision": test["precision"],
+        "test_recall": test["recall"],
+        "devel_f1": results["scores"]["devel"]["f1"],
+        "words_as_O": 0,
+    }
 
 
 def _peer_datasets(spec: dict, tokenizer, label2id: dict) -> tuple[dict, dict]:
@@ -111,8 +138,9 @@ def _peer_datasets(spec: dict, tokenizer, label2id: dict) -> tuple[dict, dict]:
     sentences = {s: read_ner_tsv(folder / f"{s}.tsv") for s in ("train", "devel", "test")}
 
     def tokenize_and_align_labels(examples):  # run_ner.py's, label_all_tokens=False, plus the word ids
-        enc = tokenizer(examples["tokens"], padding=False, truncation=True, max_length=MAX_LEN,
-                        is_split_into_words=True)
+        enc = tokenizer(
+            examples["tokens"], padding=False, truncation=True, max_length=MAX_LEN, is_split_into_words=True
+        )
         labels, words = [], []
         for i, tags in enumerate(examples["ner_tags"]):
             previous, ids, row = None, [], []
@@ -128,8 +156,9 @@ def _peer_datasets(spec: dict, tokenizer, label2id: dict) -> tuple[dict, dict]:
 
     out = {}
     for name, sents in sentences.items():
-        ds = datasets.Dataset.from_dict({"tokens": [s.words for s in sents],
-                                         "ner_tags": [[label2id[x] for x in s.labels] for s in sents]})
+        ds = datasets.Dataset.from_dict(
+            {"tokens": [s.words for s in sents], "ner_tags": [[label2id[x] for x in s.labels] for s in sents]}
+        )
         out[name] = ds.map(tokenize_and_align_labels, batched=True, remove_columns=["tokens", "ner_tags"])
     return out, sentences
 
@@ -158,18 +187,43 @@ def run_peer_ner(spec: dict) -> dict:
     set_seed(SEED)
     tokenizer = AutoTokenizer.from_pretrained(spec["model"])
     model = BertForTokenClassification.from_pretrained(
-        spec["model"], num_labels=len(label_list), id2label=dict(enumerate(label_list)), label2id=label2id,
-        attn_implementation="sdpa")
+        spec["model"],
+        num_labels=len(label_list),
+        id2label=dict(enumerate(label_list)),
+        label2id=label2id,
+        attn_implementation="sdpa",
+    )
     data, sentences = _peer_datasets(spec, tokenizer, label2id)
     steps = math.ceil(len(data["train"]) / BATCH) * spec["epochs"]
     args = TrainingArguments(
-        output_dir=spec["run_dir"], per_device_train_batch_size=BATCH, per_device_eval_batch_size=EVAL_BATCH,
-        learning_rate=LR, weight_decay=0.01, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
-        max_grad_norm=1.0, num_train_epochs=spec["epochs"], lr_scheduler_type="linear",
-        warmup_steps=max(1, round(0.1 * steps)), seed=SEED, save_strategy="no", eval_strategy="no",
-        report_to="none", disable_tqdm=True, logging_steps=50, use_cpu=True, dataloader_num_workers=0)
-    trainer = Trainer(model=model, args=args, train_dataset=data["train"].remove_columns(["first_word"]),
-                      data_collator=DataCollatorForTokenClassification(tokenizer), processing_class=tokenizer)
+        output_dir=spec["run_dir"],
+        per_device_train_batch_size=BATCH,
+        per_device_eval_batch_size=EVAL_BATCH,
+        learning_rate=LR,
+        weight_decay=0.01,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        adam_epsilon=1e-8,
+        max_grad_norm=1.0,
+        num_train_epochs=spec["epochs"],
+        lr_scheduler_type="linear",
+        warmup_steps=max(1, round(0.1 * steps)),
+        seed=SEED,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        logging_steps=50,
+        use_cpu=True,
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"].remove_columns(["first_word"]),
+        data_collator=DataCollatorForTokenClassification(tokenizer),
+        processing_class=tokenizer,
+    )
     t0 = time.perf_counter()
     out = trainer.train()
     trainer.save_model()  # run_ner saves the model after training; ours checkpoints + exports in fit()
@@ -193,20 +247,51 @@ def run_peer_ner(spec: dict) -> dict:
         lost[split] = n_lost
     end = time.perf_counter()
     test = scores["test"]
-    return {"train_s": t1 - t0, "eval_s": end - t1, "train_eval_s": end - t0, "steps": out.global_step,
-            "test_f1": 100 * test["f1"], "test_precision": 100 * test["precision"],
-            "test_recall": 100 * test["recall"], "devel_f1": 100 * scores["devel"]["f1"],
-            "words_as_O": lost["test"], "devel_words_as_O": lost["devel"], "optim": str(args.optim),
-            "train_loss": out.training_loss}
+    return {
+        "train_s": t1 - t0,
+        "eval_s": end - t1,
+        "train_eval_s": end - t0,
+        "steps": out.global_step,
+        "test_f1": 100 * test["f1"],
+        "test_precision": 100 * test["precision"],
+        "test_recall": 100 * test["recall"],
+        "devel_f1": 100 * scores["devel"]["f1"],
+        "words_as_O": lost["test"],
+        "devel_words_as_O": lost["devel"],
+        "optim": str(args.optim),
+        "train_loss": out.training_loss,
+    }
 
 
 def run_ours_steps(spec: dict) -> dict:
     """A short real run; per-step wall time from metrics.jsonl, steps/epoch from the sampler's count."""
     from finetune.run_task import main
 
-    argv = ["--task", spec["task"], "--data_dir", spec["data_dir"], "--init_from", spec["model"], "--run_dir",
-            spec["run_dir"], "--max_steps", str(spec["steps"]), "--log_every", "1", "--progress", "false",
-            "--eval_split", "", "--test_split", "", "--export_hf", "false", "--seed", str(SEED), *spec["extra"]]
+    argv = [
+        "--task",
+        spec["task"],
+        "--data_dir",
+        spec["data_dir"],
+        "--init_from",
+        spec["model"],
+        "--run_dir",
+        spec["run_dir"],
+        "--max_steps",
+        str(spec["steps"]),
+        "--log_every",
+        "1",
+        "--progress",
+        "false",
+        "--eval_split",
+        "",
+        "--test_split",
+        "",
+        "--export_hf",
+        "false",
+        "--seed",
+        str(SEED),
+        *spec["extra"],
+    ]
     main.__wrapped__(argv)
     records = [json.loads(x) for x in (Path(spec["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r.get("kind") == "train"]
@@ -235,25 +320,41 @@ def worker(spec: dict) -> None:
 
 def launch(spec: dict, log: Path) -> dict:
     """Run one side in a child process; wall time, CPU time and peak RSS from os.wait4."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "TOKENIZERS_PARALLELISM": "false",
-           "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(spec["threads"]),
+        "TOKENIZERS_PARALLELISM": "false",
+        "DS_ACCELERATOR": "cpu",
+        "PYTHONPATH": str(ROOT),
+    }
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
     load_before = round(os.getloadavg()[0], 1)
     t0 = time.perf_counter()
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], stdout=fh,
-                                stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", json.dumps(spec)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"{spec['side']} failed (exit {proc.returncode}); see {log}:\n"
-                         + "\n".join(log.read_text().splitlines()[-20:]))
+        raise SystemExit(
+            f"{spec['side']} failed (exit {proc.returncode}); see {log}:\n"
+            + "\n".join(log.read_text().splitlines()[-20:])
+        )
     out = json.loads(Path(spec["result"]).read_text())
-    out.update(process_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, peak_rss_mb=usage.ru_maxrss / 1024,
-               load_avg_1min=[load_before, round(os.getloadavg()[0], 1)],
-               date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    out.update(
+        process_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        peak_rss_mb=usage.ru_maxrss / 1024,
+        load_avg_1min=[load_before, round(os.getloadavg()[0], 1)],
+        date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
     if spec["side"] == "ours_steps":
         match = re.search(r"(\d+) steps/epoch", log.read_text())
         out["steps_per_epoch"] = int(match.group(1)) if match else None
@@ -279,13 +380,22 @@ def machine_info() -> dict:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "deepspeed": deepspeed.__version__, "transformers": transformers.__version__}
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "deepspeed": deepspeed.__version__,
+        "transformers": transformers.__version__,
+    }
     for pkg in ("datasets", "accelerate", "tokenizers"):
         versions[pkg] = __import__(pkg).__version__
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "versions": versions,
-            "load_avg_start": [round(x, 1) for x in os.getloadavg()],
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "load_avg_start": [round(x, 1) for x in os.getloadavg()],
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def summarize_ner(runs: list[dict]) -> dict:
@@ -295,50 +405,74 @@ def summarize_ner(runs: list[dict]) -> dict:
     def total(side, key):
         return sum(r[key] for r in side)
 
-    ratio = {k: round(total(ours, k) / total(peer, k), 3) for k in ("train_eval_s", "train_s", "eval_s",
-                                                                      "process_s", "cpu_s")}
+    ratio = {
+        k: round(total(ours, k) / total(peer, k), 3)
+        for k in ("train_eval_s", "train_s", "eval_s", "process_s", "cpu_s")
+    }
     ratio["per_round_train_eval"] = [round(o["train_eval_s"] / p["train_eval_s"], 3) for p, o in zip(peer, ours)]
     f1_ours, f1_peer = statistics.mean(r["test_f1"] for r in ours), statistics.mean(r["test_f1"] for r in peer)
-    return {"ratio_ours_to_peer": ratio, "test_f1_ours": round(f1_ours, 2), "test_f1_peer": round(f1_peer, 2),
-            "f1_diff": round(f1_ours - f1_peer, 2), "peak_rss_mb": {"ours": max(r["peak_rss_mb"] for r in ours),
-                                                                     "peer": max(r["peak_rss_mb"] for r in peer)},
-            "peer_test_words_scored_as_O": peer[0]["words_as_O"],
-            "targets": TARGETS,
-            "time_target_met": ratio["train_eval_s"] <= TARGETS["train_eval_ratio_max"],
-            "f1_target_met": abs(f1_ours - f1_peer) <= TARGETS["f1_abs_diff_max"]}
+    return {
+        "ratio_ours_to_peer": ratio,
+        "test_f1_ours": round(f1_ours, 2),
+        "test_f1_peer": round(f1_peer, 2),
+        "f1_diff": round(f1_ours - f1_peer, 2),
+        "peak_rss_mb": {"ours": max(r["peak_rss_mb"] for r in ours), "peer": max(r["peak_rss_mb"] for r in peer)},
+        "peer_test_words_scored_as_O": peer[0]["words_as_O"],
+        "targets": TARGETS,
+        "time_target_met": ratio["train_eval_s"] <= TARGETS["train_eval_ratio_max"],
+        "f1_target_met": abs(f1_ours - f1_peer) <= TARGETS["f1_abs_diff_max"],
+    }
 
 
 def epoch_time(res: dict) -> dict:
     steady = res["step_s"][2:] or res["step_s"]
     s_per_step = statistics.mean(steady)
     spe = res["steps_per_epoch"]
-    return {"measured_steps": len(res["step_s"]), "s_per_step_mean_after_2": round(s_per_step, 2),
-            "s_per_step_median_after_2": round(statistics.median(steady), 2), "steps_per_epoch": spe,
-            "epoch_s_extrapolated": round(s_per_step * spe, 1) if spe else None,
-            "process_s": res["process_s"], "peak_rss_mb": res["peak_rss_mb"], "train_items": res["train_items"],
-            "step_s": res["step_s"], "load_avg_1min": res["load_avg_1min"], "date": res["date"]}
+    return {
+        "measured_steps": len(res["step_s"]),
+        "s_per_step_mean_after_2": round(s_per_step, 2),
+        "s_per_step_median_after_2": round(statistics.median(steady), 2),
+        "steps_per_epoch": spe,
+        "epoch_s_extrapolated": round(s_per_step * spe, 1) if spe else None,
+        "process_s": res["process_s"],
+        "peak_rss_mb": res["peak_rss_mb"],
+        "train_items": res["train_items"],
+        "step_s": res["step_s"],
+        "load_avg_1min": res["load_avg_1min"],
+        "date": res["date"],
+    }
 
 
 def print_table(results: dict) -> None:
     ner = results["ner"]
-    print(f"\nNCBI-disease, {ner['epochs']} epoch(s), batch {BATCH}, threads {ner['threads']} "
-          "(ratios: ours / peer, same run)")
-    print(f"{'run':<12}{'train s':>9}{'eval s':>8}{'train+eval':>11}{'process s':>10}{'cpu s':>8}"
-          f"{'RSS MB':>8}{'test F1':>9}{'dev F1':>8}")
+    print(
+        f"\nNCBI-disease, {ner['epochs']} epoch(s), batch {BATCH}, threads {ner['threads']} "
+        "(ratios: ours / peer, same run)"
+    )
+    print(
+        f"{'run':<12}{'train s':>9}{'eval s':>8}{'train+eval':>11}{'process s':>10}{'cpu s':>8}"
+        f"{'RSS MB':>8}{'test F1':>9}{'dev F1':>8}"
+    )
     for r in results["ner"]["runs"]:
         x = r["result"]
-        print(f"{r['side'] + ' #' + str(r['round']):<12}{x['train_s']:>9.1f}{x['eval_s']:>8.1f}"
-              f"{x['train_eval_s']:>11.1f}{x['process_s']:>10.1f}{x['cpu_s']:>8.1f}{x['peak_rss_mb']:>8.0f}"
-              f"{x['test_f1']:>9.2f}{x['devel_f1']:>8.2f}")
+        print(
+            f"{r['side'] + ' #' + str(r['round']):<12}{x['train_s']:>9.1f}{x['eval_s']:>8.1f}"
+            f"{x['train_eval_s']:>11.1f}{x['process_s']:>10.1f}{x['cpu_s']:>8.1f}{x['peak_rss_mb']:>8.0f}"
+            f"{x['test_f1']:>9.2f}{x['devel_f1']:>8.2f}"
+        )
     s = results["ner"]["summary"]
-    print(f"ratio train+eval {s['ratio_ours_to_peer']['train_eval_s']} (target <= 1.0: "
-          f"{'met' if s['time_target_met'] else 'NOT met'}); test F1 ours {s['test_f1_ours']} vs peer "
-          f"{s['test_f1_peer']} (diff {s['f1_diff']}, target within 1.0: "
-          f"{'met' if s['f1_target_met'] else 'NOT met'}); peer test words scored O: "
-          f"{s['peer_test_words_scored_as_O']}")
+    print(
+        f"ratio train+eval {s['ratio_ours_to_peer']['train_eval_s']} (target <= 1.0: "
+        f"{'met' if s['time_target_met'] else 'NOT met'}); test F1 ours {s['test_f1_ours']} vs peer "
+        f"{s['test_f1_peer']} (diff {s['f1_diff']}, target within 1.0: "
+        f"{'met' if s['f1_target_met'] else 'NOT met'}); peer test words scored O: "
+        f"{s['peer_test_words_scored_as_O']}"
+    )
     for task, e in results.get("epoch_times", {}).items():
-        print(f"{task}: {e['steps_per_epoch']} steps/epoch x {e['s_per_step_mean_after_2']} s/step "
-              f"= {e['epoch_s_extrapolated']} s/epoch (EXTRAPOLATED from {e['measured_steps']} steps)")
+        print(
+            f"{task}: {e['steps_per_epoch']} steps/epoch x {e['s_per_step_mean_after_2']} s/step "
+            f"= {e['epoch_s_extrapolated']} s/epoch (EXTRAPOLATED from {e['measured_steps']} steps)"
+        )
 
 
 def main() -> None:
@@ -368,22 +502,45 @@ def main() -> None:
             runs = []
             for r in range(args.rounds):
                 for side in ("peer_ner", "ours_ner"):
-                    spec = {"side": side, "model": args.model, "data_dir": str(ner_dir), "epochs": args.epochs,
-                            "threads": args.threads, "run_dir": str(work / f"{side}_{r}"),
-                            "result": str(work / f"{side}_{r}.json")}
+                    spec = {
+                        "side": side,
+                        "model": args.model,
+                        "data_dir": str(ner_dir),
+                        "epochs": args.epochs,
+                        "threads": args.threads,
+                        "run_dir": str(work / f"{side}_{r}"),
+                        "result": str(work / f"{side}_{r}.json"),
+                    }
                     print(f"running {side} round {r} ...", flush=True)
                     runs.append({"side": side, "round": r, "result": launch(spec, work / f"{side}_{r}.log")})
                     print(f"  {runs[-1]['result']}", flush=True)
-            results["ner"] = {"data": str(ner_dir / "NCBI-disease"), "epochs": args.epochs, "threads": args.threads,
-                              "batch": BATCH, "lr": LR, "warmup": "10% linear, then linear decay (both sides)",
-                              "runs": runs, "summary": summarize_ner(runs)}
-        extra = {"chemprot": (SHARED / "re", ["--max_seq_length", "128"]),
-                 "bioasq_7b": (SHARED / "qa" / "bioasq", ["--max_seq_length", "384", "--doc_stride", "128"])}
+            results["ner"] = {
+                "data": str(ner_dir / "NCBI-disease"),
+                "epochs": args.epochs,
+                "threads": args.threads,
+                "batch": BATCH,
+                "lr": LR,
+                "warmup": "10% linear, then linear decay (both sides)",
+                "runs": runs,
+                "summary": summarize_ner(runs),
+            }
+        extra = {
+            "chemprot": (SHARED / "re", ["--max_seq_length", "128"]),
+            "bioasq_7b": (SHARED / "qa" / "bioasq", ["--max_seq_length", "384", "--doc_stride", "128"]),
+        }
         for task in [t for t in tasks if t in extra]:
             data_dir, flags = extra[task]
-            spec = {"side": "ours_steps", "task": task, "model": args.model, "data_dir": str(data_dir),
-                    "threads": args.threads, "steps": args.steps, "extra": flags,
-                    "run_dir": str(work / task), "result": str(work / f"{task}.json")}
+            spec = {
+                "side": "ours_steps",
+                "task": task,
+                "model": args.model,
+                "data_dir": str(data_dir),
+                "threads": args.threads,
+                "steps": args.steps,
+                "extra": flags,
+                "run_dir": str(work / task),
+                "result": str(work / f"{task}.json"),
+            }
             print(f"running ours on {task} for {args.steps} steps ...", flush=True)
             res = launch(spec, work / f"{task}.log")
             results.setdefault("epoch_times", {})[task] = {"flags": flags, **epoch_time(res)}

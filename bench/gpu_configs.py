@@ -45,13 +45,22 @@ def write_synthetic_shards(out: Path, vocab: Path, seq_len: int, n: int, seed: i
         ids[0], ids[a + 1], ids[-1] = tok.cls_id, tok.sep_id, tok.sep_id
         writer.write(ids, a + 1, int(rng.integers(0, 2)))
     shards = writer.close()
-    write_manifest(out, {"format": FORMAT, "format_version": FORMAT_VERSION, "seq_len": seq_len, "mode": "nsp",
-                         "vocab_size": tok.vocab_size, "tokenizer_hash": tok.vocab_hash,
-                         "lowercase": tok.lowercase, "config_hash": "synthetic",
-                         "special_ids": {"pad": tok.pad_id, "cls": tok.cls_id, "sep": tok.sep_id,
-                                         "mask": tok.mask_id},
-                         "splits": {"train": {"shards": shards}},
-                         "counts": {"examples": n, "tokens": n * seq_len, "padding_fraction": 0.0}})
+    write_manifest(
+        out,
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "seq_len": seq_len,
+            "mode": "nsp",
+            "vocab_size": tok.vocab_size,
+            "tokenizer_hash": tok.vocab_hash,
+            "lowercase": tok.lowercase,
+            "config_hash": "synthetic",
+            "special_ids": {"pad": tok.pad_id, "cls": tok.cls_id, "sep": tok.sep_id, "mask": tok.mask_id},
+            "splits": {"train": {"shards": shards}},
+            "counts": {"examples": n, "tokens": n * seq_len, "padding_fraction": 0.0},
+        },
+    )
     return out
 
 
@@ -88,10 +97,11 @@ class _Profiler:
                 torch.cuda.synchronize()
             self.prof.__exit__(None, None, None)
             events = self.prof.key_averages()
-            text = [f"torch.profiler over {steps} steps (times are totals over those steps)\n",
-                    events.table(sort_by="self_cpu_time_total", row_limit=45),
-                    events.table(sort_by="self_device_time_total", row_limit=25) if torch.cuda.is_available()
-                    else ""]
+            text = [
+                f"torch.profiler over {steps} steps (times are totals over those steps)\n",
+                events.table(sort_by="self_cpu_time_total", row_limit=45),
+                events.table(sort_by="self_device_time_total", row_limit=25) if torch.cuda.is_available() else "",
+            ]
         else:
             import io
             import pstats
@@ -142,30 +152,41 @@ class _Counts:
         self.syncs.active = self.ops.active = False
         self.ops.__exit__(None, None, None)
         self.syncs.__exit__(None, None, None)
-        self.result = {"steps_counted": n, "host_reads_per_step": self.syncs.count / n,
-                       "aten_ops_per_step": self.ops.count / n,
-                       "host_read_sites": dict(self.syncs.where.most_common(6))}
+        self.result = {
+            "steps_counted": n,
+            "host_reads_per_step": self.syncs.count / n,
+            "aten_ops_per_step": self.ops.count / n,
+            "host_read_sites": dict(self.syncs.where.most_common(6)),
+        }
         if self.prof is not None:
             torch.cuda.synchronize()
             self.prof.__exit__(None, None, None)
             events = self.prof.key_averages()
             count = {e.key: e.count for e in events}
             self.result["kernel_launches_per_step"] = sum(c for k, c in count.items() if k in self.LAUNCH) / n
-            self.result["cuda_syncs_per_step"] = {k: c / n for k, c in count.items()
-                                                  if k.startswith(self.SYNC) and c}
+            self.result["cuda_syncs_per_step"] = {k: c / n for k, c in count.items() if k.startswith(self.SYNC) and c}
 
 
 def _timed_tracker(base, spec: dict, record: list, counts: _Counts | None = None):
-    profiler = _Profiler(spec["profile"], Path(spec["tmp"]) / f"profile_{spec['name']}.txt") \
-        if spec.get("profile") else None
+    profiler = (
+        _Profiler(spec["profile"], Path(spec["tmp"]) / f"profile_{spec['name']}.txt") if spec.get("profile") else None
+    )
 
     class Timed(base):
         def log(self, step, metrics, kind="train"):
             super().log(step, metrics, kind)
             if kind != "train":
                 return
-            record.append((time.perf_counter(), int(metrics["tokens_seen"]), step, metrics.get("loss"),
-                           metrics.get("loss_scale"), metrics.get("skipped_steps")))
+            record.append(
+                (
+                    time.perf_counter(),
+                    int(metrics["tokens_seen"]),
+                    step,
+                    metrics.get("loss"),
+                    metrics.get("loss_scale"),
+                    metrics.get("skipped_steps"),
+                )
+            )
             t0 = next((r[0] for r in record if r[2] >= spec["warmup"]), None)
             if profiler is not None and t0 is not None:
                 if profiler.prof is None:
@@ -221,13 +242,38 @@ def pretrain_argv(spec: dict) -> list[str]:
     cfg_path = Path(spec["tmp"]) / f"bert_{spec['name']}.json"
     _bert_config(spec).to_json_file(str(cfg_path))
     mb = spec["micro_batch"]
-    argv = ["--deepspeed_config", str(_ds_config(spec)),
-            "--ds", f"train_batch_size={mb}", "--ds", f"train_micro_batch_size_per_gpu={mb}",
-            "--ds", "gradient_accumulation_steps=1", "--ds", "scheduler.params.warmup_num_steps=100",
-            "--data_dir", spec["data_dir"], "--model_config", str(cfg_path), "--tokenizer", spec["vocab"],
-            "--run_dir", str(Path(spec["tmp"]) / f"run_{spec['name']}"), "--max_steps", "100000",
-            "--log_every", str(spec["log_every"]), "--progress", "false", "--eval_batches", "0",
-            "--export_hf", "false", "--seed", "42"]
+    argv = [
+        "--deepspeed_config",
+        str(_ds_config(spec)),
+        "--ds",
+        f"train_batch_size={mb}",
+        "--ds",
+        f"train_micro_batch_size_per_gpu={mb}",
+        "--ds",
+        "gradient_accumulation_steps=1",
+        "--ds",
+        "scheduler.params.warmup_num_steps=100",
+        "--data_dir",
+        spec["data_dir"],
+        "--model_config",
+        str(cfg_path),
+        "--tokenizer",
+        spec["vocab"],
+        "--run_dir",
+        str(Path(spec["tmp"]) / f"run_{spec['name']}"),
+        "--max_steps",
+        "100000",
+        "--log_every",
+        str(spec["log_every"]),
+        "--progress",
+        "false",
+        "--eval_batches",
+        "0",
+        "--export_hf",
+        "false",
+        "--seed",
+        "42",
+    ]
     if spec.get("variant", "new") == "before":
         argv += ["--ds", f"zero_optimization.stage={spec.get('zero', 1)}"]
     else:
@@ -270,18 +316,23 @@ def run_parity(spec: dict) -> dict:
             main(pretrain_argv(one) + ["--max_steps", str(steps)], faults=faults)
         except _Done:
             pass
-        out[name] = {"loss": [r[3] for r in record], "loss_scale": [r[4] for r in record],
-                     "skipped_steps": [r[5] for r in record]}
+        out[name] = {
+            "loss": [r[3] for r in record],
+            "loss_scale": [r[4] for r in record],
+            "skipped_steps": [r[5] for r in record],
+        }
     bf16, fp16 = out["bf16"]["loss"], out["fp16"]["loss"]
     rel = [abs(a - b) / abs(a) for a, b in zip(bf16, fp16)]
     over = out["fp16_overflow"]
     out["summary"] = {
-        "steps": len(rel), "max_rel_loss_diff_fp16_vs_bf16": max(rel) if rel else None,
+        "steps": len(rel),
+        "max_rel_loss_diff_fp16_vs_bf16": max(rel) if rel else None,
         "mean_rel_loss_diff_last_10": sum(rel[-10:]) / max(len(rel[-10:]), 1),
         "tolerance": "fp16 within 2 % of bf16 at every step (two 16-bit formats, same fp32 master weights)",
         "within_tolerance": bool(rel) and max(rel) <= 0.02,
         "overflow_step_skipped": over["skipped_steps"][9:10] == [1] and (over["skipped_steps"][8:9] == [0]),
-        "scale_before_after": over["loss_scale"][8:10]}
+        "scale_before_after": over["loss_scale"][8:10],
+    }
     return out
 
 
@@ -302,27 +353,48 @@ def run_finetune(spec: dict, record: list, counts: _Counts | None = None) -> dic
     model = BertForTokenClassification._from_config(config, attn_implementation="sdpa")
     mb, seq = spec["micro_batch"], spec["seq_len"]
     before = spec.get("variant", "new") == "before"
-    precision = (["bf16.enabled=true"] if before
-                 else ["torch_autocast.enabled=true", "torch_autocast.dtype=bfloat16"])
-    kwargs = {} if before else {"compile_mode": COMPILE[spec.get("variant", "new")],
-                                "compile_backend": spec.get("backend", "inductor")}
+    precision = ["bf16.enabled=true"] if before else ["torch_autocast.enabled=true", "torch_autocast.dtype=bfloat16"]
+    kwargs = (
+        {}
+        if before
+        else {"compile_mode": COMPILE[spec.get("variant", "new")], "compile_backend": spec.get("backend", "inductor")}
+    )
     ds_dir = Path(spec["src"]) if before else ROOT
-    engine = Engine(model, ds_dir / "ds_configs" / "finetune.json", total_steps=100000,
-                    overrides=[f"train_batch_size={mb}", *precision, "optimizer.params.torch_adam=true",
-                               "optimizer.params.fused=true", *spec.get("ds", [])], **kwargs)
+    engine = Engine(
+        model,
+        ds_dir / "ds_configs" / "finetune.json",
+        total_steps=100000,
+        overrides=[
+            f"train_batch_size={mb}",
+            *precision,
+            "optimizer.params.torch_adam=true",
+            "optimizer.params.fused=true",
+            *spec.get("ds", []),
+        ],
+        **kwargs,
+    )
     gen = torch.Generator().manual_seed(0)
 
     def fetch(ix):  # synthetic full-length sentences; first-sub-token labels, -100 at [CLS]/[SEP]
         ids = torch.randint(104, config.vocab_size, (len(ix), seq), generator=gen)
         labels = torch.randint(0, 3, (len(ix), seq), generator=gen)
         labels[:, 0] = labels[:, -1] = -100
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
-                "labels": labels}
+        return {
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "token_type_ids": torch.zeros_like(ids),
+            "labels": labels,
+        }
 
     layout = BatchLayout(engine.train_batch, engine.micro_batch, engine.grad_accum, engine.world_size, engine.rank)
     source = BatchSource(EpochSampler(100_000, engine.train_batch, 42), layout, fetch)
-    cfg = LoopConfig(run_dir=str(Path(spec["tmp"]) / f"run_{spec['name']}"), log_every=spec["log_every"],
-                     progress=False, export_hf=False, max_steps=100000)
+    cfg = LoopConfig(
+        run_dir=str(Path(spec["tmp"]) / f"run_{spec['name']}"),
+        log_every=spec["log_every"],
+        progress=False,
+        export_hf=False,
+        max_steps=100000,
+    )
     tracker = _timed_tracker(loop.Tracker, spec, record, counts)(cfg.run_dir, True, 100000, False)
     try:
         loop.fit(engine, source, loop.TrainState(), cfg, total_steps=100000, run_config={}, tracker=tracker)

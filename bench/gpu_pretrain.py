@@ -53,8 +53,12 @@ def device_description(device: str) -> dict:
     info = {"torch": torch.__version__, "cuda": torch.version.cuda}
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
-        info.update(name=torch.cuda.get_device_name(0), memory_gb=round(props.total_memory / 2**30, 1),
-                    capability=f"{props.major}.{props.minor}", count_visible=torch.cuda.device_count())
+        info.update(
+            name=torch.cuda.get_device_name(0),
+            memory_gb=round(props.total_memory / 2**30, 1),
+            capability=f"{props.major}.{props.minor}",
+            count_visible=torch.cuda.device_count(),
+        )
     else:
         info["name"] = "cpu"
     for pkg in ("deepspeed", "transformers"):
@@ -73,15 +77,18 @@ def launch(spec: dict, timeout_s: float) -> dict:
     t = time.time()
     with open(log_file, "w") as log:
         try:
-            subprocess.run(cmd, cwd=spec.get("src") or ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                           timeout=timeout_s)
+            subprocess.run(
+                cmd, cwd=spec.get("src") or ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s
+            )
         except subprocess.TimeoutExpired:
             pass
     if result_file.is_file():
         out = json.loads(result_file.read_text())
     else:
-        out = {"error": f"no result within {timeout_s:.0f} s; log tail: "
-                        + log_file.read_text(errors="replace")[-600:].replace("\n", " | ")}
+        out = {
+            "error": f"no result within {timeout_s:.0f} s; log tail: "
+            + log_file.read_text(errors="replace")[-600:].replace("\n", " | ")
+        }
     out["wall_s"] = round(time.time() - t, 1)
     return out
 
@@ -122,8 +129,9 @@ def plan(args) -> list[dict]:
     add("eager", "parity", 128, 4 if args.tiny else 32)
     if "sweep" in want:
         for seq, sizes, share in ((512, sweep512, b512), (128, sweep128, b128)):
-            configs += [{"kind": "pretrain", "seq_len": seq, "micro_batch": m, "variant": "new"}
-                        for m in sizes if m != share]
+            configs += [
+                {"kind": "pretrain", "seq_len": seq, "micro_batch": m, "variant": "new"} for m in sizes if m != share
+            ]
     add("cudagraphs", "pretrain", 512, b512)
     if args.device == "cuda":  # DeepSpeed's CPU FusedAdam is a 60-s C++ build and not what this measures
         add("fusedadam", "pretrain", 512, b512)
@@ -131,9 +139,18 @@ def plan(args) -> list[dict]:
 
 
 def _ok(results, variant, kind, seq, mb=None):
-    return next((r for r in results if r.get("tokens_per_s") and r["spec"].get("variant", "new") == variant
-                 and r["spec"]["kind"] == kind and r["spec"]["seq_len"] == seq
-                 and (mb is None or r["spec"]["micro_batch"] == mb)), None)
+    return next(
+        (
+            r
+            for r in results
+            if r.get("tokens_per_s")
+            and r["spec"].get("variant", "new") == variant
+            and r["spec"]["kind"] == kind
+            and r["spec"]["seq_len"] == seq
+            and (mb is None or r["spec"]["micro_batch"] == mb)
+        ),
+        None,
+    )
 
 
 def summarize(results: list[dict], peak: float) -> dict:
@@ -146,25 +163,39 @@ def summarize(results: list[dict], peak: float) -> dict:
     for seq in (128, 512):
         # Project at BioBERT's own batch: a larger micro-batch hides more per-step overhead but would be a
         # larger global batch than the paper's. The fastest configuration is reported beside it.
-        new = [r for r in results if r.get("tokens_per_s") and r["spec"]["kind"] == "pretrain"
-               and r["spec"]["seq_len"] == seq and r["spec"].get("variant", "new") == "new"]
+        new = [
+            r
+            for r in results
+            if r.get("tokens_per_s")
+            and r["spec"]["kind"] == "pretrain"
+            and r["spec"]["seq_len"] == seq
+            and r["spec"].get("variant", "new") == "new"
+        ]
         fastest = max(new, key=lambda r: r["tokens_per_s"], default=None)
         at_share = [r for r in new if r["spec"]["micro_batch"] * seq == share]
         b = at_share[0] if at_share else fastest
         if b:
             hours = total_tokens / (8 * b["tokens_per_s"]) / 3600
             out[f"biobert_projection_seq{seq}"] = {
-                "tokens_per_s_1gpu": round(b["tokens_per_s"]), "micro_batch": b["spec"]["micro_batch"],
-                "at_biobert_batch": bool(at_share), "fastest_tokens_per_s_1gpu": round(fastest["tokens_per_s"]),
+                "tokens_per_s_1gpu": round(b["tokens_per_s"]),
+                "micro_batch": b["spec"]["micro_batch"],
+                "at_biobert_batch": bool(at_share),
+                "fastest_tokens_per_s_1gpu": round(fastest["tokens_per_s"]),
                 "fastest_micro_batch": fastest["spec"]["micro_batch"],
-                "mfu": b.get("mfu"), "hours_on_8_gpus": round(hours, 1), "days_on_8_gpus": round(hours / 24, 2),
-                "paper_8xV100_hours_at_least": PAPER_HOURS, "speedup_vs_paper_at_least": round(PAPER_HOURS / hours, 1),
+                "mfu": b.get("mfu"),
+                "hours_on_8_gpus": round(hours, 1),
+                "days_on_8_gpus": round(hours / 24, 2),
+                "paper_8xV100_hours_at_least": PAPER_HOURS,
+                "speedup_vs_paper_at_least": round(PAPER_HOURS / hours, 1),
                 "assumption": f"{BIOBERT_STEPS:,} steps x {BIOBERT_TOKENS_PER_STEP:,} tokens, every token at seq "
-                              f"{seq}; 8 GPUs at exactly 8x this single GPU's tokens/s (linear scaling, no "
-                              "communication cost); the paper's figure is a lower bound ('more than 10 days')"}
+                f"{seq}; 8 GPUs at exactly 8x this single GPU's tokens/s (linear scaling, no "
+                "communication cost); the paper's figure is a lower bound ('more than 10 days')",
+            }
         for other in ("before", "eager", "fp16", "cudagraphs", "fusedadam"):
-            a, o = (_ok(results, "new", "pretrain", seq, b["spec"]["micro_batch"]) if b else None,
-                    _ok(results, other, "pretrain", seq, b["spec"]["micro_batch"] if b else None))
+            a, o = (
+                _ok(results, "new", "pretrain", seq, b["spec"]["micro_batch"]) if b else None,
+                _ok(results, other, "pretrain", seq, b["spec"]["micro_batch"] if b else None),
+            )
             if a and o:
                 ratio = round(a["tokens_per_s"] / o["tokens_per_s"], 3)
                 out.setdefault("ratios", {})[f"new_over_{other}_seq{seq}"] = ratio
@@ -179,16 +210,19 @@ def summarize(results: list[dict], peak: float) -> dict:
 
 def print_table(results: list[dict], summary: dict, device: str) -> None:
     print(f"\n{device}")
-    print(f"{'config':36} {'tokens/s':>10} {'s/step':>8} {'MFU':>6} {'mem GB':>7} {'launch/st':>9} {'reads/st':>8}"
-          f"  note")
+    print(
+        f"{'config':36} {'tokens/s':>10} {'s/step':>8} {'MFU':>6} {'mem GB':>7} {'launch/st':>9} {'reads/st':>8}  note"
+    )
     for r in results:
         s = r["spec"]
         name = f"{s.get('variant', 'new')} {s['kind']} seq{s['seq_len']} mb{s['micro_batch']}"
         if "parity" in r:
             p = r["parity"]["summary"]
-            print(f"{name:36} fp16 vs bf16 over {p['steps']} steps: max rel. loss diff "
-                  f"{p['max_rel_loss_diff_fp16_vs_bf16']}"
-                  f"; forced overflow skipped: {p['overflow_step_skipped']}, scale {p['scale_before_after']}")
+            print(
+                f"{name:36} fp16 vs bf16 over {p['steps']} steps: max rel. loss diff "
+                f"{p['max_rel_loss_diff_fp16_vs_bf16']}"
+                f"; forced overflow skipped: {p['overflow_step_skipped']}, scale {p['scale_before_after']}"
+            )
             continue
         if not r.get("tokens_per_s"):
             print(f"{name:36} {'-':>10} {'':>8} {'':>6} {'':>7} {'':>9} {'':>8}  {r.get('error', '')[:70]}")
@@ -198,14 +232,18 @@ def print_table(results: list[dict], summary: dict, device: str) -> None:
         mem = f"{r['peak_mem_gb']:.1f}" if r.get("peak_mem_gb") is not None else "n/a"
         launches = f"{c['kernel_launches_per_step']:.0f}" if "kernel_launches_per_step" in c else "n/a"
         reads = f"{c['host_reads_per_step']:.1f}" if "host_reads_per_step" in c else "n/a"
-        print(f"{name:36} {r['tokens_per_s']:10.0f} {r['s_per_step']:8.3f} {mfu:>6} {mem:>7} {launches:>9} {reads:>8}"
-              f"  {r.get('error', '')[:60]}")
+        print(
+            f"{name:36} {r['tokens_per_s']:10.0f} {r['s_per_step']:8.3f} {mfu:>6} {mem:>7} {launches:>9} {reads:>8}"
+            f"  {r.get('error', '')[:60]}"
+        )
     for key, p in summary.items():
         if key.startswith("biobert_projection"):
-            print(f"{key}: {p['tokens_per_s_1gpu']:,} tokens/s/GPU at micro-batch {p['micro_batch']} -> "
-                  f"{p['hours_on_8_gpus']:,} h ({p['days_on_8_gpus']} days) on 8 GPUs vs > "
-                  f"{p['paper_8xV100_hours_at_least']} h on 8 V100s (>= {p['speedup_vs_paper_at_least']}x); "
-                  "linear scaling assumed")
+            print(
+                f"{key}: {p['tokens_per_s_1gpu']:,} tokens/s/GPU at micro-batch {p['micro_batch']} -> "
+                f"{p['hours_on_8_gpus']:,} h ({p['days_on_8_gpus']} days) on 8 GPUs vs > "
+                f"{p['paper_8xV100_hours_at_least']} h on 8 V100s (>= {p['speedup_vs_paper_at_least']}x); "
+                "linear scaling assumed"
+            )
     for key, ratio in summary.get("ratios", {}).items():
         print(f"{key}: {ratio}")
 
@@ -218,30 +256,52 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget_s", type=float, default=420.0, help="no configuration starts after this")
     p.add_argument("--config_s", type=float, default=20.0, help="timed seconds per configuration")
     p.add_argument("--warmup", type=int, default=10, help="steps not timed (cuDNN/allocator/compile)")
-    p.add_argument("--mb128", default="128,256,512", help="pre-training micro-batches at seq 128 (128 = one "
-                   "GPU's share of BioBERT's 131,072-token step on 8 GPUs)")
+    p.add_argument(
+        "--mb128",
+        default="128,256,512",
+        help="pre-training micro-batches at seq 128 (128 = one GPU's share of BioBERT's 131,072-token step on 8 GPUs)",
+    )
     p.add_argument("--mb512", default="32,64,128", help="... at seq 512 (32 = BioBERT's per-GPU share)")
     p.add_argument("--mb_finetune", default="32", help="fine-tuning micro-batches at seq 128 ('' for none)")
-    p.add_argument("--profile", choices=("torch", "cprofile"), default=None,
-                   help="profile each configuration over --profile_steps steps after warm-up instead of timing "
-                        "it (torch.profiler: per-op CPU/CUDA time; cprofile: Python functions); tables in "
-                        "profile_<config>.txt beside the logs; the timings of profiled runs include its overhead")
+    p.add_argument(
+        "--profile",
+        choices=("torch", "cprofile"),
+        default=None,
+        help="profile each configuration over --profile_steps steps after warm-up instead of timing "
+        "it (torch.profiler: per-op CPU/CUDA time; cprofile: Python functions); tables in "
+        "profile_<config>.txt beside the logs; the timings of profiled runs include its overhead",
+    )
     p.add_argument("--profile_steps", type=int, default=10)
-    p.add_argument("--ds", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra DeepSpeed override for every configuration, e.g. bf16.check_grad_overflow=true")
+    p.add_argument(
+        "--ds",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra DeepSpeed override for every configuration, e.g. bf16.check_grad_overflow=true",
+    )
     p.add_argument("--vocab_size", type=int, default=30522, help="30522 (bert-base-uncased) or 28996 (cased)")
     p.add_argument("--zero", type=int, default=1)
-    p.add_argument("--variants", default=",".join(VARIANTS),
-                   help="which to run (default all, in this priority order): new = the default path "
-                        "(ds_configs/h100x8.json, compiled); before = --baseline_src's path; eager = new without "
-                        "torch.compile; fp16 = ds_configs/v100x8.json's precision; finetune; parity = fp16 vs bf16 "
-                        "losses and a forced overflow; sweep = --mb128/--mb512; cudagraphs = --compile "
-                        "reduce-overhead; fusedadam = DeepSpeed's FusedAdam instead of torch's fused AdamW")
-    p.add_argument("--baseline_src", default="", help="a checkout of the baseline commit (bench/gpu.sh writes "
-                   "bench/.baseline with git archive); its library runs the 'before' configurations")
+    p.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="which to run (default all, in this priority order): new = the default path "
+        "(ds_configs/h100x8.json, compiled); before = --baseline_src's path; eager = new without "
+        "torch.compile; fp16 = ds_configs/v100x8.json's precision; finetune; parity = fp16 vs bf16 "
+        "losses and a forced overflow; sweep = --mb128/--mb512; cudagraphs = --compile "
+        "reduce-overhead; fusedadam = DeepSpeed's FusedAdam instead of torch's fused AdamW",
+    )
+    p.add_argument(
+        "--baseline_src",
+        default="",
+        help="a checkout of the baseline commit (bench/gpu.sh writes "
+        "bench/.baseline with git archive); its library runs the 'before' configurations",
+    )
     p.add_argument("--out", default="")
-    p.add_argument("--summarize_only", metavar="RESULTS_JSON",
-                   help="recompute the summary (projection) of an earlier results file in place and print it")
+    p.add_argument(
+        "--summarize_only",
+        metavar="RESULTS_JSON",
+        help="recompute the summary (projection) of an earlier results file in place and print it",
+    )
     p.add_argument("--_one", help=argparse.SUPPRESS)
     p.add_argument("--_result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -263,17 +323,21 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("bench/gpu_pretrain.py: no CUDA device visible to torch "
-              f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}). Run it on a GPU machine "
-              "with the CUDA build of torch (`make test` installs it there), or check the script here with "
-              "--dry_run.", file=sys.stderr)
+        print(
+            "bench/gpu_pretrain.py: no CUDA device visible to torch "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}). Run it on a GPU machine "
+            "with the CUDA build of torch (`make test` installs it there), or check the script here with "
+            "--dry_run.",
+            file=sys.stderr,
+        )
         return 2
     t_start = time.time()
     deadline = t_start + args.budget_s
     tmp = Path(tempfile.mkdtemp(prefix="biobert_gpu_bench_"))
     vocab = write_vocab(tmp / "vocab.txt", args.vocab_size if not args.tiny else 1000)
-    data = {seq: write_synthetic_shards(tmp / f"shards{seq}", vocab, seq, 2048 if args.tiny else 8192)
-            for seq in (128, 512)}
+    data = {
+        seq: write_synthetic_shards(tmp / f"shards{seq}", vocab, seq, 2048 if args.tiny else 8192) for seq in (128, 512)
+    }
     desc = device_description(args.device)
     from biobert.flops import device_peak_tflops
 
@@ -282,27 +346,48 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict] = []
     oom_at: dict[tuple, int] = {}
     name = "cpu_dryrun" if args.device == "cpu" else re.sub(r"[^A-Za-z0-9]+", "_", desc["name"]).strip("_")
-    out_path = Path(args.out) if args.out else (tmp / f"gpu_{name}.json" if args.device == "cpu"
-                                                else ROOT / "bench" / "results" / f"gpu_{name}.json")
+    out_path = (
+        Path(args.out)
+        if args.out
+        else (tmp / f"gpu_{name}.json" if args.device == "cpu" else ROOT / "bench" / "results" / f"gpu_{name}.json")
+    )
 
     def write() -> dict:  # after every configuration: a killed run still leaves its numbers
-        doc = {"device": desc, "peak_tflops_bf16": peak,
-               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-               "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-               "results": results, "summary": summarize(results, peak), "wall_s": round(time.time() - t_start, 1),
-               "work_dir": str(tmp)}
+        doc = {
+            "device": desc,
+            "peak_tflops_bf16": peak,
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+            "results": results,
+            "summary": summarize(results, peak),
+            "wall_s": round(time.time() - t_start, 1),
+            "work_dir": str(tmp),
+        }
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(doc, indent=1) + "\n")
         return doc
 
     for i, cfg in enumerate(plan(args)):
         key = (cfg["kind"], cfg["seq_len"], cfg["variant"])
-        spec = {**cfg, "name": f"{i:02d}", "tiny": args.tiny, "vocab_size": args.vocab_size if not args.tiny else 1000,
-                "zero": args.zero, "warmup": args.warmup, "config_s": args.config_s, "max_steps": 100000,
-                "log_every": 1 if args.device == "cpu" else 5, "tmp": str(tmp), "vocab": str(vocab),
-                "profile": args.profile, "profile_steps": args.profile_steps, "ds": args.ds,
-                "data_dir": str(data[cfg["seq_len"]]), "parity_steps": 12 if args.tiny else 40,
-                "backend": "inductor" if args.device == "cuda" else "aot_eager"}
+        spec = {
+            **cfg,
+            "name": f"{i:02d}",
+            "tiny": args.tiny,
+            "vocab_size": args.vocab_size if not args.tiny else 1000,
+            "zero": args.zero,
+            "warmup": args.warmup,
+            "config_s": args.config_s,
+            "max_steps": 100000,
+            "log_every": 1 if args.device == "cpu" else 5,
+            "tmp": str(tmp),
+            "vocab": str(vocab),
+            "profile": args.profile,
+            "profile_steps": args.profile_steps,
+            "ds": args.ds,
+            "data_dir": str(data[cfg["seq_len"]]),
+            "parity_steps": 12 if args.tiny else 40,
+            "backend": "inductor" if args.device == "cuda" else "aot_eager",
+        }
         if cfg["variant"] == "before":
             spec["src"] = str(Path(args.baseline_src).resolve())
         compiled = cfg["variant"] in ("new", "cudagraphs", "fusedadam") and cfg["kind"] != "parity"
@@ -329,8 +414,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:  # all configurations' tables in one file beside the results
         tables = sorted(tmp.glob("profile_*.txt"))
         prof_path = out_path.with_suffix(".profile.txt")
-        prof_path.write_text("\n\n".join(f"=== {r['spec']} ===\n" + t.read_text()
-                                          for r, t in zip([r for r in results if "steps_timed" in r], tables)))
+        prof_path.write_text(
+            "\n\n".join(
+                f"=== {r['spec']} ===\n" + t.read_text()
+                for r, t in zip([r for r in results if "steps_timed" in r], tables)
+            )
+        )
         print(f"profiles: {prof_path}")
     print_table(results, doc["summary"], desc["name"])
     print(f"\nwrote {out_path} ({doc['wall_s']} s); per-config logs in {tmp}")

@@ -41,16 +41,30 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 PUBMED = Path(os.environ.get("BIOBERT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "pubmed"
 RESULTS = ROOT / "bench" / "results" / "pretrain_speed.json"
-METHOD = ("each side in its own process; all sides of one model alive together and released one optimizer "
-          "step at a time, round-robin with the order rotated each round; first `warmup` steps of each side "
-          "not measured; tokens = attended (non-padding) tokens; peak RSS = ru_maxrss at the last step "
-          "(before the final checkpoint); ratios are to the peer in the same run")
+METHOD = (
+    "each side in its own process; all sides of one model alive together and released one optimizer "
+    "step at a time, round-robin with the order rotated each round; first `warmup` steps of each side "
+    "not measured; tokens = attended (non-padding) tokens; peak RSS = ru_maxrss at the last step "
+    "(before the final checkpoint); ratios are to the peer in the same run"
+)
 TARGETS = {"minilm": 1.5, "bert-base": 1.15}  # ours / peer tokens/s, from the issue; memory: ours <= peer
-BERT_BASE = {"architectures": ["BertForMaskedLM"], "model_type": "bert", "vocab_size": 30522,
-             "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-             "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
-             "max_position_embeddings": 512, "type_vocab_size": 2, "initializer_range": 0.02,
-             "layer_norm_eps": 1e-12, "pad_token_id": 0}
+BERT_BASE = {
+    "architectures": ["BertForMaskedLM"],
+    "model_type": "bert",
+    "vocab_size": 30522,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "initializer_range": 0.02,
+    "layer_norm_eps": 1e-12,
+    "pad_token_id": 0,
+}
 # name -> (side, extra spec). "ours" is the shipped CPU profile (ds_configs/cpu.json: fp32, ZeRO "auto" = 0
 # on one rank, fused AdamW) on the MLM shards data_prep writes by default (packed across documents); every
 # other "ours_*" changes one thing ("ours_within_zero1" is the previous default: both levers off).
@@ -74,10 +88,12 @@ VARIANTS = {
 # A group's third element overrides settings for every side of it (minilm_1thread: both sides on one
 # thread, where neither loses CPU time to OpenMP threads waiting for each other on a loaded machine).
 GROUPS = {
-    "minilm_1thread": ("minilm", "peer,ours,ours_mmap_1mb,ours_within_zero1,ours_wwm,ours_full_projection",
-                       {"threads": 1}),
-    "bert-base_1thread": ("bert-base", "peer,ours,ours_mmap_1mb,ours_within_documents,ours_zero1",
-                          {"threads": 1}),
+    "minilm_1thread": (
+        "minilm",
+        "peer,ours,ours_mmap_1mb,ours_within_zero1,ours_wwm,ours_full_projection",
+        {"threads": 1},
+    ),
+    "bert-base_1thread": ("bert-base", "peer,ours,ours_mmap_1mb,ours_within_documents,ours_zero1", {"threads": 1}),
     "minilm": ("minilm", "peer,ours,ours_wwm,ours_compile,ours_within_zero1", {}),
     "minilm_levers": ("minilm", "peer,ours,ours_bf16,ours_threads1,ours_nsp", {}),
     "bert-base": ("bert-base", "peer,ours,ours_within_zero1", {}),
@@ -102,8 +118,23 @@ def prepare_shards(out: Path, vocab: Path, max_docs: int, *flags: str) -> Path:
     if (out / "manifest.json").is_file():
         return out
     src = PUBMED / "pubmed20n0014.xml.gz"
-    cmd = [sys.executable, "-m", "data_prep", "--input", str(src), "--vocab", str(vocab), "--out", str(out),
-           "--seq_len", "128", "--max_docs", str(max_docs), "--overwrite", *flags]
+    cmd = [
+        sys.executable,
+        "-m",
+        "data_prep",
+        "--input",
+        str(src),
+        "--vocab",
+        str(vocab),
+        "--out",
+        str(out),
+        "--seq_len",
+        "128",
+        "--max_docs",
+        str(max_docs),
+        "--overwrite",
+        *flags,
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode not in (0, 3) or not (out / "manifest.json").is_file():
         raise RuntimeError(f"data_prep {' '.join(flags)} failed ({proc.returncode}): {proc.stderr[-1500:]}")
@@ -112,9 +143,11 @@ def prepare_shards(out: Path, vocab: Path, max_docs: int, *flags: str) -> Path:
 
 # data kind -> (work-dir name, data_prep flags). "mlm" is what `--mode mlm` writes by default: documents
 # packed into full 128-token examples; "mlm_within" ends every document with a padded example.
-SHARDS = {"mlm": ("mlm128_packed", ("--mode", "mlm")),
-          "mlm_within": ("mlm128_within", ("--mode", "mlm", "--within_documents")),
-          "nsp": ("nsp128", ("--mode", "nsp"))}
+SHARDS = {
+    "mlm": ("mlm128_packed", ("--mode", "mlm")),
+    "mlm_within": ("mlm128_within", ("--mode", "mlm", "--within_documents")),
+    "nsp": ("nsp128", ("--mode", "nsp")),
+}
 
 
 def padding_fraction(data_dir: Path) -> float:
@@ -127,16 +160,31 @@ class Worker:
         self.name, self.spec = name, spec
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT", "MASTER_ADDR", "LOCAL_WORLD_SIZE")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT", "MASTER_ADDR", "LOCAL_WORLD_SIZE")
+        }
         env.update(spec.get("env", {}))
-        env.update(OMP_NUM_THREADS=str(spec["threads"]), TOKENIZERS_PARALLELISM="false",
-                   PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
+        env.update(
+            OMP_NUM_THREADS=str(spec["threads"]), TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", TQDM_DISABLE="1"
+        )
         self.log_path = log_dir / f"{spec['group']}_{name}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "speed_workers.py"), json.dumps(spec),
-                                      str(to_child_r), str(from_child_w)], cwd=ROOT, env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, pass_fds=(to_child_r, from_child_w))
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "speed_workers.py"),
+                json.dumps(spec),
+                str(to_child_r),
+                str(from_child_w),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            pass_fds=(to_child_r, from_child_w),
+        )
         os.close(to_child_r)
         os.close(from_child_w)
         self._reader = os.fdopen(self._from_child, "r")
@@ -240,11 +288,16 @@ def summarize(w: Worker, warmup: int) -> dict:
         wall = sum(s["wall_s"] for s in steady)
         toks = sum(s["tokens"] for s in steady)
         per_step = [s["tokens"] / s["wall_s"] for s in steady]
-        out.update(steady_steps=len(steady), tokens_per_step=round(toks / len(steady), 1),
-                   s_per_step=round(wall / len(steady), 3), tokens_per_s=round(toks / wall, 1),
-                   tokens_per_s_median=round(statistics.median(per_step), 1),
-                   cpu_s_per_step=round(sum(s["cpu_s"] for s in steady) / len(steady), 3),
-                   step_s=[round(s["wall_s"], 3) for s in steady], step_tokens=[s["tokens"] for s in steady])
+        out.update(
+            steady_steps=len(steady),
+            tokens_per_step=round(toks / len(steady), 1),
+            s_per_step=round(wall / len(steady), 3),
+            tokens_per_s=round(toks / wall, 1),
+            tokens_per_s_median=round(statistics.median(per_step), 1),
+            cpu_s_per_step=round(sum(s["cpu_s"] for s in steady) / len(steady), 3),
+            step_s=[round(s["wall_s"], 3) for s in steady],
+            step_tokens=[s["tokens"] for s in steady],
+        )
     return out
 
 
@@ -263,17 +316,27 @@ def machine_info() -> dict:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "deepspeed": deepspeed.__version__,
-                "transformers": transformers.__version__}
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "deepspeed": deepspeed.__version__,
+        "transformers": transformers.__version__,
+    }
     for pkg in ("datasets", "accelerate"):
         try:
             versions[pkg] = __import__(pkg).__version__
         except ImportError:
             pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "isa": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}),
-            "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "platform": platform.platform(), "versions": versions, "load_avg_start": os.getloadavg(),
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "isa": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}),
+        "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "platform": platform.platform(),
+        "versions": versions,
+        "load_avg_start": os.getloadavg(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def derive(group: dict) -> None:
@@ -287,6 +350,7 @@ def derive(group: dict) -> None:
             s["tokens_per_cpu_s"] = round(s["tokens_per_step"] / s["cpu_s_per_step"], 1)
     if not (peer.get("tokens_per_s") and ours.get("tokens_per_s")):
         return
+
     def rates(side: dict) -> list[float]:  # older results files lack step_tokens: use the mean
         tokens = side.get("step_tokens") or [side["tokens_per_step"]] * len(side["step_s"])
         return [t / w for t, w in zip(tokens, side["step_s"])]
@@ -304,42 +368,58 @@ def derive(group: dict) -> None:
             s["paired_median_x_peer"] = round(statistics.median(a / b for a, b in zip(rate, peer_rate)), 3)
     model = group["model"]
     tr, mr = ours["tokens_per_s"] / peer["tokens_per_s"], ours["peak_rss_mb_train"] / peer["peak_rss_mb_train"]
-    group["target"] = {"tokens_ratio_target": TARGETS[model], "tokens_ratio": round(tr, 3),
-                       "tokens_met": tr >= TARGETS[model], "memory_ratio": round(mr, 3), "memory_met": mr <= 1.0,
-                       "tokens_ratio_paired_median": ours.get("paired_median_x_peer"),
-                       "tokens_ratio_per_cpu_s": ours.get("tokens_per_cpu_s_x_peer")}
+    group["target"] = {
+        "tokens_ratio_target": TARGETS[model],
+        "tokens_ratio": round(tr, 3),
+        "tokens_met": tr >= TARGETS[model],
+        "memory_ratio": round(mr, 3),
+        "memory_met": mr <= 1.0,
+        "tokens_ratio_paired_median": ours.get("paired_median_x_peer"),
+        "tokens_ratio_per_cpu_s": ours.get("tokens_per_cpu_s_x_peer"),
+    }
 
 
 def print_table(results: dict) -> None:
     for gname, group in results["groups"].items():
         derive(group)
         rows = group["sides"]
-        print(f"\n{gname} ({group['model']}): batch {group['batch']} x seq 128, {group['steps']} steps "
-              f"({group['warmup']} warm-up), {group['threads']} threads")
-        print(f"{'side':22} {'tokens/s':>8} {'x peer':>6} {'paired':>6} {'per-CPU':>7} {'s/step':>6} "
-              f"{'tok/step':>8} {'RSS MB':>7} {'x peer':>6}  note")
+        print(
+            f"\n{gname} ({group['model']}): batch {group['batch']} x seq 128, {group['steps']} steps "
+            f"({group['warmup']} warm-up), {group['threads']} threads"
+        )
+        print(
+            f"{'side':22} {'tokens/s':>8} {'x peer':>6} {'paired':>6} {'per-CPU':>7} {'s/step':>6} "
+            f"{'tok/step':>8} {'RSS MB':>7} {'x peer':>6}  note"
+        )
         for name, r in rows.items():
             if "tokens_per_s" not in r:
                 print(f"{name:22} {'failed':>8}  {r.get('error', '')[:80]}")
                 continue
             note = f"first step {r['first_step_s']:.0f} s (compile)" if r["spec"].get("compile") else ""
-            print(f"{name:22} {r['tokens_per_s']:8.0f} {r.get('tokens_per_s_x_peer', 1):6.2f} "
-                  f"{r.get('paired_median_x_peer', 1):6.2f} {r.get('tokens_per_cpu_s_x_peer', 1):7.2f} "
-                  f"{r['s_per_step']:6.2f} {r['tokens_per_step']:8.0f} {r['peak_rss_mb_train']:7.0f} "
-                  f"{r.get('peak_rss_x_peer', 1):6.2f}  {note}")
+            print(
+                f"{name:22} {r['tokens_per_s']:8.0f} {r.get('tokens_per_s_x_peer', 1):6.2f} "
+                f"{r.get('paired_median_x_peer', 1):6.2f} {r.get('tokens_per_cpu_s_x_peer', 1):7.2f} "
+                f"{r['s_per_step']:6.2f} {r['tokens_per_step']:8.0f} {r['peak_rss_mb_train']:7.0f} "
+                f"{r.get('peak_rss_x_peer', 1):6.2f}  {note}"
+            )
         if group.get("target"):
             t = group["target"]
-            print(f"target: ours >= {t['tokens_ratio_target']}x peer tokens/s -> {t['tokens_ratio']:.2f}x "
-                  f"(paired median {t['tokens_ratio_paired_median']}, per CPU-s {t['tokens_ratio_per_cpu_s']}): "
-                  f"{'met' if t['tokens_met'] else 'NOT met'}; peak RSS ours/peer {t['memory_ratio']:.2f}: "
-                  f"{'met' if t['memory_met'] else 'NOT met'}")
+            print(
+                f"target: ours >= {t['tokens_ratio_target']}x peer tokens/s -> {t['tokens_ratio']:.2f}x "
+                f"(paired median {t['tokens_ratio_paired_median']}, per CPU-s {t['tokens_ratio_per_cpu_s']}): "
+                f"{'met' if t['tokens_met'] else 'NOT met'}; peak RSS ours/peer {t['memory_ratio']:.2f}: "
+                f"{'met' if t['memory_met'] else 'NOT met'}"
+            )
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--groups", default=",".join(DEFAULT_GROUPS), help=f"comma list of {list(GROUPS)}, or all")
-    p.add_argument("--variants", default="", help="comma list replacing every group's sides (default: see "
-                   f"GROUPS); known: {','.join(VARIANTS)}")
+    p.add_argument(
+        "--variants",
+        default="",
+        help=f"comma list replacing every group's sides (default: see GROUPS); known: {','.join(VARIANTS)}",
+    )
     p.add_argument("--minilm_batch", type=int, default=16)
     p.add_argument("--bert_base_batch", type=int, default=4)
     p.add_argument("--minilm_steps", type=int, default=8)
@@ -377,7 +457,7 @@ def main(argv: list[str] | None = None) -> dict:
         results["machine_earlier_groups"] = previous.get("machine")
     log_dir = work / "logs"
     log_dir.mkdir(exist_ok=True)
-    for gname in (list(GROUPS) if args.groups == "all" else args.groups.split(",")):
+    for gname in list(GROUPS) if args.groups == "all" else args.groups.split(","):
         model, default_names, group_overrides = GROUPS[gname]
         threads = group_overrides.get("threads", args.threads)
         names = (args.variants or default_names).split(",")
@@ -394,21 +474,38 @@ def main(argv: list[str] | None = None) -> dict:
                 data[kind] = prepare_shards(work / SHARDS[kind][0], minilm, args.max_docs, *SHARDS[kind][1])
             run_dir = work / "runs" / f"{gname}_{name}"
             shutil.rmtree(run_dir, ignore_errors=True)
-            specs[name] = {"side": side, "model": model, "group": gname, "batch": batch, "steps": steps, "seq_len": 128,
-                           "threads": threads, "data_dir": str(data[kind]), "data": kind,
-                           "tokenizer": str(minilm), "run_dir": str(run_dir),
-                           **({"init_from": str(minilm)} if model == "minilm"
-                              else {"model_config": str(bert_cfg)}),
-                           **extra}
+            specs[name] = {
+                "side": side,
+                "model": model,
+                "group": gname,
+                "batch": batch,
+                "steps": steps,
+                "seq_len": 128,
+                "threads": threads,
+                "data_dir": str(data[kind]),
+                "data": kind,
+                "tokenizer": str(minilm),
+                "run_dir": str(run_dir),
+                **({"init_from": str(minilm)} if model == "minilm" else {"model_config": str(bert_cfg)}),
+                **extra,
+            }
         print(f"{gname}: {', '.join(specs)} (batch {batch}, {steps} steps)", file=sys.stderr, flush=True)
         t_group, load_start = time.time(), os.getloadavg()
         workers = run_group(gname, specs, steps, log_dir, args.timeout_s)
         sides = {name: summarize(w, args.warmup) for name, w in workers.items()}
         for name, s in sides.items():
             s["padding_fraction"] = 0.0 if name == "peer" else padding_fraction(Path(specs[name]["data_dir"]))
-        group = {"model": model, "batch": batch, "steps": steps, "warmup": args.warmup, "threads": threads,
-                 "sides": sides, "wall_s": round(time.time() - t_group, 1),
-                 "load_avg_start": load_start, "load_avg_end": os.getloadavg()}
+        group = {
+            "model": model,
+            "batch": batch,
+            "steps": steps,
+            "warmup": args.warmup,
+            "threads": threads,
+            "sides": sides,
+            "wall_s": round(time.time() - t_group, 1),
+            "load_avg_start": load_start,
+            "load_avg_end": os.getloadavg(),
+        }
         derive(group)
         results["groups"][gname] = group
         for w in workers.values():

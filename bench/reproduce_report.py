@@ -36,7 +36,7 @@ def _leaf(run_dir: Path, fold: int | None, seed: int) -> dict | None:
 
 
 def _constant(score: dict) -> str | None:
-    """"positive" / "negative" when a binary run predicted that class for every test example (its F1 is then
+    """ "positive" / "negative" when a binary run predicted that class for every test example (its F1 is then
     the class rate's, whatever the encoder), else None; multi-class scores carry no tn and are not judged."""
     if not {"tp", "fp", "tn", "fn"} <= set(score):
         return None
@@ -50,8 +50,11 @@ def _constant(score: dict) -> str | None:
 def _mean_std(per_seed: dict[int, dict], keys: list[str]) -> dict:
     keys = [k for k in keys if per_seed and all(k in v for v in per_seed.values())]
     values = {k: [v[k] for v in per_seed.values()] for k in keys}
-    return {"n": len(per_seed), "mean": {k: statistics.fmean(v) for k, v in values.items()},
-            "std": {k: statistics.stdev(v) if len(v) > 1 else None for k, v in values.items()}}
+    return {
+        "n": len(per_seed),
+        "mean": {k: statistics.fmean(v) for k, v in values.items()},
+        "std": {k: statistics.stdev(v) if len(v) > 1 else None for k, v in values.items()},
+    }
 
 
 def collect(plan: dict) -> tuple[dict, int, int]:
@@ -65,27 +68,39 @@ def collect(plan: dict) -> tuple[dict, int, int]:
         keys = [key for _, key in METRICS[kind]]
         leaves = {}
         for g in groups:
-            leaves[g["model"]] = {s: {f: sc for f in folds if (sc := _leaf(Path(g["run_dir"]), f, s)) is not None}
-                                  for s in plan["seeds"]}
+            leaves[g["model"]] = {
+                s: {f: sc for f in folds if (sc := _leaf(Path(g["run_dir"]), f, s)) is not None} for s in plan["seeds"]
+            }
             planned += len(plan["seeds"]) * len(folds)
             finished += sum(len(v) for v in leaves[g["model"]].values())
         entry = {"kind": kind, "name": NAMES.get(task, task), "folds": groups[0]["folds"], "models": {}}
         for model, by_seed in leaves.items():
-            per_seed = {s: {k: statistics.fmean(f[k] for f in fs.values()) for k in keys
-                            if all(k in f for f in fs.values())} for s, fs in by_seed.items() if fs}
+            per_seed = {
+                s: {k: statistics.fmean(f[k] for f in fs.values()) for k in keys if all(k in f for f in fs.values())}
+                for s, fs in by_seed.items()
+                if fs
+            }
             runs = [f for fs in by_seed.values() for f in fs.values()]
-            entry["models"][model] = {"run_dir": next(g["run_dir"] for g in groups if g["model"] == model),
-                                      "per_seed": per_seed, "folds_per_seed": {s: len(fs) for s, fs in by_seed.items()},
-                                      "constant_runs": {"runs": len(runs), **{c: sum(_constant(f) == c for f in runs)
-                                                                            for c in ("positive", "negative")}},
-                                      **_mean_std(per_seed, keys)}
+            entry["models"][model] = {
+                "run_dir": next(g["run_dir"] for g in groups if g["model"] == model),
+                "per_seed": per_seed,
+                "folds_per_seed": {s: len(fs) for s, fs in by_seed.items()},
+                "constant_runs": {
+                    "runs": len(runs),
+                    **{c: sum(_constant(f) == c for f in runs) for c in ("positive", "negative")},
+                },
+                **_mean_std(per_seed, keys),
+            }
         if {"base", "bio"} <= set(leaves):
             diffs = {}
             for s in plan["seeds"]:
                 common = sorted(set(leaves["base"][s]) & set(leaves["bio"][s]), key=lambda f: f or 0)
                 if common:
-                    diffs[s] = {k: statistics.fmean(leaves["bio"][s][f][k] - leaves["base"][s][f][k] for f in common)
-                                for k in keys if all(k in leaves[m][s][f] for m in ("base", "bio") for f in common)}
+                    diffs[s] = {
+                        k: statistics.fmean(leaves["bio"][s][f][k] - leaves["base"][s][f][k] for f in common)
+                        for k in keys
+                        if all(k in leaves[m][s][f] for m in ("base", "bio") for f in common)
+                    }
             entry["delta"] = {"per_seed": diffs, **_mean_std(diffs, keys)}
         out[task] = entry
     return out, finished, planned
@@ -102,8 +117,12 @@ def tables(results: dict) -> list[str]:
     parts = []
     for kind in DATASETS:
         mine = {t: r for t, r in results.items() if r["kind"] == kind}
-        entries = [Entry(t, kind, LABELS[m], r["mean"], r["std"], r["n"], f"{r['n']} seeds", Path(r["run_dir"]), True)
-                   for t, res in mine.items() for m, r in res["models"].items() if r["n"]]
+        entries = [
+            Entry(t, kind, LABELS[m], r["mean"], r["std"], r["n"], f"{r['n']} seeds", Path(r["run_dir"]), True)
+            for t, res in mine.items()
+            for m, r in res["models"].items()
+            if r["n"]
+        ]
         if not entries:
             continue
         models = [LABELS[m] for m in ("base", "bio") if any(e.model == LABELS[m] for e in entries)]
@@ -126,9 +145,14 @@ def tables(results: dict) -> list[str]:
         else:
             lines.append(f"\n({DELTA}: the table's layout was not recognised; the differences are in reproduce.json)")
         folded = [r["name"] for r in mine.values() if r["folds"]]
-        lines += ["", f"Mean ± sample std over seeds; {DELTA}: mean ± std of the per-seed differences"
-                  + (f"; {', '.join(folded)}: each seed's score is the mean over its folds" if folded else "")
-                  + ". Average row of " + DELTA + ": the mean of the datasets' differences."]
+        lines += [
+            "",
+            f"Mean ± sample std over seeds; {DELTA}: mean ± std of the per-seed differences"
+            + (f"; {', '.join(folded)}: each seed's score is the mean over its folds" if folded else "")
+            + ". Average row of "
+            + DELTA
+            + ": the mean of the datasets' differences.",
+        ]
         parts += ["\n".join(lines), ""]
     return parts
 
@@ -151,8 +175,9 @@ def heldout_at_start(plan: dict) -> dict:
     seed_everything(derived_seed(cfg.seed, "init"))
     model = load_pretraining_model(plan["base_model"], "", cfg.attn_implementation)
     objective = PretrainingObjective(model).eval()
-    collate = MaskingCollator(model.config.vocab_size, tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id,
-                              cfg.mlm_probability)
+    collate = MaskingCollator(
+        model.config.vocab_size, tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id, cfg.mlm_probability
+    )
     micro = resolve_batch(load_ds_config(plan["ds_pretrain"]), plan["nproc"], plan["ds_pretrain"])[1]
     sums: dict[str, list[float]] = {}
 
@@ -175,8 +200,11 @@ def heldout_at_start(plan: dict) -> dict:
             evaluate = heldout_evaluator(cfg, shim, collate, heldout_metrics)
             if evaluate is not None:
                 evaluate(shim, None)
-    return {"step": 0, **{f"heldout_{n}": num / den for n, (num, den) in sums.items() if den},
-            "new_heads": getattr(model, "biobert_new_heads", [])}
+    return {
+        "step": 0,
+        **{f"heldout_{n}": num / den for n, (num, den) in sums.items() if den},
+        "new_heads": getattr(model, "biobert_new_heads", []),
+    }
 
 
 def mlm_curve(plan: dict) -> list[dict]:
@@ -192,8 +220,14 @@ def mlm_curve(plan: dict) -> list[dict]:
             rec = json.loads(line)
             if rec.get("kind") == "eval" and "heldout_mlm_loss" in rec:
                 step = rec["step"] + offset
-                points.append({"step": step, "tokens": step * per_step, "phase": phase,
-                               **{k: v for k, v in rec.items() if k.startswith("heldout")}})
+                points.append(
+                    {
+                        "step": step,
+                        "tokens": step * per_step,
+                        "phase": phase,
+                        **{k: v for k, v in rec.items() if k.startswith("heldout")},
+                    }
+                )
     return points
 
 
@@ -203,13 +237,21 @@ def plot_delta(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(r["name"], r["delta"]["mean"][PLOT_METRIC[r["kind"]]], r["delta"]["std"].get(PLOT_METRIC[r["kind"]]))
-            for r in results.values() if r.get("delta") and PLOT_METRIC[r["kind"]] in r["delta"]["mean"]]
+    rows = [
+        (r["name"], r["delta"]["mean"][PLOT_METRIC[r["kind"]]], r["delta"]["std"].get(PLOT_METRIC[r["kind"]]))
+        for r in results.values()
+        if r.get("delta") and PLOT_METRIC[r["kind"]] in r["delta"]["mean"]
+    ]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 2), 4))
     if rows:
         x = range(len(rows))
-        ax.bar(x, [d for _, d, _ in rows], color=["tab:green" if d > 0 else "tab:red" for _, d, _ in rows],
-               yerr=[s or 0 for _, _, s in rows], capsize=4)
+        ax.bar(
+            x,
+            [d for _, d, _ in rows],
+            color=["tab:green" if d > 0 else "tab:red" for _, d, _ in rows],
+            yerr=[s or 0 for _, _, s in rows],
+            capsize=4,
+        )
         ax.set_xticks(list(x), [n for n, _, _ in rows], rotation=30, ha="right")
     else:
         ax.text(0.5, 0.5, "no dataset has results for both models yet", ha="center", transform=ax.transAxes)
@@ -234,8 +276,9 @@ def plot_mlm(curve: list[dict], path: Path, corpus: str = "PubMed") -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     top = max((p["tokens"] for p in curve), default=0)
-    scale, unit = next(((f, u) for f, u in ((1e9, "billions"), (1e6, "millions"), (1e3, "thousands"))
-                        if top >= f), (1, ""))  # in the label, not as matplotlib's offset text over it
+    scale, unit = next(
+        ((f, u) for f, u in ((1e9, "billions"), (1e6, "millions"), (1e3, "thousands")) if top >= f), (1, "")
+    )  # in the label, not as matplotlib's offset text over it
     if curve:
         x = [p["tokens"] / scale for p in curve]
         ax.plot(x, [p.get("heldout_mlm_loss") for p in curve], "o-", color="tab:blue")
@@ -264,12 +307,15 @@ def constant_notes(results: dict) -> list[str]:
         const = {m: v["constant_runs"] for m, v in r["models"].items() if v.get("constant_runs")}
         flagged = {m: c for m, c in const.items() if c["positive"] + c["negative"]}
         if flagged:
-            said = "; ".join(f"{LABELS[m]} in {c['positive'] + c['negative']} of {c['runs']} runs"
-                             for m, c in flagged.items())
+            said = "; ".join(
+                f"{LABELS[m]} in {c['positive'] + c['negative']} of {c['runs']} runs" for m, c in flagged.items()
+            )
             every = all(c["positive"] + c["negative"] == c["runs"] for c in const.values()) and len(const) > 1
-            out.append(f"**{r['name']}: a constant classifier.** Runs predicted one class for every test example "
-                       f"({said}); such a run's F1 is the class rate's, whatever the encoder learnt"
-                       + (", so this dataset's Bio − Base says nothing at this budget." if every else "."))
+            out.append(
+                f"**{r['name']}: a constant classifier.** Runs predicted one class for every test example "
+                f"({said}); such a run's F1 is the class rate's, whatever the encoder learnt"
+                + (", so this dataset's Bio − Base says nothing at this budget." if every else ".")
+            )
     return out
 
 
@@ -278,8 +324,11 @@ def summary(plan: dict, results: dict, curve: list[dict], measured: dict) -> lis
     out = []
     for kind in DATASETS:
         key = PLOT_METRIC[kind]
-        rows = [(r["name"], r["delta"]["mean"][key], r["delta"]["std"].get(key), r["delta"]["n"])
-                for r in results.values() if r["kind"] == kind and r.get("delta") and key in r["delta"]["mean"]]
+        rows = [
+            (r["name"], r["delta"]["mean"][key], r["delta"]["std"].get(key), r["delta"]["n"])
+            for r in results.values()
+            if r["kind"] == kind and r.get("delta") and key in r["delta"]["mean"]
+        ]
         if not rows:
             continue
         # judged as printed: a difference that rounds to 0.00 is not a positive one
@@ -287,48 +336,64 @@ def summary(plan: dict, results: dict, curve: list[dict], measured: dict) -> lis
         neg = [f"{n} {d:+.2f}" + (f" ± {s:.2f}" if s is not None else "") for n, d, s, _ in rows if round(d, 2) <= 0]
         clear = [n for n, d, s, k in rows if s is not None and abs(d) > s]
         seeds = "/".join(map(str, sorted({k for *_, k in rows})))
-        text = (f"**{kind.upper()}** ({METRIC_NAME[key]}, {seeds} seed{'' if seeds == '1' else 's'}): {DELTA} is "
-                f"positive on {len(pos)} of {len(rows)} datasets" + (f" ({'; '.join(pos)})" if pos else ""))
-        text += (f" and **not positive on {len(neg)}** ({'; '.join(neg)})." if neg else ".")
+        text = (
+            f"**{kind.upper()}** ({METRIC_NAME[key]}, {seeds} seed{'' if seeds == '1' else 's'}): {DELTA} is "
+            f"positive on {len(pos)} of {len(rows)} datasets" + (f" ({'; '.join(pos)})" if pos else "")
+        )
+        text += f" and **not positive on {len(neg)}** ({'; '.join(neg)})." if neg else "."
         if all(s is None for _, _, s, _ in rows):
             text += " With one seed there is no spread over seeds to judge these differences by."
         else:
-            text += (f" The difference is larger than its standard deviation over seeds on {len(clear)} of them"
-                     + (f" ({', '.join(clear)})." if clear else "."))
+            text += f" The difference is larger than its standard deviation over seeds on {len(clear)} of them" + (
+                f" ({', '.join(clear)})." if clear else "."
+            )
         out.append(text)
     out += constant_notes(results)
     if len(curve) > 1:
         first, last = curve[0], curve[-1]
-        acc = (f", accuracy {first['heldout_mlm_acc']:.3f} -> {last['heldout_mlm_acc']:.3f}"
-               if "heldout_mlm_acc" in first and "heldout_mlm_acc" in last else "")
-        out.append(f"Held-out masked-LM loss went from {first['heldout_mlm_loss']:.3f} at step {first['step']} to "
-                   f"{last['heldout_mlm_loss']:.3f} at step {last['step']} ({last['tokens']:,} tokens){acc}.")
+        acc = (
+            f", accuracy {first['heldout_mlm_acc']:.3f} -> {last['heldout_mlm_acc']:.3f}"
+            if "heldout_mlm_acc" in first and "heldout_mlm_acc" in last
+            else ""
+        )
+        out.append(
+            f"Held-out masked-LM loss went from {first['heldout_mlm_loss']:.3f} at step {first['step']} to "
+            f"{last['heldout_mlm_loss']:.3f} at step {last['step']} ({last['tokens']:,} tokens){acc}."
+        )
         heads = [p for p in curve if p.get("phase") == "heads"]
         if heads:
-            out.append(f"The first {plan['head_steps']:,} steps ({plan['head_tokens']:,} tokens) trained only the new "
-                       "masked-LM head, the encoder frozen: the held-out loss reached "
-                       f"{heads[-1]['heldout_mlm_loss']:.3f} "
-                       "with Base's encoder unchanged, before any of its weights moved.")
+            out.append(
+                f"The first {plan['head_steps']:,} steps ({plan['head_tokens']:,} tokens) trained only the new "
+                "masked-LM head, the encoder frozen: the held-out loss reached "
+                f"{heads[-1]['heldout_mlm_loss']:.3f} "
+                "with Base's encoder unchanged, before any of its weights moved."
+            )
     elif not curve and (Path(plan["work_dir"]) / "pretrain" / "metrics.jsonl").is_file():
-        out.append("No held-out masked-LM curve: the shards' held-out split holds fewer sequences than one "
-                   "micro-batch per rank (raise data_prep's --heldout_fraction through --prep_args).")
+        out.append(
+            "No held-out masked-LM curve: the shards' held-out split holds fewer sequences than one "
+            "micro-batch per rank (raise data_prep's --heldout_fraction through --prep_args)."
+        )
     base = Path(plan["work_dir"]) / "base_heldout.json"
     if curve and curve[0]["step"] == 0 and base.is_file() and read_json(base).get("new_heads"):
-        out.append("Base has no masked-LM head of its own: its step-0 loss is that of the freshly initialised head "
-                   "pre-training starts from, so part of the drop is the head being learnt, not domain knowledge.")
+        out.append(
+            "Base has no masked-LM head of its own: its step-0 loss is that of the freshly initialised head "
+            "pre-training starts from, so part of the drop is the head being learnt, not domain knowledge."
+        )
     tokens, paper = plan["pretrain_tokens"] + plan.get("head_tokens", 0), plan["paper"]["tokens"]
     heads = f" and {plan['head_steps']:,} heads-only" if plan.get("head_steps") else ""
-    out.append(f"Budget: {tokens:,} pre-training tokens ({plan['pretrain_steps']:,} full{heads} steps x "
-               f"{plan['tokens_per_step']:,}), {measured['cpu_hours_total']:.2f} CPU-hours measured for the whole plan "
-               "so far "
-               f"({measured['cpu_hours'].get('pretrain', 0) + measured['cpu_hours'].get('pretrain_heads', 0):.2f} of "
-               f"them pre-training; planned estimate "
-               f"{plan['est_pretrain_cpu_h']:.2f}). BioBERT pre-trained for {plan['paper']['steps']:,} steps x "
-               f"{plan['paper']['tokens_per_step']:,} tokens = {paper:.3g} tokens on {plan['paper']['hardware']}: this "
-               f"run is {tokens / paper:.2e} of that (1/{paper / tokens:,.0f}), on a "
-               f"{plan['base_config']['num_hidden_layers']}-layer, hidden-{plan['base_config']['hidden_size']} model. "
-               "Differences of this size at this budget say how far a small budget moves the needle, not whether "
-               "the paper's effect holds at its budget.")
+    out.append(
+        f"Budget: {tokens:,} pre-training tokens ({plan['pretrain_steps']:,} full{heads} steps x "
+        f"{plan['tokens_per_step']:,}), {measured['cpu_hours_total']:.2f} CPU-hours measured for the whole plan "
+        "so far "
+        f"({measured['cpu_hours'].get('pretrain', 0) + measured['cpu_hours'].get('pretrain_heads', 0):.2f} of "
+        f"them pre-training; planned estimate "
+        f"{plan['est_pretrain_cpu_h']:.2f}). BioBERT pre-trained for {plan['paper']['steps']:,} steps x "
+        f"{plan['paper']['tokens_per_step']:,} tokens = {paper:.3g} tokens on {plan['paper']['hardware']}: this "
+        f"run is {tokens / paper:.2e} of that (1/{paper / tokens:,.0f}), on a "
+        f"{plan['base_config']['num_hidden_layers']}-layer, hidden-{plan['base_config']['hidden_size']} model. "
+        "Differences of this size at this budget say how far a small budget moves the needle, not whether "
+        "the paper's effect holds at its budget."
+    )
     if nxt := next_budget(plan, curve, measured):
         out.append(nxt)
     return out
@@ -346,30 +411,61 @@ def next_budget(plan: dict, curve: list[dict], measured: dict, factor: int = 5) 
     mid, last = min(full[:-1], key=lambda p: abs(p["tokens"] - mid_tokens)), full[-1]
     drop, span = mid["heldout_mlm_loss"] - last["heldout_mlm_loss"], last["tokens"] - mid["tokens"]
     rel = drop / mid["heldout_mlm_loss"] if mid["heldout_mlm_loss"] else 0.0
-    where = (f"({mid['heldout_mlm_loss']:.3f} -> {last['heldout_mlm_loss']:.3f}, {rel:.1%}, over the last "
-             f"{span:,} tokens")
+    where = (
+        f"({mid['heldout_mlm_loss']:.3f} -> {last['heldout_mlm_loss']:.3f}, {rel:.1%}, over the last {span:,} tokens"
+    )
     if rel > 0.01:
         tokens = factor * plan["pretrain_tokens"]
         cpu_h = measured["cpu_hours"].get("pretrain", 0.0) / max(1, plan["pretrain_tokens"]) * tokens
         price = f"about {cpu_h:.1f} CPU-hours of pre-training at this run's measured rate" if cpu_h else "unmeasured"
-        return (f"Where the benchmark expects the effect: the held-out loss was still falling in the second half of "
-                f"the full phase {where}, as the learning rate decayed), so the encoder was still adapting to the "
-                "corpus when fine-tuning started, and the paper's gains grow with pre-training steps (its Figure 3). "
-                f"The next budget to run is {factor}x this one, `--pretrain_tokens {tokens:,}` ({price}; minutes on "
-                "one GPU).")
-    return (f"The held-out loss was flat in the second half of the full phase {where}): this model has taken "
-            "most of what more tokens of this corpus give at this size, so the benchmark expects the paper's effect "
-            "from a larger Base (BERT-base, `--base_model`) at BioBERT's budget, not from more tokens here.")
+        return (
+            f"Where the benchmark expects the effect: the held-out loss was still falling in the second half of "
+            f"the full phase {where}, as the learning rate decayed), so the encoder was still adapting to the "
+            "corpus when fine-tuning started, and the paper's gains grow with pre-training steps (its Figure 3). "
+            f"The next budget to run is {factor}x this one, `--pretrain_tokens {tokens:,}` ({price}; minutes on "
+            "one GPU)."
+        )
+    return (
+        f"The held-out loss was flat in the second half of the full phase {where}): this model has taken "
+        "most of what more tokens of this corpus give at this size, so the benchmark expects the paper's effect "
+        "from a larger Base (BERT-base, `--base_model`) at BioBERT's budget, not from more tokens here."
+    )
 
 
 def machine(plan: dict) -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else ""
-    mem = next((int(line.split()[1]) / 2**20 for line in Path("/proc/meminfo").read_text().splitlines()
-                if line.startswith("MemTotal")), 0.0) if Path("/proc/meminfo").is_file() else 0.0
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem, 1),
-            "gpus": plan.get("gpus", 0), "python": platform.python_version(),
-            "versions": {p: _version(p) for p in ("torch", "deepspeed", "transformers", "numpy", "matplotlib")}}
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").is_file()
+        else ""
+    )
+    mem = (
+        next(
+            (
+                int(line.split()[1]) / 2**20
+                for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")
+            ),
+            0.0,
+        )
+        if Path("/proc/meminfo").is_file()
+        else 0.0
+    )
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem, 1),
+        "gpus": plan.get("gpus", 0),
+        "python": platform.python_version(),
+        "versions": {p: _version(p) for p in ("torch", "deepspeed", "transformers", "numpy", "matplotlib")},
+    }
 
 
 def _version(package: str) -> str:
@@ -389,8 +485,12 @@ def write_report(plan: dict, report_dir: Path) -> dict:
     by_kind: dict[str, float] = {}
     for t in timings.values():
         by_kind[t["kind"]] = by_kind.get(t["kind"], 0.0) + t["cpu_s"] / 3600
-    measured = {"cpu_hours": by_kind, "cpu_hours_total": sum(by_kind.values()),
-                "wall_hours_total": sum(t["wall_s"] for t in timings.values()) / 3600, "stages": timings}
+    measured = {
+        "cpu_hours": by_kind,
+        "cpu_hours_total": sum(by_kind.values()),
+        "wall_hours_total": sum(t["wall_s"] for t in timings.values()) / 3600,
+        "stages": timings,
+    }
     pre = work / "pretrain" / "result.json"
     if pre.is_file():
         measured["pretrain"] = read_json(pre)
@@ -401,31 +501,53 @@ def write_report(plan: dict, report_dir: Path) -> dict:
     plot_delta(results, report_dir / "reproduce_delta.png")
     plot_mlm(curve, report_dir / "reproduce_mlm_loss.png", corpus_name(plan))
     paragraphs = summary(plan, results, curve, measured)
-    data = {"date": dt.datetime.now().isoformat(timespec="seconds"), "git_sha": git_sha(), "machine": machine(plan),
-            "plan": {k: v for k, v in plan.items() if k != "groups"}, "measured": measured,
-            "decontamination": decon, "heldout_mlm": curve, "complete": finished == planned,
-            "runs_finished": finished, "runs_planned": planned, "results": results, "summary": paragraphs}
+    data = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "git_sha": git_sha(),
+        "machine": machine(plan),
+        "plan": {k: v for k, v in plan.items() if k != "groups"},
+        "measured": measured,
+        "decontamination": decon,
+        "heldout_mlm": curve,
+        "complete": finished == planned,
+        "runs_finished": finished,
+        "runs_planned": planned,
+        "results": results,
+        "summary": paragraphs,
+    }
     write_json(report_dir / "results" / "reproduce.json", data)
     found = (decon or {}).get("dropped", (decon or {}).get("flagged", {}))
-    md = [f"# Reproduction: Base vs Bio at laptop scale\n\nWritten by `bench/reproduce.py` on {data['date']} "
-          f"(git {data['git_sha']}); raw numbers in `results/reproduce.json`. Machine: {data['machine']['cpu']}, "
-          f"{data['machine']['cores']} cores, {data['machine']['gpus']} GPUs; torch "
-          f"{data['machine']['versions']['torch']}, deepspeed {data['machine']['versions']['deepspeed']}.", "",
-          f"- Base: `{plan['base_model']}` ({plan['base_config']})",
-          f"- Bio: Base + {plan['pretrain_tokens']:,} tokens of masked-LM pre-training on {corpus_name(plan)} "
-          f"({plan['pretrain_steps']:,} steps x {plan['train_batch_size']} x {plan['seq_len']}, {plan['nproc']} ranks)"
-          + (f", after {plan['head_tokens']:,} tokens ({plan['head_steps']:,} steps, peak learning rate "
-             f"{plan['head_lr']:g}) that trained only the new masked-LM head, the encoder frozen"
-             if plan.get("head_steps") else ""),
-          "- decontamination (documents dropped for overlapping a test set): "
-          + (", ".join(f"{v:,} by {k}" for k, v in found.items()) or "none found" if decon else "not run")
-          + (f" (a shared {(decon.get('summary') or {}).get('ngram', '?')}-word sequence with one of "
-             f"{len((decon.get('summary') or {}).get('files', [])):,} test files)" if decon else ""),
-          f"- fine-tuning: finetune/protocol.py `--protocol {plan['protocol']}`, epochs {plan['epochs']}, seeds "
-          f"{plan['seeds']}, the same settings for both models",
-          f"- CPU time measured: {measured['cpu_hours_total']:.2f} h ("
-          + ", ".join(f"{k} {v:.2f} h" for k, v in by_kind.items()) + f"); wall {measured['wall_hours_total']:.2f} h",
-          "" if finished == planned else f"\n**Incomplete: {finished} of {planned} fine-tuning runs finished.**", ""]
+    md = [
+        f"# Reproduction: Base vs Bio at laptop scale\n\nWritten by `bench/reproduce.py` on {data['date']} "
+        f"(git {data['git_sha']}); raw numbers in `results/reproduce.json`. Machine: {data['machine']['cpu']}, "
+        f"{data['machine']['cores']} cores, {data['machine']['gpus']} GPUs; torch "
+        f"{data['machine']['versions']['torch']}, deepspeed {data['machine']['versions']['deepspeed']}.",
+        "",
+        f"- Base: `{plan['base_model']}` ({plan['base_config']})",
+        f"- Bio: Base + {plan['pretrain_tokens']:,} tokens of masked-LM pre-training on {corpus_name(plan)} "
+        f"({plan['pretrain_steps']:,} steps x {plan['train_batch_size']} x {plan['seq_len']}, {plan['nproc']} ranks)"
+        + (
+            f", after {plan['head_tokens']:,} tokens ({plan['head_steps']:,} steps, peak learning rate "
+            f"{plan['head_lr']:g}) that trained only the new masked-LM head, the encoder frozen"
+            if plan.get("head_steps")
+            else ""
+        ),
+        "- decontamination (documents dropped for overlapping a test set): "
+        + (", ".join(f"{v:,} by {k}" for k, v in found.items()) or "none found" if decon else "not run")
+        + (
+            f" (a shared {(decon.get('summary') or {}).get('ngram', '?')}-word sequence with one of "
+            f"{len((decon.get('summary') or {}).get('files', [])):,} test files)"
+            if decon
+            else ""
+        ),
+        f"- fine-tuning: finetune/protocol.py `--protocol {plan['protocol']}`, epochs {plan['epochs']}, seeds "
+        f"{plan['seeds']}, the same settings for both models",
+        f"- CPU time measured: {measured['cpu_hours_total']:.2f} h ("
+        + ", ".join(f"{k} {v:.2f} h" for k, v in by_kind.items())
+        + f"); wall {measured['wall_hours_total']:.2f} h",
+        "" if finished == planned else f"\n**Incomplete: {finished} of {planned} fine-tuning runs finished.**",
+        "",
+    ]
     md += ["## What the numbers say", "", *[p + "\n" for p in paragraphs]]
     md += ["## Fine-tuning (test sets)", "", *tables(results)]
     md += ["## Plots", "", f"![{DELTA}](reproduce_delta.png)", "", "![held-out MLM loss](reproduce_mlm_loss.png)", ""]

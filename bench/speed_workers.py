@@ -56,8 +56,15 @@ class Pacer:
 
     def step_done(self, step: int, tokens_total: int) -> None:
         t, c = time.perf_counter(), _cpu_s()
-        self.send({"step": step, "wall_s": t - self._t0, "cpu_s": c - self._c0,
-                   "tokens": tokens_total - self._tokens, "rss_mb": _rss_mb()})
+        self.send(
+            {
+                "step": step,
+                "wall_s": t - self._t0,
+                "cpu_s": c - self._c0,
+                "tokens": tokens_total - self._tokens,
+                "rss_mb": _rss_mb(),
+            }
+        )
         if self._in.readline().strip() != "go":  # orchestrator gone: stop quietly
             os._exit(2)
         self._t0, self._c0, self._tokens = time.perf_counter(), _cpu_s(), tokens_total
@@ -73,10 +80,12 @@ def _full_projection_objective():
     from pretrain.objective import PretrainingObjective
 
     class FullProjectionObjective(PretrainingObjective):
-        def forward(self, input_ids, attention_mask, token_type_ids, masked_index, masked_labels,
-                    next_sentence_label) -> dict:
-            sequence, pooled = self.model.bert(input_ids=input_ids, attention_mask=attention_mask,
-                                               token_type_ids=token_type_ids, return_dict=False)[:2]
+        def forward(
+            self, input_ids, attention_mask, token_type_ids, masked_index, masked_labels, next_sentence_label
+        ) -> dict:
+            sequence, pooled = self.model.bert(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=False
+            )[:2]
             logits = self.model.cls.predictions(sequence).float()
             labels = torch.full((input_ids.numel(),), -100, dtype=torch.long, device=input_ids.device)
             labels[masked_index] = masked_labels
@@ -130,13 +139,36 @@ def run_ours(spec: dict, pacer: Pacer) -> dict:
     from pretrain.run import main
 
     b = spec["batch"]
-    argv = ["--deepspeed_config", str(ROOT / "ds_configs" / "cpu.json"),
-            "--ds", f"train_batch_size={b}", "--ds", f"train_micro_batch_size_per_gpu={b}",
-            "--ds", f"zero_optimization.stage={spec.get('zero', 'auto')}",
-            "--ds", f"bf16.enabled={'true' if spec.get('bf16') else 'false'}",
-            "--data_dir", spec["data_dir"], "--run_dir", spec["run_dir"], "--max_steps", str(spec["steps"]),
-            "--log_every", "1", "--progress", "false", "--eval_batches", "0", "--export_hf", "false",
-            "--seed", "42", "--whole_word_mask", "true" if spec.get("wwm") else "false"]
+    argv = [
+        "--deepspeed_config",
+        str(ROOT / "ds_configs" / "cpu.json"),
+        "--ds",
+        f"train_batch_size={b}",
+        "--ds",
+        f"train_micro_batch_size_per_gpu={b}",
+        "--ds",
+        f"zero_optimization.stage={spec.get('zero', 'auto')}",
+        "--ds",
+        f"bf16.enabled={'true' if spec.get('bf16') else 'false'}",
+        "--data_dir",
+        spec["data_dir"],
+        "--run_dir",
+        spec["run_dir"],
+        "--max_steps",
+        str(spec["steps"]),
+        "--log_every",
+        "1",
+        "--progress",
+        "false",
+        "--eval_batches",
+        "0",
+        "--export_hf",
+        "false",
+        "--seed",
+        "42",
+        "--whole_word_mask",
+        "true" if spec.get("wwm") else "false",
+    ]
     if spec.get("init_from"):
         argv += ["--init_from", spec["init_from"]]
     else:
@@ -159,15 +191,20 @@ def _group_texts_dataset(data_dir: str, block_size: int):
     shards = open_shards(data_dir, "train")
     ids = [x.tolist() for x in shards.get_batch(range(len(shards)))["input_ids"]]
     special = [[1] + [0] * (len(x) - 2) + [1] for x in ids]
-    raw = Dataset.from_dict({"input_ids": ids, "token_type_ids": [[0] * len(x) for x in ids],
-                             "attention_mask": [[1] * len(x) for x in ids], "special_tokens_mask": special})
+    raw = Dataset.from_dict(
+        {
+            "input_ids": ids,
+            "token_type_ids": [[0] * len(x) for x in ids],
+            "attention_mask": [[1] * len(x) for x in ids],
+            "special_tokens_mask": special,
+        }
+    )
 
     def group_texts(examples):  # verbatim logic of run_mlm.py
         concatenated = {k: list(chain(*examples[k])) for k in examples}
         total_length = len(concatenated[next(iter(examples))])
         total_length = (total_length // block_size) * block_size
-        return {k: [t[i: i + block_size] for i in range(0, total_length, block_size)]
-                for k, t in concatenated.items()}
+        return {k: [t[i : i + block_size] for i in range(0, total_length, block_size)] for k, t in concatenated.items()}
 
     return raw.map(group_texts, batched=True)
 
@@ -209,14 +246,24 @@ def run_peer(spec: dict, pacer: Pacer) -> dict:
         def on_step_end(self, args, state, control, **kwargs):
             pacer.step_done(state.global_step, counted["tokens"])
 
-    args = TrainingArguments(output_dir=spec["run_dir"], per_device_train_batch_size=spec["batch"],
-                             max_steps=spec["steps"], learning_rate=1e-4, weight_decay=0.01, adam_epsilon=1e-6,
-                             warmup_steps=min(10, spec["steps"]), max_grad_norm=1.0, save_strategy="no",
-                             report_to="none", disable_tqdm=True, seed=42, dataloader_num_workers=0,
-                             logging_steps=500)
+    args = TrainingArguments(
+        output_dir=spec["run_dir"],
+        per_device_train_batch_size=spec["batch"],
+        max_steps=spec["steps"],
+        learning_rate=1e-4,
+        weight_decay=0.01,
+        adam_epsilon=1e-6,
+        warmup_steps=min(10, spec["steps"]),
+        max_grad_norm=1.0,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=42,
+        dataloader_num_workers=0,
+        logging_steps=500,
+    )
     collate = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm_probability=0.15)
-    trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collate,
-                      callbacks=[Paced()])
+    trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collate, callbacks=[Paced()])
     out = trainer.train()
     return {"result": {"train_loss": out.training_loss, "optim": str(args.optim), "blocks": len(train)}}
 

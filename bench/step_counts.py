@@ -30,15 +30,22 @@ CONFIGS = {  # name: (--ds overrides and flags, which trees)
     "fp32 ZeRO-0 (cpu.json)": ([], ("before", "after")),
     "fp32 ZeRO-0, compiled (inductor)": (["--compile", "default"], ("after",)),
     "bf16 ZeRO-1 (DeepSpeed's optimizer; the GPU profiles before)": (
-        ["--ds", "bf16.enabled=true", "--ds", "zero_optimization.stage=1"], ("before", "after")),
+        ["--ds", "bf16.enabled=true", "--ds", "zero_optimization.stage=1"],
+        ("before", "after"),
+    ),
     "bf16 ZeRO-0 (DeepSpeed's FP16_UnfusedOptimizer)": (["--ds", "bf16.enabled=true"], ("before",)),
     "bf16 torch_autocast ZeRO-0 (the GPU profiles now)": (
-        ["--ds", "torch_autocast.enabled=true", "--ds", "torch_autocast.dtype=bfloat16"], ("after",)),
+        ["--ds", "torch_autocast.enabled=true", "--ds", "torch_autocast.dtype=bfloat16"],
+        ("after",),
+    ),
     "bf16 torch_autocast ZeRO-0, compiled (inductor)": (
         ["--ds", "torch_autocast.enabled=true", "--ds", "torch_autocast.dtype=bfloat16", "--compile", "default"],
-        ("after",)),
+        ("after",),
+    ),
     "fp16 torch_autocast ZeRO-0 + GradScaler (v100x8.json now)": (
-        ["--ds", "torch_autocast.enabled=true", "--ds", "torch_autocast.dtype=float16"], ("after",)),
+        ["--ds", "torch_autocast.enabled=true", "--ds", "torch_autocast.dtype=float16"],
+        ("after",),
+    ),
 }
 
 
@@ -53,16 +60,40 @@ def one(spec: dict) -> dict:
     from biobert.engine import Engine
     from pretrain.run import main
 
-    argv = ["--deepspeed_config", str(Path(spec["src"]) / "ds_configs" / "cpu.json"), "--ds", "train_batch_size=4",
-            "--ds", "train_micro_batch_size_per_gpu=4", "--data_dir", spec["shards"], "--init_from", spec["model"],
-            "--run_dir", spec["run_dir"], "--max_steps", str(FIRST + N + 1), "--log_every", "1000",
-            "--progress", "false", "--export_hf", "false", "--eval_batches", "0", *spec["extra"]]
+    argv = [
+        "--deepspeed_config",
+        str(Path(spec["src"]) / "ds_configs" / "cpu.json"),
+        "--ds",
+        "train_batch_size=4",
+        "--ds",
+        "train_micro_batch_size_per_gpu=4",
+        "--data_dir",
+        spec["shards"],
+        "--init_from",
+        spec["model"],
+        "--run_dir",
+        spec["run_dir"],
+        "--max_steps",
+        str(FIRST + N + 1),
+        "--log_every",
+        "1000",
+        "--progress",
+        "false",
+        "--export_hf",
+        "false",
+        "--eval_batches",
+        "0",
+        *spec["extra"],
+    ]
     with probe.StepWindow(Engine, first=FIRST, n=N) as window:
         main.__wrapped__(argv)
-    return {"syncs_per_step": window.syncs.count / N, "ops_per_step": window.ops.count / N,
-            "graphs_compiled_in_window": window.compiled_in_window,
-            "sync_sites": dict(window.syncs.where.most_common(8)),
-            "top_ops": dict(window.ops.by_op.most_common(12))}
+    return {
+        "syncs_per_step": window.syncs.count / N,
+        "ops_per_step": window.ops.count / N,
+        "graphs_compiled_in_window": window.compiled_in_window,
+        "sync_sites": dict(window.syncs.where.most_common(8)),
+        "top_ops": dict(window.ops.by_op.most_common(12)),
+    }
 
 
 def fixture(tmp: Path) -> tuple[Path, Path]:
@@ -75,8 +106,20 @@ def fixture(tmp: Path) -> tuple[Path, Path]:
     model = write_tiny_bert(tmp / "bert", vocab)
     (tmp / "xml").mkdir()
     write_pubmed_xml(tmp / "xml" / "pubmed26n0001.xml.gz", 120, seed=1)
-    data_prep(["--input", str(tmp / "xml"), "--vocab", str(vocab), "--out", str(tmp / "shards"), "--seq_len", "64",
-               "--heldout_fraction", "0.05"])
+    data_prep(
+        [
+            "--input",
+            str(tmp / "xml"),
+            "--vocab",
+            str(vocab),
+            "--out",
+            str(tmp / "shards"),
+            "--seq_len",
+            "64",
+            "--heldout_fraction",
+            "0.05",
+        ]
+    )
     return model, tmp / "shards"
 
 
@@ -100,28 +143,45 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, (extra, sides) in CONFIGS.items():
         for side in sides:
-            spec = {"src": str(trees[side]), "model": str(model), "shards": str(shards), "extra": extra,
-                    "run_dir": str(tmp / f"run_{len(rows)}")}
+            spec = {
+                "src": str(trees[side]),
+                "model": str(model),
+                "shards": str(shards),
+                "extra": extra,
+                "run_dir": str(tmp / f"run_{len(rows)}"),
+            }
             result_file = tmp / f"result_{len(rows)}.json"
             env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(trees[side])}
             env = {k: v for k, v in env.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-            proc = subprocess.run([sys.executable, __file__, "--_one", json.dumps(spec), "--_result",
-                                   str(result_file)], env=env, capture_output=True, text=True, cwd=trees[side])
+            proc = subprocess.run(
+                [sys.executable, __file__, "--_one", json.dumps(spec), "--_result", str(result_file)],
+                env=env,
+                capture_output=True,
+                text=True,
+                cwd=trees[side],
+            )
             if proc.returncode != 0:
                 print(proc.stderr[-3000:], file=sys.stderr)
                 return 1
             row = {"config": name, "tree": side, **json.loads(result_file.read_text())}
             rows.append(row)
-            print(f"{name:62} {side:6} syncs/step {row['syncs_per_step']:5.1f}  ops/step {row['ops_per_step']:7.1f}",
-                  flush=True)
+            print(
+                f"{name:62} {side:6} syncs/step {row['syncs_per_step']:5.1f}  ops/step {row['ops_per_step']:7.1f}",
+                flush=True,
+            )
     import torch
 
-    doc = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "before": args.before,
-           "after": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                   text=True).stdout.strip(), "torch": torch.__version__,
-           "setup": f"tiny BERT (2 layers, hidden 32), seq 64, batch 4 = 1 micro-batch, steady-state steps "
-                    f"{FIRST + 1}-{FIRST + N}, one process, OMP_NUM_THREADS=1, this machine's CPU",
-           "rows": rows}
+    doc = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "before": args.before,
+        "after": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
+        "torch": torch.__version__,
+        "setup": f"tiny BERT (2 layers, hidden 32), seq 64, batch 4 = 1 micro-batch, steady-state steps "
+        f"{FIRST + 1}-{FIRST + N}, one process, OMP_NUM_THREADS=1, this machine's CPU",
+        "rows": rows,
+    }
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0

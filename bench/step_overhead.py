@@ -48,12 +48,25 @@ def main(argv: list[str] | None = None) -> int:
     for rnd in range(args.rounds):
         order = [("scan_on", SCAN_ON), ("scan_off", [])]
         for name, ds in order if rnd % 2 == 0 else order[::-1]:
-            spec = {"kind": "pretrain", "seq_len": 128, "micro_batch": 4, "name": f"{name}_{rnd}", "tiny": True,
-                    "vocab_size": 1000, "zero": 1, "warmup": 10, "config_s": args.config_s, "max_steps": 10**6,
-                    "log_every": 5, "tmp": str(tmp), "vocab": str(vocab), "data_dir": str(data),
-                    "variant": "eager", "ds": ["torch_autocast.enabled=false", "bf16.enabled=true",
-                                               "zero_optimization.stage=1", *ds],
-                    "size": SIZE}
+            spec = {
+                "kind": "pretrain",
+                "seq_len": 128,
+                "micro_batch": 4,
+                "name": f"{name}_{rnd}",
+                "tiny": True,
+                "vocab_size": 1000,
+                "zero": 1,
+                "warmup": 10,
+                "config_s": args.config_s,
+                "max_steps": 10**6,
+                "log_every": 5,
+                "tmp": str(tmp),
+                "vocab": str(vocab),
+                "data_dir": str(data),
+                "variant": "eager",
+                "ds": ["torch_autocast.enabled=false", "bf16.enabled=true", "zero_optimization.stage=1", *ds],
+                "size": SIZE,
+            }
             r = g.launch(spec, 300)
             if "s_per_step" not in r:
                 print(f"{name} round {rnd}: {r.get('error')}", file=sys.stderr)
@@ -61,13 +74,21 @@ def main(argv: list[str] | None = None) -> int:
             runs[name].append(r["s_per_step"])
             print(f"round {rnd} {name}: {1000 * r['s_per_step']:.1f} ms/step", flush=True)
     on, off = statistics.median(runs["scan_on"]), statistics.median(runs["scan_off"])
-    doc = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "device": "cpu",
-           "model": "BERT 12 layers, hidden 64 (206 parameter tensors)", "setting": "bf16, ZeRO-1, 1 process, "
-           "micro-batch 4 x 128", "s_per_step": runs, "median_ms_scan_on": round(1000 * on, 2),
-           "median_ms_scan_off": round(1000 * off, 2), "speedup_scan_off": round(on / off, 3)}
+    doc = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": "cpu",
+        "model": "BERT 12 layers, hidden 64 (206 parameter tensors)",
+        "setting": "bf16, ZeRO-1, 1 process, micro-batch 4 x 128",
+        "s_per_step": runs,
+        "median_ms_scan_on": round(1000 * on, 2),
+        "median_ms_scan_off": round(1000 * off, 2),
+        "speedup_scan_off": round(on / off, 3),
+    }
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"median {1000 * on:.1f} ms/step with DeepSpeed's bf16 overflow scan, {1000 * off:.1f} without: "
-          f"{on / off:.2f}x; wrote {args.out}")
+    print(
+        f"median {1000 * on:.1f} ms/step with DeepSpeed's bf16 overflow scan, {1000 * off:.1f} without: "
+        f"{on / off:.2f}x; wrote {args.out}"
+    )
     return 0
 
 

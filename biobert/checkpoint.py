@@ -49,10 +49,16 @@ class TrainState:
 
 def git_sha() -> str:
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                             timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -70,8 +76,10 @@ def latest_tag(run_dir: str | Path) -> str | None:
 def check_fresh_run_dir(run_dir: str | Path) -> None:
     """Refuse to start a new run on top of an old one: its checkpoints and metrics would be mixed."""
     if latest_tag(run_dir) is not None or (Path(run_dir) / "metrics.jsonl").exists():
-        raise UserError(f"{run_dir}: already holds a run. Pass --resume to continue it, or choose a new "
-                        "--run_dir (nothing was overwritten).")
+        raise UserError(
+            f"{run_dir}: already holds a run. Pass --resume to continue it, or choose a new "
+            "--run_dir (nothing was overwritten)."
+        )
 
 
 def resume_tag(run_dir: str | Path, tag: str = "") -> str:
@@ -80,17 +88,23 @@ def resume_tag(run_dir: str | Path, tag: str = "") -> str:
         tag = f"step_{int(tag):08d}" if str(tag).isdigit() else str(tag)
         if not (checkpoint_dir(run_dir) / tag).is_dir():
             have = sorted(p.name for p in checkpoint_dir(run_dir).glob("step_*"))
-            raise UserError(f"--resume_from {tag}: no such checkpoint in {checkpoint_dir(run_dir)} "
-                            f"(there: {', '.join(have) or 'none'})")
+            raise UserError(
+                f"--resume_from {tag}: no such checkpoint in {checkpoint_dir(run_dir)} "
+                f"(there: {', '.join(have) or 'none'})"
+            )
     else:
         tag = latest_tag(run_dir)
     if tag is None:
-        raise UserError(f"--resume: no checkpoint in {checkpoint_dir(run_dir)} (no `latest` file). "
-                        "Remove --resume to start a new run there.")
+        raise UserError(
+            f"--resume: no checkpoint in {checkpoint_dir(run_dir)} (no `latest` file). "
+            "Remove --resume to start a new run there."
+        )
     tag_dir = checkpoint_dir(run_dir) / tag
     if not (tag_dir / "train_state.json").is_file():
-        raise UserError(f"--resume: checkpoint {tag_dir} is incomplete (no train_state.json); it was "
-                        "probably interrupted while saving. Resume from an older one with --resume_from TAG.")
+        raise UserError(
+            f"--resume: checkpoint {tag_dir} is incomplete (no train_state.json); it was "
+            "probably interrupted while saving. Resume from an older one with --resume_from TAG."
+        )
     return tag
 
 
@@ -112,8 +126,11 @@ def prepare_resume(run_dir: str | Path, world_size: int, tag: str = "", trust: b
     integrity.verify(tag_dir, trust)
     saved = read_json(tag_dir / "train_state.json", "train state").get("world_size", 1)
     ds_path = tag_dir / "ds_config.json"
-    stage = read_json(ds_path, "DeepSpeed config").get("zero_optimization", {}).get("stage", 0) \
-        if ds_path.is_file() else None
+    stage = (
+        read_json(ds_path, "DeepSpeed config").get("zero_optimization", {}).get("stage", 0)
+        if ds_path.is_file()
+        else None
+    )
     if saved == world_size or not any(tag_dir.glob("*optim_states.pt")):
         return ResumePlan(tag, False, stage, tag_dir)
     from biobert.engine import convert_to_universal
@@ -123,8 +140,10 @@ def prepare_resume(run_dir: str | Path, world_size: int, tag: str = "", trust: b
 
 
 # What may differ between a run and the checkpoint it resumes (README, "Checkpoints and exact resume").
-MAY_CHANGE = ("the number of ranks (same global batch), the learning rate and schedule (--ds), max_steps, the "
-              "log/eval/save cadence, keep_last, the divergence guard")
+MAY_CHANGE = (
+    "the number of ranks (same global batch), the learning rate and schedule (--ds), max_steps, the "
+    "log/eval/save cadence, keep_last, the divergence guard"
+)
 
 
 def check_same_run(plan: ResumePlan, identity: dict) -> None:
@@ -133,12 +152,17 @@ def check_same_run(plan: ResumePlan, identity: dict) -> None:
     saved = read_json(plan.tag_dir / "run_config.json", "run config").get("identity")
     if saved is None:  # written before checkpoints recorded it: nothing to compare
         return
-    diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {identity.get(k)!r}" for k in sorted(set(saved) | set(identity))
-             if saved.get(k) != identity.get(k)]
+    diffs = [
+        f"{k}: checkpoint {saved.get(k)!r}, now {identity.get(k)!r}"
+        for k in sorted(set(saved) | set(identity))
+        if saved.get(k) != identity.get(k)
+    ]
     if diffs:
-        raise UserError(f"--resume: {plan.tag_dir} belongs to another run; what defines a run differs: "
-                        f"{'; '.join(diffs)}. Resume with the checkpoint's settings, or start a new --run_dir. "
-                        f"What may change on resume: {MAY_CHANGE}.")
+        raise UserError(
+            f"--resume: {plan.tag_dir} belongs to another run; what defines a run differs: "
+            f"{'; '.join(diffs)}. Resume with the checkpoint's settings, or start a new --run_dir. "
+            f"What may change on resume: {MAY_CHANGE}."
+        )
 
 
 def state_from_client(client: dict, source: str) -> TrainState:
@@ -161,8 +185,15 @@ def _prune(ckpt: Path, keep_last: int, current: str) -> None:
             shutil.rmtree(ckpt / tag, ignore_errors=True)
 
 
-def save(engine: Any, run_dir: str | Path, state: TrainState, run_config: dict,
-         exporter: Any | None = None, keep_last: int = 0, faults: Faults = NO_FAULTS) -> Path:
+def save(
+    engine: Any,
+    run_dir: str | Path,
+    state: TrainState,
+    run_config: dict,
+    exporter: Any | None = None,
+    keep_last: int = 0,
+    faults: Faults = NO_FAULTS,
+) -> Path:
     """Collective and atomic: DeepSpeed shards, our JSON and the HF export are written first; only then do
     `latest` and `run_dir/hf` move (rank 0, atomic renames), so a crash mid-save leaves the previous
     checkpoint as the one --resume uses. Older checkpoints beyond `keep_last` are removed afterwards."""
@@ -181,8 +212,16 @@ def save(engine: Any, run_dir: str | Path, state: TrainState, run_config: dict,
         write_json(tag_dir / "ds_config.json", engine.config)
         write_json(tag_dir / "train_state.json", {**dataclasses.asdict(state), "git_sha": client["git_sha"]})
     if exporter is not None:
-        exporter(engine, tag_dir / "hf", {"run_config": run_config, "ds_config": engine.config,
-                                          "train_state": dataclasses.asdict(state), "git_sha": client["git_sha"]})
+        exporter(
+            engine,
+            tag_dir / "hf",
+            {
+                "run_config": run_config,
+                "ds_config": engine.config,
+                "train_state": dataclasses.asdict(state),
+                "git_sha": client["git_sha"],
+            },
+        )
     engine.barrier()  # every rank's shards are on disk before the pointer moves
     if engine.rank == 0:
         integrity.write_record(tag_dir)
@@ -198,15 +237,23 @@ def save(engine: Any, run_dir: str | Path, state: TrainState, run_config: dict,
     return tag_dir
 
 
-def export_hf_model(engine: Any, out_dir: Path, provenance: dict, prefix: str, hf_model: Any,
-                    tokenizer: Any, extra_files: dict[str, dict] | None = None, vocab_size: int = 0) -> None:
+def export_hf_model(
+    engine: Any,
+    out_dir: Path,
+    provenance: dict,
+    prefix: str,
+    hf_model: Any,
+    tokenizer: Any,
+    extra_files: dict[str, dict] | None = None,
+    vocab_size: int = 0,
+) -> None:
     """Write `hf_model`'s config with the engine's current weights (collected from key `prefix`).
     `vocab_size`: the real vocabulary of a model trained with a padded one (models.pad_vocab): the export
     is sliced back to it, so it loads with the original vocab.txt."""
     state = engine.full_state_dict()  # collective under ZeRO-3
     if engine.rank != 0:
         return
-    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     padded = hf_model.config.vocab_size
     if vocab_size and vocab_size != padded:
         from biobert.models import unpad_vocab

@@ -99,9 +99,11 @@ def _check_keys(cls: type, data: dict, source: str) -> None:
     valid = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - valid)
     if unknown:
-        raise UserError(f"{source}: unknown key(s) {unknown}. Valid keys: {sorted(valid)}. "
-                        "DeepSpeed settings (batch, precision, ZeRO, optimizer, scheduler) belong in the "
-                        "--deepspeed_config JSON instead.")
+        raise UserError(
+            f"{source}: unknown key(s) {unknown}. Valid keys: {sorted(valid)}. "
+            "DeepSpeed settings (batch, precision, ZeRO, optimizer, scheduler) belong in the "
+            "--deepspeed_config JSON instead."
+        )
 
 
 def read_json(path: str | Path, what: str = "config") -> dict:
@@ -119,8 +121,9 @@ def read_json(path: str | Path, what: str = "config") -> dict:
     return data
 
 
-def build_config(cls: type[C], file_values: dict | None = None, cli_values: dict | None = None,
-                 file_source: str = "config file") -> C:
+def build_config(
+    cls: type[C], file_values: dict | None = None, cli_values: dict | None = None, file_source: str = "config file"
+) -> C:
     """Resolve default < file < CLI into an instance of `cls`."""
     merged: dict[str, Any] = {}
     for values, source in ((file_values or {}, file_source), (cli_values or {}, "command line")):
@@ -157,16 +160,20 @@ def field_help(cls: type) -> dict[str, str]:
 
 def add_config_args(parser: argparse.ArgumentParser, cls: type, recipe_note: str = "") -> None:
     """One `--name` flag per field; flags not given stay absent, so the file's value wins over the default."""
-    parser.add_argument("--config", default=None, help="JSON file with values for the flags below (and a "
-                        f"\"deepspeed\" object of --ds overrides){recipe_note}")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help=f'JSON file with values for the flags below (and a "deepspeed" object of --ds overrides){recipe_note}',
+    )
     helps = field_help(cls)
     for f in dataclasses.fields(cls):
         tp, _ = _base_type(_field_types(cls)[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f"{helps.get(f.name, '')} (default: {default!r})".strip().replace("%", "%%")  # argparse
         if tp is bool:
-            parser.add_argument(f"--{f.name}", nargs="?", const="true", default=argparse.SUPPRESS,
-                                metavar="BOOL", help=help_text)
+            parser.add_argument(
+                f"--{f.name}", nargs="?", const="true", default=argparse.SUPPRESS, metavar="BOOL", help=help_text
+            )
         else:
             parser.add_argument(f"--{f.name}", default=argparse.SUPPRESS, help=help_text)
 
@@ -194,8 +201,9 @@ def read_config_file(path: str | Path, what: str = "config") -> tuple[dict, list
     data = read_json(path, what)
     ds = data.pop("deepspeed", {}) or {}
     if not isinstance(ds, dict):
-        raise UserError(f"{path}: \"deepspeed\" must be an object of DeepSpeed overrides, e.g. "
-                        '{"optimizer.params.lr": 2e-5}')
+        raise UserError(
+            f'{path}: "deepspeed" must be an object of DeepSpeed overrides, e.g. {{"optimizer.params.lr": 2e-5}}'
+        )
     data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_note" keys are comments
     for key in PATH_FIELDS:
         if isinstance(data.get(key), str) and data[key]:

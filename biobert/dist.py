@@ -28,8 +28,12 @@ def _free_port() -> int:
 
 def setup_env() -> None:
     """Fill RANK/WORLD_SIZE/... from Slurm (srun, one task per rank) or for a single plain process."""
-    if "RANK" not in os.environ and "SLURM_PROCID" in os.environ and "SLURM_NTASKS" in os.environ \
-            and int(os.environ["SLURM_NTASKS"]) > 1:
+    if (
+        "RANK" not in os.environ
+        and "SLURM_PROCID" in os.environ
+        and "SLURM_NTASKS" in os.environ
+        and int(os.environ["SLURM_NTASKS"]) > 1
+    ):
         os.environ["RANK"] = os.environ["SLURM_PROCID"]
         os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
         os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
@@ -67,8 +71,12 @@ def _slurm_rendezvous() -> None:
     if "MASTER_PORT" not in os.environ and "SLURM_JOB_ID" in os.environ:
         os.environ["MASTER_PORT"] = str(slurm_master_port(int(os.environ["SLURM_JOB_ID"])))
     if "MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ:
-        check_rendezvous(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), rank(),
-                         float(os.environ.get("BIOBERT_RDZV_TIMEOUT", "600")))
+        check_rendezvous(
+            os.environ["MASTER_ADDR"],
+            int(os.environ["MASTER_PORT"]),
+            rank(),
+            float(os.environ.get("BIOBERT_RDZV_TIMEOUT", "600")),
+        )
 
 
 def check_rendezvous(addr: str, port: int, this_rank: int, timeout_s: float) -> None:
@@ -78,16 +86,19 @@ def check_rendezvous(addr: str, port: int, this_rank: int, timeout_s: float) -> 
     try:
         infos = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)
     except socket.gaierror as e:
-        raise UserError(f"{where}: the address does not resolve ({e}); check MASTER_ADDR / the node's "
-                        "/etc/hosts or DNS") from None
+        raise UserError(
+            f"{where}: the address does not resolve ({e}); check MASTER_ADDR / the node's /etc/hosts or DNS"
+        ) from None
     if this_rank == 0:
         family, _, _, _, sockaddr = infos[0]
         with socket.socket(family, socket.SOCK_STREAM) as s:
             try:
                 s.bind((sockaddr[0], 0))
             except OSError as e:
-                raise UserError(f"{where}: rank 0 cannot listen on {addr} ({e.strerror}): it is not an address of "
-                                "this host. MASTER_ADDR must be the first host of the job step.") from None
+                raise UserError(
+                    f"{where}: rank 0 cannot listen on {addr} ({e.strerror}): it is not an address of "
+                    "this host. MASTER_ADDR must be the first host of the job step."
+                ) from None
         return
     deadline = time.monotonic() + timeout_s
     last_error = ""
@@ -98,9 +109,11 @@ def check_rendezvous(addr: str, port: int, this_rank: int, timeout_s: float) -> 
         except OSError as e:
             last_error = e.strerror or str(e)
         time.sleep(0.5)
-    raise UserError(f"{where}: nothing listened there within {timeout_s:.0f} s (last error: {last_error}). "
-                    "Rank 0 did not start or failed (see its log), or the port is blocked between nodes; "
-                    "set BIOBERT_RDZV_TIMEOUT to wait longer.")
+    raise UserError(
+        f"{where}: nothing listened there within {timeout_s:.0f} s (last error: {last_error}). "
+        "Rank 0 did not start or failed (see its log), or the port is blocked between nodes; "
+        "set BIOBERT_RDZV_TIMEOUT to wait longer."
+    )
 
 
 def rank() -> int:

@@ -17,7 +17,8 @@ from biobert.ds_schema import validate_nested
 from biobert.errors import UserError
 
 # Top-level keys DeepSpeed 0.14-0.19 reads (runtime/config.py and the sub-configs it parses).
-TOP_LEVEL_KEYS = frozenset("""
+TOP_LEVEL_KEYS = frozenset(
+    """
 train_batch_size train_micro_batch_size_per_gpu gradient_accumulation_steps steps_per_print
 dump_state optimizer scheduler gradient_clipping prescale_gradients gradient_predivide_factor
 sparse_gradients fp16 bf16 bfloat16 amp torch_autocast zero_optimization zero_allow_untested_optimizer
@@ -30,10 +31,12 @@ graph_harvesting compile timers hybrid_engine weight_quantization mics_shard_siz
 mics_hierarchical_params_gather load_universal_checkpoint use_node_local_storage expert_parallel
 disable_python_gc legacy_fusion log_level vocabulary_size zenflow managed_gradient_accumulation
 lower_precision_safe_modules dtype monitor_config
-""".split())
+""".split()
+)
 
 # Fields of DeepSpeedZeroConfig in DeepSpeed 0.19.8 (tests compare this with the installed version).
-ZERO_KEYS = frozenset("""
+ZERO_KEYS = frozenset(
+    """
 allgather_bucket_size allgather_partitions compute_grad_norm contiguous_gradients cpu_offload
 cpu_offload_param cpu_offload_use_pin_memory elastic_checkpoint enable_sanity_checks
 ignore_unused_parameters leaf_module legacy_stage1 load_from_fp32_weights log_trace_cache_warnings
@@ -46,7 +49,8 @@ stage3_module_granularity_threshold stage3_param_persistence_threshold stage3_pr
 stage3_use_all_reduce_for_fetch_params sub_group_size use_multi_rank_bucket_allreduce zenflow
 zero_hpz_partition_size zero_quantized_gradients zero_quantized_nontrainable_weights
 zero_quantized_weights
-""".split())
+""".split()
+)
 
 SCHEDULERS_WITH_TOTAL = ("WarmupDecayLR", "WarmupCosineLR")
 
@@ -86,18 +90,19 @@ def validate(cfg: dict, source: str) -> None:
     unknown = [k for k in cfg if k not in TOP_LEVEL_KEYS]
     if unknown:
         hints = "; ".join(f"`{k}`{_close_matches(k, TOP_LEVEL_KEYS)}" for k in unknown)
-        raise UserError(f"{source}: unknown DeepSpeed key(s): {hints}. DeepSpeed would silently ignore "
-                        f"them. Valid top-level keys: {', '.join(sorted(TOP_LEVEL_KEYS))}")
+        raise UserError(
+            f"{source}: unknown DeepSpeed key(s): {hints}. DeepSpeed would silently ignore "
+            f"them. Valid top-level keys: {', '.join(sorted(TOP_LEVEL_KEYS))}"
+        )
     zero = cfg.get("zero_optimization", {})
     if not isinstance(zero, dict):
-        raise UserError(f"{source}: `zero_optimization` must be an object like {{\"stage\": 1}}")
+        raise UserError(f'{source}: `zero_optimization` must be an object like {{"stage": 1}}')
     bad = [k for k in zero if k not in ZERO_KEYS]
     if bad:
         hints = "; ".join(f"`{k}`{_close_matches(k, ZERO_KEYS)}" for k in bad)
         raise UserError(f"{source}: unknown key(s) in zero_optimization: {hints}")
     if zero.get("stage", 0) not in (0, 1, 2, 3, "auto"):
-        raise UserError(f"{source}: zero_optimization.stage must be 0, 1, 2, 3 or \"auto\", "
-                        f"got {zero.get('stage')!r}")
+        raise UserError(f'{source}: zero_optimization.stage must be 0, 1, 2, 3 or "auto", got {zero.get("stage")!r}')
     validate_nested(cfg, source)
     if cfg.get("fp16", {}).get("enabled") and cfg.get("bf16", {}).get("enabled"):
         raise UserError(f"{source}: fp16 and bf16 are both enabled; enable one")
@@ -105,12 +110,16 @@ def validate(cfg: dict, source: str) -> None:
     if autocast.get("enabled"):
         dtype = str(autocast.get("dtype", "")).replace("torch.", "")
         if dtype not in ("bfloat16", "bf16", "float16", "fp16", "half"):
-            raise UserError(f"{source}: torch_autocast.dtype must be \"bfloat16\" or \"float16\", got "
-                            f"{autocast.get('dtype')!r} (without it DeepSpeed autocasts to fp16 with no loss scaler)")
+            raise UserError(
+                f'{source}: torch_autocast.dtype must be "bfloat16" or "float16", got '
+                f"{autocast.get('dtype')!r} (without it DeepSpeed autocasts to fp16 with no loss scaler)"
+            )
         if cfg.get("fp16", {}).get("enabled") or cfg.get("bf16", {}).get("enabled"):
-            raise UserError(f"{source}: torch_autocast with bf16/fp16 enabled: DeepSpeed would cast the weights to "
-                            "16 bits and wrap the optimizer anyway. Use torch_autocast alone (fp32 weights, 16-bit "
-                            "products) or bf16/fp16 alone.")
+            raise UserError(
+                f"{source}: torch_autocast with bf16/fp16 enabled: DeepSpeed would cast the weights to "
+                "16 bits and wrap the optimizer anyway. Use torch_autocast alone (fp32 weights, 16-bit "
+                "products) or bf16/fp16 alone."
+            )
 
 
 def resolve_batch(cfg: dict, world_size: int, source: str) -> tuple[int, int, int]:
@@ -119,8 +128,11 @@ def resolve_batch(cfg: dict, world_size: int, source: str) -> tuple[int, int, in
     tbs = cfg.get("train_batch_size")
     mbs = cfg.get("train_micro_batch_size_per_gpu")
     gas = cfg.get("gradient_accumulation_steps")
-    for name, v in (("train_batch_size", tbs), ("train_micro_batch_size_per_gpu", mbs),
-                    ("gradient_accumulation_steps", gas)):
+    for name, v in (
+        ("train_batch_size", tbs),
+        ("train_micro_batch_size_per_gpu", mbs),
+        ("gradient_accumulation_steps", gas),
+    ):
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise UserError(f"{source}: `{name}` must be a positive integer, got {v!r}")
     if tbs is not None and mbs is not None and gas is not None:
@@ -129,16 +141,21 @@ def resolve_batch(cfg: dict, world_size: int, source: str) -> tuple[int, int, in
                 f"{source}: train_batch_size {tbs} != micro {mbs} x accumulation {gas} x world size "
                 f"{world_size} = {mbs * gas * world_size}. Set gradient_accumulation_steps to "
                 f"{tbs / (mbs * world_size):g} or train_batch_size to {mbs * gas * world_size}, "
-                "or remove one of the three and let it be derived.")
+                "or remove one of the three and let it be derived."
+            )
     elif tbs is not None and mbs is not None:
         if tbs % (mbs * world_size):
-            raise UserError(f"{source}: train_batch_size {tbs} is not divisible by micro {mbs} x world size "
-                            f"{world_size}; change train_micro_batch_size_per_gpu or the number of ranks.")
+            raise UserError(
+                f"{source}: train_batch_size {tbs} is not divisible by micro {mbs} x world size "
+                f"{world_size}; change train_micro_batch_size_per_gpu or the number of ranks."
+            )
         gas = tbs // (mbs * world_size)
     elif tbs is not None and gas is not None:
         if tbs % (gas * world_size):
-            raise UserError(f"{source}: train_batch_size {tbs} is not divisible by accumulation {gas} x "
-                            f"world size {world_size}; change gradient_accumulation_steps.")
+            raise UserError(
+                f"{source}: train_batch_size {tbs} is not divisible by accumulation {gas} x "
+                f"world size {world_size}; change gradient_accumulation_steps."
+            )
         mbs = tbs // (gas * world_size)
     elif mbs is not None:
         gas = gas or 1
@@ -168,11 +185,13 @@ def _resolve_peak_lr(cfg: dict, source: str) -> None:
     peak = params.get("warmup_max_lr")
     if peak == "auto":
         if opt_lr is None:
-            raise UserError(f"{source}: scheduler warmup_max_lr is \"auto\" but optimizer.params.lr is not set")
+            raise UserError(f'{source}: scheduler warmup_max_lr is "auto" but optimizer.params.lr is not set')
         params["warmup_max_lr"] = opt_lr
     elif peak is not None and opt_lr is not None and float(peak) != float(opt_lr):
-        raise UserError(f"{source}: optimizer.params.lr {opt_lr} differs from scheduler warmup_max_lr {peak}; "
-                        "DeepSpeed would silently use the scheduler's. Set warmup_max_lr to \"auto\".")
+        raise UserError(
+            f"{source}: optimizer.params.lr {opt_lr} differs from scheduler warmup_max_lr {peak}; "
+            'DeepSpeed would silently use the scheduler\'s. Set warmup_max_lr to "auto".'
+        )
 
 
 def resolve_zero_stage(cfg: dict, world_size: int, resume_stage: int | None, source: str) -> None:
@@ -186,13 +205,16 @@ def resolve_zero_stage(cfg: dict, world_size: int, resume_stage: int | None, sou
         zero["stage"] = resume_stage if resume_stage is not None else (0 if world_size == 1 else 1)
         return
     if resume_stage is not None and ((stage == 0) != (resume_stage == 0) or (stage == 3) != (resume_stage == 3)):
-        raise UserError(f"{source}: zero_optimization.stage {stage}, but the checkpoint being resumed was written "
-                        f"with stage {resume_stage}, whose optimizer state has another layout. Set the stage to "
-                        f"{resume_stage} or \"auto\" (which keeps the checkpoint's).")
+        raise UserError(
+            f"{source}: zero_optimization.stage {stage}, but the checkpoint being resumed was written "
+            f"with stage {resume_stage}, whose optimizer state has another layout. Set the stage to "
+            f'{resume_stage} or "auto" (which keeps the checkpoint\'s).'
+        )
 
 
-def finalize(cfg: dict, world_size: int, total_steps: int, on_cpu: bool, source: str,
-             resume_stage: int | None = None) -> dict[str, Any]:
+def finalize(
+    cfg: dict, world_size: int, total_steps: int, on_cpu: bool, source: str, resume_stage: int | None = None
+) -> dict[str, Any]:
     """The config handed to DeepSpeed: batch resolved, ZeRO stage and scheduler length filled, CPU-safe
     optimizer. `resume_stage`: the ZeRO stage of the checkpoint a resumed run loads."""
     cfg = copy.deepcopy(cfg)
@@ -221,14 +243,18 @@ def finalize(cfg: dict, world_size: int, total_steps: int, on_cpu: bool, source:
         timers.setdefault("throughput", {}).setdefault("enabled", False)
     opt_type = ((cfg.get("optimizer") or {}).get("type") or "").lower()
     if opt_type == "lamb" and cfg.get("zero_optimization", {}).get("stage", 0) >= 1:
-        raise UserError(f"{source}: Lamb with ZeRO stage {cfg['zero_optimization']['stage']}: ZeRO hands the "
-                        "optimizer one flattened partition, so LAMB's per-layer trust ratio becomes a single global "
-                        "ratio, which is not LAMB. Use zero_optimization.stage 0 with Lamb (DeepSpeed's BERT "
-                        "recipe) or AdamW with ZeRO.")
+        raise UserError(
+            f"{source}: Lamb with ZeRO stage {cfg['zero_optimization']['stage']}: ZeRO hands the "
+            "optimizer one flattened partition, so LAMB's per-layer trust ratio becomes a single global "
+            "ratio, which is not LAMB. Use zero_optimization.stage 0 with Lamb (DeepSpeed's BERT "
+            "recipe) or AdamW with ZeRO."
+        )
     if on_cpu:
         if cfg.get("fp16", {}).get("enabled"):
-            raise UserError(f"{source}: fp16 is a GPU setting (dynamic loss scaling); on CPU use a profile "
-                            "with bf16 or fp32, e.g. ds_configs/cpu.json")
+            raise UserError(
+                f"{source}: fp16 is a GPU setting (dynamic loss scaling); on CPU use a profile "
+                "with bf16 or fp32, e.g. ds_configs/cpu.json"
+            )
         opt = cfg.get("optimizer") or {}
         if opt.get("type", "").lower() in ("adam", "adamw"):
             # DeepSpeed's CPU FusedAdam is a C++ op compiled on first use (~60 s); torch's AdamW is exact.
@@ -236,6 +262,8 @@ def finalize(cfg: dict, world_size: int, total_steps: int, on_cpu: bool, source:
             if params.setdefault("torch_adam", True):
                 params.setdefault("fused", True)  # torch's fused CPU AdamW: ~15% faster steps than the loop
         if opt.get("type", "").lower() == "lamb":
-            raise UserError(f"{source}: DeepSpeed's Lamb is a CUDA kernel and cannot run on CPU; use AdamW "
-                            "for CPU runs (ds_configs/cpu.json)")
+            raise UserError(
+                f"{source}: DeepSpeed's Lamb is a CUDA kernel and cannot run on CPU; use AdamW "
+                "for CPU runs (ds_configs/cpu.json)"
+            )
     return cfg

@@ -57,8 +57,13 @@ def _param_groups(model: torch.nn.Module) -> list[dict]:
     return groups
 
 
-_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
-           "half": torch.float16}
+_DTYPES = {
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
 
 
 def compute_dtype(config: dict) -> torch.dtype:
@@ -102,16 +107,27 @@ class _HostCopy:
 class Engine:
     """A DeepSpeed engine plus the facts the loop needs (world, batch layout, device, precision)."""
 
-    def __init__(self, model: torch.nn.Module, ds_config_path: str | Path, *, total_steps: int,
-                 overrides: list[str] | None = None, timeout_s: int = 600, load_universal: bool = False,
-                 resume_stage: int | None = None, compile_mode: str = "", compile_backend: str = "inductor"):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        ds_config_path: str | Path,
+        *,
+        total_steps: int,
+        overrides: list[str] | None = None,
+        timeout_s: int = 600,
+        load_universal: bool = False,
+        resume_stage: int | None = None,
+        compile_mode: str = "",
+        compile_backend: str = "inductor",
+    ):
         dist.setup_env()
         import deepspeed  # noqa: PLC0415  (deferred: 1-2 s import, and the env must be set first)
         from deepspeed.accelerator import get_accelerator
 
         # DeepSpeed's ZeRO still calls these torch.distributed names; the warning is theirs, once per call.
-        warnings.filterwarnings("ignore", r".*(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated",
-                                FutureWarning)
+        warnings.filterwarnings(
+            "ignore", r".*(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated", FutureWarning
+        )
         self.on_cpu = get_accelerator().device_name() == "cpu"
         if self.on_cpu:
             import deepspeed.ops
@@ -126,10 +142,10 @@ class Engine:
         self.config = finalize(raw, world, total_steps, self.on_cpu, self.source, resume_stage)
         if load_universal:  # resuming a checkpoint written by a different number of ranks
             self.config.setdefault("checkpoint", {})["load_universal"] = True
-        deepspeed.init_distributed(dist_backend="gloo" if self.on_cpu else "nccl", verbose=False,
-                                   timeout=timedelta(seconds=timeout_s))
-        self.ds, _, _, _ = deepspeed.initialize(model=model, model_parameters=_param_groups(model),
-                                                config=self.config)
+        deepspeed.init_distributed(
+            dist_backend="gloo" if self.on_cpu else "nccl", verbose=False, timeout=timedelta(seconds=timeout_s)
+        )
+        self.ds, _, _, _ = deepspeed.initialize(model=model, model_parameters=_param_groups(model), config=self.config)
         self.rank, self.world_size = dist.rank(), world
         if world == 1 and not self.ds.zero_optimization():
             # Alone, DeepSpeed still flattens every gradient into one bucket, "all-reduces" it and copies it
@@ -146,8 +162,9 @@ class Engine:
             self._compile(compile_mode, compile_backend)
         self._buffers: dict = {}
         config = getattr(model, "config", None)  # a Hugging Face BERT task model: its mask goes in 4-D
-        self._hf_bert = ((config._attn_implementation, model.dtype)
-                         if getattr(config, "model_type", None) == "bert" else None)
+        self._hf_bert = (
+            (config._attn_implementation, model.dtype) if getattr(config, "model_type", None) == "bert" else None
+        )
         self._scaler = getattr(self.ds, "torch_autocast_z0_gradscaler", None)
         self._skipped = torch.zeros((), dtype=torch.int64, device=self.device)
         if not (self.ds.fp16_enabled() or self.ds.bfloat16_enabled() or self.ds.zero_optimization()):
@@ -164,9 +181,11 @@ class Engine:
         if mode not in modes:
             raise UserError(f"--compile {mode!r}: expected one of {', '.join(modes)} (or leave it empty)")
         if mode in ("reduce-overhead", "max-autotune") and self.grad_accum > 1:  # refused on a laptop too
-            raise UserError(f"--compile {mode}: CUDA graphs with gradient accumulation "
-                            f"({self.grad_accum} micro-batches) give wrong gradients (pytorch#169545). Use "
-                            "--compile default, or one micro-batch per step (gradient_accumulation_steps 1).")
+            raise UserError(
+                f"--compile {mode}: CUDA graphs with gradient accumulation "
+                f"({self.grad_accum} micro-batches) give wrong gradients (pytorch#169545). Use "
+                "--compile default, or one micro-batch per step (gradient_accumulation_steps 1)."
+            )
         # torch.compile takes a mode only with inductor (other backends: tests, debugging) and refuses both
         kwargs = {"mode": mode} if mode != "default" and backend == "inductor" else {}
         self.ds.compile(backend=backend, compile_kwargs=kwargs)
@@ -224,8 +243,7 @@ class Engine:
         handful of kernels and keeps the norm on the device. DeepSpeed still decides when to clip (at the
         accumulation boundary, after unscaling) and with which `gradient_clipping`."""
         params = [p for p in self.ds.module.parameters() if p.grad is not None]
-        self.ds._global_grad_norm = torch.nn.utils.clip_grad_norm_(params, self.ds.gradient_clipping(),
-                                                                   foreach=True)
+        self.ds._global_grad_norm = torch.nn.utils.clip_grad_norm_(params, self.ds.gradient_clipping(), foreach=True)
 
     @property
     def loss_scale(self) -> float | None:
@@ -253,19 +271,22 @@ class Engine:
             torch.distributed.all_reduce(t)
         return t.tolist()
 
-    def reduce_async(self, host: list[float], device: torch.Tensor | None,
-                     norm: torch.Tensor | float | None) -> _HostCopy:
+    def reduce_async(
+        self, host: list[float], device: torch.Tensor | None, norm: torch.Tensor | float | None
+    ) -> _HostCopy:
         """`host` values and a `device` vector, concatenated (with the gradient norm after the host values
         when known), summed over ranks and copied to the host without waiting: `.read()` later."""
         parts = [torch.tensor(host, dtype=torch.float64)]
         if norm is not None:
-            parts.append(norm.detach().to(torch.float64).reshape(1) if torch.is_tensor(norm)
-                         else torch.tensor([float(norm)], dtype=torch.float64))
+            parts.append(
+                norm.detach().to(torch.float64).reshape(1)
+                if torch.is_tensor(norm)
+                else torch.tensor([float(norm)], dtype=torch.float64)
+            )
         if device is not None:
             parts.append(device.to(torch.float64))
         if not self.on_cpu:
-            parts = [p.pin_memory().to(self.device, non_blocking=True) if p.device.type == "cpu" else p
-                     for p in parts]
+            parts = [p.pin_memory().to(self.device, non_blocking=True) if p.device.type == "cpu" else p for p in parts]
         flat = torch.cat(parts)
         if self.world_size > 1:
             torch.distributed.all_reduce(flat)
@@ -293,8 +314,10 @@ class Engine:
         )
 
         # Lets `ds_to_universal` convert it, for a resume on a different number of ranks.
-        client_state = {**client_state, UNIVERSAL_CHECKPOINT_INFO: {
-            UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE}}
+        client_state = {
+            **client_state,
+            UNIVERSAL_CHECKPOINT_INFO: {UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE},
+        }
         if self._scaler is not None:  # DeepSpeed does not save torch's GradScaler (fp16 torch_autocast)
             client_state["grad_scaler"] = {**self._scaler.state_dict(), "skipped_steps": int(self._skipped)}
         try:
@@ -304,18 +327,22 @@ class Engine:
 
             free = shutil.disk_usage(ckpt_dir).free if Path(ckpt_dir).exists() else 0
             full = "The disk is full: free space or keep fewer checkpoints (--keep_last). " if free < 2**30 else ""
-            raise UserError(f"{Path(ckpt_dir) / tag}: writing the checkpoint failed ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200]}); the disk holding it has {free / 2**30:.2f} GiB free. "
-                            f"{full}The previous checkpoint (`latest`) is intact: --resume continues from it."
-                            ) from None
+            raise UserError(
+                f"{Path(ckpt_dir) / tag}: writing the checkpoint failed ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200]}); the disk holding it has {free / 2**30:.2f} GiB free. "
+                f"{full}The previous checkpoint (`latest`) is intact: --resume continues from it."
+            ) from None
 
     def load_checkpoint(self, ckpt_dir: str | Path, tag: str | None = None) -> dict:
         try:
-            path, client = self.ds.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True,
-                                                   load_lr_scheduler_states=True)
+            path, client = self.ds.load_checkpoint(
+                str(ckpt_dir), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
+            )
         except (RuntimeError, OSError, EOFError, KeyError, ValueError) as e:
-            raise UserError(f"{ckpt_dir}/{tag or 'latest'}: checkpoint could not be loaded ({e}); "
-                            "it may be incomplete or from a different model/ZeRO setup") from None
+            raise UserError(
+                f"{ckpt_dir}/{tag or 'latest'}: checkpoint could not be loaded ({e}); "
+                "it may be incomplete or from a different model/ZeRO setup"
+            ) from None
         if path is None:
             raise UserError(f"{ckpt_dir}: no loadable checkpoint (tag {tag or 'latest'})")
         scaler = client.get("grad_scaler")
@@ -341,8 +368,10 @@ class Engine:
             return out if self.rank == 0 else None
         if self.rank != 0:
             return None
-        return {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu()
-                for k, v in module.state_dict().items()}
+        return {
+            k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu()
+            for k, v in module.state_dict().items()
+        }
 
 
 def convert_to_universal(src: Path, dst: Path, timeout_s: int = 3600) -> None:
@@ -358,12 +387,27 @@ def convert_to_universal(src: Path, dst: Path, timeout_s: int = 3600) -> None:
         import shutil
 
         shutil.rmtree(dst, ignore_errors=True)
-        proc = subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder",
-                               str(src), "--output_folder", str(dst), "--num_extract_workers", "1",
-                               "--num_merge_workers", "1"], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "deepspeed.checkpoint.ds_to_universal",
+                "--input_folder",
+                str(src),
+                "--output_folder",
+                str(dst),
+                "--num_extract_workers",
+                "1",
+                "--num_merge_workers",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
-            raise UserError(f"{src}: converting the checkpoint for a different number of ranks failed:\n"
-                            f"{proc.stderr[-2000:]}")
+            raise UserError(
+                f"{src}: converting the checkpoint for a different number of ranks failed:\n{proc.stderr[-2000:]}"
+            )
         marker.write_text("ok\n")
     deadline = time.time() + timeout_s
     while not marker.is_file():

@@ -31,8 +31,12 @@ def close_process_group() -> None:
     threads and is kept: DeepSpeed caches the world group, so a process that calls an entry point again
     (a notebook, the tests) could not build a second engine after it was destroyed."""
     torch_dist = sys.modules.get("torch.distributed")  # never imported: nothing to close
-    if torch_dist is not None and torch_dist.is_available() and torch_dist.is_initialized() \
-            and torch_dist.get_world_size() > 1:
+    if (
+        torch_dist is not None
+        and torch_dist.is_available()
+        and torch_dist.is_initialized()
+        and torch_dist.get_world_size() > 1
+    ):
         torch_dist.destroy_process_group()
 
 

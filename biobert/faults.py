@@ -24,9 +24,14 @@ from typing import Any
 
 from biobert.errors import UserError
 
-_VARS = {"nan_at_sample": "BIOBERT_FAULT_NAN_AT_SAMPLE", "nan_grad_at_sample": "BIOBERT_FAULT_NAN_GRAD_AT_SAMPLE",
-         "kill_at_step": "BIOBERT_FAULT_KILL_AT_STEP", "signal_at_step": "BIOBERT_FAULT_SIGNAL_AT_STEP",
-         "kill_in_save": "BIOBERT_FAULT_KILL_IN_SAVE", "data_prep": "BIOBERT_FAULT_DATA_PREP"}
+_VARS = {
+    "nan_at_sample": "BIOBERT_FAULT_NAN_AT_SAMPLE",
+    "nan_grad_at_sample": "BIOBERT_FAULT_NAN_GRAD_AT_SAMPLE",
+    "kill_at_step": "BIOBERT_FAULT_KILL_AT_STEP",
+    "signal_at_step": "BIOBERT_FAULT_SIGNAL_AT_STEP",
+    "kill_in_save": "BIOBERT_FAULT_KILL_IN_SAVE",
+    "data_prep": "BIOBERT_FAULT_DATA_PREP",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +85,6 @@ class Faults:
     def in_save(self, tag: str, rank: int) -> None:
         if rank == 0 and self.kill_in_save == tag:
             os.kill(os.getpid(), signal.SIGKILL)
-
 
     def in_unit(self, unit: str) -> None:
         action, _, target = (self.data_prep or "").partition(":")

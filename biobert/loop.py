@@ -85,8 +85,9 @@ def _next_position(state: TrainState, global_batch: int) -> int:
     return position
 
 
-def _train_step(engine: Any, source: BatchSource, state: TrainState, seed: int, stop: int, faults: Faults,
-                total_steps: int) -> _Pending:
+def _train_step(
+    engine: Any, source: BatchSource, state: TrainState, seed: int, stop: int, faults: Faults, total_steps: int
+) -> _Pending:
     """Launch one optimizer step (all of this rank's micro-batches) and the reduction of its numbers."""
     t0 = time.time()
     seed_everything(derived_seed(seed, "step", state.step, engine.rank))  # dropout; masks have their own
@@ -116,8 +117,12 @@ def _settle(pending: _Pending, world: int) -> dict[str, float]:
     host, rest = dict(zip(_HOST, v[:3])), v[3:]
     norm = rest[0] / world if pending.values.has_norm else None  # every rank holds the same global norm
     rest = rest[1:] if pending.values.has_norm else rest
-    out = {"loss": rest[0] / max(host["micro_batches"], 1.0), "tokens": host["tokens"], "stop": host["stop"],
-           "grad_norm": norm}
+    out = {
+        "loss": rest[0] / max(host["micro_batches"], 1.0),
+        "tokens": host["tokens"],
+        "stop": host["stop"],
+        "grad_norm": norm,
+    }
     for i, n in enumerate(pending.names):
         num, den = rest[1 + 2 * i], rest[2 + 2 * i]
         if den:
@@ -139,34 +144,47 @@ def _diverged(out: dict[str, float], state: TrainState, cfg: LoopConfig, check_n
     return None
 
 
-def _roll_back(engine: Any, state: TrainState, cfg: LoopConfig, reason: str, tracker: Tracker,
-               bad: _Pending) -> TrainState:
+def _roll_back(
+    engine: Any, state: TrainState, cfg: LoopConfig, reason: str, tracker: Tracker, bad: _Pending
+) -> TrainState:
     """Reload the last good checkpoint and mark the offending global batch to be skipped from now on."""
     if state.rollbacks >= cfg.max_rollbacks:
-        raise UserError(f"training diverged again at step {bad.step} ({reason}) after {state.rollbacks} "
-                        f"rollbacks; stopping. Lower the learning rate or raise warmup in the DeepSpeed "
-                        f"config, or inspect the data at sample position {bad.position}.")
+        raise UserError(
+            f"training diverged again at step {bad.step} ({reason}) after {state.rollbacks} "
+            f"rollbacks; stopping. Lower the learning rate or raise warmup in the DeepSpeed "
+            f"config, or inspect the data at sample position {bad.position}."
+        )
     tag = checkpoint.latest_tag(cfg.run_dir)
     if tag is None:
-        raise UserError(f"training diverged at step {bad.step} ({reason}) before any checkpoint was "
-                        "saved, so there is nothing to roll back to. Lower the learning rate or save earlier "
-                        "(--save_every).")
+        raise UserError(
+            f"training diverged at step {bad.step} ({reason}) before any checkpoint was "
+            "saved, so there is nothing to roll back to. Lower the learning rate or save earlier "
+            "(--save_every)."
+        )
     integrity.verify(checkpoint.checkpoint_dir(cfg.run_dir) / tag, cfg.trust_checkpoint)
     client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), tag)
     good = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{tag}")
     good.skip_positions = sorted(set(state.skip_positions) | {bad.position})
     good.rollbacks = state.rollbacks + 1
-    tracker.log(bad.step, {"reason": reason, "rolled_back_to": good.step, "skipped_position": bad.position,
-                           "rollbacks": good.rollbacks}, kind="rollback")
+    tracker.log(
+        bad.step,
+        {"reason": reason, "rolled_back_to": good.step, "skipped_position": bad.position, "rollbacks": good.rollbacks},
+        kind="rollback",
+    )
     return good
 
 
 def _log_step(engine, source, state, out, window, cfg, tracker, flops_per_token) -> None:
     dt = max(time.time() - window["t"], 1e-9)
     record = {k: v for k, v in out.items() if k not in ("tokens", "stop", "grad_norm")}
-    record.update(lr=engine.lr, tokens_per_s=window["tokens"] / dt, samples_per_s=window["samples"] / dt,
-                  samples_seen=state.samples_seen, tokens_seen=state.tokens_seen,
-                  epoch=source.sampler.epoch_of(state.samples_seen))
+    record.update(
+        lr=engine.lr,
+        tokens_per_s=window["tokens"] / dt,
+        samples_per_s=window["samples"] / dt,
+        samples_seen=state.samples_seen,
+        tokens_seen=state.tokens_seen,
+        epoch=source.sampler.epoch_of(state.samples_seen),
+    )
     peak = cfg.peak_tflops or device_peak_tflops(engine.device, engine.dtype)
     if flops_per_token and peak:
         record["mfu"] = record["tokens_per_s"] * flops_per_token / (peak * 1e12 * engine.world_size)
@@ -183,8 +201,9 @@ def _log_step(engine, source, state, out, window, cfg, tracker, flops_per_token)
 class _Run:
     """fit()'s bookkeeping: settles steps (the divergence guard) and acts at log, eval and save steps."""
 
-    def __init__(self, engine, source, state, cfg, total_steps, run_config, evaluate, exporter, tracker,
-                 flops_per_token, faults):
+    def __init__(
+        self, engine, source, state, cfg, total_steps, run_config, evaluate, exporter, tracker, flops_per_token, faults
+    ):
         self.engine, self.source, self.state, self.cfg = engine, source, state, cfg
         self.total_steps, self.run_config, self.evaluate, self.exporter = total_steps, run_config, evaluate, exporter
         self.tracker, self.flops_per_token, self.faults = tracker, flops_per_token, faults
@@ -204,16 +223,20 @@ class _Run:
         st = self.state
         st.tokens_seen += int(out["tokens"])
         st.elapsed_s += pending.seconds
-        st.recent_losses = (st.recent_losses + [out["loss"]])[-self.cfg.divergence_window:]
+        st.recent_losses = (st.recent_losses + [out["loss"]])[-self.cfg.divergence_window :]
         self.window["tokens"] += out["tokens"]
         self.window["samples"] += self.engine.train_batch
         return out
 
     def boundary(self, stop_seen: bool) -> bool:
         step, cfg = self.state.step, self.cfg
-        return (step % cfg.log_every == 0 or step == self.total_steps or stop_seen
-                or bool(self.evaluate is not None and cfg.eval_every and step % cfg.eval_every == 0)
-                or bool(cfg.save_every and step % cfg.save_every == 0))
+        return (
+            step % cfg.log_every == 0
+            or step == self.total_steps
+            or stop_seen
+            or bool(self.evaluate is not None and cfg.eval_every and step % cfg.eval_every == 0)
+            or bool(cfg.save_every and step % cfg.save_every == 0)
+        )
 
     def act(self, out: dict[str, float], stop: StopRequest) -> None:
         """Log, evaluate and save at a boundary step whose numbers are settled; raise Preempted on a stop."""
@@ -224,26 +247,39 @@ class _Run:
             _run_eval(self.engine, self.evaluate, st, self.tracker)
             self.last_eval = st.step
         if (cfg.save_every and st.step % cfg.save_every == 0) or out["stop"]:
-            checkpoint.save(self.engine, cfg.run_dir, st, self.run_config, self.exporter, cfg.keep_last,
-                            self.faults)
+            checkpoint.save(self.engine, cfg.run_dir, st, self.run_config, self.exporter, cfg.keep_last, self.faults)
             self.last_saved = st.step
         self.faults.after_step(st.step, self.engine.rank)
         if out["stop"]:
             self.tracker.log(st.step, {"signal": stop.signum or "peer"}, kind="preempted")
             self.tracker.close()
-            raise Preempted(f"stop signal received: checkpointed {cfg.run_dir} at step {st.step}; "
-                            "run the same command with --resume to continue")
+            raise Preempted(
+                f"stop signal received: checkpointed {cfg.run_dir} at step {st.step}; "
+                "run the same command with --resume to continue"
+            )
 
 
-def fit(engine: Any, source: BatchSource, state: TrainState, cfg: LoopConfig, *, total_steps: int,
-        run_config: dict, evaluate: Evaluate | None = None, exporter: Any | None = None,
-        tracker: Tracker | None = None, flops_per_token: float = 0.0, faults: Faults = NO_FAULTS) -> TrainState:
+def fit(
+    engine: Any,
+    source: BatchSource,
+    state: TrainState,
+    cfg: LoopConfig,
+    *,
+    total_steps: int,
+    run_config: dict,
+    evaluate: Evaluate | None = None,
+    exporter: Any | None = None,
+    tracker: Tracker | None = None,
+    flops_per_token: float = 0.0,
+    faults: Faults = NO_FAULTS,
+) -> TrainState:
     """Train until `total_steps` optimizer steps, evaluating and checkpointing on the configured cadence.
     Raises Preempted after checkpointing when a stop signal arrived (the caller exits for a requeue)."""
     tracker = tracker or Tracker(cfg.run_dir, engine.rank == 0, total_steps, cfg.progress, state.step)
     engine.train(True)
-    run = _Run(engine, source, state, cfg, total_steps, run_config, evaluate, exporter, tracker, flops_per_token,
-               faults)
+    run = _Run(
+        engine, source, state, cfg, total_steps, run_config, evaluate, exporter, tracker, flops_per_token, faults
+    )
     previous: _Pending | None = None
     try:
         with StopRequest() as stop:

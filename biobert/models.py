@@ -12,10 +12,12 @@ from biobert.errors import UserError
 def check_model_dir(path: str | Path) -> Path:
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise UserError(f"{path}: not a Hugging Face model directory (no config.json). Pass --init_from with "
-                        "the directory of an exported checkpoint (run_dir/hf) or of a downloaded BERT/BioBERT model "
-                        "(fine-tuning recipes default to runs/biobert_phase2/hf, the pre-training recipe's export, "
-                        "under BIOBERT_HOME when it is set).")
+        raise UserError(
+            f"{path}: not a Hugging Face model directory (no config.json). Pass --init_from with "
+            "the directory of an exported checkpoint (run_dir/hf) or of a downloaded BERT/BioBERT model "
+            "(fine-tuning recipes default to runs/biobert_phase2/hf, the pre-training recipe's export, "
+            "under BIOBERT_HOME when it is set)."
+        )
     return path
 
 
@@ -61,23 +63,26 @@ def has_mlm_head(path: str | Path) -> bool:
     return any(k.endswith(MLM_HEAD_KEY) for k in checkpoint_weight_names(path))
 
 
-def load_pretraining_model(init_from: str | Path | None, model_config: str | Path | None = None,
-                           attn_implementation: str = "sdpa") -> torch.nn.Module:
+def load_pretraining_model(
+    init_from: str | Path | None, model_config: str | Path | None = None, attn_implementation: str = "sdpa"
+) -> torch.nn.Module:
     """BertForPreTraining from pretrained weights (missing MLM/NSP heads are freshly initialised, as for
     an encoder-only checkpoint), or randomly initialised from a config file for training from scratch."""
     from transformers import BertForPreTraining
 
     if init_from:
         path = check_model_dir(init_from)
-        model, missing = _load_checked(BertForPreTraining, path, load_bert_config(path), attn_implementation,
-                                       head_prefixes=("cls.",))
+        model, missing = _load_checked(
+            BertForPreTraining, path, load_bert_config(path), attn_implementation, head_prefixes=("cls.",)
+        )
         model.biobert_new_heads = missing
         return model
     if model_config:
         config = load_bert_config(model_config)
         return BertForPreTraining._from_config(config, attn_implementation=attn_implementation)
-    raise UserError("set --init_from (a Hugging Face BERT directory) or --model_config (a BERT config.json "
-                    "to train from scratch)")
+    raise UserError(
+        "set --init_from (a Hugging Face BERT directory) or --model_config (a BERT config.json to train from scratch)"
+    )
 
 
 def config_sha256(config) -> str:
@@ -89,8 +94,7 @@ def config_sha256(config) -> str:
     return hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def bert_attention_mask(attention_mask: torch.Tensor, attn_implementation: str,
-                        dtype: torch.dtype) -> torch.Tensor:
+def bert_attention_mask(attention_mask: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:
     """BERT's 2-D padding mask as the 4-D mask transformers passes to attention as it is. Given the 2-D one,
     transformers' mask helper first asks whether anything is padded (`mask.all()`): a host read of device
     data, a GPU sync every forward. True = attend for SDPA; an additive mask for eager attention."""
@@ -120,8 +124,14 @@ def unpad_vocab(weights: dict[str, torch.Tensor], vocab: int) -> dict[str, torch
     return {k: v[:vocab].clone() if k.endswith(names) and v.shape[0] > vocab else v for k, v in weights.items()}
 
 
-def load_task_model(model_cls: type, init_from: str | Path, task: str, labels: list[str] | None,
-                    attn_implementation: str = "sdpa", **config_updates) -> torch.nn.Module:
+def load_task_model(
+    model_cls: type,
+    init_from: str | Path,
+    task: str,
+    labels: list[str] | None,
+    attn_implementation: str = "sdpa",
+    **config_updates,
+) -> torch.nn.Module:
     """A task head (token/sequence classification, QA) on a pre-trained or fine-tuned BERT directory.
 
     A checkpoint already fine-tuned with the same head must carry the same label list (by name), so a
@@ -133,20 +143,28 @@ def load_task_model(model_cls: type, init_from: str | Path, task: str, labels: l
         if config.architectures and model_cls.__name__ in config.architectures:
             theirs = [config.id2label[i] for i in sorted(config.id2label)]
             if theirs != labels:
-                raise UserError(f"{init_from}: a {model_cls.__name__} with labels {theirs}, but {task} has "
-                                f"{labels}. Start from a pre-trained (not fine-tuned) checkpoint or from one "
-                                "fine-tuned on the same label set.")
+                raise UserError(
+                    f"{init_from}: a {model_cls.__name__} with labels {theirs}, but {task} has "
+                    f"{labels}. Start from a pre-trained (not fine-tuned) checkpoint or from one "
+                    "fine-tuned on the same label set."
+                )
         config.num_labels = len(labels)
         config.id2label = dict(enumerate(labels))
         config.label2id = {label: i for i, label in enumerate(labels)}
     for key, value in config_updates.items():
         setattr(config, key, value)
-    return _load_checked(model_cls, Path(init_from), config, attn_implementation,
-                         head_prefixes=("classifier.", "qa_outputs.", "cls.", "bert.pooler."))[0]
+    return _load_checked(
+        model_cls,
+        Path(init_from),
+        config,
+        attn_implementation,
+        head_prefixes=("classifier.", "qa_outputs.", "cls.", "bert.pooler."),
+    )[0]
 
 
-def _load_checked(model_cls: type, path: Path, config, attn_implementation: str,
-                  head_prefixes: tuple[str, ...]) -> tuple[torch.nn.Module, list[str]]:
+def _load_checked(
+    model_cls: type, path: Path, config, attn_implementation: str, head_prefixes: tuple[str, ...]
+) -> tuple[torch.nn.Module, list[str]]:
     """from_pretrained, refusing what did not load: every encoder weight must come from the checkpoint (only
     the heads in `head_prefixes` may be new), so a renamed or damaged checkpoint never trains a random encoder.
     Returns the model and the new (randomly initialised) head weights."""
@@ -155,14 +173,17 @@ def _load_checked(model_cls: type, path: Path, config, attn_implementation: str,
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the new-head report is expected; what matters is checked below
     try:
-        model, info = model_cls.from_pretrained(str(path), config=config, output_loading_info=True,
-                                                attn_implementation=attn_implementation)
+        model, info = model_cls.from_pretrained(
+            str(path), config=config, output_loading_info=True, attn_implementation=attn_implementation
+        )
     except Exception as e:  # noqa: BLE001  (safetensors, torch and transformers each raise their own type)
         if isinstance(e, UserError):
             raise
-        raise UserError(f"{path}: cannot read the weights ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                        "the weight file is damaged, truncated or not a Hugging Face checkpoint. Re-download or "
-                        "re-export it.") from None
+        raise UserError(
+            f"{path}: cannot read the weights ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "the weight file is damaged, truncated or not a Hugging Face checkpoint. Re-download or "
+            "re-export it."
+        ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
     missing = sorted(info.get("missing_keys", []))
@@ -171,10 +192,14 @@ def _load_checked(model_cls: type, path: Path, config, attn_implementation: str,
         unexpected = sorted(info.get("unexpected_keys", []))
         hint = ""
         if unexpected and all(k.startswith("module.") for k in unexpected[:20]):
-            hint = (" Its weight names start with 'module.' (saved from a wrapped model): strip that prefix from "
-                    "every key, or export the model with save_pretrained.")
+            hint = (
+                " Its weight names start with 'module.' (saved from a wrapped model): strip that prefix from "
+                "every key, or export the model with save_pretrained."
+            )
         elif unexpected:
             hint = f" It holds other names instead, e.g. {unexpected[:3]}."
-        raise UserError(f"{path}: {len(lost)} encoder weights are missing from the checkpoint (e.g. {lost[:3]}), so "
-                        f"they would be random.{hint} Is this a BERT checkpoint?")
+        raise UserError(
+            f"{path}: {len(lost)} encoder weights are missing from the checkpoint (e.g. {lost[:3]}), so "
+            f"they would be random.{hint} Is this a BERT checkpoint?"
+        )
     return model, [k for k in missing if k.startswith(head_prefixes)]

@@ -36,8 +36,16 @@ class EpochSampler:
     DistributedSampler pads, so every example is trained on every epoch.
     """
 
-    def __init__(self, num_examples: int, global_batch: int, seed: int, shuffle: bool = True,
-                 drop_last: bool = True, lengths: np.ndarray | None = None, group_size: int = 50):
+    def __init__(
+        self,
+        num_examples: int,
+        global_batch: int,
+        seed: int,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        lengths: np.ndarray | None = None,
+        group_size: int = 50,
+    ):
         if num_examples < 1:
             raise ValueError("EpochSampler needs at least one example")
         self.n, self.global_batch, self.seed = num_examples, global_batch, seed
@@ -74,20 +82,22 @@ class EpochSampler:
         """Batches of similar lengths pad less (2-3x less for NER sentences): sort each random chunk of
         `group_size` global batches by length, then shuffle the order of the resulting batches."""
         chunk = self.global_batch * self.group_size
-        grouped = [sorted(order[i: i + chunk], key=lambda ix: -self.lengths[ix]) for i in range(0, self.n, chunk)]
+        grouped = [sorted(order[i : i + chunk], key=lambda ix: -self.lengths[ix]) for i in range(0, self.n, chunk)]
         flat = np.concatenate([np.asarray(g, dtype=np.int64) for g in grouped])
         full = len(flat) // self.global_batch
         batches = flat[: full * self.global_batch].reshape(full, self.global_batch)
-        tail = flat[full * self.global_batch:]
+        tail = flat[full * self.global_batch :]
         return np.concatenate([batches[rng.permutation(full)].reshape(-1), tail])
 
     def global_batch_at(self, samples_seen: int) -> np.ndarray:
         """Example indices of the global batch that starts at sample position `samples_seen`."""
         if samples_seen % self.global_batch:
-            raise ValueError(f"sample position {samples_seen} is not a multiple of the global batch "
-                             f"{self.global_batch}; was the run resumed with a different train_batch_size?")
+            raise ValueError(
+                f"sample position {samples_seen} is not a multiple of the global batch "
+                f"{self.global_batch}; was the run resumed with a different train_batch_size?"
+            )
         epoch, offset = divmod(samples_seen, self.samples_per_epoch)
-        return self._order(epoch)[offset: offset + self.global_batch]
+        return self._order(epoch)[offset : offset + self.global_batch]
 
     def epoch_of(self, samples_seen: int) -> float:
         return samples_seen / self.samples_per_epoch
@@ -99,7 +109,7 @@ def rank_micro_batches(indices: np.ndarray, layout: BatchLayout) -> list[np.ndar
     out = []
     for m in range(layout.grad_accum):
         start = (m * layout.world_size + layout.rank) * layout.micro_batch
-        out.append(indices[start: start + layout.micro_batch])
+        out.append(indices[start : start + layout.micro_batch])
     return out
 
 
@@ -127,8 +137,16 @@ class BatchSource:
     training thread's global state, so the same step gets the same batches whether prefetched or not.
     """
 
-    def __init__(self, sampler: EpochSampler, layout: BatchLayout, fetch: Callable[..., dict[str, Any]], *,
-                 seed: int | None = None, prefetch: bool = True, pin: bool = False):
+    def __init__(
+        self,
+        sampler: EpochSampler,
+        layout: BatchLayout,
+        fetch: Callable[..., dict[str, Any]],
+        *,
+        seed: int | None = None,
+        prefetch: bool = True,
+        pin: bool = False,
+    ):
         if layout.global_batch != layout.micro_batch * layout.grad_accum * layout.world_size:
             raise ValueError(f"inconsistent batch layout {layout}")
         self.sampler, self.layout, self.fetch = sampler, layout, fetch

@@ -59,8 +59,7 @@ class WordPieceTokenizer:
         return self.vocab["[MASK]"]
 
     def special_ids(self) -> dict[str, int]:
-        return {"pad": self.pad_id, "unk": self.unk_id, "cls": self.cls_id, "sep": self.sep_id,
-                "mask": self.mask_id}
+        return {"pad": self.pad_id, "unk": self.unk_id, "cls": self.cls_id, "sep": self.sep_id, "mask": self.mask_id}
 
     def continuation_ids(self) -> tuple[int, ...]:
         """Ids of WordPiece "##" pieces: each continues the word of the piece before it."""
@@ -80,14 +79,23 @@ class WordPieceTokenizer:
         out.mkdir(parents=True, exist_ok=True)
         ordered = sorted(self.vocab.items(), key=lambda kv: kv[1])
         (out / "vocab.txt").write_text("".join(tok + "\n" for tok, _ in ordered), encoding="utf-8")
-        config = {"tokenizer_class": "BertTokenizer", "do_lower_case": self.lowercase,
-                  "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-                  "mask_token": "[MASK]", "model_max_length": 512}
+        config = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": self.lowercase,
+            "unk_token": "[UNK]",
+            "sep_token": "[SEP]",
+            "pad_token": "[PAD]",
+            "cls_token": "[CLS]",
+            "mask_token": "[MASK]",
+            "model_max_length": 512,
+        }
         (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
         full = Tokenizer.from_str(self.backend.to_str())
         full.post_processor = TemplateProcessing(
-            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-            special_tokens=[("[CLS]", self.cls_id), ("[SEP]", self.sep_id)])
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", self.cls_id), ("[SEP]", self.sep_id)],
+        )
         full.save(str(out / "tokenizer.json"))
 
 
@@ -137,15 +145,22 @@ def load_tokenizer(path: str | Path, lowercase: bool | None = None) -> WordPiece
     path = Path(path)
     vocab_file = path / "vocab.txt" if path.is_dir() else path
     if not vocab_file.is_file():
-        raise UserError(f"{vocab_file}: no such vocabulary file; pass a vocab.txt or a BERT model directory "
-                        "that contains one")
+        raise UserError(
+            f"{vocab_file}: no such vocabulary file; pass a vocab.txt or a BERT model directory that contains one"
+        )
     vocab = _read_vocab(vocab_file)
     if lowercase is None:
         lowercase = _infer_lowercase(path, vocab)
     backend = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
-    backend.normalizer = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
-                                        lowercase=lowercase)
+    backend.normalizer = BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+    )
     backend.pre_tokenizer = BertPreTokenizer()
     backend.decoder = WordPieceDecoder(prefix="##")
-    return WordPieceTokenizer(backend=backend, vocab_file=vocab_file, vocab=vocab, lowercase=lowercase,
-                              vocab_hash=vocab_hash(vocab, lowercase))
+    return WordPieceTokenizer(
+        backend=backend,
+        vocab_file=vocab_file,
+        vocab=vocab,
+        lowercase=lowercase,
+        vocab_hash=vocab_hash(vocab, lowercase),
+    )

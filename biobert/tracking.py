@@ -11,8 +11,9 @@ from typing import Any
 
 
 class Tracker:
-    def __init__(self, run_dir: str | Path, enabled: bool, total_steps: int, progress: bool = True,
-                 start_step: int = 0):
+    def __init__(
+        self, run_dir: str | Path, enabled: bool, total_steps: int, progress: bool = True, start_step: int = 0
+    ):
         self.enabled = enabled
         self.run_dir = Path(run_dir)
         self._tb = None
@@ -31,8 +32,9 @@ class Tracker:
         if progress:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                             file=sys.stderr, mininterval=1.0)
+            self._bar = tqdm(
+                total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=1.0
+            )
 
     def log(self, step: int, metrics: dict[str, Any], kind: str = "train") -> None:
         if not self.enabled:

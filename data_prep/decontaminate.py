@@ -51,7 +51,7 @@ def ngram_hashes(text: str, n: int) -> Iterator[int]:
     for segment in PLACEHOLDER.split(text):
         tokens = words(segment)
         for i in range(len(tokens) - n + 1):
-            digest = hashlib.blake2b(" ".join(tokens[i:i + n]).encode("utf-8"), digest_size=8).digest()
+            digest = hashlib.blake2b(" ".join(tokens[i : i + n]).encode("utf-8"), digest_size=8).digest()
             yield int.from_bytes(digest, "little")
 
 
@@ -86,8 +86,10 @@ def _read_tsv(path: Path) -> Iterator[str]:
         if line.strip():
             fields = line.split("\t")
             if len(fields) <= column:
-                raise UserError(f"{path}:{line_no}: expected a sentence in column {column + 1} (tab-separated), "
-                                f"got {line[:80]!r}; is this a BioBERT RE file?")
+                raise UserError(
+                    f"{path}:{line_no}: expected a sentence in column {column + 1} (tab-separated), "
+                    f"got {line[:80]!r}; is this a BioBERT RE file?"
+                )
             yield fields[column]
 
 
@@ -101,8 +103,9 @@ def _ner_sentences(path: Path, lines: list[str]) -> Iterator[str]:
             continue
         fields = line.split("\t")
         if len(fields) < 2:
-            raise UserError(f"{path}:{line_no}: expected 'word<TAB>label', got {line[:80]!r}; is this a "
-                            "BioBERT NER file?")
+            raise UserError(
+                f"{path}:{line_no}: expected 'word<TAB>label', got {line[:80]!r}; is this a BioBERT NER file?"
+            )
         sentence.append(fields[0])
     if sentence:
         yield " ".join(sentence)
@@ -128,8 +131,10 @@ def _read_json(path: Path, pmids: set[str]) -> Iterator[str]:
         else:
             raise KeyError("data' or 'questions")
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise UserError(f"{path}: not a BioASQ JSON file ({type(e).__name__}: {e}); expected SQuAD layout "
-                        "{'data': [{'paragraphs': [{'context': ...}]}]} or BioASQ {'questions': [...]}") from None
+        raise UserError(
+            f"{path}: not a BioASQ JSON file ({type(e).__name__}: {e}); expected SQuAD layout "
+            "{'data': [{'paragraphs': [{'context': ...}]}]} or BioASQ {'questions': [...]}"
+        ) from None
 
 
 def _read_pmids(path: Path) -> Iterator[str]:
@@ -147,16 +152,23 @@ def _expand(paths: Iterable[str]) -> list[Path]:
     for spec in paths:
         path = Path(spec)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_test_file(p) and
-                           (p.suffix in (".tsv", ".json") or _is_pmid_list(p)))
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and is_test_file(p) and (p.suffix in (".tsv", ".json") or _is_pmid_list(p))
+            )
             if not found:
-                raise UserError(f"{path}: no test files (test*.tsv, *test*.json, *golden*.json, *.pmids, "
-                                "pmids.txt) found in this directory; pass the test files themselves")
+                raise UserError(
+                    f"{path}: no test files (test*.tsv, *test*.json, *golden*.json, *.pmids, "
+                    "pmids.txt) found in this directory; pass the test files themselves"
+                )
             files += found
         elif path.is_file():
             if not (path.suffix in (".tsv", ".json") or _is_pmid_list(path)):
-                raise UserError(f"{path}: unknown test-set format; expected a BioBERT .tsv, a BioASQ .json, "
-                                "or a PMID list (*.pmids, pmids.txt)")
+                raise UserError(
+                    f"{path}: unknown test-set format; expected a BioBERT .tsv, a BioASQ .json, "
+                    "or a PMID list (*.pmids, pmids.txt)"
+                )
             files.append(path)
         else:
             raise UserError(f"{path}: no such file or directory (decontamination test-set path)")
@@ -202,7 +214,7 @@ class Decontaminator:
             self.stats["sentences_too_short"] += not hashes  # fewer than `ngram` words: cannot be matched
 
     def check(self, doc: Document) -> str | None:
-        """"pmid" if the document's PMID is a test-set PMID, "ngram" if it shares an n-gram, else None."""
+        """ "pmid" if the document's PMID is a test-set PMID, "ngram" if it shares an n-gram, else None."""
         pmid = doc.meta.get("pmid")
         if pmid is None and doc.doc_id.startswith("pmid:"):
             pmid = doc.doc_id.removeprefix("pmid:")
@@ -215,6 +227,11 @@ class Decontaminator:
         return None
 
     def summary(self) -> dict:
-        return {"files": list(self.files), "ngram": self.ngram, "sentences": self.stats["sentences"],
-                "sentences_too_short": self.stats["sentences_too_short"], "ngrams": len(self.hashes),
-                "pmids": len(self.pmids)}
+        return {
+            "files": list(self.files),
+            "ngram": self.ngram,
+            "sentences": self.stats["sentences"],
+            "sentences_too_short": self.stats["sentences_too_short"],
+            "ngrams": len(self.hashes),
+            "pmids": len(self.pmids),
+        }

@@ -42,8 +42,9 @@ PUBMED_FILE = re.compile(r"^pubmed\d{2}n\d{4}\.xml\.gz$")
 PMC_FILE = re.compile(r"^oa_[a-z]+_xml\.(?:(?P<baseline>PMC\w+\.baseline)|incr)\.[\w-]+\.tar\.gz$")
 HREF = re.compile(r"""<a\s[^>]*?href\s*=\s*["']([^"'#?]+)["']""", re.IGNORECASE)
 # NCBI writes "MD5(pubmed25n0001.xml.gz)= <hex>"; md5sum writes "<hex>  <name>".
-MD5_LINE = re.compile(r"MD5\s*\((?P<name>[^)]+)\)\s*=\s*(?P<hex>[0-9a-fA-F]{32})|^(?P<bare>[0-9a-fA-F]{32})\b",
-                      re.MULTILINE)
+MD5_LINE = re.compile(
+    r"MD5\s*\((?P<name>[^)]+)\)\s*=\s*(?P<hex>[0-9a-fA-F]{32})|^(?P<bare>[0-9a-fA-F]{32})\b", re.MULTILINE
+)
 
 
 class RetryableError(Exception):
@@ -74,8 +75,10 @@ def _open(url: str, opts: Options, headers: dict[str, str] | None = None) -> htt
             return e  # type: ignore[return-value]
         if e.code >= 500 or e.code == 429:
             raise RetryableError(f"HTTP {e.code} {e.reason}") from None
-        raise UserError(f"{url}: HTTP {e.code} {e.reason}; check --base_url (and that the file still "
-                        "exists on the server: NCBI replaces the baseline once a year)") from None
+        raise UserError(
+            f"{url}: HTTP {e.code} {e.reason}; check --base_url (and that the file still "
+            "exists on the server: NCBI replaces the baseline once a year)"
+        ) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise RetryableError(f"{type(e).__name__}: {getattr(e, 'reason', e)}") from None
 
@@ -87,8 +90,10 @@ def _with_retries(what: str, opts: Options, action):
             return action()
         except RetryableError as e:
             if attempt == opts.retries:
-                raise UserError(f"{what}: failed after {opts.retries + 1} tries ({e}); check the network and "
-                                "re-run: finished files are kept and partial ones resume") from None
+                raise UserError(
+                    f"{what}: failed after {opts.retries + 1} tries ({e}); check the network and "
+                    "re-run: finished files are kept and partial ones resume"
+                ) from None
             delay = opts.backoff * 2**attempt
             _log(f"{what}: {e}; retrying in {delay:.1f}s ({attempt + 1}/{opts.retries})")
             time.sleep(delay)
@@ -120,8 +125,10 @@ def _parse_md5(text: str, name: str, url: str) -> str:
     if match is None:
         raise UserError(f"{url}: no MD5 checksum found in {text[:80]!r}; expected 'MD5({name})= <32 hex>'")
     if match.group("name") is not None and match.group("name").strip() != name:
-        raise UserError(f"{url}: checksum is for {match.group('name')!r}, not {name!r}; the server's listing is "
-                        "inconsistent, try again later")
+        raise UserError(
+            f"{url}: checksum is for {match.group('name')!r}, not {name!r}; the server's listing is "
+            "inconsistent, try again later"
+        )
     return (match.group("hex") or match.group("bare")).lower()
 
 
@@ -198,19 +205,30 @@ def download_one(remote: RemoteFile, out_dir: Path, known: dict | None, opts: Op
         if expected is None or md5 == expected:
             os.replace(part, final)
             seconds = time.monotonic() - start
-            _log(f"{remote.rel_path}: {size / 1e6:,.1f} MB in {seconds:.1f}s "
-                 f"({size / 1e6 / max(seconds, 1e-6):.1f} MB/s), md5 {'ok' if expected else 'not published'}")
+            _log(
+                f"{remote.rel_path}: {size / 1e6:,.1f} MB in {seconds:.1f}s "
+                f"({size / 1e6 / max(seconds, 1e-6):.1f} MB/s), md5 {'ok' if expected else 'not published'}"
+            )
             return _entry(remote, size, md5, expected is not None)
         part.unlink()
         if attempt == 0:
             _log(f"{remote.rel_path}: md5 {md5} does not match the published {expected}; downloading again")
-    raise UserError(f"{remote.url}: md5 of the download ({md5}) does not match {remote.md5_url} ({expected}) "
-                    "twice; the file was deleted. Re-run later (NCBI may be updating the file) or report it")
+    raise UserError(
+        f"{remote.url}: md5 of the download ({md5}) does not match {remote.md5_url} ({expected}) "
+        "twice; the file was deleted. Re-run later (NCBI may be updating the file) or report it"
+    )
 
 
 def _entry(remote: RemoteFile, size: int, md5: str, verified: bool, skipped: bool = False) -> dict:
-    return {"file": remote.rel_path, "url": remote.url, "bytes": size, "md5": md5, "verified": verified,
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "skipped": skipped}
+    return {
+        "file": remote.rel_path,
+        "url": remote.url,
+        "bytes": size,
+        "md5": md5,
+        "verified": verified,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "skipped": skipped,
+    }
 
 
 def _log(message: str) -> None:
@@ -219,37 +237,48 @@ def _log(message: str) -> None:
 
 def plan_pubmed(base_url: str, what: str, opts: Options) -> list[RemoteFile]:
     remotes = []
-    for sub in (["baseline", "updatefiles"] if what == "both" else [what]):
+    for sub in ["baseline", "updatefiles"] if what == "both" else [what]:
         url = urljoin(base_url, sub + "/")
         names = set(list_directory(url, opts))
         files = sorted(n for n in names if PUBMED_FILE.match(n))
         if not files:
-            raise UserError(f"{url}: no pubmedNNnNNNN.xml.gz files listed; check --base_url (it should be the "
-                            f"directory that holds baseline/ and updatefiles/, default {PUBMED_URL})")
+            raise UserError(
+                f"{url}: no pubmedNNnNNNN.xml.gz files listed; check --base_url (it should be the "
+                f"directory that holds baseline/ and updatefiles/, default {PUBMED_URL})"
+            )
         remotes += [RemoteFile(n, urljoin(url, n), f"{sub}/{n}", urljoin(url, n + ".md5")) for n in files]
         missing_md5 = [n for n in files if n + ".md5" not in names]
         if missing_md5:  # NCBI always publishes them; a listing without them is a mirror or a changed layout
-            raise UserError(f"{url}: no .md5 files listed for {len(missing_md5)} file(s), e.g. {missing_md5[0]}; "
-                            "point --base_url at NCBI or a complete mirror")
+            raise UserError(
+                f"{url}: no .md5 files listed for {len(missing_md5)} file(s), e.g. {missing_md5[0]}; "
+                "point --base_url at NCBI or a complete mirror"
+            )
     return remotes
 
 
 def plan_pmc(base_url: str, what: str, filelists: bool, opts: Options) -> list[RemoteFile]:
     names = list_directory(base_url, opts)
     listed = set(names)
-    packages = sorted(n for n in listed if (m := PMC_FILE.match(n)) and
-                      (what == "both" or (what == "baseline") == bool(m.group("baseline"))))
+    packages = sorted(
+        n
+        for n in listed
+        if (m := PMC_FILE.match(n)) and (what == "both" or (what == "baseline") == bool(m.group("baseline")))
+    )
     if not packages:
-        raise UserError(f"{base_url}: no OA bulk packages (oa_*_xml.*.tar.gz) listed; check --base_url "
-                        f"(default {PMC_URL})")
+        raise UserError(
+            f"{base_url}: no OA bulk packages (oa_*_xml.*.tar.gz) listed; check --base_url (default {PMC_URL})"
+        )
     remotes = []
     for name in packages:
         md5 = urljoin(base_url, name + ".md5") if name + ".md5" in listed else None
         remotes.append(RemoteFile(name, urljoin(base_url, name), name, md5))
         stem = name[: -len(".tar.gz")]
         if filelists:  # the .csv lists every article (PMCID, PMID, licence, retraction) in the package
-            remotes += [RemoteFile(f, urljoin(base_url, f), f, None) for f in (stem + ".filelist.csv",
-                                                                               stem + ".filelist.txt") if f in listed]
+            remotes += [
+                RemoteFile(f, urljoin(base_url, f), f, None)
+                for f in (stem + ".filelist.csv", stem + ".filelist.txt")
+                if f in listed
+            ]
     return remotes
 
 
@@ -257,8 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m data_prep download", description=__doc__.split("\n\n")[0])
     p.add_argument("source", choices=("pubmed", "pmc"))
     p.add_argument("--out", required=True, help="download directory (pubmed: baseline/ and updatefiles/ inside)")
-    p.add_argument("--what", choices=("baseline", "updatefiles", "incremental", "both"), default="baseline",
-                   help="pubmed: baseline|updatefiles|both; pmc: baseline|incremental|both (default baseline)")
+    p.add_argument(
+        "--what",
+        choices=("baseline", "updatefiles", "incremental", "both"),
+        default="baseline",
+        help="pubmed: baseline|updatefiles|both; pmc: baseline|incremental|both (default baseline)",
+    )
     p.add_argument("--base_url", default=None, help=f"pubmed default {PUBMED_URL}; pmc default {PMC_URL}")
     p.add_argument("--limit", type=int, default=None, help="only the first N files (in name order)")
     p.add_argument("--jobs", type=int, default=2, help="parallel downloads (NCBI asks for few connections)")
@@ -275,11 +308,17 @@ def _validate(args: argparse.Namespace) -> None:
         (scheme in ("http", "https"), f"--base_url must be an http(s) URL, got {args.base_url!r}"),
         (args.limit is None or args.limit >= 1, f"--limit must be >= 1, got {args.limit}"),
         (1 <= args.jobs <= 16, f"--jobs must be in [1, 16], got {args.jobs}"),
-        (args.timeout > 0 and args.retries >= 0 and args.backoff >= 0, "--timeout must be > 0, --retries and "
-         "--backoff >= 0"),
-        (args.what in (("baseline", "updatefiles", "both") if args.source == "pubmed" else
-                       ("baseline", "incremental", "both")),
-         f"--what {args.what} is not available for {args.source}"),
+        (
+            args.timeout > 0 and args.retries >= 0 and args.backoff >= 0,
+            "--timeout must be > 0, --retries and --backoff >= 0",
+        ),
+        (
+            args.what
+            in (
+                ("baseline", "updatefiles", "both") if args.source == "pubmed" else ("baseline", "incremental", "both")
+            ),
+            f"--what {args.what} is not available for {args.source}",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -292,8 +331,10 @@ def _load_manifest(path: Path) -> dict:
     try:
         return {e["file"]: e for e in json.loads(path.read_text())["files"]}
     except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path}: unreadable download manifest ({e}); delete it (files are re-verified "
-                        "against their md5) and re-run") from None
+        raise UserError(
+            f"{path}: unreadable download manifest ({e}); delete it (files are re-verified "
+            "against their md5) and re-run"
+        ) from None
 
 
 def _write_manifest(path: Path, header: dict, entries: dict[str, dict]) -> None:
@@ -343,11 +384,17 @@ def main(argv: list[str] | None = None) -> dict:
             _write_manifest(manifest_path, header, entries)
     _write_manifest(manifest_path, header, entries)
     if failed:
-        raise UserError(f"{len(failed)} of {len(remotes)} file(s) failed (the others are done and recorded in "
-                        f"{manifest_path}):\n" + "\n".join(failed.values()))
+        raise UserError(
+            f"{len(failed)} of {len(remotes)} file(s) failed (the others are done and recorded in "
+            f"{manifest_path}):\n" + "\n".join(failed.values())
+        )
     _log(f"done: {len(downloaded)} downloaded, {len(skipped)} already complete; manifest {manifest_path}")
-    return {"downloaded": sorted(downloaded), "skipped": sorted(skipped), "failed": failed,
-            "manifest": str(manifest_path)}
+    return {
+        "downloaded": sorted(downloaded),
+        "skipped": sorted(skipped),
+        "failed": failed,
+        "manifest": str(manifest_path),
+    }
 
 
 if __name__ == "__main__":

@@ -86,13 +86,17 @@ def claim(out: Path, identity: dict, units: list[str], part: tuple[int, int] | N
     previous = json.loads((out / RUN_FILE).read_text(encoding="utf-8")) if (out / RUN_FILE).is_file() else None
     if not overwrite:
         if finished:
-            raise UserError(f"{out}: already holds prepared shards ({finished[0].name}); pass --overwrite to "
-                            "replace them or choose another --out")
+            raise UserError(
+                f"{out}: already holds prepared shards ({finished[0].name}); pass --overwrite to "
+                "replace them or choose another --out"
+            )
         changed = [k for k in _IDENTITY_KEYS if previous is not None and previous.get(k) != identity[k]]
         if changed:
-            raise UserError(f"{out}: holds an unfinished run with different {', '.join(changed)} "
-                            f"({', '.join(f'{previous.get(k)} -> {identity[k]}' for k in changed)}); rerun it with "
-                            "its own options to finish it, pass --overwrite to discard it, or choose another --out")
+            raise UserError(
+                f"{out}: holds an unfinished run with different {', '.join(changed)} "
+                f"({', '.join(f'{previous.get(k)} -> {identity[k]}' for k in changed)}); rerun it with "
+                "its own options to finish it, pass --overwrite to discard it, or choose another --out"
+            )
     else:
         for path in finished + ([] if part else list(out.glob("manifest.part-*.json"))):
             path.unlink()  # first, so an interrupted rerun never looks finished
@@ -112,10 +116,20 @@ def claim(out: Path, identity: dict, units: list[str], part: tuple[int, int] | N
 def header(resolved: dict, tokenizer, config_hash: str, inputs_hash: str) -> dict:
     from data_prep.shards import FORMAT, FORMAT_VERSION
 
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "seq_len": resolved["seq_len"],
-            "mode": resolved["mode"], "vocab_size": tokenizer.vocab_size, "tokenizer_hash": tokenizer.vocab_hash,
-            "lowercase": tokenizer.lowercase, "special_ids": tokenizer.special_ids(), "tokenizer_dir": "tokenizer",
-            "config": resolved, "config_hash": config_hash, "inputs_hash": inputs_hash}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "seq_len": resolved["seq_len"],
+        "mode": resolved["mode"],
+        "vocab_size": tokenizer.vocab_size,
+        "tokenizer_hash": tokenizer.vocab_hash,
+        "lowercase": tokenizer.lowercase,
+        "special_ids": tokenizer.special_ids(),
+        "tokenizer_dir": "tokenizer",
+        "config": resolved,
+        "config_hash": config_hash,
+        "inputs_hash": inputs_hash,
+    }
 
 
 def _input_entry(marker: dict) -> dict:
@@ -123,9 +137,18 @@ def _input_entry(marker: dict) -> dict:
     total = SplitStats()
     for s in stats.values():
         total.add(s)
-    return marker["input"] | marker["report"] | {
-        "documents": total.documents, "examples": total.examples, "train_examples": stats["train"].examples,
-        "heldout_examples": stats["heldout"].examples, "skipped": marker["skipped"], "error": marker["error"]}
+    return (
+        marker["input"]
+        | marker["report"]
+        | {
+            "documents": total.documents,
+            "examples": total.examples,
+            "train_examples": stats["train"].examples,
+            "heldout_examples": stats["heldout"].examples,
+            "skipped": marker["skipped"],
+            "error": marker["error"],
+        }
+    )
 
 
 def assemble(head: dict, markers: list[dict], decontamination: dict | None = None) -> dict:
@@ -147,9 +170,11 @@ def assemble(head: dict, markers: list[dict], decontamination: dict | None = Non
     manifest = head | {
         "inputs": [_input_entry(m) for m in markers],
         "counts": total.as_dict(seq_len) | {s: stats[s].as_dict(seq_len) for s in SPLITS},
-        "splits": {s: {"examples": stats[s].examples, "shards": [x for m in markers for x in m["shards"][s]]}
-                   for s in SPLITS},
-        "skipped": {k: v for k, v in sorted(skipped.items()) if v}, "errors": errors,
+        "splits": {
+            s: {"examples": stats[s].examples, "shards": [x for m in markers for x in m["shards"][s]]} for s in SPLITS
+        },
+        "skipped": {k: v for k, v in sorted(skipped.items()) if v},
+        "errors": errors,
     }
     if decontamination is not None:
         key = "dropped" if decontamination["action"] == "drop" else "flagged"
@@ -166,17 +191,23 @@ def _load_parts(out: Path) -> list[dict]:
         if m:
             found.setdefault(int(m.group(2)), set()).add(int(m.group(1)))
     if not found:
-        raise UserError(f"{out}: no manifest.part-<i>-of-<N>.json found; run `python -m data_prep ... --out {out} "
-                        "--part i/N` for every i first")
+        raise UserError(
+            f"{out}: no manifest.part-<i>-of-<N>.json found; run `python -m data_prep ... --out {out} "
+            "--part i/N` for every i first"
+        )
     if len(found) > 1:
-        raise UserError(f"{out}: part manifests of different splits ({', '.join(f'of-{n}' for n in sorted(found))}"
-                        "); delete the stale ones")
-    (count, present), = found.items()
+        raise UserError(
+            f"{out}: part manifests of different splits ({', '.join(f'of-{n}' for n in sorted(found))}"
+            "); delete the stale ones"
+        )
+    ((count, present),) = found.items()
     missing = sorted(set(range(count)) - present)
     if missing:
-        raise UserError(f"{out}: parts {', '.join(map(str, missing))} of {count} have not finished (no "
-                        f"{part_manifest_name(missing[0], count)}); run them (`--part {missing[0]}/{count}`, ...) "
-                        "and merge again")
+        raise UserError(
+            f"{out}: parts {', '.join(map(str, missing))} of {count} have not finished (no "
+            f"{part_manifest_name(missing[0], count)}); run them (`--part {missing[0]}/{count}`, ...) "
+            "and merge again"
+        )
     return [json.loads((out / part_manifest_name(i, count)).read_text(encoding="utf-8")) for i in range(count)]
 
 
@@ -187,30 +218,52 @@ def merge(out: str | Path) -> dict:
     for key in ("format_version", "config_hash", "tokenizer_hash", "inputs_hash", "seq_len", "mode"):
         values = {json.dumps(p.get(key)) for p in parts}
         if len(values) > 1:
-            raise UserError(f"{out}: the parts disagree on {key} ({', '.join(sorted(values))}); they come from "
-                            "different runs: rerun the odd ones with the same options (--overwrite)")
+            raise UserError(
+                f"{out}: the parts disagree on {key} ({', '.join(sorted(values))}); they come from "
+                "different runs: rerun the odd ones with the same options (--overwrite)"
+            )
     markers = []
     for p in parts:
         for position, unit in p["part"]["units"]:
             marker = read_marker(out, unit)
             if marker is None or marker.get("config_hash") != p["config_hash"] or marker["position"] != position:
-                raise UserError(f"{marker_path(out, unit)}: missing or from another run, but part "
-                                f"{p['part']['index']} lists it; rerun that part")
+                raise UserError(
+                    f"{marker_path(out, unit)}: missing or from another run, but part "
+                    f"{p['part']['index']} lists it; rerun that part"
+                )
             markers.append(marker)
     markers.sort(key=lambda m: m["position"])
     if [m["position"] for m in markers] != list(range(parts[0]["part"]["inputs_total"])):
         raise UserError(f"{out}: the parts do not cover every input file exactly once; rerun with the same --input")
-    head = {k: parts[0][k] for k in ("format", "format_version", "seq_len", "mode", "vocab_size", "tokenizer_hash",
-                                     "lowercase", "special_ids", "tokenizer_dir", "config", "config_hash",
-                                     "inputs_hash")}
+    head = {
+        k: parts[0][k]
+        for k in (
+            "format",
+            "format_version",
+            "seq_len",
+            "mode",
+            "vocab_size",
+            "tokenizer_hash",
+            "lowercase",
+            "special_ids",
+            "tokenizer_dir",
+            "config",
+            "config_hash",
+            "inputs_hash",
+        )
+    }
     head["config"] = head["config"] | {"part": None, "workers": sum(p["workers"] for p in parts)}
     manifest = assemble(head, markers, parts[0].get("decontamination"))
     for key in ("supersession", "tool_version"):
         if key in parts[0]:
             manifest[key] = parts[0][key]
-    manifest |= {"parts": [{k: p.get(k) for k in ("created", "elapsed_s", "workers")} | {"index": p["part"]["index"]}
-                           for p in parts],
-                 "workers": sum(p["workers"] for p in parts), "created": min(p["created"] for p in parts),
-                 "elapsed_s": max(p["elapsed_s"] for p in parts)}
+    manifest |= {
+        "parts": [
+            {k: p.get(k) for k in ("created", "elapsed_s", "workers")} | {"index": p["part"]["index"]} for p in parts
+        ],
+        "workers": sum(p["workers"] for p in parts),
+        "created": min(p["created"] for p in parts),
+        "elapsed_s": max(p["elapsed_s"] for p in parts),
+    }
     write_manifest(out, manifest)
     return manifest

@@ -65,8 +65,18 @@ def truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Rando
 class Packer:
     """Packs one stream of documents (one split of one input file) deterministically from its seed."""
 
-    def __init__(self, *, seq_len: int, mode: str, cls_id: int, sep_id: int, seed: int,
-                 short_seq_prob: float = 0.1, buffer_docs: int = 1000, cross_document: bool = True):
+    def __init__(
+        self,
+        *,
+        seq_len: int,
+        mode: str,
+        cls_id: int,
+        sep_id: int,
+        seed: int,
+        short_seq_prob: float = 0.1,
+        buffer_docs: int = 1000,
+        cross_document: bool = True,
+    ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if seq_len < 8:

@@ -60,8 +60,10 @@ def _load_decontaminator(paths: list[str]):
     except ImportError as e:
         if e.name not in ("data_prep.decontaminate", None):
             raise
-        raise UserError("--decontaminate needs data_prep/decontaminate.py (Decontaminator), which is not in this "
-                        "checkout; update it or run without --decontaminate") from None
+        raise UserError(
+            "--decontaminate needs data_prep/decontaminate.py (Decontaminator), which is not in this "
+            "checkout; update it or run without --decontaminate"
+        ) from None
     return Decontaminator.from_paths(list(paths))
 
 
@@ -89,8 +91,15 @@ class _Gate:
 class Worker:
     """Everything one process needs to prepare files; built once per process (cheap: vocab + mmaps)."""
 
-    def __init__(self, cfg: PrepConfig, lowercase: bool, expect: dict, index_folder: str | None, decon=None,
-                 faults: Faults = NO_FAULTS):
+    def __init__(
+        self,
+        cfg: PrepConfig,
+        lowercase: bool,
+        expect: dict,
+        index_folder: str | None,
+        decon=None,
+        faults: Faults = NO_FAULTS,
+    ):
         self.cfg, self.out, self.expect, self.decon, self.faults = cfg, Path(cfg.out), expect, decon, faults
         self.tokenizer = load_tokenizer(cfg.vocab, lowercase)
         self.encoder = SentenceEncoder(self.tokenizer)
@@ -112,20 +121,37 @@ class Worker:
         index = self.index if unit.pubmed else None
         drops = index.drops_for(unit.path.name) if index else {}
         gate = _Gate(drops, self.decon, self.cfg.decontaminate_action, skipped)
-        report = process_file(list(unit.paths), self.cfg, self.tokenizer, sinks, skipped, max_docs, gate,
-                              self.encoder, stream=unit.name if unit.grouped else None)
+        report = process_file(
+            list(unit.paths),
+            self.cfg,
+            self.tokenizer,
+            sinks,
+            skipped,
+            max_docs,
+            gate,
+            self.encoder,
+            stream=unit.name if unit.grouped else None,
+        )
         if index and not report.stopped_early:
             skipped["unread_after_damage"] += index.unread_for(unit.path.name)
         self.faults.in_unit(unit.name)  # resume tests: crash or hang inside this unit
         entry = _input_entry(unit, identities, report)  # first: a file it cannot hash is a file error
         marker = {
-            "unit": unit.name, "position": unit.position, **self.expect,
+            "unit": unit.name,
+            "position": unit.position,
+            **self.expect,
             "index_hash": index.hash if index else None,
             **entry,
-            "report": {"documents_read": report.documents_read, "words": report.words,
-                       "seconds": round(report.seconds, 3), "complete": not report.stopped_early and not report.error},
-            "shards": sinks.close(), "stats": {s: asdict(sinks.stats[s]) for s in SPLITS},
-            "skipped": dict(sorted((k, v) for k, v in skipped.items() if v)), "error": report.error,
+            "report": {
+                "documents_read": report.documents_read,
+                "words": report.words,
+                "seconds": round(report.seconds, 3),
+                "complete": not report.stopped_early and not report.error,
+            },
+            "shards": sinks.close(),
+            "stats": {s: asdict(sinks.stats[s]) for s in SPLITS},
+            "skipped": dict(sorted((k, v) for k, v in skipped.items() if v)),
+            "error": report.error,
             "decontaminated": dict(gate.decontaminated),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
@@ -154,18 +180,35 @@ def _input_entry(unit: Unit, identities: list[dict], report: FileReport) -> dict
     """The marker's `input` (what the manifest lists) and, for a group, `members` (every file, for resume)."""
     if not unit.grouped:
         (identity,) = identities
-        return {"input": {"path": str(unit.path), "bytes": identity["bytes"], "mtime_ns": identity["mtime_ns"],
-                          "mtime": _iso(identity["mtime_ns"]), "name_date": _name_date(unit.path.name),
-                          "sha256": _sha256(unit.path, report)}}
-    members = [{"path": str(p), "bytes": i["bytes"], "mtime_ns": i["mtime_ns"], "sha256": _sha256(p, report)}
-               for p, i in zip(unit.paths, identities)]
+        return {
+            "input": {
+                "path": str(unit.path),
+                "bytes": identity["bytes"],
+                "mtime_ns": identity["mtime_ns"],
+                "mtime": _iso(identity["mtime_ns"]),
+                "name_date": _name_date(unit.path.name),
+                "sha256": _sha256(unit.path, report),
+            }
+        }
+    members = [
+        {"path": str(p), "bytes": i["bytes"], "mtime_ns": i["mtime_ns"], "sha256": _sha256(p, report)}
+        for p, i in zip(unit.paths, identities)
+    ]
     digest = hashlib.sha256("".join(f"{Path(m['path']).name} {m['sha256']}\n" for m in members).encode())
-    return {"input": {"path": str(unit.path.parent), "files": len(members), "first": members[0]["path"],
-                      "last": members[-1]["path"], "bytes": sum(m["bytes"] for m in members),
-                      "mtime_ns": max(m["mtime_ns"] for m in members),
-                      "mtime": _iso(max(m["mtime_ns"] for m in members)), "name_date": None,
-                      "sha256": digest.hexdigest()},  # of the members' names and sha256, one per line
-            "members": members}
+    return {
+        "input": {
+            "path": str(unit.path.parent),
+            "files": len(members),
+            "first": members[0]["path"],
+            "last": members[-1]["path"],
+            "bytes": sum(m["bytes"] for m in members),
+            "mtime_ns": max(m["mtime_ns"] for m in members),
+            "mtime": _iso(max(m["mtime_ns"] for m in members)),
+            "name_date": None,
+            "sha256": digest.hexdigest(),
+        },  # of the members' names and sha256, one per line
+        "members": members,
+    }
 
 
 _worker: Worker | None = None  # one per pool process, set by _init_worker
@@ -189,8 +232,12 @@ def _progress(n: int, total: int, unit: Unit, marker: dict | None) -> None:
     rate = r["words"] / r["seconds"] if r["seconds"] else 0.0
     status = "ok" if r["complete"] else "stopped at --max_docs"
     status = "ERROR, see manifest errors" if marker["error"] else status
-    print(f"[{n}/{total}] {unit.label}: {r['documents_read']:,} docs, {r['words']:,} words, {rate:,.0f} words/s, "
-          f"{r['seconds']:.1f}s ({status})", file=sys.stderr, flush=True)
+    print(
+        f"[{n}/{total}] {unit.label}: {r['documents_read']:,} docs, {r['words']:,} words, {rate:,.0f} words/s, "
+        f"{r['seconds']:.1f}s ({status})",
+        file=sys.stderr,
+        flush=True,
+    )
     if marker["error"]:
         print(f"  error: {marker['error']}", file=sys.stderr, flush=True)
 
@@ -221,8 +268,10 @@ def _run_pool(pool: ProcessPoolExecutor, todo: list[Unit], markers: dict) -> Non
             markers[unit.name] = future.result()
         except BaseException as e:
             pool.shutdown(wait=False, cancel_futures=True)
-            raise RuntimeError(f"{unit.path}: worker failed ({type(e).__name__}: {e}); files finished so far are "
-                               "kept: rerun the same command to resume") from e
+            raise RuntimeError(
+                f"{unit.path}: worker failed ({type(e).__name__}: {e}); files finished so far are "
+                "kept: rerun the same command to resume"
+            ) from e
         _progress(n, len(todo), unit, markers[unit.name])
 
 
@@ -233,8 +282,11 @@ def _decontamination(cfg: PrepConfig) -> tuple[object | None, dict | None, dict]
     decon = _load_decontaminator(cfg.decontaminate)
     summary = decon.summary()
     hashes = {str(f): file_sha256(Path(f)) for f in summary.get("files", [])}  # by path: folds share names
-    return decon, {"action": cfg.decontaminate_action, "paths": list(cfg.decontaminate), "sha256": hashes,
-                   "summary": summary}, {"decontaminate": sorted(hashes.values())}
+    return (
+        decon,
+        {"action": cfg.decontaminate_action, "paths": list(cfg.decontaminate), "sha256": hashes, "summary": summary},
+        {"decontaminate": sorted(hashes.values())},
+    )
 
 
 def _current_markers(out: Path, mine: list[Unit], expect: dict, idx_hash: str | None) -> dict[str, dict]:
@@ -244,12 +296,17 @@ def _current_markers(out: Path, mine: list[Unit], expect: dict, idx_hash: str | 
         stats = [p.stat() for p in u.paths]
         members = [(str(p), st.st_size, st.st_mtime_ns) for p, st in zip(u.paths, stats)]
         path = str(u.path.parent) if u.grouped else str(u.path)
-        want = expect | {"index_hash": idx_hash if u.pubmed else None, "position": u.position,
-                         "input": {"path": path, "bytes": sum(m[1] for m in members),
-                                   "mtime_ns": max(m[2] for m in members)}}
+        want = expect | {
+            "index_hash": idx_hash if u.pubmed else None,
+            "position": u.position,
+            "input": {"path": path, "bytes": sum(m[1] for m in members), "mtime_ns": max(m[2] for m in members)},
+        }
         marker = outdir.read_marker(out, u.name)
-        if u.grouped and marker is not None and members != [(m["path"], m["bytes"], m["mtime_ns"])
-                                                            for m in marker.get("members", [])]:
+        if (
+            u.grouped
+            and marker is not None
+            and members != [(m["path"], m["bytes"], m["mtime_ns"]) for m in marker.get("members", [])]
+        ):
             continue
         if outdir.marker_is_current(out, marker, want):
             markers[u.name] = marker
@@ -262,8 +319,18 @@ def _pool_size(cfg: PrepConfig, jobs: int) -> int:
 
 
 def _supersession(index: SupersedeIndex) -> dict:
-    keys = ("hash", "articles", "deletions", "pmids", "deleted_pmids", "drop_superseded", "drop_deleted", "errors",
-            "damaged", "prepass_s")
+    keys = (
+        "hash",
+        "articles",
+        "deletions",
+        "pmids",
+        "deleted_pmids",
+        "drop_superseded",
+        "drop_deleted",
+        "errors",
+        "damaged",
+        "prepass_s",
+    )
     return {k: index.info[k] for k in keys} | {"pubmed_files": len(index.info["files"])}
 
 
@@ -300,8 +367,9 @@ def run(cfg: PrepConfig) -> dict:
         index = build_index(out, pubmed) if pubmed else None
         used = _run_sequential(Worker(*args), mine, markers, cfg.max_docs)
     else:  # spawn: never fork a parent whose tokenizer may hold threads
-        with ProcessPoolExecutor(size, mp_context=get_context("spawn"), initializer=_init_worker,
-                                 initargs=args) as pool:
+        with ProcessPoolExecutor(
+            size, mp_context=get_context("spawn"), initializer=_init_worker, initargs=args
+        ) as pool:
             index = build_index(out, pubmed, lambda f, xs: pool.map(f, xs)) if pubmed else None
             _run_pool(pool, todo, markers)
         used = mine
@@ -310,11 +378,20 @@ def run(cfg: PrepConfig) -> dict:
     manifest = outdir.assemble(head, [markers[u.name] for u in used], decon_entry)
     if index is not None:
         manifest["supersession"] = _supersession(index)
-    manifest |= {"created": started.isoformat(timespec="seconds"), "elapsed_s": round(time.perf_counter() - t0, 3),
-                 "workers": size, "resumed_files": len(mine) - len(todo), "tool_version": _tool_version()}
+    manifest |= {
+        "created": started.isoformat(timespec="seconds"),
+        "elapsed_s": round(time.perf_counter() - t0, 3),
+        "workers": size,
+        "resumed_files": len(mine) - len(todo),
+        "tool_version": _tool_version(),
+    }
     if part:
-        manifest["part"] = {"index": part[0], "count": part[1], "inputs_total": len(units),
-                            "units": [[u.position, u.name] for u in mine]}
+        manifest["part"] = {
+            "index": part[0],
+            "count": part[1],
+            "inputs_total": len(units),
+            "units": [[u.position, u.name] for u in mine],
+        }
     write_manifest(out, manifest, outdir.part_manifest_name(*part) if part else MANIFEST)
     return manifest
 
@@ -329,8 +406,13 @@ def _tool_version() -> str:
     except metadata.PackageNotFoundError:
         version = "source"
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, text=True,
-                             capture_output=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            text=True,
+            capture_output=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = ""
     return f"{version}+git.{sha}" if sha else version

@@ -64,17 +64,20 @@ class PrepConfig:
         checks = [
             (self.mode in MODES, f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}"),
             (8 <= self.seq_len <= 32767, f"--seq_len must be in [8, 32767], got {self.seq_len}"),
-            (0.0 <= self.heldout_fraction < 1.0,
-             f"--heldout_fraction must be in [0, 1), got {self.heldout_fraction}"),
-            (0.0 <= self.effective_short_seq_prob <= 1.0,
-             f"--short_seq_prob must be in [0, 1], got {self.short_seq_prob}"),
+            (0.0 <= self.heldout_fraction < 1.0, f"--heldout_fraction must be in [0, 1), got {self.heldout_fraction}"),
+            (
+                0.0 <= self.effective_short_seq_prob <= 1.0,
+                f"--short_seq_prob must be in [0, 1], got {self.short_seq_prob}",
+            ),
             (self.shard_size >= 1, f"--shard_size must be >= 1, got {self.shard_size}"),
             (self.max_docs is None or self.max_docs >= 1, f"--max_docs must be >= 1, got {self.max_docs}"),
             (self.nsp_buffer_docs >= 1, f"nsp_buffer_docs must be >= 1, got {self.nsp_buffer_docs}"),
             (self.workers >= 1, f"--workers must be >= 1, got {self.workers}"),
-            (self.decontaminate_action in DECONTAMINATE_ACTIONS,
-             f"--decontaminate_action must be one of {', '.join(DECONTAMINATE_ACTIONS)}, "
-             f"got {self.decontaminate_action!r}"),
+            (
+                self.decontaminate_action in DECONTAMINATE_ACTIONS,
+                f"--decontaminate_action must be one of {', '.join(DECONTAMINATE_ACTIONS)}, "
+                f"got {self.decontaminate_action!r}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -150,9 +153,11 @@ class FileReport:
 
 def unreadable(path: Path, err: OSError) -> str:
     """The message for an input file the operating system will not let us read (permissions, I/O error)."""
-    return (f"{path}: cannot read the file ({type(err).__name__}: {err.strerror or err}); make it readable "
-            f"(e.g. `chmod a+r {path}`, or check the file system) or remove it from --input, then rerun with "
-            "--overwrite")
+    return (
+        f"{path}: cannot read the file ({type(err).__name__}: {err.strerror or err}); make it readable "
+        f"(e.g. `chmod a+r {path}`, or check the file system) or remove it from --input, then rerun with "
+        "--overwrite"
+    )
 
 
 def _stream_seed(seed: int, name: str, split: str) -> int:
@@ -160,8 +165,13 @@ def _stream_seed(seed: int, name: str, split: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}:{name}:{split}".encode(), digest_size=8).digest(), "big")
 
 
-def _pack_pending(pending: list[tuple[str, list[str]]], encoder: SentenceEncoder, packers: dict[str, Packer],
-                  sinks: Sinks, skipped: Counter) -> int:
+def _pack_pending(
+    pending: list[tuple[str, list[str]]],
+    encoder: SentenceEncoder,
+    packers: dict[str, Packer],
+    sinks: Sinks,
+    skipped: Counter,
+) -> int:
     """Tokenise the sentences of all pending documents in one batch, then pack document by document.
 
     Returns the documents' words (whitespace-separated, as `len(section.split())` would count them: sentence
@@ -217,9 +227,17 @@ def _documents(paths: list[Path], cfg: PrepConfig, skipped: Counter, report: Fil
             report.fail(path, unreadable(path, e))
 
 
-def process_file(paths: Path | Sequence[Path], cfg: PrepConfig, tokenizer: WordPieceTokenizer, sinks: Sinks,
-                 skipped: Counter, max_docs: int | None = None, gate: DocGate | None = None,
-                 encoder: SentenceEncoder | None = None, stream: str | None = None) -> FileReport:
+def process_file(
+    paths: Path | Sequence[Path],
+    cfg: PrepConfig,
+    tokenizer: WordPieceTokenizer,
+    sinks: Sinks,
+    skipped: Counter,
+    max_docs: int | None = None,
+    gate: DocGate | None = None,
+    encoder: SentenceEncoder | None = None,
+    stream: str | None = None,
+) -> FileReport:
     """Read, split, tokenise and pack one input file, or a group of them in order, into `sinks`.
 
     A file-level failure (CorpusFileError) is recorded in the report, not raised: documents read before
@@ -233,11 +251,19 @@ def process_file(paths: Path | Sequence[Path], cfg: PrepConfig, tokenizer: WordP
     report, start = FileReport(str(paths[0])), time.perf_counter()
     encoder = encoder or SentenceEncoder(tokenizer)
     stream = stream or paths[0].name
-    packers = {split: Packer(seq_len=cfg.seq_len, mode=cfg.mode, cls_id=tokenizer.cls_id,
-                             sep_id=tokenizer.sep_id, seed=_stream_seed(cfg.seed, stream, split),
-                             short_seq_prob=cfg.effective_short_seq_prob, buffer_docs=cfg.nsp_buffer_docs,
-                             cross_document=cfg.cross_document)
-               for split in SPLITS}
+    packers = {
+        split: Packer(
+            seq_len=cfg.seq_len,
+            mode=cfg.mode,
+            cls_id=tokenizer.cls_id,
+            sep_id=tokenizer.sep_id,
+            seed=_stream_seed(cfg.seed, stream, split),
+            short_seq_prob=cfg.effective_short_seq_prob,
+            buffer_docs=cfg.nsp_buffer_docs,
+            cross_document=cfg.cross_document,
+        )
+        for split in SPLITS
+    }
     pending: list[tuple[str, list[str]]] = []  # (split, sentences) of documents not yet packed
     n_sentences = 0
     docs = _documents(paths, cfg, skipped, report)

@@ -44,12 +44,14 @@ from data_prep.text import SkipReporter
 MEMBER_SUFFIXES = (".nxml", ".xml")  # articles in PMC packages: .nxml (article/bulk packages), .xml (2024 bulk)
 
 # Elements dropped with everything inside them (the tail, the text after the element, is kept).
-_DROP = frozenset("""
+_DROP = frozenset(
+    """
     table-wrap table-wrap-group table fig fig-group graphic inline-graphic media alternatives
     disp-formula disp-formula-group inline-formula math tex-math chem-struct-wrap
     supplementary-material inline-supplementary-material fn fn-group table-wrap-foot caption label
     ref-list ack glossary notes author-notes app-group object-id sec-meta title-group kwd-group
-""".split())
+""".split()
+)
 _TITLES = frozenset({"title", "subtitle"})
 # Children that make an element a container of blocks rather than one block of running text.
 _BLOCK = frozenset("p sec list list-item disp-quote boxed-text statement def-list def-item title".split())
@@ -58,11 +60,27 @@ _SPACED = _BLOCK | {"break", "term", "def", "disp-quote"}  # inline elements tha
 _CITATION_TYPES = frozenset({"bibr"})
 _FLOAT_TYPES = frozenset({"fig", "table", "table-wrap", "supplementary-material", "media", "disp-formula"})
 _NOTE_TYPES = frozenset({"fn", "table-fn", "author-notes", "corresp", "aff"})
-_TARGET_KIND = {"ref": "bibr", "fig": "fig", "table-wrap": "table", "supplementary-material": "fig",
-                "media": "fig", "disp-formula": "fig", "fn": "fn"}
+_TARGET_KIND = {
+    "ref": "bibr",
+    "fig": "fig",
+    "table-wrap": "table",
+    "supplementary-material": "fig",
+    "media": "fig",
+    "disp-formula": "fig",
+    "fn": "fn",
+}
 
-_SKIP_SEC_TYPES = frozenset({"supplementary-material", "display-objects", "COI-statement", "ack",
-                             "funding-information", "data-availability", "author-contributions"})
+_SKIP_SEC_TYPES = frozenset(
+    {
+        "supplementary-material",
+        "display-objects",
+        "COI-statement",
+        "ack",
+        "funding-information",
+        "data-availability",
+        "author-contributions",
+    }
+)
 _SKIP_SEC_TITLE = re.compile(
     r"(?:acknowledge?ments?|competing interests?|conflicts? of interests?|declarations? of (?:competing )?interests?"
     r"|disclosures?|authors?['’]? contributions?|contributors|(?:list of )?abbreviations(?: used)?"
@@ -70,7 +88,8 @@ _SKIP_SEC_TITLE = re.compile(
     r"|additional (?:files?|materials?)|electronic supplementary material|funding(?: sources?| information)?"
     r"|financial (?:support|disclosures?)(?: and sponsorship)?|sources? of funding|role of the funding source"
     r"|(?:data|material) availability(?: statement)?|availability of data(?: and materials?)?|footnotes?)",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 _SKIP_ABSTRACT_TYPES = frozenset({"graphical", "toc", "teaser"})  # one-line blurbs, not the abstract
 
 # Markers put into the text in place of cross-references; XML 1.0 cannot contain these characters.
@@ -81,10 +100,13 @@ _GROUP = re.compile(r"\([^()\[\]\x01-\x05]*[\x01-\x05][^()\[\]]*\)|\[[^()\[\]\x0
 # "Fig."/"Table"/"see"/"e.g."/"reviewed in" and the like; author names only next to an author-year citation.
 # Checked word by word (not one big alternation) so that no input can make the regex backtrack for long.
 _SEPARATORS = re.compile(r"[\s\-–—−‐,;:&.*/\u200b-\u200f\u202a-\u202e\u2060\ufeff]+")
-_REF_WORD = re.compile(r"\d+[a-z]?|[a-z]\d*[a-z]?|s\d+[a-z]?|and|or|see|also|cf|for|in|reviewed|reviews?|details|"
-                       r"refs?|references?|therein|figs?|figures?|tables?|tab|eqs?|equations?|additional|files?|"
-                       r"supplement(?:ary|al)?|suppl|materials?|data|information|appendix|panels?|movies?|videos?|"
-                       r"online|et|al|respectively|but|as|by|with", re.IGNORECASE)
+_REF_WORD = re.compile(
+    r"\d+[a-z]?|[a-z]\d*[a-z]?|s\d+[a-z]?|and|or|see|also|cf|for|in|reviewed|reviews?|details|"
+    r"refs?|references?|therein|figs?|figures?|tables?|tab|eqs?|equations?|additional|files?|"
+    r"supplement(?:ary|al)?|suppl|materials?|data|information|appendix|panels?|movies?|videos?|"
+    r"online|et|al|respectively|but|as|by|with",
+    re.IGNORECASE,
+)
 _NAME_WORD = re.compile(r"[A-Z\u00c0-\u00de][\w'’]*|van|von|de|der|den|del|da|di|du|la|le|dos|das")
 _AUTHOR_YEAR = re.compile(r"\b(?:1[89]\d\d|20\d\d)[a-z]?\b|\bet al\b")
 _STRAY_GAPS = re.compile(r"\x05(?:[\s,;–\-]*\x05)*")
@@ -282,8 +304,11 @@ def _pmc_id(meta: etree._Element | None) -> str | None:
 def _year(meta: etree._Element | None) -> int | None:
     if meta is None:
         return None
-    years = [d.findtext("year", "").strip() for d in meta.iterfind("pub-date")
-             if d.get("pub-type") not in ("pmc-release", "nihms-submitted")]
+    years = [
+        d.findtext("year", "").strip()
+        for d in meta.iterfind("pub-date")
+        if d.get("pub-type") not in ("pmc-release", "nihms-submitted")
+    ]
     years = [int(y) for y in years if y.isdigit()]
     return min(years) if years else None
 
@@ -318,8 +343,13 @@ def parse_article(root: etree._Element, fallback_id: str, require_abstract: bool
     if not abstract and not body and (require_abstract or not title):
         return "no_text"
     pmc_id, pmid = _pmc_id(meta), meta.findtext("article-id[@pub-id-type='pmid']") if meta is not None else None
-    info = {"pmid": pmid.strip() if pmid else None, "year": _year(meta), "title": title or None,
-            "journal": _journal(root), "article_type": root.get("article-type")}
+    info = {
+        "pmid": pmid.strip() if pmid else None,
+        "year": _year(meta),
+        "title": title or None,
+        "journal": _journal(root),
+        "article_type": root.get("article-type"),
+    }
     return Document(f"pmc:{pmc_id or fallback_id}", sections, info)
 
 
@@ -345,12 +375,16 @@ def read_nxml(path: str | Path, counts: Counter, *, require_abstract: bool = Tru
     try:
         root = etree.parse(str(path), _parser()).getroot()
     except (OSError, etree.XMLSyntaxError) as err:
-        raise CorpusFileError(f"{path}: not a well-formed JATS XML file ({type(err).__name__}: {err}); "
-                              "re-download it or remove it from --input") from err
+        raise CorpusFileError(
+            f"{path}: not a well-formed JATS XML file ({type(err).__name__}: {err}); "
+            "re-download it or remove it from --input"
+        ) from err
     result = parse_article(root, _name_stem(path.name), require_abstract)
     if result == "not_article":
-        raise CorpusFileError(f"{path}: root element <{_local(root)}>, expected a JATS <article>; "
-                              "remove it from --input or pass it to the matching reader")
+        raise CorpusFileError(
+            f"{path}: root element <{_local(root)}>, expected a JATS <article>; "
+            "remove it from --input or pass it to the matching reader"
+        )
     if isinstance(result, str):
         SkipReporter(path, counts).skip(result, "article")
     else:
@@ -386,8 +420,10 @@ def read_pmc_package(path: str | Path, counts: Counter, *, require_abstract: boo
         except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
             where = f"after member {last}" if last else "before the first article member"
             where += f", while reading {current}" if current else ""
-            raise CorpusFileError(f"{path}: the .tar.gz package is truncated or corrupt ({type(err).__name__}: "
-                                  f"{err}) {where}, near byte {raw.tell():,}; re-download it") from err
+            raise CorpusFileError(
+                f"{path}: the .tar.gz package is truncated or corrupt ({type(err).__name__}: "
+                f"{err}) {where}, near byte {raw.tell():,}; re-download it"
+            ) from err
 
 
 def _parse_member(data: bytes, name: str, skips: SkipReporter, require_abstract: bool) -> Document | None:

@@ -75,13 +75,14 @@ def expand_inputs(specs: list[str]) -> list[Path]:
                 scanned = [p for p in match.rglob("*") if _is_supported(p)]
                 kept = [p for p in scanned if _in_directory_scan(p)]
                 if len(kept) < len(scanned):
-                    print(f"note: {match}: not reading {len(scanned) - len(kept)} non-corpus file(s) such as "
-                          f"{sorted(set(scanned) - set(kept))[0].name} (name them explicitly to read them)",
-                          file=sys.stderr)
+                    print(
+                        f"note: {match}: not reading {len(scanned) - len(kept)} non-corpus file(s) such as "
+                        f"{sorted(set(scanned) - set(kept))[0].name} (name them explicitly to read them)",
+                        file=sys.stderr,
+                    )
                 files += kept
             elif match.is_file() and reader_for(match) is None and not glob.has_magic(spec):
-                raise UserError(f"{match}: no reader for this file type; supported suffixes: "
-                                f"{', '.join(READERS)}")
+                raise UserError(f"{match}: no reader for this file type; supported suffixes: {', '.join(READERS)}")
             elif _is_supported(match):
                 files.append(match)
         if not files:

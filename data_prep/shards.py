@@ -42,8 +42,10 @@ def ids_type(vocab_size: int) -> pa.DataType:
 
 
 def schema(vocab_size: int) -> pa.Schema:
-    return pa.schema([("input_ids", pa.list_(ids_type(vocab_size))), ("sep_index", pa.int16()),
-                      ("next_sentence_label", pa.int8())], metadata={"format": FORMAT})
+    return pa.schema(
+        [("input_ids", pa.list_(ids_type(vocab_size))), ("sep_index", pa.int16()), ("next_sentence_label", pa.int8())],
+        metadata={"format": FORMAT},
+    )
 
 
 def is_heldout(doc_id: str, fraction: float) -> bool:
@@ -72,8 +74,14 @@ class ShardWriter:
     plausible-looking partial shard.
     """
 
-    def __init__(self, split_dir: Path, vocab_size: int, shard_size: int = 100_000, batch_rows: int = 1000,
-                 root: Path | None = None):
+    def __init__(
+        self,
+        split_dir: Path,
+        vocab_size: int,
+        shard_size: int = 100_000,
+        batch_rows: int = 1000,
+        root: Path | None = None,
+    ):
         self.dir = Path(split_dir)
         self.root = Path(root) if root is not None else self.dir.parent  # manifest paths are relative to it
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -134,9 +142,12 @@ class ShardWriter:
         values = np.array(self._values, dtype=self.np_ids)
         # Built from buffers: pa.array() on NumPy data imports pandas (~0.5 s and ~40 MB per process).
         value_type = self.schema.field("input_ids").type.value_type
-        ids = pa.Array.from_buffers(self.schema.field("input_ids").type, rows, [None, pa.py_buffer(offsets)],
-                                    children=[pa.Array.from_buffers(value_type, len(values),
-                                                                    [None, pa.py_buffer(values)])])
+        ids = pa.Array.from_buffers(
+            self.schema.field("input_ids").type,
+            rows,
+            [None, pa.py_buffer(offsets)],
+            children=[pa.Array.from_buffers(value_type, len(values), [None, pa.py_buffer(values)])],
+        )
         sep = pa.Array.from_buffers(pa.int16(), rows, [None, pa.py_buffer(np.array(self._sep, np.int16))])
         label = pa.Array.from_buffers(pa.int8(), rows, [None, pa.py_buffer(np.array(self._label, np.int8))])
         self._writer.write_batch(pa.record_batch([ids, sep, label], schema=self.schema))
@@ -153,8 +164,13 @@ class ShardWriter:
         with open(tmp, "rb") as f:  # durable before a done marker can claim it exists
             os.fsync(f.fileno())
         os.replace(tmp, self.dir / name)
-        self.shards.append({"file": (self.dir / name).relative_to(self.root).as_posix(),
-                            "rows": self._rows_in_shard, "sha256": file_sha256(self.dir / name)})
+        self.shards.append(
+            {
+                "file": (self.dir / name).relative_to(self.root).as_posix(),
+                "rows": self._rows_in_shard,
+                "sha256": file_sha256(self.dir / name),
+            }
+        )
         self._writer, self._rows_in_shard = None, 0
 
     def close(self) -> list[dict]:
@@ -187,18 +203,24 @@ def write_manifest(out_dir: Path, manifest: dict, name: str = MANIFEST) -> None:
 def read_manifest(data_dir: str | Path) -> dict:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise UserError(f"{data_dir}: no such shard directory; run `python -m data_prep --input ... "
-                        f"--vocab ... --out {data_dir}` first, or point --data_dir (or BIOBERT_HOME, the folder "
-                        "holding the recipes' shards/) at prepared shards")
+        raise UserError(
+            f"{data_dir}: no such shard directory; run `python -m data_prep --input ... "
+            f"--vocab ... --out {data_dir}` first, or point --data_dir (or BIOBERT_HOME, the folder "
+            "holding the recipes' shards/) at prepared shards"
+        )
     path = data_dir / MANIFEST
     if not path.is_file():
-        raise UserError(f"{path}: missing; either the data preparation into {data_dir} did not finish "
-                        "(rerun `python -m data_prep ... --overwrite`) or this is not a shard directory")
+        raise UserError(
+            f"{path}: missing; either the data preparation into {data_dir} did not finish "
+            "(rerun `python -m data_prep ... --overwrite`) or this is not a shard directory"
+        )
     manifest = read_json(path, "shard manifest (rerun the data preparation)")
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path}: format {manifest.get('format')!r} version {manifest.get('format_version')!r}"
-                        f", this code reads {FORMAT!r} version {FORMAT_VERSION}; rerun the data preparation "
-                        "with this version of data_prep")
+        raise UserError(
+            f"{path}: format {manifest.get('format')!r} version {manifest.get('format_version')!r}"
+            f", this code reads {FORMAT!r} version {FORMAT_VERSION}; rerun the data preparation "
+            "with this version of data_prep"
+        )
     return manifest
 
 
@@ -221,15 +243,19 @@ class ShardSet:
         for entry in manifest["splits"][split]["shards"]:
             rows = self._map_shard(Path(data_dir) / entry["file"], total)
             if rows != entry["rows"]:
-                raise UserError(f"{Path(data_dir) / entry['file']}: has {rows} rows, manifest says "
-                                f"{entry['rows']}; the shard is damaged, rerun the data preparation")
+                raise UserError(
+                    f"{Path(data_dir) / entry['file']}: has {rows} rows, manifest says "
+                    f"{entry['rows']}; the shard is damaged, rerun the data preparation"
+                )
             total += rows
         self._len = total
 
     def _map_shard(self, path: Path, start: int) -> int:
         if not path.is_file():
-            raise UserError(f"{path}: listed in {MANIFEST} but missing; the shard directory is incomplete, "
-                            "rerun the data preparation")
+            raise UserError(
+                f"{path}: listed in {MANIFEST} but missing; the shard directory is incomplete, "
+                "rerun the data preparation"
+            )
         try:
             reader = pa.ipc.open_stream(pa.memory_map(str(path), "r"))
             batches = list(reader)
@@ -268,6 +294,7 @@ def open_shards(data_dir: str | Path, split: str = "train") -> ShardSet:
     """Open one split of a prepared shard directory (validated against its manifest)."""
     manifest = read_manifest(data_dir)
     if split not in manifest.get("splits", {}):
-        raise UserError(f"{Path(data_dir) / MANIFEST}: no split {split!r}; available: "
-                        f"{sorted(manifest.get('splits', {}))}")
+        raise UserError(
+            f"{Path(data_dir) / MANIFEST}: no split {split!r}; available: {sorted(manifest.get('splits', {}))}"
+        )
     return ShardSet(Path(data_dir), split, manifest)

@@ -128,8 +128,14 @@ class _IdScan:
                     self.deletions += 1
 
     def result(self, error: str | None = None, unread: int = 0) -> Scan:
-        return Scan(np.frombuffer(self.pmids, np.uint32).copy(), np.frombuffer(self.records, np.int32).copy(),
-                    self.article + 1, self.deletions, error, unread)
+        return Scan(
+            np.frombuffer(self.pmids, np.uint32).copy(),
+            np.frombuffer(self.records, np.int32).copy(),
+            self.article + 1,
+            self.deletions,
+            error,
+            unread,
+        )
 
 
 def _fast_scan(path: Path) -> tuple[_IdScan, bool]:
@@ -221,8 +227,11 @@ def _decide(scans: list[Scan]) -> dict[str, np.ndarray]:
     """Last occurrence per PMID, and the article records that are not it."""
     pmid = np.concatenate([s.pmids for s in scans]) if scans else np.empty(0, np.uint32)
     record = np.concatenate([s.records for s in scans]) if scans else np.empty(0, np.int32)
-    slot = np.concatenate([np.full(len(s.pmids), i, np.int32) for i, s in enumerate(scans)]) if scans \
+    slot = (
+        np.concatenate([np.full(len(s.pmids), i, np.int32) for i, s in enumerate(scans)])
+        if scans
         else np.empty(0, np.int32)
+    )
     n = len(pmid)
     uniq, first_rev = np.unique(pmid[::-1], return_index=True)
     last = n - 1 - first_rev  # event position of each PMID's last occurrence
@@ -232,16 +241,24 @@ def _decide(scans: list[Scan]) -> dict[str, np.ndarray]:
     is_last[last] = True
     drop = (record >= 0) & ~is_last
     deleted = latest_record[np.searchsorted(uniq, pmid[drop])] < 0
-    return {"pmid": uniq.astype(np.uint32), "file": latest_file, "record": latest_record.astype(np.int32),
-            "drop_file": slot[drop], "drop_record": record[drop],
-            "drop_reason": np.where(deleted, DELETED, SUPERSEDED).astype(np.int8)}
+    return {
+        "pmid": uniq.astype(np.uint32),
+        "file": latest_file,
+        "record": latest_record.astype(np.int32),
+        "drop_file": slot[drop],
+        "drop_record": record[drop],
+        "drop_reason": np.where(deleted, DELETED, SUPERSEDED).astype(np.int8),
+    }
 
 
 def _damaged(files: list[Path], scans: list[Scan]) -> list[dict]:
     """Per damaged file: the records its reader delivers (only those take part in supersession), the records a
     byte scan finds after the damage, and the reader's own account of where and what to do."""
-    return [{"file": str(p), "name": p.name, "records": s.articles, "unread": s.unread, "message": s.error}
-            for p, s in zip(files, scans) if s.error]
+    return [
+        {"file": str(p), "name": p.name, "records": s.articles, "unread": s.unread, "message": s.error}
+        for p, s in zip(files, scans)
+        if s.error
+    ]
 
 
 class SupersedeIndex:
@@ -285,12 +302,19 @@ def build_index(out: Path, files: list[Path], map_fn: Callable = map) -> Superse
     for name, values in arrays.items():
         np.save(tmp / f"{name}.npy", values)
     reasons = np.bincount(arrays["drop_reason"], minlength=3)
-    info = {"hash": digest, "files": [file_identity(p) for p in files],
-            "articles": int(sum(s.articles for s in scans)), "deletions": int(sum(s.deletions for s in scans)),
-            "pmids": int(len(arrays["pmid"])), "deleted_pmids": int((arrays["file"] < 0).sum()),
-            "drop_superseded": int(reasons[SUPERSEDED]), "drop_deleted": int(reasons[DELETED]),
-            "errors": [s.error for s in scans if s.error], "damaged": _damaged(files, scans),
-            "prepass_s": round(time.perf_counter() - start, 3)}
+    info = {
+        "hash": digest,
+        "files": [file_identity(p) for p in files],
+        "articles": int(sum(s.articles for s in scans)),
+        "deletions": int(sum(s.deletions for s in scans)),
+        "pmids": int(len(arrays["pmid"])),
+        "deleted_pmids": int((arrays["file"] < 0).sum()),
+        "drop_superseded": int(reasons[SUPERSEDED]),
+        "drop_deleted": int(reasons[DELETED]),
+        "errors": [s.error for s in scans if s.error],
+        "damaged": _damaged(files, scans),
+        "prepass_s": round(time.perf_counter() - start, 3),
+    }
     (tmp / "index.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     try:
         os.rename(tmp, folder)

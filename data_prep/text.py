@@ -39,11 +39,13 @@ class SkipReporter:
         shown = self.examples.setdefault(reason, [])
         if len(shown) < self.limit:
             shown.append(f"{self.path}:{where}")
-            print(f"warning: {self.path}:{where}: skipped ({reason}){': ' + detail if detail else ''}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"warning: {self.path}:{where}: skipped ({reason}){': ' + detail if detail else ''}",
+                file=sys.stderr,
+                flush=True,
+            )
             if len(shown) == self.limit:
-                print(f"warning: {self.path}: further '{reason}' records are only counted", file=sys.stderr,
-                      flush=True)
+                print(f"warning: {self.path}: further '{reason}' records are only counted", file=sys.stderr, flush=True)
 
 
 def file_stem(path: Path) -> str:
@@ -119,8 +121,9 @@ def _record_text(record: dict, field: str) -> list[str] | None:
     return [s for s in map(clean_text, value) if s]
 
 
-def read_jsonl(path: str | Path, counts: Counter, *, text_field: str = "text", id_field: str = "id",
-               require_abstract: bool = True) -> Iterator[Document]:
+def read_jsonl(
+    path: str | Path, counts: Counter, *, text_field: str = "text", id_field: str = "id", require_abstract: bool = True
+) -> Iterator[Document]:
     """JSON lines, one document per line: `{"id": ..., "text": "..." | ["section", ...]}`.
 
     A string `text` is one section (split into sentences by the pipeline); a list of strings is several.
@@ -145,8 +148,9 @@ def read_jsonl(path: str | Path, counts: Counter, *, text_field: str = "text", i
             raise _file_error(path, raw, f"after line {line_no:,}", err) from err
 
 
-def _parse_json_line(line: str, line_no: int, stem: str, text_field: str, id_field: str,
-                     skips: SkipReporter) -> Document | None:
+def _parse_json_line(
+    line: str, line_no: int, stem: str, text_field: str, id_field: str, skips: SkipReporter
+) -> Document | None:
     where = f"line {line_no}"
     try:
         record = json.loads(line)

@@ -46,12 +46,16 @@ class Unit:
 
     @property
     def label(self) -> str:
-        return self.path.name if not self.grouped else f"{self.path.name} .. {self.paths[-1].name} " \
-                                                          f"({len(self.paths)} files)"
+        return (
+            self.path.name
+            if not self.grouped
+            else f"{self.path.name} .. {self.paths[-1].name} ({len(self.paths)} files)"
+        )
 
 
 def _file_names(files: list[Path]) -> list[str]:
     """Each input's name: its file name less the reader suffix; equal names get a hash of their folder."""
+
     def stem(p: Path) -> str:
         suffix = max((s for s in READERS if p.name.endswith(s)), key=len, default="")
         return _UNSAFE.sub("_", p.name[: len(p.name) - len(suffix)] or p.name)
@@ -76,9 +80,14 @@ def _groups(files: list[Path]) -> list[list[int]]:
         groupable = reader_for(p) in GROUP_READERS
         last = groups[-1] if groups else None
         nbytes = p.stat().st_size if groupable else 0
-        if (groupable and last is not None and files[last[-1]].parent == p.parent
-                and reader_for(files[last[-1]]) in GROUP_READERS and len(last) < GROUP_MAX_FILES
-                and size + nbytes <= GROUP_MAX_BYTES):
+        if (
+            groupable
+            and last is not None
+            and files[last[-1]].parent == p.parent
+            and reader_for(files[last[-1]]) in GROUP_READERS
+            and len(last) < GROUP_MAX_FILES
+            and size + nbytes <= GROUP_MAX_BYTES
+        ):
             last.append(i)
             size += nbytes
         else:
@@ -112,5 +121,7 @@ def check_pubmed_names(units: list[Unit]) -> None:
     names = Counter(u.path.name for u in units if u.pubmed)
     for name in (n for n, k in names.items() if k > 1):
         folders = ", ".join(str(u.path.parent) for u in units if u.path.name == name)
-        raise UserError(f"PubMed file {name} is given twice (in {folders}); its place in NCBI's update order "
-                        "is ambiguous: pass it once")
+        raise UserError(
+            f"PubMed file {name} is given twice (in {folders}); its place in NCBI's update order "
+            "is ambiguous: pass it once"
+        )

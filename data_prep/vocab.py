@@ -37,9 +37,11 @@ from data_prep.readers import expand_inputs, read_documents
 MANIFEST = "vocab_manifest.json"
 # Characters every biomedical vocabulary should know even when the training sample lacks them (older
 # MEDLINE records have no Greek letters: a vocabulary learned from them turned "±", "≥" and "TNFα" into [UNK]).
-BIOMEDICAL_ALPHABET = ("".join(chr(c) for c in range(33, 127)) +  # printable ASCII: "_", "~", "@", "#" too
-                       "αβγδεζηθικλμνξοπρστυφχψωΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ"
-                       "±≥≤×÷°µ·•′″‰∼≈≠→←↑↓∞√∆‑–—®™©§†‡½¼¾²³¹⁰₀₁₂₃₄₅")
+BIOMEDICAL_ALPHABET = (
+    "".join(chr(c) for c in range(33, 127))  # printable ASCII: "_", "~", "@", "#" too
+    + "αβγδεζηθικλμνξοπρστυφχψωΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ"
+    "±≥≤×÷°µ·•′″‰∼≈≠→←↑↓∞√∆‑–—®™©§†‡½¼¾²³¹⁰₀₁₂₃₄₅"
+)
 
 
 class CorpusStream:
@@ -64,8 +66,11 @@ class CorpusStream:
                         self.counts["words"] += text.count(" ") + 1
                         yield text
                     if self.counts["documents"] % self.log_every == 0:
-                        print(f"{self.counts['documents']:,} documents, {self.counts['words']:,} words",
-                              file=sys.stderr, flush=True)
+                        print(
+                            f"{self.counts['documents']:,} documents, {self.counts['words']:,} words",
+                            file=sys.stderr,
+                            flush=True,
+                        )
             except CorpusFileError as e:
                 self.errors.append({"file": str(path), "message": str(e)})
                 print(f"skipping: {e}", file=sys.stderr, flush=True)
@@ -74,20 +79,28 @@ class CorpusStream:
 def build_tokenizer(lowercase: bool) -> Tokenizer:
     """An untrained WordPiece tokenizer with exactly `load_tokenizer`'s normaliser and pre-tokeniser."""
     tokenizer = Tokenizer(WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    tokenizer.normalizer = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
-                                          lowercase=lowercase)
+    tokenizer.normalizer = BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+    )
     tokenizer.pre_tokenizer = BertPreTokenizer()
     return tokenizer
 
 
-def train_vocab(texts, vocab_size: int, lowercase: bool, min_frequency: int = 2,
-                limit_alphabet: int = 1000) -> list[str]:
+def train_vocab(
+    texts, vocab_size: int, lowercase: bool, min_frequency: int = 2, limit_alphabet: int = 1000
+) -> list[str]:
     """The learned vocabulary in id order, special tokens first."""
     tokenizer = build_tokenizer(lowercase)
     alphabet = BIOMEDICAL_ALPHABET.lower() if lowercase else BIOMEDICAL_ALPHABET
-    trainer = WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
-                               special_tokens=list(SPECIAL_TOKENS), limit_alphabet=limit_alphabet,
-                               initial_alphabet=sorted(set(alphabet)), continuing_subword_prefix="##")
+    trainer = WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        show_progress=False,
+        special_tokens=list(SPECIAL_TOKENS),
+        limit_alphabet=limit_alphabet,
+        initial_alphabet=sorted(set(alphabet)),
+        continuing_subword_prefix="##",
+    )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     return _complete_alphabet([token for token, _ in vocab], vocab_size)
@@ -113,8 +126,13 @@ def _complete_alphabet(tokens: list[str], vocab_size: int) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m data_prep train-vocab", description=__doc__.split("\n\n")[0])
-    p.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                   help="corpus files, directories (searched recursively) or quoted glob patterns")
+    p.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="corpus files, directories (searched recursively) or quoted glob patterns",
+    )
     p.add_argument("--out", required=True, help="output directory: vocab.txt, tokenizer_config.json, ...")
     p.add_argument("--vocab_size", type=int, default=30522)
     case = p.add_mutually_exclusive_group(required=True)
@@ -129,12 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _validate(args: argparse.Namespace, out: Path) -> None:
     checks = [
-        (args.vocab_size > len(SPECIAL_TOKENS) + 1, f"--vocab_size must be > {len(SPECIAL_TOKENS) + 1}, "
-                                                    f"got {args.vocab_size}"),
+        (
+            args.vocab_size > len(SPECIAL_TOKENS) + 1,
+            f"--vocab_size must be > {len(SPECIAL_TOKENS) + 1}, got {args.vocab_size}",
+        ),
         (args.min_frequency >= 1, f"--min_frequency must be >= 1, got {args.min_frequency}"),
         (args.max_docs is None or args.max_docs >= 1, f"--max_docs must be >= 1, got {args.max_docs}"),
-        (args.overwrite or not (out / "vocab.txt").exists(),
-         f"{out / 'vocab.txt'} already exists; pass --overwrite to replace it or choose another --out"),
+        (
+            args.overwrite or not (out / "vocab.txt").exists(),
+            f"{out / 'vocab.txt'} already exists; pass --overwrite to replace it or choose another --out",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -153,26 +175,39 @@ def main(argv: list[str] | None = None) -> dict:
     tokens = train_vocab(stream, args.vocab_size, args.lowercase, args.min_frequency, args.limit_alphabet)
     elapsed = time.perf_counter() - start
     if stream.counts["documents"] == 0:
-        raise UserError(f"no documents read from {', '.join(args.input)}; check --input "
-                        f"(skipped: {dict(stream.counts) or 'nothing'}, errors: {len(stream.errors)})")
+        raise UserError(
+            f"no documents read from {', '.join(args.input)}; check --input "
+            f"(skipped: {dict(stream.counts) or 'nothing'}, errors: {len(stream.errors)})"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "vocab.txt").write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
     tokenizer = load_tokenizer(out / "vocab.txt", lowercase=args.lowercase)
     tokenizer.save(out)  # rewrites vocab.txt identically, adds tokenizer_config.json (do_lower_case) + tokenizer.json
     counts = {k: v for k, v in stream.counts.items() if k not in ("documents", "words")}
     manifest = {
-        "vocab_size": tokenizer.vocab_size, "requested_vocab_size": args.vocab_size, "lowercase": args.lowercase,
-        "vocab_hash": tokenizer.vocab_hash, "min_frequency": args.min_frequency,
-        "limit_alphabet": args.limit_alphabet, "max_docs": args.max_docs,
-        "inputs": [str(f) for f in files], "documents": stream.counts["documents"],
-        "words": stream.counts["words"], "skipped": counts, "errors": stream.errors,
-        "elapsed_s": round(elapsed, 2), "words_per_s": round(stream.counts["words"] / max(elapsed, 1e-9)),
+        "vocab_size": tokenizer.vocab_size,
+        "requested_vocab_size": args.vocab_size,
+        "lowercase": args.lowercase,
+        "vocab_hash": tokenizer.vocab_hash,
+        "min_frequency": args.min_frequency,
+        "limit_alphabet": args.limit_alphabet,
+        "max_docs": args.max_docs,
+        "inputs": [str(f) for f in files],
+        "documents": stream.counts["documents"],
+        "words": stream.counts["words"],
+        "skipped": counts,
+        "errors": stream.errors,
+        "elapsed_s": round(elapsed, 2),
+        "words_per_s": round(stream.counts["words"] / max(elapsed, 1e-9)),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    print(f"wrote {out}/vocab.txt: {tokenizer.vocab_size:,} pieces ({'uncased' if args.lowercase else 'cased'}) "
-          f"from {manifest['documents']:,} documents, {manifest['words']:,} words in {elapsed:.1f}s "
-          f"({manifest['words_per_s']:,} words/s)", flush=True)
+    print(
+        f"wrote {out}/vocab.txt: {tokenizer.vocab_size:,} pieces ({'uncased' if args.lowercase else 'cased'}) "
+        f"from {manifest['documents']:,} documents, {manifest['words']:,} words in {elapsed:.1f}s "
+        f"({manifest['words_per_s']:,} words/s)",
+        flush=True,
+    )
     for err in stream.errors:
         print(f"error: {err['message']}", file=sys.stderr, flush=True)
     return manifest

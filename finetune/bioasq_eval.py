@@ -81,10 +81,33 @@ from finetune.bioasq_json import (  # noqa: E402, F401  (re-exported: the scorer
 LIST_THRESHOLD = 0.42  # dmis-lab/bioasq-biobert biocodes/transform_n2b_list.py `--threshold` default
 LIST_MAX_ANSWERS = 100  # a guard; BioBERT's transform sets no cap
 # averaged over batches (percentages); every other number is a count and is summed
-MEASURES = ("strict_acc", "lenient_acc", "mrr", "accuracy", "f1_yes", "f1_no", "macro_f1", "baseline_accuracy",
-            "baseline_macro_f1", "vote_accuracy", "vote_macro_f1", "mean_precision", "mean_recall", "mean_f1")
-PER_BATCH = ("strict_acc", "lenient_acc", "mrr", "accuracy", "macro_f1", "mean_precision", "mean_recall",
-             "mean_f1", "questions")
+MEASURES = (
+    "strict_acc",
+    "lenient_acc",
+    "mrr",
+    "accuracy",
+    "f1_yes",
+    "f1_no",
+    "macro_f1",
+    "baseline_accuracy",
+    "baseline_macro_f1",
+    "vote_accuracy",
+    "vote_macro_f1",
+    "mean_precision",
+    "mean_recall",
+    "mean_f1",
+)
+PER_BATCH = (
+    "strict_acc",
+    "lenient_acc",
+    "mrr",
+    "accuracy",
+    "macro_f1",
+    "mean_precision",
+    "mean_recall",
+    "mean_f1",
+    "questions",
+)
 
 
 def is_correct(answer: str, synonyms: Sequence[Sequence[str]]) -> bool:
@@ -97,17 +120,25 @@ def is_correct(answer: str, synonyms: Sequence[Sequence[str]]) -> bool:
 def _gold_of(golden: Mapping[str, GoldenQuestion], qid: str, test_file: str, golden_file: str) -> GoldenQuestion:
     gold = golden.get(qid)
     if gold is None:
-        raise UserError(f"question {qid} of test file {test_file or '?'} is not in golden file "
-                        f"{golden_file or '?'}; pair each test batch with its own golden file "
-                        "(BioASQ-test-factoid-7b-3.json with 7B3_golden.json)")
+        raise UserError(
+            f"question {qid} of test file {test_file or '?'} is not in golden file "
+            f"{golden_file or '?'}; pair each test batch with its own golden file "
+            "(BioASQ-test-factoid-7b-3.json with 7B3_golden.json)"
+        )
     return gold
 
 
 # ------------------------------------------------------------------------------------- measures
 
 
-def factoid_scores(predictions: Mapping[str, Sequence[str]], golden: Mapping[str, GoldenQuestion],
-                   qids: Sequence[str], *, test_file: str = "", golden_file: str = "") -> dict[str, float]:
+def factoid_scores(
+    predictions: Mapping[str, Sequence[str]],
+    golden: Mapping[str, GoldenQuestion],
+    qids: Sequence[str],
+    *,
+    test_file: str = "",
+    golden_file: str = "",
+) -> dict[str, float]:
     """Strict/lenient accuracy and MRR (in %) over the factoid questions `qids` of one test batch.
 
     `predictions[qid]` is the ranked answer list (missing or empty: scores 0); every answer counts, as in
@@ -127,9 +158,15 @@ def factoid_scores(predictions: Mapping[str, Sequence[str]], golden: Mapping[str
         lenient += rank > 0
         rr += 1.0 / rank if rank else 0.0
     n = max(scored, 1)
-    return {"strict_acc": 100 * strict / n, "lenient_acc": 100 * lenient / n, "mrr": 100 * rr / n,
-            "questions": scored, "strict_correct": int(strict), "lenient_correct": int(lenient),
-            "non_factoid_skipped": skipped}
+    return {
+        "strict_acc": 100 * strict / n,
+        "lenient_acc": 100 * lenient / n,
+        "mrr": 100 * rr / n,
+        "questions": scored,
+        "strict_correct": int(strict),
+        "lenient_correct": int(lenient),
+        "non_factoid_skipped": skipped,
+    }
 
 
 def _yesno_measures(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
@@ -143,8 +180,9 @@ def _yesno_measures(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, 
     return out
 
 
-def _of_type(golden: Mapping[str, GoldenQuestion], qids: Sequence[str], qtype: str, test_file: str,
-             golden_file: str) -> tuple[list[tuple[str, GoldenQuestion]], int]:
+def _of_type(
+    golden: Mapping[str, GoldenQuestion], qids: Sequence[str], qtype: str, test_file: str, golden_file: str
+) -> tuple[list[tuple[str, GoldenQuestion]], int]:
     """The questions of `qids` whose golden type is `qtype`, and how many others were skipped. A golden
     answer this type cannot read (see GoldenQuestion.problem) is an error naming the file and question."""
     chosen, skipped = [], 0
@@ -159,8 +197,14 @@ def _of_type(golden: Mapping[str, GoldenQuestion], qids: Sequence[str], qtype: s
     return chosen, skipped
 
 
-def yesno_scores(predictions: Mapping[str, str], golden: Mapping[str, GoldenQuestion], qids: Sequence[str], *,
-                 test_file: str = "", golden_file: str = "") -> dict:
+def yesno_scores(
+    predictions: Mapping[str, str],
+    golden: Mapping[str, GoldenQuestion],
+    qids: Sequence[str],
+    *,
+    test_file: str = "",
+    golden_file: str = "",
+) -> dict:
     """Accuracy, F1 of yes / of no, macro F1 (in %) over the yes/no questions `qids`, and the
     majority-class baseline; `predictions[qid]` is the submitted answer string."""
     gold, predicted = [], []
@@ -172,11 +216,18 @@ def yesno_scores(predictions: Mapping[str, str], golden: Mapping[str, GoldenQues
         predicted.append(read_yesno_answer(predictions.get(qid, "")))
     majority = "no" if gold.count("no") > gold.count("yes") else "yes"
     baseline = _yesno_measures(gold, [majority] * len(gold))
-    return {**_yesno_measures(gold, predicted), "baseline_answer": majority,
-            "baseline_accuracy": baseline["accuracy"], "baseline_macro_f1": baseline["macro_f1"],
-            "questions": len(gold), "correct": sum(g == p for g, p in zip(gold, predicted)),
-            "gold_yes": gold.count("yes"), "predicted_yes": predicted.count("yes"),
-            "missing_predictions": missing, "non_yesno_skipped": skipped}
+    return {
+        **_yesno_measures(gold, predicted),
+        "baseline_answer": majority,
+        "baseline_accuracy": baseline["accuracy"],
+        "baseline_macro_f1": baseline["macro_f1"],
+        "questions": len(gold),
+        "correct": sum(g == p for g, p in zip(gold, predicted)),
+        "gold_yes": gold.count("yes"),
+        "predicted_yes": predicted.count("yes"),
+        "missing_predictions": missing,
+        "non_yesno_skipped": skipped,
+    }
 
 
 def list_counts(answers: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) -> tuple[int, int, int]:
@@ -203,8 +254,14 @@ def list_counts(answers: Sequence[Sequence[str]], gold: Sequence[Sequence[str]])
     return tp, fp, fn
 
 
-def list_scores(predictions: Mapping[str, Sequence[Sequence[str]]], golden: Mapping[str, GoldenQuestion],
-                qids: Sequence[str], *, test_file: str = "", golden_file: str = "") -> dict:
+def list_scores(
+    predictions: Mapping[str, Sequence[Sequence[str]]],
+    golden: Mapping[str, GoldenQuestion],
+    qids: Sequence[str],
+    *,
+    test_file: str = "",
+    golden_file: str = "",
+) -> dict:
     """Mean precision, recall and F1 (in %) over the list questions `qids`; `predictions[qid]` is the list
     of submitted answers, each a list of strings (ours and a read submission's: one string each)."""
     precision = recall = f1 = 0.0
@@ -222,16 +279,23 @@ def list_scores(predictions: Mapping[str, Sequence[Sequence[str]]], golden: Mapp
         precision, recall = precision + p, recall + r
         f1 += 2 * p * r / (p + r) if p and r else 0.0
     n = max(scored, 1)
-    return {"mean_precision": 100 * precision / n, "mean_recall": 100 * recall / n, "mean_f1": 100 * f1 / n,
-            "questions": scored, "missing_predictions": missing, "non_list_skipped": skipped}
+    return {
+        "mean_precision": 100 * precision / n,
+        "mean_recall": 100 * recall / n,
+        "mean_f1": 100 * f1 / n,
+        "questions": scored,
+        "missing_predictions": missing,
+        "non_list_skipped": skipped,
+    }
 
 
-def select_list_answers(candidates: Sequence[tuple[str, float]], threshold: float = LIST_THRESHOLD,
-                        max_answers: int = LIST_MAX_ANSWERS) -> list[str]:
+def select_list_answers(
+    candidates: Sequence[tuple[str, float]], threshold: float = LIST_THRESHOLD, max_answers: int = LIST_MAX_ANSWERS
+) -> list[str]:
     """A list question's answers from its pooled candidates (ranked by probability): every one with
     probability >= `threshold`, at most `max_answers`, and at least the most probable one."""
     ranked = sorted(candidates, key=lambda c: -c[1])
-    chosen = [text for text, p in ranked if p >= threshold][:max(1, max_answers)]
+    chosen = [text for text, p in ranked if p >= threshold][: max(1, max_answers)]
     return chosen or [text for text, _ in ranked[:1]]
 
 
@@ -266,9 +330,11 @@ def submitted_answer(question: Submitted, qtype: str, path: str | Path):
     answers (first string of each item); list, the items; yesno, the answer string ("" when absent)."""
     if qtype == "yesno":
         if question.lists is not None:
-            raise UserError(f"{path}: {question.where()} is a yes/no question of the golden file, but its "
-                            "`exact_answer` is a list; the official evaluator stops here (accuracyYesNo: "
-                            'response.getAnswer() is null, a NullPointerException). Answer "yes" or "no".')
+            raise UserError(
+                f"{path}: {question.where()} is a yes/no question of the golden file, but its "
+                "`exact_answer` is a list; the official evaluator stops here (accuracyYesNo: "
+                'response.getAnswer() is null, a NullPointerException). Answer "yes" or "no".'
+            )
         return question.answer or ""
     items = question.lists or []  # a string answer to a factoid or list question has no items: it scores 0
     return [item[0] for item in items] if qtype == "factoid" else [list(item) for item in items]
@@ -277,18 +343,23 @@ def submitted_answer(question: Submitted, qtype: str, path: str | Path):
 def _reselect(question: Submitted, args: argparse.Namespace, path: str) -> list[list[str]]:
     candidates = question.fields.get("answers_with_probability")
     if not isinstance(candidates, list) or not all(isinstance(c, dict) for c in candidates):
-        raise UserError(f"{path}: list question {question.qid} has no `answers_with_probability` list, which "
-                        "--list_threshold re-selects from (predictions_test.json of a bioasq_list task has it)")
+        raise UserError(
+            f"{path}: list question {question.qid} has no `answers_with_probability` list, which "
+            "--list_threshold re-selects from (predictions_test.json of a bioasq_list task has it)"
+        )
     try:
         pairs = [(str(c.get("text", "")), float(c.get("probability", 0.0))) for c in candidates]
     except (TypeError, ValueError):
-        raise UserError(f"{path}: list question {question.qid}: `answers_with_probability` needs "
-                        '{"text": ..., "probability": <number>} objects') from None
+        raise UserError(
+            f"{path}: list question {question.qid}: `answers_with_probability` needs "
+            '{"text": ..., "probability": <number>} objects'
+        ) from None
     return [[a] for a in select_list_answers(pairs, args.list_threshold, args.list_max_answers)]
 
 
-def _score_types(submission: dict[str, Submitted], golden: dict[str, GoldenQuestion], answered: list[str],
-                 args: argparse.Namespace) -> dict:
+def _score_types(
+    submission: dict[str, Submitted], golden: dict[str, GoldenQuestion], answered: list[str], args: argparse.Namespace
+) -> dict:
     files = {"test_file": args.submission, "golden_file": args.golden}
     scores: dict = {}
     for qtype, scorer in (("factoid", factoid_scores), ("yesno", yesno_scores), ("list", list_scores)):
@@ -313,9 +384,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("submission", help="predictions_test.json or any BioASQ phase B submission")
     parser.add_argument("golden", help="the official golden file, e.g. 7B_golden.json")
-    parser.add_argument("--list_threshold", type=float, default=None,
-                        help=f"re-select list answers from `answers_with_probability` with this threshold "
-                             f"(run_task uses {LIST_THRESHOLD})")
+    parser.add_argument(
+        "--list_threshold",
+        type=float,
+        default=None,
+        help=f"re-select list answers from `answers_with_probability` with this threshold "
+        f"(run_task uses {LIST_THRESHOLD})",
+    )
     parser.add_argument("--list_max_answers", type=int, default=LIST_MAX_ANSWERS)
     args = parser.parse_args(argv)
     questions = read_submission(args.submission)
@@ -323,24 +398,41 @@ def main(argv: list[str] | None = None) -> dict:
     submission, repeats = pair_submission(questions, list(golden), args.submission)
     answered = [qid for qid in golden if qid in submission]
     if not answered:
-        raise UserError(f"no question of {args.submission} is in {args.golden}; pair the submission with the "
-                        "golden file of its test set")
+        raise UserError(
+            f"no question of {args.submission} is in {args.golden}; pair the submission with the "
+            "golden file of its test set"
+        )
     scores = _score_types(submission, golden, answered, args)
     present = {golden[qid].type for qid in answered}  # a factoid-only submission lacks no yes/no question
     missing = sum(1 for qid, g in golden.items() if g.type in present and qid not in submission)
-    scores.update(missing_predictions=missing, not_in_golden=sum(1 for qid in submission if qid not in golden),
-                  repeated_ids=repeats)
+    scores.update(
+        missing_predictions=missing,
+        not_in_golden=sum(1 for qid in submission if qid not in golden),
+        repeated_ids=repeats,
+    )
     if missing or scores["not_in_golden"]:
-        print(f"note: {missing} {'/'.join(sorted(present))} questions of {args.golden} are not in {args.submission} "
-              f"(not scored, as the official evaluator does); {scores['not_in_golden']} submitted ids are not in "
-              "the golden file (ignored)", file=sys.stderr, flush=True)
+        print(
+            f"note: {missing} {'/'.join(sorted(present))} questions of {args.golden} are not in {args.submission} "
+            f"(not scored, as the official evaluator does); {scores['not_in_golden']} submitted ids are not in "
+            "the golden file (ignored)",
+            file=sys.stderr,
+            flush=True,
+        )
     if repeats:
-        print(f"note: {repeats} submitted questions repeat an earlier id; the first of each is scored, as the "
-              "official evaluator does", file=sys.stderr, flush=True)
+        print(
+            f"note: {repeats} submitted questions repeat an earlier id; the first of each is scored, as the "
+            "official evaluator does",
+            file=sys.stderr,
+            flush=True,
+        )
     strings = scores.get("string_answers", 0) + scores.get("list", {}).get("string_answers", 0)
     if strings:
-        print(f"note: {strings} factoid/list questions are answered by a string, not [[\"answer\"], ...]; they "
-              "score 0, as in the official evaluator", file=sys.stderr, flush=True)
+        print(
+            f'note: {strings} factoid/list questions are answered by a string, not [["answer"], ...]; they '
+            "score 0, as in the official evaluator",
+            file=sys.stderr,
+            flush=True,
+        )
     print(json.dumps(scores, indent=2))
     return scores
 

@@ -79,8 +79,13 @@ class Submitted:
 
 def _token(value) -> str:
     """Gson's name of the token a value starts with, as its exceptions print it."""
-    for kind, name in ((_Obj, "BEGIN_OBJECT"), (list, "BEGIN_ARRAY"), (_Num, "NUMBER"), (str, "STRING"),
-                       (bool, "BOOLEAN")):
+    for kind, name in (
+        (_Obj, "BEGIN_OBJECT"),
+        (list, "BEGIN_ARRAY"),
+        (_Num, "NUMBER"),
+        (str, "STRING"),
+        (bool, "BOOLEAN"),
+    ):
         if isinstance(value, kind):
             return name
     return "NULL"
@@ -128,8 +133,13 @@ def read_questions(path: str | Path, what: str, *, gold: bool, hint: str = SUBMI
             raise _refused(path, "`questions`", f"is a {_token(value)}", "readData: beginArray()", hint)
         for obj in value:
             if not isinstance(obj, _Obj):
-                raise _refused(path, f"questions[{len(questions)}]", f"is a {_token(obj)}, not an object",
-                               "readData: beginObject()", hint)
+                raise _refused(
+                    path,
+                    f"questions[{len(questions)}]",
+                    f"is a {_token(obj)}, not an object",
+                    "readData: beginObject()",
+                    hint,
+                )
             questions.append(_read_question(obj, len(questions), path, gold))
     return questions
 
@@ -158,22 +168,37 @@ def _read_question(obj: _Obj, index: int, path: Path, gold: bool) -> Submitted:
 
 def _text(value, path: Path, at: str, java: str) -> None:
     if not isinstance(value, str):  # a string or a number (`_Num`): nextString() takes both
-        raise _refused(path, at, f"is a {_token(value)}, where a string is read", f"{java}: Expected a string "
-                       f"but was {_token(value)}", "Write a string.")
+        raise _refused(
+            path,
+            at,
+            f"is a {_token(value)}, where a string is read",
+            f"{java}: Expected a string but was {_token(value)}",
+            "Write a string.",
+        )
 
 
 def _array(value, path: Path, at: str, java: str) -> list:
     if not isinstance(value, list):
-        raise _refused(path, at, f"is a {_token(value)}, not a list", f"{java}: Expected BEGIN_ARRAY but was "
-                       f"{_token(value)}", "Write a list, or leave the field out (phase B does not score it).")
+        raise _refused(
+            path,
+            at,
+            f"is a {_token(value)}, not a list",
+            f"{java}: Expected BEGIN_ARRAY but was {_token(value)}",
+            "Write a list, or leave the field out (phase B does not score it).",
+        )
     return value
 
 
 def _objects(value, path: Path, at: str, java: str) -> list[_Obj]:
     for k, item in enumerate(_array(value, path, at, java)):
         if not isinstance(item, _Obj):
-            raise _refused(path, f"{at}[{k}]", f"is a {_token(item)}, not an object", f"{java.split(':')[0]}: "
-                           f"beginObject()", "Write an object, or leave the field out.")
+            raise _refused(
+                path,
+                f"{at}[{k}]",
+                f"is a {_token(item)}, not an object",
+                f"{java.split(':')[0]}: beginObject()",
+                "Write an object, or leave the field out.",
+            )
     return value
 
 
@@ -192,12 +217,21 @@ def _check_snippets(value, path: Path, at: str) -> None:
             if name in _SNIPPET_TEXTS:
                 _text(v, path, where, "readSnippets: nextString()")
             elif name not in _SNIPPET_INTS:
-                raise _refused(path, where, "is not a snippet field (" + ", ".join(_SNIPPET_INTS + _SNIPPET_TEXTS)
-                               + ")", "readSnippets reads no other key and leaves its value: nextName(): Expected "
-                               "a name", "Remove the key.")
+                raise _refused(
+                    path,
+                    where,
+                    "is not a snippet field (" + ", ".join(_SNIPPET_INTS + _SNIPPET_TEXTS) + ")",
+                    "readSnippets reads no other key and leaves its value: nextName(): Expected a name",
+                    "Remove the key.",
+                )
             elif not _java_int(v):
-                raise _refused(path, where, f"is {v!r}, not a 32-bit integer", "readSnippets: nextInt()",
-                               "Write the character offset as an integer.")
+                raise _refused(
+                    path,
+                    where,
+                    f"is {v!r}, not a 32-bit integer",
+                    "readSnippets: nextInt()",
+                    "Write the character offset as an integer.",
+                )
 
 
 def _java_int(value) -> bool:
@@ -225,23 +259,43 @@ def _read_exact(value, gold: bool, path: Path, at: str) -> tuple[str | None, lis
     """(answer, lists) of an `exact_answer` as readData reads it: a STRING is an answer string; an array
     whose first element is an array is a list of items (readExactAnswerListOfArraysv2 for golden files, v3,
     first string only, for submissions); anything else stops the Java reader."""
-    fix = ('Write factoid and list answers as [["answer"], ["another answer"]] (factoid: ranked) and yes/no '
-           'answers as "yes" or "no".')
+    fix = (
+        'Write factoid and list answers as [["answer"], ["another answer"]] (factoid: ranked) and yes/no '
+        'answers as "yes" or "no".'
+    )
     if isinstance(value, str) and not isinstance(value, _Num):
         return value, None
     if not isinstance(value, list):
-        raise _refused(path, at, f"is a {_token(value)}", "readData reads neither an array nor a string here, "
-                       f"so the next nextName() fails: Expected a name but was {_token(value)}", fix)
+        raise _refused(
+            path,
+            at,
+            f"is a {_token(value)}",
+            "readData reads neither an array nor a string here, "
+            f"so the next nextName() fails: Expected a name but was {_token(value)}",
+            fix,
+        )
     if value and not isinstance(value[0], list):
         flat = isinstance(value[0], str) and not isinstance(value[0], _Num)
-        raise _refused(path, at, "is a flat list of strings" if flat else f"starts with a {_token(value[0])}",
-                       "readExactAnswerListOfArraysv3: beginArray(): Expected BEGIN_ARRAY but was STRING" if flat
-                       else f"readData: endArray(): Expected END_ARRAY but was {_token(value[0])}", fix)
+        raise _refused(
+            path,
+            at,
+            "is a flat list of strings" if flat else f"starts with a {_token(value[0])}",
+            "readExactAnswerListOfArraysv3: beginArray(): Expected BEGIN_ARRAY but was STRING"
+            if flat
+            else f"readData: endArray(): Expected END_ARRAY but was {_token(value[0])}",
+            fix,
+        )
     lists = []
     for k, item in enumerate(value):
         if not isinstance(item, list):
-            raise _refused(path, f"{at}[{k}]", f"is a {_token(item)}, not a list", "readExactAnswerListOfArrays"
-                           f"v{2 if gold else 3}: beginArray(): Expected BEGIN_ARRAY but was {_token(item)}", fix)
+            raise _refused(
+                path,
+                f"{at}[{k}]",
+                f"is a {_token(item)}, not a list",
+                "readExactAnswerListOfArrays"
+                f"v{2 if gold else 3}: beginArray(): Expected BEGIN_ARRAY but was {_token(item)}",
+                fix,
+            )
         for s in item:
             _text(s, path, f"{at}[{k}]", "readExactAnswerArray: nextString()")
         if item:  # an empty item is never added: the loop that reads it does not run
@@ -278,18 +332,21 @@ def _golden_question(q: Submitted, path: Path) -> GoldenQuestion:
             gold.synonyms = q.lists
         else:  # the Java code finds no golden item: every submission would score 0 on it
             found = "a string" if q.answer is not None else "an empty list" if q.lists is not None else "missing"
-            gold.problem = (f"{path}: {q.type} question {q.qid} has no `exact_answer` list ({found}); expected "
-                            '[["answer", "synonym"], ...]; fix the golden file')
+            gold.problem = (
+                f"{path}: {q.type} question {q.qid} has no `exact_answer` list ({found}); expected "
+                '[["answer", "synonym"], ...]; fix the golden file'
+            )
             if q.type == "factoid":
                 raise UserError(gold.problem)
     elif q.type == "yesno":
         gold.answer = read_yesno_answer(q.answer)  # "" for a list, a missing answer, or neither yes nor no
         if not gold.answer:
             raw = q.fields.get("exact_answer")
-            gold.problem = (f"{path}: yes/no question {q.qid}: `exact_answer` is {raw!r}, expected \"yes\" or "
-                            "\"no\"; fix the golden file")
+            gold.problem = (
+                f'{path}: yes/no question {q.qid}: `exact_answer` is {raw!r}, expected "yes" or '
+                '"no"; fix the golden file'
+            )
     return gold
-
 
 
 def read_submission(path: str | Path) -> list[Submitted]:
@@ -298,8 +355,9 @@ def read_submission(path: str | Path) -> list[Submitted]:
     return read_questions(path, "BioASQ submission", gold=False)
 
 
-def pair_submission(questions: Sequence[Submitted], golden_ids: Sequence[str], path: str | Path
-                    ) -> tuple[dict[str, Submitted], int]:
+def pair_submission(
+    questions: Sequence[Submitted], golden_ids: Sequence[str], path: str | Path
+) -> tuple[dict[str, Submitted], int]:
     """{id: the FIRST submitted question of that id} and how many later repeats were ignored, as
     Task1bData.getQuestion's scan from the top finds them. The scan calls getId().equals() on every
     question it passes: one without an id before some golden id's first match is a NullPointerException
@@ -310,9 +368,11 @@ def pair_submission(questions: Sequence[Submitted], golden_ids: Sequence[str], p
         if q.qid is None:
             lacking = next((g for g in golden_ids if g not in first), None)
             if lacking is not None:
-                raise UserError(f"{path}: {q.where()} has no `id`; the official evaluator stops when it looks up "
-                                f"golden question {lacking} past it (NullPointerException in Task1bData."
-                                f"getQuestion). Give every question its `id`, or remove it.")
+                raise UserError(
+                    f"{path}: {q.where()} has no `id`; the official evaluator stops when it looks up "
+                    f"golden question {lacking} past it (NullPointerException in Task1bData."
+                    f"getQuestion). Give every question its `id`, or remove it."
+                )
             break
         if q.qid in first:
             repeats += 1

@@ -140,14 +140,28 @@ def _prf(correct: int, found_gold: int, found_pred: int) -> tuple[float, float, 
     return precision, recall, f1
 
 
-def _scores(correct: Counter[str], found_gold: Counter[str], found_pred: Counter[str], correct_tags: int,
-            tokens: int) -> dict:
+def _scores(
+    correct: Counter[str], found_gold: Counter[str], found_pred: Counter[str], correct_tags: int, tokens: int
+) -> dict:
     precision, recall, f1 = _prf(sum(correct.values()), sum(found_gold.values()), sum(found_pred.values()))
     by_type = {}
     for chunk_type in sorted(t for t in set(found_gold) | set(found_pred) if found_gold[t] or found_pred[t]):
         p, r, f = _prf(correct[chunk_type], found_gold[chunk_type], found_pred[chunk_type])
-        by_type[chunk_type] = {"precision": p, "recall": r, "f1": f, "support": found_gold[chunk_type],
-                               "predicted": found_pred[chunk_type]}
-    return {"precision": precision, "recall": recall, "f1": f1, "true_chunks": sum(found_gold.values()),
-            "pred_chunks": sum(found_pred.values()), "correct_chunks": sum(correct.values()),
-            "tokens": tokens, "token_accuracy": correct_tags / tokens if tokens else 0.0, "by_type": by_type}
+        by_type[chunk_type] = {
+            "precision": p,
+            "recall": r,
+            "f1": f,
+            "support": found_gold[chunk_type],
+            "predicted": found_pred[chunk_type],
+        }
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "true_chunks": sum(found_gold.values()),
+        "pred_chunks": sum(found_pred.values()),
+        "correct_chunks": sum(correct.values()),
+        "tokens": tokens,
+        "token_accuracy": correct_tags / tokens if tokens else 0.0,
+        "by_type": by_type,
+    }

@@ -37,12 +37,16 @@ CV_TASKS = [name for name, ds in RE_DATASETS.items() if ds.folds]
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("--task", required=True, choices=CV_TASKS)
     parser.add_argument("--run_dir", required=True, help="one folder for all folds (fold_01 ... inside)")
-    parser.add_argument("--folds", default=",".join(str(k) for k in range(1, N_FOLDS + 1)),
-                        help="comma-separated folds to run (default: all %(default)s)")
+    parser.add_argument(
+        "--folds",
+        default=",".join(str(k) for k in range(1, N_FOLDS + 1)),
+        help="comma-separated folds to run (default: all %(default)s)",
+    )
     args, rest = parser.parse_known_args(argv)
     try:
         args.folds = sorted({int(k) for k in args.folds.split(",") if k.strip()})
@@ -76,8 +80,10 @@ def _check_same_flags(run_dir: Path, task: str, flags: list[str]) -> None:
     if record.is_file() and started:
         theirs = json.loads(record.read_text())
         if theirs != mine:
-            raise UserError(f"{run_dir} holds folds run with {theirs}, not {mine}; their scores must not be "
-                            "averaged with these. Use a new --run_dir, or repeat the original flags.")
+            raise UserError(
+                f"{run_dir} holds folds run with {theirs}, not {mine}; their scores must not be "
+                "averaged with these. Use a new --run_dir, or repeat the original flags."
+            )
     else:  # nothing trained yet: (re)record the flags
         write_json(record, mine)
 
@@ -94,11 +100,12 @@ def run_fold(task: str, fold: int, run_dir: Path, flags: list[str]) -> tuple[dic
         print(f"{task} fold {fold}: interrupted after a checkpoint; continuing it with --resume", flush=True)
         extra = ["--resume"]
     elif (fold_dir / "metrics.jsonl").exists():
-        raise UserError(f"{fold_dir}: an interrupted fold with no checkpoint to resume from; delete the "
-                        "folder to run the fold again (or pass --save_every N to make folds resumable)")
+        raise UserError(
+            f"{fold_dir}: an interrupted fold with no checkpoint to resume from; delete the "
+            "folder to run the fold again (or pass --save_every N to make folds resumable)"
+        )
     print(f"{task} fold {fold}: training in {fold_dir}", flush=True)
-    results = run_task.main.__wrapped__([*flags, "--task", f"{task}_{fold}", "--run_dir", str(fold_dir),
-                                         *extra])
+    results = run_task.main.__wrapped__([*flags, "--task", f"{task}_{fold}", "--run_dir", str(fold_dir), *extra])
     gc.collect()  # the fold's model and engine, before the next fold builds its own
     return results, True
 
@@ -130,10 +137,15 @@ def main(argv: list[str] | None = None) -> dict:
         results, _ = run_fold(args.task, fold, run_dir, flags)
         fold_scores[fold] = results["scores"][cfg.test_split]
         summary = summarize(fold_scores)
-        out = {"task": args.task, "split": cfg.test_split, "folds_run": sorted(fold_scores),
-               "complete": sorted(fold_scores) == list(range(1, N_FOLDS + 1)),
-               "std_kind": "sample standard deviation (n - 1)", **summary,
-               "folds": {str(k): v for k, v in fold_scores.items()}}
+        out = {
+            "task": args.task,
+            "split": cfg.test_split,
+            "folds_run": sorted(fold_scores),
+            "complete": sorted(fold_scores) == list(range(1, N_FOLDS + 1)),
+            "std_kind": "sample standard deviation (n - 1)",
+            **summary,
+            "folds": {str(k): v for k, v in fold_scores.items()},
+        }
         write_json(run_dir / "results.json", out)
     print(_table(args.task, cfg.test_split, fold_scores, summary), flush=True)
     return out

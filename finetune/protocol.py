@@ -57,8 +57,17 @@ from finetune.tasks.relation import HEADERS  # noqa: E402
 SELECT_METRIC = {"ner": "f1", "re": "f1", "qa": "strict_acc"}
 QA_FIXED_EPOCHS = 5.0
 CV_SHUFFLE_SEED = 0
-OWNED_FLAGS = ("--task", "--run_dir", "--seed", "--epochs", "--max_steps", "--train_split", "--eval_split",
-               "--test_split", "--resume")
+OWNED_FLAGS = (
+    "--task",
+    "--run_dir",
+    "--seed",
+    "--epochs",
+    "--max_steps",
+    "--train_split",
+    "--eval_split",
+    "--test_split",
+    "--resume",
+)
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -72,8 +81,9 @@ def _ints(text: str, flag: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("--task", required=True)
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--init_from", required=True)
@@ -85,8 +95,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--exact_grid", action="store_true", help="one run per (batch, epochs), no reuse")
     parser.add_argument("--cv_folds", type=int, default=10, help="K of the CV selection without a devel split")
     parser.add_argument("--epochs", type=float, default=None, help="biobert-code and QA: fixed epochs")
-    parser.add_argument("--folds", default=",".join(str(k) for k in range(1, N_FOLDS + 1)),
-                        help="--task gad / euadr: the folds to run")
+    parser.add_argument(
+        "--folds", default=",".join(str(k) for k in range(1, N_FOLDS + 1)), help="--task gad / euadr: the folds to run"
+    )
     args, rest = parser.parse_known_args(argv)
     args.seeds = _ints(args.seeds, "--seeds")
     args.batch_sizes = sorted(_ints(args.batch_sizes, "--batch_sizes"))
@@ -155,8 +166,7 @@ def make_cv_folds(task, files: dict[str, Path], root: Path, k: int) -> list[Path
         folder = root / f"fold_{i + 1:02d}" / _layout(task)
         if not (folder / "devel.tsv").is_file():
             held_out = [records[j] for j in sorted(held)]
-            _write_records(folder / "train.tsv", header, [r for j, r in enumerate(records) if j not in held],
-                           task.kind)
+            _write_records(folder / "train.tsv", header, [r for j, r in enumerate(records) if j not in held], task.kind)
             _write_records(folder / "devel.tsv", header, held_out, task.kind)
             _write_records(folder / "test.tsv", header, held_out, task.kind)  # required by the reader; unused
         roots.append(root / f"fold_{i + 1:02d}")
@@ -216,8 +226,10 @@ def epoch_scores(run_dir: Path, results: dict, epochs: list[int], metric: str) -
     for e in epochs:
         step = round(e * steps_per_epoch)
         if step not in evals:
-            raise UserError(f"{run_dir}/metrics.jsonl: no devel evaluation at step {step} (epoch {e}); "
-                            "leave --eval_every at its default (once per epoch) or pass --exact_grid")
+            raise UserError(
+                f"{run_dir}/metrics.jsonl: no devel evaluation at step {step} (epoch {e}); "
+                "leave --eval_every at its default (once per epoch) or pass --exact_grid"
+            )
         out[e] = evals[step]
     return out
 
@@ -232,13 +244,19 @@ def grid_scores(task, base: list[str], data_dir: str, sub: Path, args, seed: int
     for bs in args.batch_sizes:
         if args.exact_grid:
             for e in args.epoch_grid:
-                res = sub_run(sub / f"bs{bs}_ep{e}", [*common, "--ds", f"train_batch_size={bs}", "--epochs",
-                                                      str(e)], keep_checkpoints=False)
+                res = sub_run(
+                    sub / f"bs{bs}_ep{e}",
+                    [*common, "--ds", f"train_batch_size={bs}", "--epochs", str(e)],
+                    keep_checkpoints=False,
+                )
                 scores[bs, e] = res["scores"]["devel"][metric]
         else:
             run = sub / f"bs{bs}"
-            res = sub_run(run, [*common, "--ds", f"train_batch_size={bs}", "--epochs",
-                                str(max(args.epoch_grid))], keep_checkpoints=False)
+            res = sub_run(
+                run,
+                [*common, "--ds", f"train_batch_size={bs}", "--epochs", str(max(args.epoch_grid))],
+                keep_checkpoints=False,
+            )
             for e, value in epoch_scores(run, res, args.epoch_grid, metric).items():
                 scores[bs, e] = value
     return scores
@@ -253,20 +271,39 @@ def select(task, files: dict[str, Path], base: list[str], args, run_dir: Path) -
     else:
         method = f"{args.cv_folds}-fold cross-validation on train"
         roots = make_cv_folds(task, files, run_dir / "cv_data", args.cv_folds)
-        per_fold = {i + 1: grid_scores(task, base, str(root), run_dir / "select" / f"cv{i + 1:02d}", args, seed)
-                    for i, root in enumerate(roots)}
+        per_fold = {
+            i + 1: grid_scores(task, base, str(root), run_dir / "select" / f"cv{i + 1:02d}", args, seed)
+            for i, root in enumerate(roots)
+        }
         scores = {key: statistics.fmean(f[key] for f in per_fold.values()) for key in per_fold[1]}
     best = max(scores, key=lambda key: scores[key])  # ties: the first, i.e. the smaller batch and epochs
-    note = ("each epoch count read from one run per batch size trained for the largest; its linear "
-            "learning-rate decay spans that many epochs" if not args.exact_grid else "one run per setting")
-    return {"method": method, "metric": f"{'devel' if method == 'devel' else 'cv'}_{SELECT_METRIC[task.kind]}",
-            "seed": seed, "exact_grid": args.exact_grid, "note": note,
-            "scores": [{"train_batch_size": bs, "epochs": e, "score": v} for (bs, e), v in scores.items()],
-            **({"cv_folds": args.cv_folds, "cv_shuffle_seed": CV_SHUFFLE_SEED,
-                "per_fold": {str(i): [{"train_batch_size": bs, "epochs": e, "score": v}
-                                      for (bs, e), v in f.items()] for i, f in per_fold.items()}}
-               if per_fold else {}),
-            "chosen": {"train_batch_size": best[0], "epochs": best[1], "score": scores[best]}}
+    note = (
+        "each epoch count read from one run per batch size trained for the largest; its linear "
+        "learning-rate decay spans that many epochs"
+        if not args.exact_grid
+        else "one run per setting"
+    )
+    return {
+        "method": method,
+        "metric": f"{'devel' if method == 'devel' else 'cv'}_{SELECT_METRIC[task.kind]}",
+        "seed": seed,
+        "exact_grid": args.exact_grid,
+        "note": note,
+        "scores": [{"train_batch_size": bs, "epochs": e, "score": v} for (bs, e), v in scores.items()],
+        **(
+            {
+                "cv_folds": args.cv_folds,
+                "cv_shuffle_seed": CV_SHUFFLE_SEED,
+                "per_fold": {
+                    str(i): [{"train_batch_size": bs, "epochs": e, "score": v} for (bs, e), v in f.items()]
+                    for i, f in per_fold.items()
+                },
+            }
+            if per_fold
+            else {}
+        ),
+        "chosen": {"train_batch_size": best[0], "epochs": best[1], "score": scores[best]},
+    }
 
 
 # --------------------------------------------------------------------------------------- the protocol
@@ -274,8 +311,13 @@ def select(task, files: dict[str, Path], base: list[str], args, run_dir: Path) -
 
 def mean_std(runs: list[dict]) -> tuple[dict, dict]:
     """Mean and sample standard deviation (n - 1; None for one run) of each numeric score all runs share."""
-    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and all(isinstance(r.get(k), (int, float)) for r in runs)]
+    keys = [
+        k
+        for k, v in runs[0].items()
+        if isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and all(isinstance(r.get(k), (int, float)) for r in runs)
+    ]
     mean = {k: statistics.fmean(r[k] for r in runs) for k in keys}
     std = {k: statistics.stdev([r[k] for r in runs]) if len(runs) > 1 else None for k in keys}
     return mean, std
@@ -307,41 +349,68 @@ def setting_for(task, files: dict[str, Path], flags: list[str], args, run_dir: P
 def _check_same_args(run_dir: Path, record: dict) -> None:
     path = run_dir / "protocol.json"
     if path.is_file() and json.loads(path.read_text()) != record:
-        raise UserError(f"{run_dir} holds a protocol run with {json.loads(path.read_text())}, not {record}; "
-                        "its sub-runs must not be mixed with these. Use a new --run_dir or the original flags.")
+        raise UserError(
+            f"{run_dir} holds a protocol run with {json.loads(path.read_text())}, not {record}; "
+            "its sub-runs must not be mixed with these. Use a new --run_dir or the original flags."
+        )
     write_json(path, record)
 
 
 def run_protocol(task_name: str, args, flags: list[str], run_dir: Path) -> dict:
     task = get_task(task_name)
     files = task.splits(Path(args.data_dir))
-    record = {"protocol": args.protocol, "task": task_name, "data_dir": args.data_dir, "init_from": args.init_from,
-              "batch_sizes": args.batch_sizes, "epoch_grid": args.epoch_grid, "exact_grid": args.exact_grid,
-              "cv_folds": args.cv_folds, "epochs": args.epochs, "selection_seed": args.seeds[0],
-              "run_task_flags": flags}
+    record = {
+        "protocol": args.protocol,
+        "task": task_name,
+        "data_dir": args.data_dir,
+        "init_from": args.init_from,
+        "batch_sizes": args.batch_sizes,
+        "epoch_grid": args.epoch_grid,
+        "exact_grid": args.exact_grid,
+        "cv_folds": args.cv_folds,
+        "epochs": args.epochs,
+        "selection_seed": args.seeds[0],
+        "run_task_flags": flags,
+    }
     if args.protocol == "paper" and task.kind != "qa":  # refused before anything is written
         if _has_ds(flags, "train_batch_size"):
             raise UserError("--ds train_batch_size=...: the paper protocol picks the batch from --batch_sizes")
         if args.epochs is not None:
-            raise UserError("--epochs: the paper protocol picks the epochs from --epoch_grid (--epochs is for "
-                            "--protocol biobert-code and for QA)")
+            raise UserError(
+                "--epochs: the paper protocol picks the epochs from --epoch_grid (--epochs is for "
+                "--protocol biobert-code and for QA)"
+            )
     _check_same_args(run_dir, record)
     base = [*flags, "--task", task_name, "--init_from", args.init_from]
     setting, extra, selection = setting_for(task, files, base, args, run_dir)
     test_split = "test"
     per_seed = {}
     for seed in args.seeds:
-        res = sub_run(run_dir / f"seed_{seed}", [*base, *extra, "--seed", str(seed), "--eval_split", "",
-                                                 "--test_split", test_split])
+        res = sub_run(
+            run_dir / f"seed_{seed}",
+            [*base, *extra, "--seed", str(seed), "--eval_split", "", "--test_split", test_split],
+        )
         setting.setdefault("train_batch_size", res["train_batch_size"])
         per_seed[seed] = {k: v for k, v in res["scores"][test_split].items() if not isinstance(v, dict)}
     mean, std = mean_std(list(per_seed.values()))
-    out = {"protocol": args.protocol, "task": task_name, "kind": task.kind, "init_from": args.init_from,
-           "split": test_split, "headline": [k for k in task.headline if k in mean],
-           "grid": {"batch_sizes": args.batch_sizes, "epochs": args.epoch_grid} if selection else None,
-           "selection": selection or None, "setting": setting, "seeds": args.seeds,
-           "runs": {str(s): v for s, v in per_seed.items()}, "mean": mean, "std": std, "std_over": "seeds",
-           "std_kind": "sample standard deviation (n - 1)", "run_task_flags": flags}
+    out = {
+        "protocol": args.protocol,
+        "task": task_name,
+        "kind": task.kind,
+        "init_from": args.init_from,
+        "split": test_split,
+        "headline": [k for k in task.headline if k in mean],
+        "grid": {"batch_sizes": args.batch_sizes, "epochs": args.epoch_grid} if selection else None,
+        "selection": selection or None,
+        "setting": setting,
+        "seeds": args.seeds,
+        "runs": {str(s): v for s, v in per_seed.items()},
+        "mean": mean,
+        "std": std,
+        "std_over": "seeds",
+        "std_kind": "sample standard deviation (n - 1)",
+        "run_task_flags": flags,
+    }
     write_json(run_dir / "results.json", out)
     _print_summary(out)
     return out
@@ -359,12 +428,24 @@ def run_folds(dataset: str, args, flags: list[str], run_dir: Path) -> dict:
         mean, std = mean_std(fold_means)
         std_over = "folds"
     first = next(iter(folds.values()))
-    out = {"protocol": args.protocol, "task": dataset, "kind": "re", "init_from": args.init_from, "split": "test",
-           "headline": first["headline"], "folds_run": args.folds,
-           "complete": args.folds == list(range(1, N_FOLDS + 1)),
-           "folds": {str(k): {"setting": f["setting"], "mean": f["mean"], "std": f["std"]} for k, f in folds.items()},
-           "seeds": args.seeds, "runs": {str(s): v for s, v in per_seed.items()}, "mean": mean, "std": std,
-           "std_over": std_over, "std_kind": "sample standard deviation (n - 1)", "run_task_flags": flags}
+    out = {
+        "protocol": args.protocol,
+        "task": dataset,
+        "kind": "re",
+        "init_from": args.init_from,
+        "split": "test",
+        "headline": first["headline"],
+        "folds_run": args.folds,
+        "complete": args.folds == list(range(1, N_FOLDS + 1)),
+        "folds": {str(k): {"setting": f["setting"], "mean": f["mean"], "std": f["std"]} for k, f in folds.items()},
+        "seeds": args.seeds,
+        "runs": {str(s): v for s, v in per_seed.items()},
+        "mean": mean,
+        "std": std,
+        "std_over": std_over,
+        "std_kind": "sample standard deviation (n - 1)",
+        "run_task_flags": flags,
+    }
     write_json(run_dir / "results.json", out)
     _print_summary(out)
     return out
@@ -372,9 +453,15 @@ def run_folds(dataset: str, args, flags: list[str], run_dir: Path) -> dict:
 
 def _print_summary(out: dict) -> None:
     keys = out["headline"]
-    print(f"{out['task']} ({out['protocol']}, {out['split']}): " + "  ".join(
-        f"{k} {out['mean'][k]:.2f}" + (f" ± {out['std'][k]:.2f}" if out["std"].get(k) is not None else "")
-        for k in keys) + f"  (std over {out['std_over']})", flush=True)
+    print(
+        f"{out['task']} ({out['protocol']}, {out['split']}): "
+        + "  ".join(
+            f"{k} {out['mean'][k]:.2f}" + (f" ± {out['std'][k]:.2f}" if out["std"].get(k) is not None else "")
+            for k in keys
+        )
+        + f"  (std over {out['std_over']})",
+        flush=True,
+    )
 
 
 @exit_on_user_error
@@ -383,8 +470,9 @@ def main(argv: list[str] | None = None) -> dict:
     run_dir = Path(args.run_dir)
     folded = args.task in RE_DATASETS and RE_DATASETS[args.task].folds
     first = f"{args.task}_{args.folds[0]}" if folded else args.task
-    run_task.parse_args([*flags, "--task", first, "--data_dir", args.data_dir, "--init_from", args.init_from,
-                         "--run_dir", str(run_dir)])  # bad run_task flags fail now, not after selection
+    run_task.parse_args(
+        [*flags, "--task", first, "--data_dir", args.data_dir, "--init_from", args.init_from, "--run_dir", str(run_dir)]
+    )  # bad run_task flags fail now, not after selection
     if folded:
         return run_folds(args.task, args, flags, run_dir)
     return run_protocol(args.task, args, flags, run_dir)

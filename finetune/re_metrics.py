@@ -35,13 +35,20 @@ def binary_scores(gold: Sequence[str], pred: Sequence[str], positive: str = "1")
     fn = sum(g == positive and p != positive for g, p in zip(gold, pred))
     correct = sum(g == p for g, p in zip(gold, pred))
     precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
-    return {"precision": precision, "recall": recall, "f1": _f1(precision, recall),
-            "accuracy": _ratio(correct, len(gold)), "tp": tp, "fp": fp, "fn": fn,
-            "tn": len(gold) - tp - fp - fn, "examples": len(gold)}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": _f1(precision, recall),
+        "accuracy": _ratio(correct, len(gold)),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": len(gold) - tp - fp - fn,
+        "examples": len(gold),
+    }
 
 
-def micro_scores(gold: Sequence[str], pred: Sequence[str], classes: Sequence[str], negative: str = "False"
-                 ) -> dict:
+def micro_scores(gold: Sequence[str], pred: Sequence[str], classes: Sequence[str], negative: str = "False") -> dict:
     """Micro P/R/F1 over `classes` (the negative class excluded), accuracy over all labels, per class."""
     _check(gold, pred)
     if negative in classes:
@@ -52,12 +59,26 @@ def micro_scores(gold: Sequence[str], pred: Sequence[str], classes: Sequence[str
         tp = sum(g == c and p == c for g, p in zip(gold, pred))
         n_pred, n_gold = sum(p == c for p in pred), sum(g == c for g in gold)
         precision, recall = _ratio(tp, n_pred), _ratio(tp, n_gold)
-        per_class[c] = {"precision": precision, "recall": recall, "f1": _f1(precision, recall), "tp": tp,
-                        "predicted": n_pred, "support": n_gold}
+        per_class[c] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": _f1(precision, recall),
+            "tp": tp,
+            "predicted": n_pred,
+            "support": n_gold,
+        }
     tp = sum(v["tp"] for v in per_class.values())
     n_pred = sum(p in scored for p in pred)
     n_gold = sum(g in scored for g in gold)
     precision, recall = _ratio(tp, n_pred), _ratio(tp, n_gold)
-    return {"precision": precision, "recall": recall, "f1": _f1(precision, recall),
-            "accuracy": _ratio(sum(g == p for g, p in zip(gold, pred)), len(gold)), "tp": tp,
-            "fp": n_pred - tp, "fn": n_gold - tp, "examples": len(gold), "per_class": per_class}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": _f1(precision, recall),
+        "accuracy": _ratio(sum(g == p for g, p in zip(gold, pred)), len(gold)),
+        "tp": tp,
+        "fp": n_pred - tp,
+        "fn": n_gold - tp,
+        "examples": len(gold),
+        "per_class": per_class,
+    }

@@ -61,16 +61,23 @@ def _description() -> str:
     from finetune.tasks.registry import task_names
 
     tasks = "\n".join(f"  {kind}: {', '.join(names)}" for kind, names in task_names().items())
-    return (f"{__doc__}\nTasks (--task):\n{tasks}\n\nEach task runs its recipe, finetune/configs/<task>.json "
-            "(BioBERT's hyper-parameters; data in datasets/ and the model in runs/biobert_phase2/hf, relative to "
-            "BIOBERT_HOME or the current directory), then --config, then these flags.")
+    return (
+        f"{__doc__}\nTasks (--task):\n{tasks}\n\nEach task runs its recipe, finetune/configs/<task>.json "
+        "(BioBERT's hyper-parameters; data in datasets/ and the model in runs/biobert_phase2/hf, relative to "
+        "BIOBERT_HOME or the current directory), then --config, then these flags."
+    )
 
 
 def parse_args(argv: list[str] | None) -> tuple[FinetuneConfig, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=_description(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--deepspeed_config", default=DEFAULT_DS, help="DeepSpeed JSON (default: %(default)s)")
-    parser.add_argument("--ds", action="append", default=[], metavar="KEY.PATH=VALUE",
-                        help="override a DeepSpeed JSON value, e.g. --ds optimizer.params.lr=3e-5")
+    parser.add_argument(
+        "--ds",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a DeepSpeed JSON value, e.g. --ds optimizer.params.lr=3e-5",
+    )
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     add_config_args(parser, FinetuneConfig, " (after the task's recipe, finetune/configs/<task>.json)")
     args = parser.parse_args(argv)
@@ -122,11 +129,13 @@ def _check_fine_tuned(cfg: FinetuneConfig, model, checkpoint_config) -> None:
     """Evaluation without training needs the task's head from the checkpoint, not a freshly drawn one."""
     head = type(model).__name__
     if head not in (checkpoint_config.architectures or []):
-        raise UserError(f"{cfg.init_from}: --train_split \"\" evaluates without training, but this checkpoint has "
-                        f"no trained {head} head (it would be scored with random weights). Pass a checkpoint "
-                        f"fine-tuned on {cfg.task} (a run's hf/ folder), or train with --train_split train.")
+        raise UserError(
+            f'{cfg.init_from}: --train_split "" evaluates without training, but this checkpoint has '
+            f"no trained {head} head (it would be scored with random weights). Pass a checkpoint "
+            f"fine-tuned on {cfg.task} (a run's hf/ folder), or train with --train_split train."
+        )
     if cfg.resume:
-        raise UserError("--resume continues training; it cannot be combined with --train_split \"\"")
+        raise UserError('--resume continues training; it cannot be combined with --train_split ""')
 
 
 @exit_on_user_error
@@ -156,36 +165,54 @@ def main(argv: list[str] | None = None) -> dict:
     total_steps = 1  # evaluation only: the engine wants a schedule length; no step is taken
     if not eval_only:
         train = splits[cfg.train_split]
-        global_batch = resolve_batch(load_ds_config(args.deepspeed_config, args.ds), dist.world_size(),
-                                     args.deepspeed_config)[0]
+        global_batch = resolve_batch(
+            load_ds_config(args.deepspeed_config, args.ds), dist.world_size(), args.deepspeed_config
+        )[0]
         lengths = np.array([len(f.input_ids) for f in train.features]) if cfg.group_by_length else None
-        sampler = EpochSampler(len(train.features), global_batch, cfg.seed, shuffle=True, drop_last=False,
-                               lengths=lengths)
+        sampler = EpochSampler(
+            len(train.features), global_batch, cfg.seed, shuffle=True, drop_last=False, lengths=lengths
+        )
         total_steps = cfg.max_steps or max(1, round(cfg.epochs * sampler.steps_per_epoch))
     dist.seed_everything(dist.derived_seed(cfg.seed, "init"))  # the new classifier's initial weights
     model = task.build_model(cfg.init_from, cfg.attn_implementation)
     if eval_only:
         _check_fine_tuned(cfg, model, checkpoint_config)
-    plan = (checkpoint.prepare_resume(cfg.run_dir, dist.world_size(), cfg.resume_from, cfg.trust_checkpoint)
-            if cfg.resume else None)
-    engine = Engine(model, args.deepspeed_config, total_steps=total_steps, overrides=args.ds,
-                    compile_mode=cfg.compile, compile_backend=cfg.compile_backend,
-                    load_universal=bool(plan and plan.universal),
-                    resume_stage=plan.zero_stage if plan else None)
+    plan = (
+        checkpoint.prepare_resume(cfg.run_dir, dist.world_size(), cfg.resume_from, cfg.trust_checkpoint)
+        if cfg.resume
+        else None
+    )
+    engine = Engine(
+        model,
+        args.deepspeed_config,
+        total_steps=total_steps,
+        overrides=args.ds,
+        compile_mode=cfg.compile,
+        compile_backend=cfg.compile_backend,
+        load_universal=bool(plan and plan.universal),
+        resume_stage=plan.zero_stage if plan else None,
+    )
     source = None
     if not eval_only:
-        layout = BatchLayout(engine.train_batch, engine.micro_batch, engine.grad_accum, engine.world_size,
-                             engine.rank)
-        source = BatchSource(sampler, layout, lambda ix: task.collate([train.features[i] for i in ix],
-                                                                       tokenizer.pad_id))
-    run_config = {"run": config_dict(cfg), "deepspeed_overrides": args.ds, "labels": task.labels,
-                  "data": {n: {"path": str(s.path), "sha256": _sha256(s.path), **s.stats}
-                           for n, s in splits.items()}}
+        layout = BatchLayout(engine.train_batch, engine.micro_batch, engine.grad_accum, engine.world_size, engine.rank)
+        source = BatchSource(
+            sampler, layout, lambda ix: task.collate([train.features[i] for i in ix], tokenizer.pad_id)
+        )
+    run_config = {
+        "run": config_dict(cfg),
+        "deepspeed_overrides": args.ds,
+        "labels": task.labels,
+        "data": {n: {"path": str(s.path), "sha256": _sha256(s.path), **s.stats} for n, s in splits.items()},
+    }
     # what defines a fine-tuning run, compared on --resume (checkpoint.check_same_run)
-    run_config["identity"] = {"task": task.name, "labels": task.labels, "seed": cfg.seed,
-                              "train_batch_size": engine.train_batch,
-                              "model_config_sha256": config_sha256(model.config),
-                              "train_data_sha256": run_config["data"].get(cfg.train_split, {}).get("sha256")}
+    run_config["identity"] = {
+        "task": task.name,
+        "labels": task.labels,
+        "seed": cfg.seed,
+        "train_batch_size": engine.train_batch,
+        "model_config_sha256": config_sha256(model.config),
+        "train_data_sha256": run_config["data"].get(cfg.train_split, {}).get("sha256"),
+    }
     if plan is not None:
         checkpoint.check_same_run(plan, run_config["identity"])
     if engine.rank == 0:
@@ -194,9 +221,13 @@ def main(argv: list[str] | None = None) -> dict:
         if eval_only:
             print(f"{task.name}: evaluating {cfg.init_from} without training", file=sys.stderr, flush=True)
         else:
-            print(f"{task.name}: {len(train.examples)} {cfg.train_split} sentences -> {len(train.features)} "
-                  f"windows; batch {engine.train_batch}; {sampler.steps_per_epoch} steps/epoch; {total_steps} "
-                  f"steps", file=sys.stderr, flush=True)
+            print(
+                f"{task.name}: {len(train.examples)} {cfg.train_split} sentences -> {len(train.features)} "
+                f"windows; batch {engine.train_batch}; {sampler.steps_per_epoch} steps/epoch; {total_steps} "
+                f"steps",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def evaluate_split(name: str) -> tuple[list, dict]:
         split = splits[name]
@@ -221,14 +252,30 @@ def main(argv: list[str] | None = None) -> dict:
         state = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{plan.tag}")
     t0 = time.time()
     if not eval_only:
-        state = fit(engine, source, state, cfg, total_steps=total_steps, run_config=run_config,
-                    evaluate=evaluate if cfg.eval_split and cfg.eval_every else None,
-                    exporter=exporter if cfg.export_hf else None, faults=Faults.from_env())
+        state = fit(
+            engine,
+            source,
+            state,
+            cfg,
+            total_steps=total_steps,
+            run_config=run_config,
+            evaluate=evaluate if cfg.eval_split and cfg.eval_every else None,
+            exporter=exporter if cfg.export_hf else None,
+            faults=Faults.from_env(),
+        )
     train_s = time.time() - t0
-    results = {"task": task.name, "kind": task.kind, "init_from": cfg.init_from, "train_split": cfg.train_split,
-               "steps": state.step, "epochs": sampler.epoch_of(state.samples_seen) if sampler else 0.0,
-               "train_batch_size": engine.train_batch, "train_and_eval_s": round(train_s, 1),
-               "git_sha": checkpoint.git_sha(), "scores": {}}
+    results = {
+        "task": task.name,
+        "kind": task.kind,
+        "init_from": cfg.init_from,
+        "train_split": cfg.train_split,
+        "steps": state.step,
+        "epochs": sampler.epoch_of(state.samples_seen) if sampler else 0.0,
+        "train_batch_size": engine.train_batch,
+        "train_and_eval_s": round(train_s, 1),
+        "git_sha": checkpoint.git_sha(),
+        "scores": {},
+    }
     engine.train(False)
     for name in (cfg.eval_split, cfg.test_split):
         if not name:

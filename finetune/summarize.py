@@ -30,24 +30,49 @@ from biobert.errors import UserError, exit_on_user_error  # noqa: E402
 
 # The paper's row order and names; task names as run_task.py knows them.
 DATASETS = {
-    "ner": [("ncbi_disease", "NCBI disease"), ("i2b2_2010", "2010 i2b2/VA"), ("bc5cdr_disease", "BC5CDR disease"),
-            ("bc5cdr_chem", "BC5CDR chem"), ("bc4chemd", "BC4CHEMD"), ("bc2gm", "BC2GM"), ("jnlpba", "JNLPBA"),
-            ("linnaeus", "LINNAEUS"), ("s800", "Species-800")],
+    "ner": [
+        ("ncbi_disease", "NCBI disease"),
+        ("i2b2_2010", "2010 i2b2/VA"),
+        ("bc5cdr_disease", "BC5CDR disease"),
+        ("bc5cdr_chem", "BC5CDR chem"),
+        ("bc4chemd", "BC4CHEMD"),
+        ("bc2gm", "BC2GM"),
+        ("jnlpba", "JNLPBA"),
+        ("linnaeus", "LINNAEUS"),
+        ("s800", "Species-800"),
+    ],
     "re": [("gad", "GAD"), ("euadr", "EU-ADR"), ("chemprot", "CHEMPROT")],
-    "qa": [("bioasq_4b", "BioASQ 4b"), ("bioasq_5b", "BioASQ 5b"), ("bioasq_6b", "BioASQ 6b"),
-           ("bioasq_7b", "BioASQ 7b"), ("bioasq_8b", "BioASQ 8b"), ("bioasq_factoid", "BioASQ")],
-    "qa_yesno": [*((f"bioasq_yesno_{v}", f"BioASQ {v}") for v in ("4b", "5b", "6b", "7b", "8b")),
-                 ("bioasq_yesno", "BioASQ")],
-    "qa_list": [*((f"bioasq_list_{v}", f"BioASQ {v}") for v in ("4b", "5b", "6b", "7b", "8b")),
-                ("bioasq_list", "BioASQ")],
+    "qa": [
+        ("bioasq_4b", "BioASQ 4b"),
+        ("bioasq_5b", "BioASQ 5b"),
+        ("bioasq_6b", "BioASQ 6b"),
+        ("bioasq_7b", "BioASQ 7b"),
+        ("bioasq_8b", "BioASQ 8b"),
+        ("bioasq_factoid", "BioASQ"),
+    ],
+    "qa_yesno": [
+        *((f"bioasq_yesno_{v}", f"BioASQ {v}") for v in ("4b", "5b", "6b", "7b", "8b")),
+        ("bioasq_yesno", "BioASQ"),
+    ],
+    "qa_list": [
+        *((f"bioasq_list_{v}", f"BioASQ {v}") for v in ("4b", "5b", "6b", "7b", "8b")),
+        ("bioasq_list", "BioASQ"),
+    ],
 }
-METRICS = {"ner": [("P", "precision"), ("R", "recall"), ("F", "f1")],
-           "re": [("P", "precision"), ("R", "recall"), ("F", "f1")],
-           "qa": [("S", "strict_acc"), ("L", "lenient_acc"), ("M", "mrr")],
-           "qa_yesno": [("Acc", "accuracy"), ("MaF1", "macro_f1"), ("Acc base", "baseline_accuracy")],
-           "qa_list": [("P", "mean_precision"), ("R", "mean_recall"), ("F", "mean_f1")]}
-TITLES = {"ner": "NER (entity-level, test)", "re": "RE (test)", "qa": "QA: BioASQ factoid (test)",
-          "qa_yesno": "QA: BioASQ yes/no (test)", "qa_list": "QA: BioASQ list (test)"}
+METRICS = {
+    "ner": [("P", "precision"), ("R", "recall"), ("F", "f1")],
+    "re": [("P", "precision"), ("R", "recall"), ("F", "f1")],
+    "qa": [("S", "strict_acc"), ("L", "lenient_acc"), ("M", "mrr")],
+    "qa_yesno": [("Acc", "accuracy"), ("MaF1", "macro_f1"), ("Acc base", "baseline_accuracy")],
+    "qa_list": [("P", "mean_precision"), ("R", "mean_recall"), ("F", "mean_f1")],
+}
+TITLES = {
+    "ner": "NER (entity-level, test)",
+    "re": "RE (test)",
+    "qa": "QA: BioASQ factoid (test)",
+    "qa_yesno": "QA: BioASQ yes/no (test)",
+    "qa_list": "QA: BioASQ list (test)",
+}
 NOT_RANKED = {"baseline_accuracy"}  # a property of the test set, not of a model: never in bold
 PLOT_METRIC = {"ner": "f1", "re": "f1", "qa": "strict_acc", "qa_yesno": "macro_f1", "qa_list": "mean_f1"}
 KIND_OF = {task: kind for kind, rows in DATASETS.items() for task, _ in rows}
@@ -100,8 +125,11 @@ def model_name(init_from: str, path: Path, labels: list[tuple[str, Path]]) -> st
 def _init_from_of_crossval(folder: Path) -> str:
     for fold in sorted(folder.glob("fold_*/results.json")):
         return json.loads(fold.read_text()).get("init_from", "")
-    flags = json.loads((folder / "crossval.json").read_text()).get("run_task_flags", []) \
-        if (folder / "crossval.json").is_file() else []
+    flags = (
+        json.loads((folder / "crossval.json").read_text()).get("run_task_flags", [])
+        if (folder / "crossval.json").is_file()
+        else []
+    )
     return next((b for a, b in zip(flags, flags[1:]) if a == "--init_from"), "")
 
 
@@ -115,24 +143,25 @@ def read_entry(path: Path, labels: list[tuple[str, Path]]) -> Entry | str:
     kind = KIND_OF.get(task, "")  # the table: BioASQ yes/no and list are kind "qa" with tables of their own
     if task not in KIND_OF:
         return f"task {task!r} has no row in the paper's tables" + (
-            " (one fold; the paper's number is the mean over all folds)" if task.rpartition("_")[0] in KIND_OF
-            else "")
+            " (one fold; the paper's number is the mean over all folds)" if task.rpartition("_")[0] in KIND_OF else ""
+        )
     if "protocol" in data or "folds" in data:
         n = len(data.get("seeds") or []) if data.get("std_over") == "seeds" else len(data.get("folds") or {})
         unit = "seed" if data.get("std_over") == "seeds" else "fold"
-        what = (f"protocol {data['protocol']}, {n} {unit}{'s' if n != 1 else ''}" if "protocol" in data
-                else f"crossval, {n} folds")
+        what = (
+            f"protocol {data['protocol']}, {n} {unit}{'s' if n != 1 else ''}"
+            if "protocol" in data
+            else f"crossval, {n} folds"
+        )
         what += "" if data.get("complete", True) else " (not all folds)"
         init_from = data.get("init_from") or _init_from_of_crossval(path.parent)
         std = {k: v for k, v in (data.get("std") or {}).items()}
-        return Entry(task, kind, model_name(init_from, path, labels), data["mean"], std, max(n, 1), what, path,
-                     True)
+        return Entry(task, kind, model_name(init_from, path, labels), data["mean"], std, max(n, 1), what, path, True)
     scores = (data.get("scores") or {}).get("test")
     if not scores:
         return "no test scores (a selection or devel-only run)"
     mean = {k: v for k, v in scores.items() if isinstance(v, (int, float))}
-    return Entry(task, kind, model_name(data.get("init_from", ""), path, labels), mean, {}, 1, "run_task",
-                 path, False)
+    return Entry(task, kind, model_name(data.get("init_from", ""), path, labels), mean, {}, 1, "run_task", path, False)
 
 
 def collect(runs_dir: Path, labels: list[tuple[str, Path]]) -> tuple[list[Entry], list[str]]:
@@ -176,8 +205,12 @@ def table(kind: str, entries: list[Entry], models: list[str]) -> tuple[str, list
     """Markdown rows (dataset, metric) x models, best per row in bold, and the same as records."""
     by_key = {(e.task, e.model): e for e in entries if e.kind == kind}
     rows = [(task, name) for task, name in DATASETS[kind] if any(t == task for t, _ in by_key)]
-    lines = [f"### {TITLES[kind]}", "", "| Dataset | Metric | " + " | ".join(models) + " |",
-             "|---|---|" + "---:|" * len(models)]
+    lines = [
+        f"### {TITLES[kind]}",
+        "",
+        "| Dataset | Metric | " + " | ".join(models) + " |",
+        "|---|---|" + "---:|" * len(models),
+    ]
     records = []
 
     def add(name: str, short: str, cells: list[tuple[str, float | None]], bold: bool = True) -> None:
@@ -211,8 +244,10 @@ def markdown(entries: list[Entry], notes: list[str], models: list[str], root: Pa
             text, records[kind] = table(kind, entries, models)
             parts += [text, ""]
     parts += ["Mean ± sample standard deviation where a result has several seeds or folds. Sources:", ""]
-    parts += [f"- {e.model} / {e.task}: {e.what} (`{e.path.relative_to(root)}`)"
-              for e in sorted(entries, key=lambda e: str(e.path))]
+    parts += [
+        f"- {e.model} / {e.task}: {e.what} (`{e.path.relative_to(root)}`)"
+        for e in sorted(entries, key=lambda e: str(e.path))
+    ]
     if notes:
         parts += ["", "Left out:", ""] + [f"- {n}" for n in notes]
     return "\n".join(parts) + "\n", records
@@ -228,8 +263,12 @@ def plot(entries: list[Entry], models: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     by_key = {(e.task, e.model): e for e in entries}
-    groups = [(task, name, kind) for kind, rows in DATASETS.items() for task, name in rows
-              if any((task, m) in by_key for m in models)]
+    groups = [
+        (task, name, kind)
+        for kind, rows in DATASETS.items()
+        for task, name in rows
+        if any((task, m) in by_key for m in models)
+    ]
     width = 0.8 / max(1, len(models))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(groups) + 2), 4.5))
     for i, m in enumerate(models):
@@ -259,8 +298,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     entries, notes = collect(Path(args.runs_dir), args.label)
     if not entries:
-        raise UserError(f"{args.runs_dir}: no results.json with test scores of a task in the paper's tables"
-                        + "".join(f"\n  {n}" for n in notes))
+        raise UserError(
+            f"{args.runs_dir}: no results.json with test scores of a task in the paper's tables"
+            + "".join(f"\n  {n}" for n in notes)
+        )
     named = [name for name, _ in args.label]
     models = [m for m in named if any(e.model == m for e in entries)]
     models += sorted({e.model for e in entries} - set(models))
@@ -271,8 +312,13 @@ def main(argv: list[str] | None = None) -> dict:
         Path(args.out).write_text(text, encoding="utf-8")
     if args.plot:
         plot(entries, models, Path(args.plot))
-    return {"markdown": text, "tables": records, "models": models, "notes": notes,
-            "entries": [{"task": e.task, "model": e.model, "what": e.what, "path": str(e.path)} for e in entries]}
+    return {
+        "markdown": text,
+        "tables": records,
+        "models": models,
+        "notes": notes,
+        "entries": [{"task": e.task, "model": e.model, "what": e.what, "path": str(e.path)} for e in entries],
+    }
 
 
 if __name__ == "__main__":

@@ -54,9 +54,14 @@ class MaskingCollator:
         token_type_ids = ((positions > sep_index) & attention_mask.bool()).long()
         mask = self._mask_words if self.whole_word else self._mask
         masked_index, masked_labels = mask(input_ids, attention_mask, generator)
-        out = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
-               "masked_index": masked_index, "masked_labels": masked_labels,
-               "next_sentence_label": torch.as_tensor(np.asarray(examples["next_sentence_label"], dtype=np.int64))}
+        out = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+            "masked_index": masked_index,
+            "masked_labels": masked_labels,
+            "next_sentence_label": torch.as_tensor(np.asarray(examples["next_sentence_label"], dtype=np.int64)),
+        }
         if self.static:
             out["masked_index"], out["masked_labels"] = self._pad_slots(masked_index, masked_labels, batch, length)
             if bool(attention_mask.all()):  # host data: no device sync
@@ -69,16 +74,18 @@ class MaskingCollator:
         per_seq = max(1, round((length - 2) * self.mlm_probability))
         return -(-batch * per_seq // 8) * 8
 
-    def _pad_slots(self, index: torch.Tensor, labels: torch.Tensor, batch: int,
-                   length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pad_slots(
+        self, index: torch.Tensor, labels: torch.Tensor, batch: int, length: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         slots = self.slots(batch, length)
         if len(index) > slots:  # whole-word masking can exceed the budget by one long word: a new shape, rarely
             slots = -(-len(index) // 64) * 64
         pad = slots - len(index)
         return (torch.cat([index, index.new_zeros(pad)]), torch.cat([labels, labels.new_full((pad,), -100)]))
 
-    def _mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-              gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mask(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, gen: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """BERT's rule: round(15% of each sequence's real tokens) positions, at least one; of those 80%
         become [MASK], 10% a random token, 10% stay unchanged. Mutates `input_ids` in place."""
         candidates = attention_mask.bool() & (input_ids != self.cls_id) & (input_ids != self.sep_id)
@@ -98,8 +105,9 @@ class MaskingCollator:
         ids[rand_pos] = torch.randint(self.vocab_size, rand_pos.shape, generator=gen)
         return flat, labels
 
-    def _mask_words(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mask_words(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, gen: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Whole-word masking (BERT's later releases, PubMedBERT): a word is a piece plus the "##" pieces that
         follow it. The budget stays round(15% of the real tokens) in TOKENS: words are taken in random order
         and a word that would overflow the budget is skipped for a shorter one, as Google's

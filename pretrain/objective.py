@@ -25,10 +25,15 @@ class PretrainingObjective(nn.Module):
         self.model = model  # BertForPreTraining; exported as-is (prefix "model.")
         self.vocab_size = vocab_size or model.config.vocab_size
 
-    def forward(self, input_ids, token_type_ids, masked_index, masked_labels, next_sentence_label,
-                attention_mask=None) -> dict:
-        sequence, pooled = self.model.bert(input_ids=input_ids, attention_mask=self._mask(attention_mask),
-                                           token_type_ids=token_type_ids, return_dict=False)[:2]
+    def forward(
+        self, input_ids, token_type_ids, masked_index, masked_labels, next_sentence_label, attention_mask=None
+    ) -> dict:
+        sequence, pooled = self.model.bert(
+            input_ids=input_ids,
+            attention_mask=self._mask(attention_mask),
+            token_type_ids=token_type_ids,
+            return_dict=False,
+        )[:2]
         hidden = sequence.reshape(-1, sequence.shape[-1]).index_select(0, masked_index)
         logits = self.model.cls.predictions(hidden)
         if logits.shape[-1] != self.vocab_size:
@@ -43,8 +48,12 @@ class PretrainingObjective(nn.Module):
         nsp_sum = F.cross_entropy(nsp_logits, next_sentence_label, ignore_index=-1, reduction="sum")
         nsp_loss = nsp_sum / n_nsp.clamp(min=1)  # 0 when no example has a next-sentence label
         nsp_correct = (nsp_logits.argmax(-1) == next_sentence_label).sum()
-        metrics = {"mlm_loss": (mlm_sum.detach(), n_masked), "mlm_acc": (mlm_correct, n_masked),
-                   "nsp_loss": (nsp_sum.detach(), n_nsp), "nsp_acc": (nsp_correct, n_nsp)}
+        metrics = {
+            "mlm_loss": (mlm_sum.detach(), n_masked),
+            "mlm_acc": (mlm_correct, n_masked),
+            "nsp_loss": (nsp_sum.detach(), n_nsp),
+            "nsp_acc": (nsp_correct, n_nsp),
+        }
         return {"loss": mlm_loss + nsp_loss, "metrics": metrics}
 
     def _mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:

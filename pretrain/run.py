@@ -52,8 +52,13 @@ class PretrainConfig(LoopConfig):
 def parse_args(argv: list[str] | None) -> tuple[PretrainConfig, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--deepspeed_config", required=True, help="DeepSpeed JSON (ds_configs/<profile>.json)")
-    parser.add_argument("--ds", action="append", default=[], metavar="KEY.PATH=VALUE",
-                        help="override a DeepSpeed JSON value, e.g. --ds optimizer.params.lr=5e-5")
+    parser.add_argument(
+        "--ds",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a DeepSpeed JSON value, e.g. --ds optimizer.params.lr=5e-5",
+    )
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed launcher
     add_config_args(parser, PretrainConfig, f"; with neither --config nor --data_dir: {DEFAULT_RECIPE.name}")
     args = parser.parse_args(argv)
@@ -62,23 +67,30 @@ def parse_args(argv: list[str] | None) -> tuple[PretrainConfig, argparse.Namespa
     return config_from_args(PretrainConfig, args), args
 
 
-def check_compatible(manifest: dict, tokenizer, model, data_dir: str, tok_source: str,
-                     expected_len: int = 0) -> None:
+def check_compatible(manifest: dict, tokenizer, model, data_dir: str, tok_source: str, expected_len: int = 0) -> None:
     """Shards, tokenizer and model must agree before any compute is spent."""
     if manifest["tokenizer_hash"] != tokenizer.vocab_hash:
-        raise UserError(f"{data_dir}: shards were tokenised with a different vocabulary "
-                        f"(hash {manifest['tokenizer_hash']}, lowercase={manifest.get('lowercase')}) than "
-                        f"{tok_source} (hash {tokenizer.vocab_hash}, lowercase={tokenizer.lowercase}). "
-                        "Re-run data_prep with the model's vocab.txt.")
+        raise UserError(
+            f"{data_dir}: shards were tokenised with a different vocabulary "
+            f"(hash {manifest['tokenizer_hash']}, lowercase={manifest.get('lowercase')}) than "
+            f"{tok_source} (hash {tokenizer.vocab_hash}, lowercase={tokenizer.lowercase}). "
+            "Re-run data_prep with the model's vocab.txt."
+        )
     if tokenizer.vocab_size > model.config.vocab_size:
-        raise UserError(f"{tok_source}: vocabulary has {tokenizer.vocab_size} entries but the model's "
-                        f"embedding has {model.config.vocab_size}; use the model's own vocab.txt")
+        raise UserError(
+            f"{tok_source}: vocabulary has {tokenizer.vocab_size} entries but the model's "
+            f"embedding has {model.config.vocab_size}; use the model's own vocab.txt"
+        )
     if expected_len and manifest["seq_len"] != expected_len:
-        raise UserError(f"{data_dir}: shards hold {manifest['seq_len']}-token sequences, not --seq_len "
-                        f"{expected_len}; prepare shards with `python -m data_prep ... --seq_len {expected_len}`")
+        raise UserError(
+            f"{data_dir}: shards hold {manifest['seq_len']}-token sequences, not --seq_len "
+            f"{expected_len}; prepare shards with `python -m data_prep ... --seq_len {expected_len}`"
+        )
     if manifest["seq_len"] > model.config.max_position_embeddings:
-        raise UserError(f"{data_dir}: sequences of {manifest['seq_len']} tokens exceed the model's "
-                        f"max_position_embeddings {model.config.max_position_embeddings}")
+        raise UserError(
+            f"{data_dir}: sequences of {manifest['seq_len']} tokens exceed the model's "
+            f"max_position_embeddings {model.config.max_position_embeddings}"
+        )
 
 
 @exit_on_user_error
@@ -100,8 +112,10 @@ def main(argv: list[str] | None = None, faults=None) -> dict:
     from pretrain.objective import PretrainingObjective, heldout_metrics
 
     if not cfg.data_dir:
-        raise UserError("--data_dir is required: a directory written by `python -m data_prep` (or run with no "
-                        f"--config and no --data_dir for BioBERT's recipe, {DEFAULT_RECIPE.name})")
+        raise UserError(
+            "--data_dir is required: a directory written by `python -m data_prep` (or run with no "
+            f"--config and no --data_dir for BioBERT's recipe, {DEFAULT_RECIPE.name})"
+        )
     if cfg.max_steps < 1:
         raise UserError("--max_steps must be at least 1 for pre-training")
     if not cfg.resume:
@@ -121,54 +135,89 @@ def main(argv: list[str] | None = None, faults=None) -> dict:
     if cfg.train_only_heads:
         freeze_encoder(model)
     dist.setup_env()
-    plan = (checkpoint.prepare_resume(cfg.run_dir, dist.world_size(), cfg.resume_from, cfg.trust_checkpoint)
-            if cfg.resume else None)
-    engine = Engine(PretrainingObjective(model, vocab), args.deepspeed_config, total_steps=cfg.max_steps,
-                    overrides=args.ds, compile_mode=cfg.compile,
-                    compile_backend=cfg.compile_backend,
-                    load_universal=bool(plan and plan.universal),
-                    resume_stage=plan.zero_stage if plan else None)
+    plan = (
+        checkpoint.prepare_resume(cfg.run_dir, dist.world_size(), cfg.resume_from, cfg.trust_checkpoint)
+        if cfg.resume
+        else None
+    )
+    engine = Engine(
+        PretrainingObjective(model, vocab),
+        args.deepspeed_config,
+        total_steps=cfg.max_steps,
+        overrides=args.ds,
+        compile_mode=cfg.compile,
+        compile_backend=cfg.compile_backend,
+        load_universal=bool(plan and plan.universal),
+        resume_stage=plan.zero_stage if plan else None,
+    )
     data = {k: train.manifest.get(k) for k in ("config_hash", "tokenizer_hash", "seq_len", "mode", "counts")}
     identity = run_identity(cfg, data, engine.train_batch, model)
     if plan is not None:  # before anything is written: a different run is refused, its config.json kept
         checkpoint.check_same_run(plan, identity)
-    run_config = {"run": config_dict(cfg), "deepspeed_overrides": args.ds, "data_manifest": data,
-                  "identity": identity}
+    run_config = {"run": config_dict(cfg), "deepspeed_overrides": args.ds, "data_manifest": data, "identity": identity}
     if engine.rank == 0:
         write_json(Path(cfg.run_dir) / "config.json", run_config)
         write_json(Path(cfg.run_dir) / "ds_config.json", engine.config)
-        print(f"pre-training: world {engine.world_size}, micro {engine.micro_batch} x accum "
-              f"{engine.grad_accum} x ranks {engine.world_size} = {engine.train_batch} sequences x "
-              f"{train.seq_len} tokens = {engine.train_batch * train.seq_len:,} tokens per optimizer step; "
-              f"{len(train):,} training sequences; {cfg.max_steps} steps", file=sys.stderr, flush=True)
-    collate = MaskingCollator(vocab, tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id,
-                              tokenizer.mask_id, cfg.mlm_probability, pad_to=train.seq_len, static=True,
-                              whole_word=cfg.whole_word_mask,
-                              continuation_ids=tokenizer.continuation_ids() if cfg.whole_word_mask else ())
-    layout = BatchLayout(engine.train_batch, engine.micro_batch, engine.grad_accum, engine.world_size,
-                         engine.rank)
-    source = BatchSource(EpochSampler(len(train), engine.train_batch, cfg.seed), layout,
-                         lambda ix, generator: collate(train.get_batch(ix), generator), seed=cfg.seed,
-                         pin=not engine.on_cpu)
+        print(
+            f"pre-training: world {engine.world_size}, micro {engine.micro_batch} x accum "
+            f"{engine.grad_accum} x ranks {engine.world_size} = {engine.train_batch} sequences x "
+            f"{train.seq_len} tokens = {engine.train_batch * train.seq_len:,} tokens per optimizer step; "
+            f"{len(train):,} training sequences; {cfg.max_steps} steps",
+            file=sys.stderr,
+            flush=True,
+        )
+    collate = MaskingCollator(
+        vocab,
+        tokenizer.pad_id,
+        tokenizer.cls_id,
+        tokenizer.sep_id,
+        tokenizer.mask_id,
+        cfg.mlm_probability,
+        pad_to=train.seq_len,
+        static=True,
+        whole_word=cfg.whole_word_mask,
+        continuation_ids=tokenizer.continuation_ids() if cfg.whole_word_mask else (),
+    )
+    layout = BatchLayout(engine.train_batch, engine.micro_batch, engine.grad_accum, engine.world_size, engine.rank)
+    source = BatchSource(
+        EpochSampler(len(train), engine.train_batch, cfg.seed),
+        layout,
+        lambda ix, generator: collate(train.get_batch(ix), generator),
+        seed=cfg.seed,
+        pin=not engine.on_cpu,
+    )
     evaluate = heldout_evaluator(cfg, engine, collate, heldout_metrics)
     state = checkpoint.TrainState()
     if cfg.resume:
         client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), plan.tag)
         state = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{plan.tag}")
         if engine.rank == 0:
-            print(f"resumed {cfg.run_dir} at step {state.step} ({state.samples_seen:,} samples seen)",
-                  file=sys.stderr)
+            print(f"resumed {cfg.run_dir} at step {state.step} ({state.samples_seen:,} samples seen)", file=sys.stderr)
 
     def exporter(eng, out_dir, provenance):
         checkpoint.export_hf_model(eng, out_dir, provenance, "model.", model, tokenizer, vocab_size=vocab)
 
-    state = fit(engine, source, state, cfg, total_steps=cfg.max_steps, run_config=run_config,
-                evaluate=evaluate, exporter=exporter if cfg.export_hf else None, flops_per_token=flops,
-                faults=faults)
-    result = {"run_dir": cfg.run_dir, "step": state.step, "samples_seen": state.samples_seen,
-              "tokens_seen": state.tokens_seen, "elapsed_s": round(state.elapsed_s, 2),
-              "tokens_per_s": round(state.tokens_seen / max(state.elapsed_s, 1e-9), 1),
-              "hf_export": str(Path(cfg.run_dir) / "hf")}
+    state = fit(
+        engine,
+        source,
+        state,
+        cfg,
+        total_steps=cfg.max_steps,
+        run_config=run_config,
+        evaluate=evaluate,
+        exporter=exporter if cfg.export_hf else None,
+        flops_per_token=flops,
+        faults=faults,
+    )
+    result = {
+        "run_dir": cfg.run_dir,
+        "step": state.step,
+        "samples_seen": state.samples_seen,
+        "tokens_seen": state.tokens_seen,
+        "elapsed_s": round(state.elapsed_s, 2),
+        "tokens_per_s": round(state.tokens_seen / max(state.elapsed_s, 1e-9), 1),
+        "hf_export": str(Path(cfg.run_dir) / "hf"),
+    }
     if engine.rank == 0:
         write_json(Path(cfg.run_dir) / "result.json", result)
         print(f"done: {result}", file=sys.stderr)
@@ -181,10 +230,15 @@ def run_identity(cfg: PretrainConfig, data: dict, global_batch: int, model) -> d
     the objective. Paths are not compared: a run may move to another filesystem."""
     from biobert.models import config_sha256
 
-    return {"data": data, "train_batch_size": global_batch, "seed": cfg.seed,
-            "model_config_sha256": config_sha256(model.config),
-            "objective": {k: getattr(cfg, k) for k in ("mlm_probability", "whole_word_mask", "train_only_heads",
-                                                        "pad_vocab_multiple")}}
+    return {
+        "data": data,
+        "train_batch_size": global_batch,
+        "seed": cfg.seed,
+        "model_config_sha256": config_sha256(model.config),
+        "objective": {
+            k: getattr(cfg, k) for k in ("mlm_probability", "whole_word_mask", "train_only_heads", "pad_vocab_multiple")
+        },
+    }
 
 
 def freeze_encoder(model) -> None:
@@ -196,8 +250,9 @@ def freeze_encoder(model) -> None:
         raise UserError("--train_only_heads: the model has no head weights of its own to train")
     if dist.rank() == 0:
         total = sum(p.numel() for p in model.parameters())
-        print(f"--train_only_heads: training {trainable:,} of {total:,} parameters (the MLM/NSP heads)",
-              file=sys.stderr)
+        print(
+            f"--train_only_heads: training {trainable:,} of {total:,} parameters (the MLM/NSP heads)", file=sys.stderr
+        )
 
 
 def heldout_evaluator(cfg: PretrainConfig, engine, collate, heldout_metrics):
@@ -214,15 +269,20 @@ def heldout_evaluator(cfg: PretrainConfig, engine, collate, heldout_metrics):
     per_rank = min(cfg.eval_batches, len(heldout) // (mb * world))
     if per_rank == 0:
         if rank == 0:
-            print(f"warning: {cfg.data_dir}: {len(heldout)} held-out sequences, fewer than one micro-batch "
-                  f"({mb}) per rank ({world}): no held-out evaluation. Prepare with a larger "
-                  "--heldout_fraction.", file=sys.stderr)
+            print(
+                f"warning: {cfg.data_dir}: {len(heldout)} held-out sequences, fewer than one micro-batch "
+                f"({mb}) per rank ({world}): no held-out evaluation. Prepare with a larger "
+                "--heldout_fraction.",
+                file=sys.stderr,
+            )
         return None
 
     def evaluate(eng, state):
         seed_everything(derived_seed(cfg.seed, "heldout"))  # the same masks at every evaluation
-        batches = [collate(heldout.get_batch(list(range((b * world + rank) * mb, (b * world + rank + 1) * mb))))
-                   for b in range(per_rank)]
+        batches = [
+            collate(heldout.get_batch(list(range((b * world + rank) * mb, (b * world + rank + 1) * mb))))
+            for b in range(per_rank)
+        ]
         return heldout_metrics(eng, batches)
 
     return evaluate

@@ -17,11 +17,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = Path(os.environ.get("BIOBERT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-WORDS = ("the of and in to a with for was were by patients cells protein gene expression cancer tumor "
-         "disease treatment study results analysis increased decreased significantly associated human "
-         "mice mutation receptor binding activity levels clinical therapy response risk factor blood "
-         "brain liver kidney heart lung acid dna rna virus infection immune inflammatory signaling "
-         "pathway inhibitor drug dose effect model data group control compared observed").split()
+WORDS = (
+    "the of and in to a with for was were by patients cells protein gene expression cancer tumor "
+    "disease treatment study results analysis increased decreased significantly associated human "
+    "mice mutation receptor binding activity levels clinical therapy response risk factor blood "
+    "brain liver kidney heart lung acid dna rna virus infection immune inflammatory signaling "
+    "pathway inhibitor drug dose effect model data group control compared observed"
+).split()
 PIECES = ["##s", "##ed", "##ing", "##ly", "##al", "##ic", "##ion", "##er"]
 
 
@@ -47,9 +49,10 @@ def write_pubmed_xml(path: Path, n_articles: int, seed: int = 0, first_pmid: int
         abstract = " ".join(make_sentence(rng) for _ in range(rng.randint(3, 9)))
         parts.append(
             f'<PubmedArticle><MedlineCitation Status="MEDLINE" Owner="NLM"><PMID Version="1">{first_pmid + i}'
-            f"</PMID><Article PubModel=\"Print\"><Journal><JournalIssue><PubDate><Year>2019</Year></PubDate>"
+            f'</PMID><Article PubModel="Print"><Journal><JournalIssue><PubDate><Year>2019</Year></PubDate>'
             f"</JournalIssue></Journal><ArticleTitle>{title}</ArticleTitle><Abstract><AbstractText>{abstract}"
-            f"</AbstractText></Abstract><Language>eng</Language></Article></MedlineCitation></PubmedArticle>")
+            f"</AbstractText></Abstract><Language>eng</Language></Article></MedlineCitation></PubmedArticle>"
+        )
     parts.append("</PubmedArticleSet>\n")
     data = "\n".join(parts).encode("utf-8")
     if path.suffix == ".gz":
@@ -68,9 +71,15 @@ def write_tiny_bert(out_dir: Path, vocab: Path, layers: int = 2, hidden: int = 3
 
     tok = load_tokenizer(vocab)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=128,
-                        type_vocab_size=2)
+    config = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=128,
+        type_vocab_size=2,
+    )
     model = BertForPreTraining(config)
     model.save_pretrained(str(out_dir))
     tok.save(out_dir)
@@ -90,13 +99,34 @@ def tiny_assets(tmp_path_factory) -> dict[str, Path]:
     from data_prep.cli import main as data_prep_main
 
     shards = root / "shards"
-    data_prep_main(["--input", str(xml_dir), "--vocab", str(vocab), "--out", str(shards), "--seq_len", "64",
-                    "--heldout_fraction", "0.05"])
+    data_prep_main(
+        [
+            "--input",
+            str(xml_dir),
+            "--vocab",
+            str(vocab),
+            "--out",
+            str(shards),
+            "--seq_len",
+            "64",
+            "--heldout_fraction",
+            "0.05",
+        ]
+    )
     return {"root": root, "vocab": vocab, "model": model, "pubmed": xml_dir, "shards": shards}
 
 
-DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT",
-             "CROSS_RANK", "CROSS_SIZE")
+DIST_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "LOCAL_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "CROSS_RANK",
+    "CROSS_SIZE",
+)
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

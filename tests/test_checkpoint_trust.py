@@ -21,11 +21,33 @@ def _repo_cwd(monkeypatch):
 
 
 def args(assets, run_dir, *extra, shards=None):
-    return ["--deepspeed_config", "ds_configs/cpu.json", "--ds", "train_batch_size=4",
-            "--ds", "train_micro_batch_size_per_gpu=4", "--ds", "optimizer.params.lr=5e-3",
-            "--data_dir", str(shards or assets["shards"]), "--init_from", str(assets["model"]),
-            "--run_dir", str(run_dir), "--progress", "false", "--log_every", "1", "--max_steps", "4",
-            "--save_every", "2", "--eval_batches", "0", *extra]
+    return [
+        "--deepspeed_config",
+        "ds_configs/cpu.json",
+        "--ds",
+        "train_batch_size=4",
+        "--ds",
+        "train_micro_batch_size_per_gpu=4",
+        "--ds",
+        "optimizer.params.lr=5e-3",
+        "--data_dir",
+        str(shards or assets["shards"]),
+        "--init_from",
+        str(assets["model"]),
+        "--run_dir",
+        str(run_dir),
+        "--progress",
+        "false",
+        "--log_every",
+        "1",
+        "--max_steps",
+        "4",
+        "--save_every",
+        "2",
+        "--eval_batches",
+        "0",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +75,14 @@ def test_a_damaged_checkpoint_is_refused_and_an_earlier_one_resumes(tiny_assets,
     shard = run / "checkpoints" / "step_00000004" / "mp_rank_00_model_states.pt"
     data = bytearray(shard.read_bytes())
     middle = len(data) // 2
-    data[middle:middle + 4096] = bytes(b ^ 0xFF for b in data[middle:middle + 4096])  # 4 KB flipped
+    data[middle : middle + 4096] = bytes(b ^ 0xFF for b in data[middle : middle + 4096])  # 4 KB flipped
     shard.write_bytes(bytes(data))
     config_before = (run / "config.json").read_bytes()
-    with pytest.raises(UserError, match=r"mp_rank_00_model_states.pt: differs from what was saved.*"
-                                        r"--resume_from step_00000002"):
+    with pytest.raises(
+        UserError,
+        match=r"mp_rank_00_model_states.pt: differs from what was saved.*"
+        r"--resume_from step_00000002",
+    ):
         pretrain(args(tiny_assets, run, "--resume"))
     assert (run / "config.json").read_bytes() == config_before
     (run / "metrics.jsonl").write_text("")
@@ -94,23 +119,27 @@ def test_a_pickle_that_would_run_code_is_refused_before_loading(tiny_assets, fin
     shard = tag_dir / "mp_rank_00_model_states.pt"
     state = torch.load(shard, weights_only=False)
     state["payload"] = _RunsCode(marker)
-    for protocol, refusal in ((2, r"references io.open.*Refused"),  # torch.save's default protocol
-                              (pickle.HIGHEST_PROTOCOL, r"cannot be inspected without running it. Refused")):
+    for protocol, refusal in (
+        (2, r"references io.open.*Refused"),  # torch.save's default protocol
+        (pickle.HIGHEST_PROTOCOL, r"cannot be inspected without running it. Refused"),
+    ):
         torch.save(state, shard, pickle_protocol=protocol)
         record = json.loads((tag_dir / "integrity.json").read_text())
-        record["files"]["mp_rank_00_model_states.pt"] = {"sha256": file_sha256(shard),
-                                                         "bytes": shard.stat().st_size}
+        record["files"]["mp_rank_00_model_states.pt"] = {"sha256": file_sha256(shard), "bytes": shard.stat().st_size}
         (tag_dir / "integrity.json").write_text(json.dumps(record))
         with pytest.raises(UserError, match=refusal):
             pretrain(args(tiny_assets, run, "--resume", "--max_steps", "5"))
         assert not marker.exists()
 
 
-@pytest.mark.parametrize("change,differs", [
-    (["--seed", "7"], "seed: checkpoint 42, now 7"),
-    (["--ds", "train_batch_size=8", "--ds", "train_micro_batch_size_per_gpu=8"], "train_batch_size"),
-    (["--mlm_probability", "0.2"], "objective"),
-])
+@pytest.mark.parametrize(
+    "change,differs",
+    [
+        (["--seed", "7"], "seed: checkpoint 42, now 7"),
+        (["--ds", "train_batch_size=8", "--ds", "train_micro_batch_size_per_gpu=8"], "train_batch_size"),
+        (["--mlm_probability", "0.2"], "objective"),
+    ],
+)
 def test_resuming_another_run_is_refused_with_what_differs(tiny_assets, finished, tmp_path, change, differs):
     run = copy_run(finished, tmp_path)
     config_before = (run / "config.json").read_bytes()
@@ -123,8 +152,20 @@ def test_resuming_on_other_shards_is_refused(tiny_assets, finished, tmp_path):
     from data_prep.cli import main as data_prep
 
     other = tmp_path / "shards32"
-    data_prep(["--input", str(tiny_assets["pubmed"]), "--vocab", str(tiny_assets["vocab"]), "--out", str(other),
-               "--seq_len", "32", "--heldout_fraction", "0.05"])
+    data_prep(
+        [
+            "--input",
+            str(tiny_assets["pubmed"]),
+            "--vocab",
+            str(tiny_assets["vocab"]),
+            "--out",
+            str(other),
+            "--seq_len",
+            "32",
+            "--heldout_fraction",
+            "0.05",
+        ]
+    )
     run = copy_run(finished, tmp_path)
     with pytest.raises(UserError, match="belongs to another run.*data: checkpoint"):
         pretrain(args(tiny_assets, run, "--resume", "--max_steps", "6", shards=other))
@@ -149,8 +190,11 @@ def test_a_disk_that_fills_up_mid_save_says_so_and_keeps_latest(tiny_assets, tmp
         return real_save(obj, path, *a, **k)
 
     monkeypatch.setattr(engine_mod.torch, "save", failing_save)
-    with pytest.raises(UserError, match=r"step_00000004: writing the checkpoint failed.*GiB free.*"
-                                        r"The previous checkpoint \(`latest`\) is intact"):
+    with pytest.raises(
+        UserError,
+        match=r"step_00000004: writing the checkpoint failed.*GiB free.*"
+        r"The previous checkpoint \(`latest`\) is intact",
+    ):
         pretrain(args(tiny_assets, run))
     assert (run / "checkpoints" / "latest").read_text() == "step_00000002"
 

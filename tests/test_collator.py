@@ -40,7 +40,7 @@ def test_masking_follows_bert_rules():
     # segment ids: 0 through the first [SEP], 1 after it, 0 on padding
     tt, am = out["token_type_ids"], out["attention_mask"]
     for i, sep in enumerate(examples["sep_index"]):
-        assert tt[i, : sep + 1].sum() == 0 and tt[i, sep + 1: am[i].sum()].all()
+        assert tt[i, : sep + 1].sum() == 0 and tt[i, sep + 1 : am[i].sum()].all()
     assert (tt[am == 0] == 0).all()
 
 
@@ -113,8 +113,10 @@ def test_whole_word_masking_never_masks_part_of_a_word_and_keeps_the_token_budge
     out = collate({k: (list(v) if k == "input_ids" else v) for k, v in examples.items()})
     original = [torch.from_numpy(s) for s in examples["input_ids"]]
     flat, labels, ids = out["masked_index"], out["masked_labels"], out["input_ids"]
-    assert torch.equal(labels, torch.cat([torch.nn.functional.pad(s, (0, ids.shape[1] - len(s)), value=PAD)
-                                          for s in original]).view(-1)[flat])
+    assert torch.equal(
+        labels,
+        torch.cat([torch.nn.functional.pad(s, (0, ids.shape[1] - len(s)), value=PAD) for s in original]).view(-1)[flat],
+    )
     partial, whole, all_mask, words_masked, tokens = masked_word_stats(examples, out)
     assert partial == 0  # no word is ever partly masked
     assert whole == words_masked  # 80/10/10 per word: all pieces [MASK], or none of them

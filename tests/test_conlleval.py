@@ -95,13 +95,20 @@ def test_untyped_labels_report_the_empty_type():
 def test_known_conll_example_exact_numbers():
     # CoNLL-2003-style sentences; each line is (word, gold, predicted).
     sentences = [
-        [("EU", "B-ORG", "B-ORG"), ("rejects", "O", "O"), ("German", "B-MISC", "B-MISC"), ("call", "O", "O"),
-         ("to", "O", "O"), ("boycott", "O", "O"), ("British", "B-MISC", "B-PER"), ("lamb", "O", "O"),
-         (".", "O", "O")],
+        [
+            ("EU", "B-ORG", "B-ORG"),
+            ("rejects", "O", "O"),
+            ("German", "B-MISC", "B-MISC"),
+            ("call", "O", "O"),
+            ("to", "O", "O"),
+            ("boycott", "O", "O"),
+            ("British", "B-MISC", "B-PER"),
+            ("lamb", "O", "O"),
+            (".", "O", "O"),
+        ],
         [("Peter", "B-PER", "B-PER"), ("Blackburn", "I-PER", "O")],
         [("BRUSSELS", "B-LOC", "I-LOC"), ("1996-08-22", "O", "O")],
-        [("The", "O", "O"), ("European", "B-ORG", "B-ORG"), ("Commission", "I-ORG", "I-ORG"),
-         ("said", "O", "B-ORG")],
+        [("The", "O", "O"), ("European", "B-ORG", "B-ORG"), ("Commission", "I-ORG", "I-ORG"), ("said", "O", "B-ORG")],
     ]
     gold = [[g for _, g, _ in s] for s in sentences]
     pred = [[p for _, _, p in s] for s in sentences]
@@ -122,16 +129,15 @@ def test_known_conll_example_exact_numbers():
     assert round(100 * result["f1"], 2) == 61.54
     by_type = result["by_type"]
     assert list(by_type) == ["LOC", "MISC", "ORG", "PER"]
-    assert by_type["ORG"] == pytest.approx({"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2,
-                                            "predicted": 3})
-    assert by_type["MISC"] == pytest.approx({"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2,
-                                             "predicted": 1})
+    assert by_type["ORG"] == pytest.approx({"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2, "predicted": 3})
+    assert by_type["MISC"] == pytest.approx(
+        {"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2, "predicted": 1}
+    )
     assert by_type["PER"]["f1"] == 0.0 and by_type["LOC"]["f1"] == 1.0
     # Strict IOB2 drops the orphan I-LOC: 6 predicted, 3 correct.
     strict = strict_iob2(gold, pred)
     assert counts(strict) == (6, 6, 3) and strict["f1"] == 0.5
-    assert strict["by_type"]["LOC"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1,
-                                        "predicted": 0}
+    assert strict["by_type"]["LOC"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1, "predicted": 0}
 
 
 def test_iobes_extension():

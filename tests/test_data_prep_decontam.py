@@ -34,8 +34,14 @@ def decon() -> Decontaminator:
 
 def test_directories_contribute_only_their_test_files(decon):
     loaded = sorted(Path(f).relative_to(FIXTURES).as_posix() for f in decon.files)
-    assert loaded == ["ner/toy-disease/test.tsv", "qa/BioASQ-test-factoid-toy.json", "qa/toy_golden.json",
-                      "re/toy-chemprot/test.tsv", "re/toy-gad/1/test.tsv", "test.pmids"]
+    assert loaded == [
+        "ner/toy-disease/test.tsv",
+        "qa/BioASQ-test-factoid-toy.json",
+        "qa/toy_golden.json",
+        "re/toy-chemprot/test.tsv",
+        "re/toy-gad/1/test.tsv",
+        "test.pmids",
+    ]
     summary = decon.summary()
     assert summary["sentences"] == 6 and summary["sentences_too_short"] == 1  # "No mutations were detected ."
     assert summary["pmids"] == 3 and summary["ngram"] == 13 and summary["ngrams"] > 0
@@ -52,8 +58,10 @@ def test_pmid_lists_and_bioasq_documents_flag_by_pmid(decon):
 
 
 def test_ner_sentence_matches_the_abstract_text_it_came_from(decon):
-    abstract = ("We screened 40 families. GERMLINE mutations in the BRCA1 gene were found in 12 of 40 families "
-                "with early-onset breast cancer. Penetrance was high.")
+    abstract = (
+        "We screened 40 families. GERMLINE mutations in the BRCA1 gene were found in 12 of 40 families "
+        "with early-onset breast cancer. Penetrance was high."
+    )
     assert decon.check(doc("A title.", abstract, doc_id="pmid:5")) == "ngram"
     # 12 of the 13 words is not an overlap.
     assert decon.check(doc("mutations in the BRCA1 gene were found in 12 of 40 families")) is None
@@ -63,8 +71,10 @@ def test_ner_sentence_matches_the_abstract_text_it_came_from(decon):
 
 
 def test_relation_placeholders_are_left_out_of_ngrams(decon):
-    gad = ("MTHFR polymorphisms were not associated with the severity or the age at onset of the disease in our "
-           "Italian patients with migraine.")
+    gad = (
+        "MTHFR polymorphisms were not associated with the severity or the age at onset of the disease in our "
+        "Italian patients with migraine."
+    )
     assert decon.check(doc(gad)) == "ngram"
     chemprot = "Inhibition of EGFR by gefitinib reduced the growth of tumour cells in nude mice over a period of four"
     assert decon.check(doc(chemprot + " weeks in vivo.")) == "ngram"
@@ -142,8 +152,10 @@ def test_real_ner_test_sets(capsys):
     flagged = Counter(decon.check(d) for d in docs)
     check_s = time.perf_counter() - start
     with capsys.disabled():
-        print(f"\n[decontam] {len(NER_TESTS)} NER test sets: {summary['sentences']:,} sentences "
-              f"({summary['sentences_too_short']:,} under {decon.ngram} words), {summary['ngrams']:,} n-grams, "
-              f"{memory_mb:.1f} MB traced, loaded in {load_s:.2f}s; {PUBMED_FILE.name}: "
-              f"{flagged['ngram']} of {len(docs):,} abstracts flagged, read+check {check_s:.1f}s")
+        print(
+            f"\n[decontam] {len(NER_TESTS)} NER test sets: {summary['sentences']:,} sentences "
+            f"({summary['sentences_too_short']:,} under {decon.ngram} words), {summary['ngrams']:,} n-grams, "
+            f"{memory_mb:.1f} MB traced, loaded in {load_s:.2f}s; {PUBMED_FILE.name}: "
+            f"{flagged['ngram']} of {len(docs):,} abstracts flagged, read+check {check_s:.1f}s"
+        )
     assert flagged["ngram"] <= 0.01 * len(docs)

@@ -73,15 +73,24 @@ def ncbi(tmp_path):
     shutil.copy(FIXTURES / "pubmed_baseline_index.html", base / "index.html")
     shutil.copy(FIXTURES / "pubmed_updatefiles_index.html", upd / "index.html")
     shutil.copy(FIXTURES / "pmc_oa_comm_xml_index.html", pmc / "index.html")
-    for i, (d, name) in enumerate([(base, "pubmed25n0001.xml.gz"), (base, "pubmed25n0002.xml.gz"),
-                                   (base, "pubmed25n0003.xml.gz"), (upd, "pubmed25n1275.xml.gz")]):
+    for i, (d, name) in enumerate(
+        [
+            (base, "pubmed25n0001.xml.gz"),
+            (base, "pubmed25n0002.xml.gz"),
+            (base, "pubmed25n0003.xml.gz"),
+            (upd, "pubmed25n1275.xml.gz"),
+        ]
+    ):
         write_pubmed_xml(d / name, 40, seed=i, first_pmid=1000 * (i + 1))
         md5 = hashlib.md5((d / name).read_bytes()).hexdigest()
         if name.endswith("0003.xml.gz"):
             md5 = "0123456789abcdef0123456789abcdef"
         (d / (name + ".md5")).write_text(f"MD5({name})= {md5}\n")
-    for name in ("oa_comm_xml.PMC000xxxxxx.baseline.2024-12-18", "oa_comm_xml.PMC001xxxxxx.baseline.2024-12-18",
-                 "oa_comm_xml.incr.2024-12-19"):
+    for name in (
+        "oa_comm_xml.PMC000xxxxxx.baseline.2024-12-18",
+        "oa_comm_xml.PMC001xxxxxx.baseline.2024-12-18",
+        "oa_comm_xml.incr.2024-12-19",
+    ):
         (pmc / (name + ".tar.gz")).write_bytes(gzip.compress(name.encode() * 100))
         (pmc / (name + ".filelist.csv")).write_text("Article File,Accession ID\n")
     (pmc / "oa_comm_xml.PMC000xxxxxx.baseline.2024-12-18.filelist.txt").write_text("Article File\n")
@@ -111,12 +120,18 @@ def test_listing_and_plans(ncbi):
     assert names[:3] == ["README.txt", "pubmed25n0001.xml.gz", "pubmed25n0001.xml.gz.md5"]
     assert "pubmed" not in names and len(names) == 7  # the parent-directory link is not a file
     both = plan_pubmed(url + "pubmed/", "both", opts)
-    assert [r.rel_path for r in both] == ["baseline/pubmed25n0001.xml.gz", "baseline/pubmed25n0002.xml.gz",
-                                          "baseline/pubmed25n0003.xml.gz", "updatefiles/pubmed25n1275.xml.gz"]
+    assert [r.rel_path for r in both] == [
+        "baseline/pubmed25n0001.xml.gz",
+        "baseline/pubmed25n0002.xml.gz",
+        "baseline/pubmed25n0003.xml.gz",
+        "updatefiles/pubmed25n1275.xml.gz",
+    ]
     assert both[0].md5_url == url + "pubmed/baseline/pubmed25n0001.xml.gz.md5"
     baseline = plan_pmc(url + "pmc/", "baseline", False, opts)
-    assert [r.name for r in baseline] == ["oa_comm_xml.PMC000xxxxxx.baseline.2024-12-18.tar.gz",
-                                          "oa_comm_xml.PMC001xxxxxx.baseline.2024-12-18.tar.gz"]
+    assert [r.name for r in baseline] == [
+        "oa_comm_xml.PMC000xxxxxx.baseline.2024-12-18.tar.gz",
+        "oa_comm_xml.PMC001xxxxxx.baseline.2024-12-18.tar.gz",
+    ]
     assert all(r.md5_url is None for r in baseline)  # PMC publishes no .md5 here: size is recorded instead
     incr = plan_pmc(url + "pmc/", "incremental", True, opts)
     assert [r.name for r in incr] == ["oa_comm_xml.incr.2024-12-19.tar.gz", "oa_comm_xml.incr.2024-12-19.filelist.csv"]
@@ -162,8 +177,9 @@ def test_dropped_connection_is_retried_and_resumed(ncbi, tmp_path):
     server, url, root = ncbi
     data = (root / "pubmed" / "updatefiles" / "pubmed25n1275.xml.gz").read_bytes()
     server.cut_once["/pubmed/updatefiles/pubmed25n1275.xml.gz"] = 500
-    result = main(["pubmed", "--out", str(tmp_path / "out"), "--base_url", url + "pubmed/", "--what",
-                   "updatefiles", *OPTS])
+    result = main(
+        ["pubmed", "--out", str(tmp_path / "out"), "--base_url", url + "pubmed/", "--what", "updatefiles", *OPTS]
+    )
     assert result["downloaded"] == ["updatefiles/pubmed25n1275.xml.gz"]
     assert _gets(server, "pubmed25n1275.xml.gz") == [None, "bytes=500-"]
     assert (tmp_path / "out" / "updatefiles" / "pubmed25n1275.xml.gz").read_bytes() == data
@@ -177,8 +193,9 @@ def test_server_ignoring_range_restarts_the_file(ncbi, tmp_path):
     part.write_bytes(b"x" * 100)  # would corrupt the file if appended to
     main(["pubmed", "--out", str(tmp_path / "out"), "--base_url", url + "pubmed/", "--limit", "1", *OPTS])
     assert _gets(server, "pubmed25n0001.xml.gz") == ["bytes=100-"]  # asked, got 200, rewrote from byte 0
-    assert (tmp_path / "out" / "baseline" / "pubmed25n0001.xml.gz").read_bytes() == \
-        (root / "pubmed" / "baseline" / "pubmed25n0001.xml.gz").read_bytes()
+    assert (tmp_path / "out" / "baseline" / "pubmed25n0001.xml.gz").read_bytes() == (
+        root / "pubmed" / "baseline" / "pubmed25n0001.xml.gz"
+    ).read_bytes()
 
 
 def test_md5_mismatch_retries_once_then_names_the_file(ncbi, tmp_path, capsys):
@@ -200,9 +217,11 @@ def test_pmc_packages_record_size_when_no_md5_is_published(ncbi, tmp_path):
     _, url, root = ncbi
     out = tmp_path / "pmc"
     result = main(["pmc", "--out", str(out), "--base_url", url + "pmc/", "--limit", "3", "--filelists", *OPTS])
-    assert result["downloaded"] == ["oa_comm_xml.PMC000xxxxxx.baseline.2024-12-18.filelist.csv",
-                                    "oa_comm_xml.PMC000xxxxxx.baseline.2024-12-18.filelist.txt",
-                                    "oa_comm_xml.PMC000xxxxxx.baseline.2024-12-18.tar.gz"]
+    assert result["downloaded"] == [
+        "oa_comm_xml.PMC000xxxxxx.baseline.2024-12-18.filelist.csv",
+        "oa_comm_xml.PMC000xxxxxx.baseline.2024-12-18.filelist.txt",
+        "oa_comm_xml.PMC000xxxxxx.baseline.2024-12-18.tar.gz",
+    ]
     entries = json.loads((out / "download_manifest.json").read_text())["files"]
     package = next(e for e in entries if e["file"].endswith(".tar.gz"))
     assert package["verified"] is False

@@ -18,20 +18,35 @@ from data_prep.shards import ShardWriter
 
 REAL_VOCAB = SHARED_DATA / "vocab" / "bert-base-cased-vocab.txt"
 TRICKY = [
-    "", " ", "Cells grew.", "  double  spaces  and trailing ", "(p<0.05), [Ca2+]i; IL-6/IL-10 = 3.5 ± 0.2 %",
-    "a\tb\nc\rd", "x\x00y\x1cz\x1fw\x7fv\x85u", "non\u00a0breaking\u2009thin\u3000ideographic\u2028line",
-    "zero\u200bwidth soft\u00adhyphen \ufeffbom \ufffdreplacement", "Ünïcödé café naïve CAFÉ Straße İstanbul ΣΟΦΟΣ",
-    "TNF-α and β-catenin, 5 µm, 37 °C, ≥ 2", "中文字符 mixed with 日本語 text", "emoji 🧬 and math 𝛼",
-    "combining e\u0301 and a\u0300 marks \u0301alone", "x" * 150 + " long word", "under_score back`tick ~tilde^",
-    "[SEP] literal [CLS] and [UNK] tokens", "###hash ##piece", "'quotes' \"double\" `back`",
+    "",
+    " ",
+    "Cells grew.",
+    "  double  spaces  and trailing ",
+    "(p<0.05), [Ca2+]i; IL-6/IL-10 = 3.5 ± 0.2 %",
+    "a\tb\nc\rd",
+    "x\x00y\x1cz\x1fw\x7fv\x85u",
+    "non\u00a0breaking\u2009thin\u3000ideographic\u2028line",
+    "zero\u200bwidth soft\u00adhyphen \ufeffbom \ufffdreplacement",
+    "Ünïcödé café naïve CAFÉ Straße İstanbul ΣΟΦΟΣ",
+    "TNF-α and β-catenin, 5 µm, 37 °C, ≥ 2",
+    "中文字符 mixed with 日本語 text",
+    "emoji 🧬 and math 𝛼",
+    "combining e\u0301 and a\u0300 marks \u0301alone",
+    "x" * 150 + " long word",
+    "under_score back`tick ~tilde^",
+    "[SEP] literal [CLS] and [UNK] tokens",
+    "###hash ##piece",
+    "'quotes' \"double\" `back`",
 ]
 
 
 def _random_text(rng: random.Random, n: int, ascii_only: bool = False) -> str:
     pools = [string.ascii_letters + string.digits, string.punctuation, " " * 8]
     if not ascii_only:
-        pools += ["αβγµ±≥–—é中\u00a0\u200b\u0301\u2009\ufffd\x1c\x85\t\n",
-                  "".join(chr(rng.randrange(0x80, 0x3000)) for _ in range(40))]
+        pools += [
+            "αβγµ±≥–—é中\u00a0\u200b\u0301\u2009\ufffd\x1c\x85\t\n",
+            "".join(chr(rng.randrange(0x80, 0x3000)) for _ in range(40)),
+        ]
     return "".join(rng.choice(rng.choice(pools)) for _ in range(n))
 
 
@@ -39,8 +54,9 @@ def _random_text(rng: random.Random, n: int, ascii_only: bool = False) -> str:
 def tokenizer(request, tmp_path):
     if request.param == "cased" and REAL_VOCAB.is_file():
         return load_tokenizer(REAL_VOCAB)
-    return load_tokenizer(write_vocab(tmp_path / "vocab.txt", lowercase=request.param == "uncased"),
-                          lowercase=request.param == "uncased")
+    return load_tokenizer(
+        write_vocab(tmp_path / "vocab.txt", lowercase=request.param == "uncased"), lowercase=request.param == "uncased"
+    )
 
 
 def test_encoder_equals_the_tokenizer_on_tricky_and_random_text(tokenizer):
@@ -68,8 +84,10 @@ def test_every_python_whitespace_character_is_a_word_boundary_to_bert(tokenizer)
 def test_clean_text_fast_path_equals_the_general_one():
     rng = random.Random(1)
     texts = [_random_text(rng, rng.randint(0, 60)) for _ in range(2000)]
-    texts += ["".join(rng.choice(string.printable + "\x00\x01\x7f\x1c\x1f\x0b\x0c") for _ in range(40))
-              for _ in range(2000)]
+    texts += [
+        "".join(rng.choice(string.printable + "\x00\x01\x7f\x1c\x1f\x0b\x0c") for _ in range(40)) for _ in range(2000)
+    ]
+
     def general(text: str) -> str:  # clean_text without its ASCII fast path
         if not text.isascii():
             text = text_clean._INVISIBLE.sub("", unicodedata.normalize("NFC", text))
@@ -86,8 +104,10 @@ def _rows(path):
 @pytest.mark.parametrize("shard_size, batch_rows", [(7, 3), (50, 1000), (100_000, 16)])
 def test_write_examples_gives_the_same_files_as_write(tmp_path, shard_size, batch_rows):
     rng = random.Random(shard_size)
-    examples = [Example([rng.randrange(30_000) for _ in range(rng.randint(3, 40))], rng.randint(1, 2),
-                        rng.choice([0, 1, -1])) for _ in range(230)]
+    examples = [
+        Example([rng.randrange(30_000) for _ in range(rng.randint(3, 40))], rng.randint(1, 2), rng.choice([0, 1, -1]))
+        for _ in range(230)
+    ]
     one = ShardWriter(tmp_path / "one", 30_000, shard_size, batch_rows)
     for ex in examples:
         one.write(ex.input_ids, ex.sep_index, ex.next_sentence_label)

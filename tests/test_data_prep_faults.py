@@ -51,7 +51,7 @@ def _inside_record(xml: bytes, record: int, insert: bytes) -> bytes:
 
 
 def _records(xml: bytes) -> bytes:
-    return xml[xml.index(b"<PubmedArticle>"):xml.rindex(b"</PubmedArticleSet>")]
+    return xml[xml.index(b"<PubmedArticle>") : xml.rindex(b"</PubmedArticleSet>")]
 
 
 def _malformed_update(tmp: Path) -> bytes:
@@ -89,14 +89,30 @@ def corpus(tmp_path_factory):
 
 
 def prep(folder: Path, vocab: Path, out: Path, *extra: str) -> list[str]:
-    return ["--input", str(folder), "--vocab", str(vocab), "--out", str(out), "--seq_len", "48",
-            "--shard_size", "20", "--heldout_fraction", "0.2", *extra]
+    return [
+        "--input",
+        str(folder),
+        "--vocab",
+        str(vocab),
+        "--out",
+        str(out),
+        "--seq_len",
+        "48",
+        "--shard_size",
+        "20",
+        "--heldout_fraction",
+        "0.2",
+        *extra,
+    ]
 
 
 def shard_bytes(out: Path, unit: str) -> dict[str, bytes]:
     """Every shard file of one input, both splits, by path relative to the output directory."""
-    return {str(p.relative_to(out)): p.read_bytes() for split in ("train", "heldout")
-            for p in sorted((out / split / unit).glob("shard_*.arrow"))}
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for split in ("train", "heldout")
+        for p in sorted((out / split / unit).glob("shard_*.arrow"))
+    }
 
 
 def complete_records(gz_prefix: bytes) -> int:
@@ -151,8 +167,9 @@ def _cannot_read_prefix(path: Path) -> list[str] | None:
             return None
         caps = "-dac_override,-dac_read_search"
         prefix = ["setpriv", "--bounding-set", caps, "--inh-caps", caps]
-    probe = subprocess.run([*prefix, sys.executable, "-c", f"open({str(path)!r}, 'rb')"], capture_output=True,
-                           text=True)
+    probe = subprocess.run(
+        [*prefix, sys.executable, "-c", f"open({str(path)!r}, 'rb')"], capture_output=True, text=True
+    )
     return prefix if "PermissionError" in probe.stderr else None
 
 
@@ -167,9 +184,14 @@ def test_unreadable_file_with_two_workers_is_a_file_error_not_a_crash(corpus, tm
     if prefix is None:
         pytest.skip("cannot make a file unreadable for a child process here (root without setpriv)")
     out = tmp_path / "out"
-    run = subprocess.run([*prefix, sys.executable, "-m", "data_prep", *prep(folder, corpus["vocab"], out, "--workers",
-                                                                             "2")],
-                         cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [*prefix, sys.executable, "-m", "data_prep", *prep(folder, corpus["vocab"], out, "--workers", "2")],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 3, run.stderr
     assert "Traceback" not in run.stderr and "rerun the same command to resume" not in run.stderr
     manifest = json.loads((out / "manifest.json").read_text())

@@ -37,12 +37,15 @@ def synthetic_pubmed(path: Path, n_docs: int, seed: int = 0, first_pmid: int = 1
     rng = random.Random(seed)
     records = []
     for i in range(n_docs):
-        sentences = [" ".join(rng.choices(WORDS, k=rng.randint(3, 15))).capitalize() + "."
-                     for _ in range(rng.randint(2, 8))]
-        records.append(f"<PubmedArticle><MedlineCitation><PMID>{first_pmid + i}</PMID><Article>"
-                       f"<ArticleTitle>Title {i}.</ArticleTitle><Abstract><AbstractText>{' '.join(sentences)}"
-                       "</AbstractText></Abstract><Language>eng</Language></Article></MedlineCitation>"
-                       "</PubmedArticle>\n")
+        sentences = [
+            " ".join(rng.choices(WORDS, k=rng.randint(3, 15))).capitalize() + "." for _ in range(rng.randint(2, 8))
+        ]
+        records.append(
+            f"<PubmedArticle><MedlineCitation><PMID>{first_pmid + i}</PMID><Article>"
+            f"<ArticleTitle>Title {i}.</ArticleTitle><Abstract><AbstractText>{' '.join(sentences)}"
+            "</AbstractText></Abstract><Language>eng</Language></Article></MedlineCitation>"
+            "</PubmedArticle>\n"
+        )
     xml = "<?xml version='1.0'?>\n<PubmedArticleSet>\n" + "".join(records) + "</PubmedArticleSet>\n"
     path.write_bytes(gzip.compress(xml.encode()) if path.name.endswith(".gz") else xml.encode())
     return path
@@ -87,11 +90,15 @@ def test_multi_shard_split_and_get_batch_matches_files(tmp_path, vocab):
     labels = []
     for split in ("train", "heldout"):
         shards = open_shards(out, split)
-        rows = [r for s in manifest["splits"][split]["shards"]
-                for r in pa.ipc.open_stream(pa.memory_map(str(out / s["file"]))).read_all().to_pylist()]
+        rows = [
+            r
+            for s in manifest["splits"][split]["shards"]
+            for r in pa.ipc.open_stream(pa.memory_map(str(out / s["file"]))).read_all().to_pylist()
+        ]
         assert len(shards) == len(rows) == manifest["splits"][split]["examples"]
         assert pa.ipc.open_stream(pa.memory_map(str(out / train["shards"][0]["file"]))).schema.field(
-            "input_ids").type == pa.list_(pa.uint16())
+            "input_ids"
+        ).type == pa.list_(pa.uint16())
         picks = [len(rows) - 1, 0, 49, 50, 51, len(rows) // 2]
         batch = shards.get_batch(picks)
         for k, i in enumerate(picks):
@@ -122,8 +129,9 @@ def test_mlm_mode_and_max_docs(tmp_path, vocab):
     assert set(batch["next_sentence_label"].tolist()) == {-1}
     assert all(s == len(ids) - 1 for ids, s in zip(batch["input_ids"], batch["sep_index"]))
     # Packed across documents by default; --within_documents ends each document with a padded example.
-    within = prep([corpus], vocab, tmp_path / "o2", "--mode", "mlm", "--max_docs", 30, "--seq_len", 128,
-                  "--within_documents")
+    within = prep(
+        [corpus], vocab, tmp_path / "o2", "--mode", "mlm", "--max_docs", 30, "--seq_len", 128, "--within_documents"
+    )
     assert manifest["counts"]["train"]["padding_fraction"] < 0.05
     assert within["counts"]["train"]["padding_fraction"] > 2 * manifest["counts"]["train"]["padding_fraction"]
     assert within["config_hash"] != manifest["config_hash"]
@@ -193,8 +201,9 @@ def test_module_entry_point_exit_status(tmp_path, vocab):
     assert ok.returncode == 0, ok.stderr
     assert "examples" in ok.stdout and "words/s" in ok.stderr
     (tmp_path / "bad.xml.gz").write_text("plain text")
-    bad = subprocess.run([*cmd, str(tmp_path / "bad.xml.gz"), "--out", str(tmp_path / "b")], env=env,
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [*cmd, str(tmp_path / "bad.xml.gz"), "--out", str(tmp_path / "b")], env=env, capture_output=True, text=True
+    )
     assert bad.returncode == 3 and "not a gzip file" in bad.stderr
 
 
@@ -203,8 +212,10 @@ REAL_PUBMED = SHARED / "pubmed" / "pubmed21n1298.xml.gz"
 REAL_VOCAB = SHARED / "vocab" / "bert-base-cased-vocab.txt"
 
 
-@pytest.mark.skipif(not (REAL_PUBMED.is_file() and REAL_VOCAB.is_file()),
-                    reason=f"real PubMed data not found under {SHARED} (set BIOBERT_SHARED_DATA)")
+@pytest.mark.skipif(
+    not (REAL_PUBMED.is_file() and REAL_VOCAB.is_file()),
+    reason=f"real PubMed data not found under {SHARED} (set BIOBERT_SHARED_DATA)",
+)
 def test_real_pubmed_baseline_first_2000_documents(tmp_path):
     manifest = prep([REAL_PUBMED], REAL_VOCAB, tmp_path / "out", "--max_docs", 2000)
     counts = manifest["counts"]

@@ -18,8 +18,22 @@ from data_prep.pmc import CITE, CITE_END, FLOAT, FLOAT_END, GAP, read_nxml, read
 FIXTURES = Path(__file__).parent / "fixtures" / "data_prep" / "pmc"
 FULL = FIXTURES / "PMC1000001.nxml"
 # Every text the fixture article holds in a dropped element carries one of these upper-case tags.
-DROPPED_TAGS = ("AUTHORNOTE", "GRAPHICAL", "KEYWORD", "TABLECAPTION", "TABLECELL", "FORMULA", "FIGTITLE",
-                "FIGCAPTION", "SUPPCAPTION", "COMPETING", "ACKNOWLEDGED", "FOOTNOTE", "REFERENCE", "FLOATFIG")
+DROPPED_TAGS = (
+    "AUTHORNOTE",
+    "GRAPHICAL",
+    "KEYWORD",
+    "TABLECAPTION",
+    "TABLECELL",
+    "FORMULA",
+    "FIGTITLE",
+    "FIGCAPTION",
+    "SUPPCAPTION",
+    "COMPETING",
+    "ACKNOWLEDGED",
+    "FOOTNOTE",
+    "REFERENCE",
+    "FLOATFIG",
+)
 
 
 def test_title_abstract_and_body_paragraphs_in_reading_order():
@@ -31,8 +45,7 @@ def test_title_abstract_and_body_paragraphs_in_reading_order():
         "Prostaglandin D2 levels rise in disease. Its role is unclear.",  # structured abstract: one per sec
         "We infected mice (n = 12) and measured growth.",
         "Autophagy is conserved. It was studied in yeast and in flies.",
-        "Earlier work measured [Ca2+]i and interleukin 6 (IL-6) levels. As Smith et al. (2005) showed, growth "
-        "doubled.",
+        "Earlier work measured [Ca2+]i and interleukin 6 (IL-6) levels. As Smith et al. (2005) showed, growth doubled.",
         "Mice were housed in groups (n = 12) and weighed daily. Weights did not differ.",  # table tail kept
         "The dose was given orally. Details are given elsewhere.",
         "Doses were adjusted according to Eq. 1 every week.",
@@ -41,8 +54,13 @@ def test_title_abstract_and_body_paragraphs_in_reading_order():
         "bacterial load.",
         "Table 1 summarises the weights.",
     ]
-    assert doc.meta == {"pmid": "20000001", "year": 2016, "title": doc.sections[0],
-                        "journal": "Journal of Test Medicine", "article_type": "research-article"}
+    assert doc.meta == {
+        "pmid": "20000001",
+        "year": 2016,
+        "title": doc.sections[0],
+        "journal": "Journal of Test Medicine",
+        "article_type": "research-article",
+    }
 
 
 def test_tables_figures_formulas_notes_and_back_matter_are_dropped():
@@ -126,11 +144,14 @@ def _package(path: Path, members: list[tuple[str, bytes]]) -> Path:
 
 
 def _members() -> list[tuple[str, bytes]]:
-    return [("pkg/PMC1000001.nxml", FULL.read_bytes()), ("pkg/PMC1000001.pdf", b"%PDF-1.4 not an article"),
-            ("pkg/broken.nxml", b"<article><body><p>unclosed</body></article>"),
-            ("pkg/abstract_only.nxml", (FIXTURES / "abstract_only.nxml").read_bytes()),
-            ("pkg/PMC1000003.nxml", (FIXTURES / "PMC1000003.nxml").read_bytes()),
-            ("pkg/meta.xml", b"<manifest/>")]
+    return [
+        ("pkg/PMC1000001.nxml", FULL.read_bytes()),
+        ("pkg/PMC1000001.pdf", b"%PDF-1.4 not an article"),
+        ("pkg/broken.nxml", b"<article><body><p>unclosed</body></article>"),
+        ("pkg/abstract_only.nxml", (FIXTURES / "abstract_only.nxml").read_bytes()),
+        ("pkg/PMC1000003.nxml", (FIXTURES / "PMC1000003.nxml").read_bytes()),
+        ("pkg/meta.xml", b"<manifest/>"),
+    ]
 
 
 def test_tar_package_streams_articles_and_counts_bad_members(tmp_path, capsys):
@@ -152,8 +173,11 @@ def test_truncated_tar_package_names_the_last_complete_member(tmp_path):
     cut = tmp_path / "cut.tar.gz"
     cut.write_bytes(data[: len(data) * 3 // 4])
     docs, counts = [], Counter()
-    with pytest.raises(CorpusFileError, match=r"cut\.tar\.gz: .*truncated .* after member pkg/PMC1000001\.nxml, "
-                                              r"while reading pkg/PMC1000002\.nxml"):
+    with pytest.raises(
+        CorpusFileError,
+        match=r"cut\.tar\.gz: .*truncated .* after member pkg/PMC1000001\.nxml, "
+        r"while reading pkg/PMC1000002\.nxml",
+    ):
         docs.extend(read_pmc_package(cut, counts))
     assert [d.doc_id for d in docs] == ["pmc:PMC1000001"]  # what came before the damage is kept
     cut.write_bytes(data[:-6])  # only the gzip trailer lost: every article read, the damage still reported
@@ -164,8 +188,9 @@ def test_truncated_tar_package_names_the_last_complete_member(tmp_path):
 PMC_DIR = SHARED_DATA / "pmc"
 
 
-@pytest.mark.skipif(not PMC_DIR.is_dir(), reason=f"real PMC articles not found under {PMC_DIR} "
-                                                  "(set BIOBERT_SHARED_DATA)")
+@pytest.mark.skipif(
+    not PMC_DIR.is_dir(), reason=f"real PMC articles not found under {PMC_DIR} (set BIOBERT_SHARED_DATA)"
+)
 def test_real_pmc_articles():
     """298 real PMC OA articles: measured 297 documents (one correction without text), 1,004,675 words."""
     files = sorted(PMC_DIR.glob("*.nxml"))

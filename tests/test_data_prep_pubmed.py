@@ -82,7 +82,7 @@ def test_not_gzip_file_with_gz_suffix(tmp_path):
 
 
 def test_malformed_xml_names_last_pmid(tmp_path):
-    text = SAMPLE.read_text().replace("<PMID Version=\"1\">1005</PMID>", "<PMID Version=\"1\">1005</PMIDX>")
+    text = SAMPLE.read_text().replace('<PMID Version="1">1005</PMID>', '<PMID Version="1">1005</PMIDX>')
     path = tmp_path / "bad.xml"
     path.write_text(text)
     with pytest.raises(CorpusFileError, match="malformed") as err:

@@ -36,8 +36,23 @@ def corpus(tmp_path_factory):
 
 
 def prep(inputs, vocab, out, *extra) -> dict:
-    return main(["--input", *map(str, inputs), "--vocab", str(vocab), "--out", str(out), "--seq_len", "48",
-                 "--shard_size", "40", "--heldout_fraction", "0.1", *map(str, extra)])
+    return main(
+        [
+            "--input",
+            *map(str, inputs),
+            "--vocab",
+            str(vocab),
+            "--out",
+            str(out),
+            "--seq_len",
+            "48",
+            "--shard_size",
+            "40",
+            "--heldout_fraction",
+            "0.1",
+            *map(str, extra),
+        ]
+    )
 
 
 def content(out: Path) -> dict:
@@ -46,8 +61,10 @@ def content(out: Path) -> dict:
     for split in ("train", "heldout"):
         shards = open_shards(out, split)
         batch = shards.get_batch(range(len(shards)))
-        result[split] = [(ids.tolist(), int(s), int(lab)) for ids, s, lab in
-                         zip(batch["input_ids"], batch["sep_index"], batch["next_sentence_label"])]
+        result[split] = [
+            (ids.tolist(), int(s), int(lab))
+            for ids, s, lab in zip(batch["input_ids"], batch["sep_index"], batch["next_sentence_label"])
+        ]
     return result
 
 
@@ -102,10 +119,33 @@ def test_resume_after_crash_redoes_only_unfinished_files(corpus, reference, tmp_
 def test_resume_after_sigkill_of_the_whole_run(corpus, reference, tmp_path):
     ref_out, ref = reference
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "data_prep", "--input", str(corpus["pubmed"]), "--vocab", str(corpus["vocab"]),
-           "--out", str(out), "--seq_len", "48", "--shard_size", "40", "--heldout_fraction", "0.1", "--workers", "2"]
-    proc = subprocess.Popen(cmd, env=subprocess_env(BIOBERT_FAULT_DATA_PREP="hang:pubmed26n0005"), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "data_prep",
+        "--input",
+        str(corpus["pubmed"]),
+        "--vocab",
+        str(corpus["vocab"]),
+        "--out",
+        str(out),
+        "--seq_len",
+        "48",
+        "--shard_size",
+        "40",
+        "--heldout_fraction",
+        "0.1",
+        "--workers",
+        "2",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env=subprocess_env(BIOBERT_FAULT_DATA_PREP="hang:pubmed26n0005"),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while len(list((out / "done").glob("*.json"))) < 4 and time.monotonic() < deadline:
@@ -144,13 +184,16 @@ def test_parts_and_merge_equal_a_single_run(corpus, reference, tmp_path, capsys)
 
 
 def _pubmed_file(path: Path, articles: list[tuple[int, str]], deleted: list[int] = ()) -> Path:
-    records = [f'<PubmedArticle><MedlineCitation Status="MEDLINE"><PMID Version="1">{pmid}</PMID><Article>'
-               f"<ArticleTitle>Title of {pmid}.</ArticleTitle><Abstract><AbstractText>{text}</AbstractText>"
-               "</Abstract><Language>eng</Language></Article></MedlineCitation></PubmedArticle>"
-               for pmid, text in articles]
+    records = [
+        f'<PubmedArticle><MedlineCitation Status="MEDLINE"><PMID Version="1">{pmid}</PMID><Article>'
+        f"<ArticleTitle>Title of {pmid}.</ArticleTitle><Abstract><AbstractText>{text}</AbstractText>"
+        "</Abstract><Language>eng</Language></Article></MedlineCitation></PubmedArticle>"
+        for pmid, text in articles
+    ]
     if deleted:
-        records.append("<DeleteCitation>" + "".join(f'<PMID Version="1">{p}</PMID>' for p in deleted)
-                       + "</DeleteCitation>")
+        records.append(
+            "<DeleteCitation>" + "".join(f'<PMID Version="1">{p}</PMID>' for p in deleted) + "</DeleteCitation>"
+        )
     xml = "<?xml version='1.0'?>\n<PubmedArticleSet>\n" + "\n".join(records) + "\n</PubmedArticleSet>\n"
     path.write_bytes(gzip.compress(xml.encode()))
     return path
@@ -177,8 +220,7 @@ def test_update_files_supersede_and_delete(tmp_path):
     sup = manifest["supersession"]
     assert sup["pubmed_files"] == 3 and sup["deleted_pmids"] == 1 and sup["deletions"] == 2
     index = SupersedeIndex(out / "pubmed_index" / sup["hash"])
-    assert index.drops_for("pubmed26n0001.xml.gz") == {4: "superseded", 6: "deleted", 7: "superseded",
-                                                        11: "superseded"}
+    assert index.drops_for("pubmed26n0001.xml.gz") == {4: "superseded", 6: "deleted", 7: "superseded", 11: "superseded"}
     assert index.drops_for("pubmed26n0002.xml.gz") == {1: "superseded"}
     words = {Path(i["path"]).name: i["words"] for i in manifest["inputs"]}
     n_words = lambda pmid, t: len(f"Title of {pmid}. {t}".split())  # noqa: E731
@@ -227,8 +269,9 @@ def test_decontamination_drop_and_flag_are_counted(tmp_path, monkeypatch, capsys
     (tmp_path / "test.pmids").write_text("101\n102\n105\n")
     plain = prep([corpus], vocab, tmp_path / "plain")
     dropped = prep([corpus], vocab, tmp_path / "drop", "--decontaminate", tmp_path / "test.pmids")
-    flagged = prep([corpus], vocab, tmp_path / "flag", "--decontaminate", tmp_path / "test.pmids",
-                   "--decontaminate_action", "flag")
+    flagged = prep(
+        [corpus], vocab, tmp_path / "flag", "--decontaminate", tmp_path / "test.pmids", "--decontaminate_action", "flag"
+    )
     assert dropped["decontamination"]["dropped"] == {"ngram": 4, "pmid": 3}
     assert dropped["decontamination"]["summary"] == {"pmids": 3}
     assert dropped["counts"]["documents"] == plain["counts"]["documents"] - 7

@@ -29,8 +29,10 @@ SPLIT_CASES = [
     ("Patient No. 5 relapsed.", ["Patient No. 5 relapsed."]),
     ("E. coli and S. aureus were isolated.", ["E. coli and S. aureus were isolated."]),
     ("Infection with S. Aureus was rare. It was treated.", ["Infection with S. Aureus was rare.", "It was treated."]),
-    ("The difference was significant (p < 0.05). No harm occurred.",
-     ["The difference was significant (p < 0.05).", "No harm occurred."]),
+    (
+        "The difference was significant (p < 0.05). No harm occurred.",
+        ["The difference was significant (p < 0.05).", "No harm occurred."],
+    ),
     ("Mice received 3.5 mg daily. Weight fell.", ["Mice received 3.5 mg daily.", "Weight fell."]),
     ("Twelve mice died. 20 survived.", ["Twelve mice died.", "20 survived."]),
     ("Is it safe? We think so! Trials continue.", ["Is it safe?", "We think so!", "Trials continue."]),

@@ -26,8 +26,11 @@ def test_sentence_per_line_documents_are_presplit():
     assert [d.doc_id for d in docs] == ["sentences:0", "sentences:1", "sentences:2"]
     assert docs[0].sections == ["Autophagy is a conserved pathway.", "It recycles proteins in cells."]
     assert docs[1].sections == ["Mice were infected with bacteria."]  # whitespace-only line ends a document
-    assert docs[2].sections == ["Growth was measured daily in all groups.", "Weights did not differ.",
-                                "No adverse events occurred."]
+    assert docs[2].sections == [
+        "Growth was measured daily in all groups.",
+        "Weights did not differ.",
+        "No adverse events occurred.",
+    ]
     assert all(d.meta == {"presplit": True} for d in docs) and not counts
 
 
@@ -55,12 +58,18 @@ def test_jsonl_documents_and_skipped_lines(capsys):
     docs = list(read_jsonl(JSONL, counts))
     assert [d.doc_id for d in docs] == ["pmid:101", "docs:2", "107"]
     assert docs[0].sections == ["Autophagy is conserved. It recycles proteins."]
-    assert docs[1].sections == ["A title as the first section",
-                                "The body follows in a second section. It has two sentences."]
+    assert docs[1].sections == [
+        "A title as the first section",
+        "The body follows in a second section. It has two sentences.",
+    ]
     assert counts == Counter(bad_json=2, bad_text=1, no_text=1)  # the blank line 7 is not a record
     err = capsys.readouterr().err
-    for where in ("docs.jsonl:line 3: skipped (bad_json)", "docs.jsonl:line 4: skipped (bad_json): expected a "
-                  "JSON object", "docs.jsonl:line 5: skipped (bad_text)", "docs.jsonl:line 6: skipped (no_text)"):
+    for where in (
+        "docs.jsonl:line 3: skipped (bad_json)",
+        "docs.jsonl:line 4: skipped (bad_json): expected a JSON object",
+        "docs.jsonl:line 5: skipped (bad_text)",
+        "docs.jsonl:line 6: skipped (no_text)",
+    ):
         assert where in err
 
 
@@ -88,9 +97,15 @@ def test_every_format_is_registered_and_found_in_a_directory(tmp_path):
         gz.write(b"\0" * 1024)  # an empty tar archive
     (tmp_path / "notes.md").write_text("not a corpus")
     found = {p.name: reader_for(p) for p in expand_inputs([str(tmp_path)])}
-    assert found == {"PMC1000001.nxml": read_nxml, "a.txt": read_sentence_lines, "a2.txt.gz": read_sentence_lines,
-                     "b.jsonl": read_jsonl, "b2.jsonl.gz": read_jsonl, "pubmed26n0001.xml.gz": read_pubmed,
-                     "oa_package.tar.gz": read_pmc_package}
+    assert found == {
+        "PMC1000001.nxml": read_nxml,
+        "a.txt": read_sentence_lines,
+        "a2.txt.gz": read_sentence_lines,
+        "b.jsonl": read_jsonl,
+        "b2.jsonl.gz": read_jsonl,
+        "pubmed26n0001.xml.gz": read_pubmed,
+        "oa_package.tar.gz": read_pmc_package,
+    }
     counts = Counter()
     pubmed = list(read_documents(tmp_path / "nested" / "pubmed26n0001.xml.gz", counts, require_abstract=True))
     assert [d.doc_id for d in pubmed] == ["pmid:1000", "pmid:1001", "pmid:1002"]
@@ -104,11 +119,26 @@ def test_pipeline_prepares_shards_from_mixed_formats(tmp_path):
     shutil.copy(SENTENCES, inputs)
     shutil.copy(JSONL, inputs)
     vocab = write_vocab(tmp_path / "vocab.txt")
-    manifest = data_prep_main(["--input", str(inputs), "--vocab", str(vocab), "--out", str(tmp_path / "out"),
-                               "--seq_len", "32", "--heldout_fraction", "0"])
+    manifest = data_prep_main(
+        [
+            "--input",
+            str(inputs),
+            "--vocab",
+            str(vocab),
+            "--out",
+            str(tmp_path / "out"),
+            "--seq_len",
+            "32",
+            "--heldout_fraction",
+            "0",
+        ]
+    )
     assert manifest["errors"] == [] and len(manifest["inputs"]) == 3
     assert sorted(i["documents_read"] for i in manifest["inputs"]) == [1, 3, 3]
     # one-sentence documents cannot make an NSP example: counted by the packer as too_short
     assert manifest["counts"]["documents"] + manifest["skipped"]["too_short"] == 7
     assert {k: manifest["skipped"][k] for k in ("bad_json", "bad_text", "no_text")} == {
-        "bad_json": 2, "bad_text": 1, "no_text": 1}
+        "bad_json": 2,
+        "bad_text": 1,
+        "no_text": 1,
+    }

@@ -18,10 +18,12 @@ from data_prep.shards import open_shards
 def _article(pmc: int, rng: random.Random) -> str:
     para = lambda: " ".join(make_sentence(rng) for _ in range(rng.randint(3, 6)))  # noqa: E731
     body = "".join(f"<p>{para()}</p>" for _ in range(rng.randint(2, 4)))
-    return (f'<?xml version="1.0"?>\n<article article-type="research-article"><front><article-meta>'
-            f'<article-id pub-id-type="pmc">{pmc}</article-id><title-group><article-title>{make_sentence(rng)}'
-            f"</article-title></title-group><abstract><p>{para()}</p></abstract></article-meta></front>"
-            f"<body><sec><title>Methods</title>{body}</sec></body></article>\n")
+    return (
+        f'<?xml version="1.0"?>\n<article article-type="research-article"><front><article-meta>'
+        f'<article-id pub-id-type="pmc">{pmc}</article-id><title-group><article-title>{make_sentence(rng)}'
+        f"</article-title></title-group><abstract><p>{para()}</p></abstract></article-meta></front>"
+        f"<body><sec><title>Methods</title>{body}</sec></body></article>\n"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +38,32 @@ def folder(tmp_path_factory):
 
 
 def prep(folder, out, *extra) -> dict:
-    return main(["--input", str(folder["dir"]), "--vocab", str(folder["vocab"]), "--out", str(out), "--seq_len", "64",
-                 "--heldout_fraction", "0", "--shard_size", "200", *map(str, extra)])
+    return main(
+        [
+            "--input",
+            str(folder["dir"]),
+            "--vocab",
+            str(folder["vocab"]),
+            "--out",
+            str(out),
+            "--seq_len",
+            "64",
+            "--heldout_fraction",
+            "0",
+            "--shard_size",
+            "200",
+            *map(str, extra),
+        ]
+    )
 
 
 def content(out: Path) -> list:
     shards = open_shards(out)
     batch = shards.get_batch(range(len(shards)))
-    return [(ids.tolist(), int(s), int(lab)) for ids, s, lab in
-            zip(batch["input_ids"], batch["sep_index"], batch["next_sentence_label"])]
+    return [
+        (ids.tolist(), int(s), int(lab))
+        for ids, s, lab in zip(batch["input_ids"], batch["sep_index"], batch["next_sentence_label"])
+    ]
 
 
 def test_single_article_files_are_grouped_and_nsp_draws_from_other_documents(folder, tmp_path):
@@ -60,8 +79,7 @@ def test_single_article_files_are_grouped_and_nsp_draws_from_other_documents(fol
     assert len(marker["members"]) == 60 and all(len(m["sha256"]) == 64 for m in marker["members"])
 
 
-def test_groups_are_capped_and_the_output_is_the_same_for_any_workers_parts_and_resume(folder, tmp_path,
-                                                                                       monkeypatch):
+def test_groups_are_capped_and_the_output_is_the_same_for_any_workers_parts_and_resume(folder, tmp_path, monkeypatch):
     monkeypatch.setattr(units, "GROUP_MAX_FILES", 25)
     planned = units.plan_units(expand_inputs([str(folder["dir"])]))
     assert [len(u.paths) for u in planned] == [25, 25, 10] and planned[1].name == "PMC1025--PMC1049"
@@ -97,8 +115,9 @@ def test_a_broken_file_in_a_group_is_reported_and_the_others_are_kept(folder, tm
         (broken / p.name).write_bytes(p.read_bytes())
     (broken / "PMC1002.nxml").write_text("<article><body><p>unclosed</body></article>")
     with pytest.raises(SystemExit) as exit_info:
-        main(["--input", str(broken), "--vocab", str(folder["vocab"]), "--out", str(tmp_path / "out"),
-              "--seq_len", "64"])
+        main(
+            ["--input", str(broken), "--vocab", str(folder["vocab"]), "--out", str(tmp_path / "out"), "--seq_len", "64"]
+        )
     assert exit_info.value.code == 3
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert [Path(e["file"]).name for e in manifest["errors"]] == ["PMC1002.nxml"]

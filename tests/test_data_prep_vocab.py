@@ -40,8 +40,21 @@ def test_uncased_vocab_loads_with_the_project_tokenizer(corpus, tmp_path):
 
 def test_cased_vocab_keeps_case_and_respects_max_docs(corpus, tmp_path):
     out = tmp_path / "cased"
-    manifest = main(["--input", str(corpus / "pubmed26n0001.xml.gz"), "--out", str(out), "--vocab_size", "200",
-                     "--cased", "--max_docs", "25", "--min_frequency", "1"])
+    manifest = main(
+        [
+            "--input",
+            str(corpus / "pubmed26n0001.xml.gz"),
+            "--out",
+            str(out),
+            "--vocab_size",
+            "200",
+            "--cased",
+            "--max_docs",
+            "25",
+            "--min_frequency",
+            "1",
+        ]
+    )
     assert manifest["documents"] == 25 and manifest["lowercase"] is False
     tok = load_tokenizer(out)
     assert tok.lowercase is False and any(t[0].isupper() for t in tok.vocab if t not in SPECIAL_TOKENS)

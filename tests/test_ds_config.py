@@ -25,30 +25,42 @@ def test_zero_key_table_matches_installed_deepspeed():
     assert installed <= ZERO_KEYS
 
 
-@pytest.mark.parametrize("cfg,world,expected", [
-    ({"train_batch_size": 32, "train_micro_batch_size_per_gpu": 4}, 2, (32, 4, 4)),
-    ({"train_batch_size": 32, "gradient_accumulation_steps": 2}, 2, (32, 8, 2)),
-    ({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2}, 8, (64, 4, 2)),
-    ({"train_batch_size": 256, "train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 4}, 8,
-     (256, 8, 4)),
-])
+@pytest.mark.parametrize(
+    "cfg,world,expected",
+    [
+        ({"train_batch_size": 32, "train_micro_batch_size_per_gpu": 4}, 2, (32, 4, 4)),
+        ({"train_batch_size": 32, "gradient_accumulation_steps": 2}, 2, (32, 8, 2)),
+        ({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2}, 8, (64, 4, 2)),
+        (
+            {"train_batch_size": 256, "train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 4},
+            8,
+            (256, 8, 4),
+        ),
+    ],
+)
 def test_batch_arithmetic(cfg, world, expected):
     assert resolve_batch(cfg, world, "x") == expected
 
 
 def test_batch_arithmetic_error_says_what_to_change():
     cfg = {"train_batch_size": 256, "train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 4}
-    with pytest.raises(UserError, match=r"256 != micro 8 x accumulation 4 x world size 2 = 64.*"
-                                        r"gradient_accumulation_steps to 16"):
+    with pytest.raises(
+        UserError,
+        match=r"256 != micro 8 x accumulation 4 x world size 2 = 64.*"
+        r"gradient_accumulation_steps to 16",
+    ):
         resolve_batch(cfg, 2, "x")
     with pytest.raises(UserError, match="not divisible"):
         resolve_batch({"train_batch_size": 30, "train_micro_batch_size_per_gpu": 4}, 2, "x")
 
 
 def test_finalize_fills_schedule_and_cpu_optimizer():
-    cfg = {"train_batch_size": 8, "train_micro_batch_size_per_gpu": 4,
-           "optimizer": {"type": "AdamW", "params": {"lr": 3e-5}},
-           "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": "auto", "warmup_max_lr": "auto"}}}
+    cfg = {
+        "train_batch_size": 8,
+        "train_micro_batch_size_per_gpu": 4,
+        "optimizer": {"type": "AdamW", "params": {"lr": 3e-5}},
+        "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": "auto", "warmup_max_lr": "auto"}},
+    }
     out = finalize(cfg, 1, 200, on_cpu=True, source="x")
     params = out["scheduler"]["params"]
     assert (params["total_num_steps"], params["warmup_num_steps"], params["warmup_max_lr"]) == (200, 20, 3e-5)
@@ -79,8 +91,16 @@ def test_shipped_profiles_are_valid():
 
     for path in sorted((Path(__file__).resolve().parents[1] / "ds_configs").glob("*.json")):
         cfg = load_ds_config(path)
-        finalize(cfg, cfg.get("train_batch_size", 8) // cfg.get("train_micro_batch_size_per_gpu", 1)
-                 // cfg.get("gradient_accumulation_steps", 1) or 1, 1000, on_cpu=False, source=str(path))
+        finalize(
+            cfg,
+            cfg.get("train_batch_size", 8)
+            // cfg.get("train_micro_batch_size_per_gpu", 1)
+            // cfg.get("gradient_accumulation_steps", 1)
+            or 1,
+            1000,
+            on_cpu=False,
+            source=str(path),
+        )
 
 
 def test_malformed_ds_json(tmp_path):
@@ -96,8 +116,11 @@ def test_malformed_ds_json(tmp_path):
 
 
 def test_lamb_under_zero_is_refused_with_the_reason():
-    cfg = {"train_batch_size": 8, "optimizer": {"type": "Lamb", "params": {"lr": 1e-3}},
-           "zero_optimization": {"stage": 1}}
+    cfg = {
+        "train_batch_size": 8,
+        "optimizer": {"type": "Lamb", "params": {"lr": 1e-3}},
+        "zero_optimization": {"stage": 1},
+    }
     with pytest.raises(UserError, match="not LAMB"):
         finalize(cfg, 1, 10, on_cpu=False, source="x")
     finalize({**cfg, "zero_optimization": {"stage": 0}}, 1, 10, on_cpu=False, source="x")
@@ -127,17 +150,20 @@ def test_explicit_zero_stage_with_another_layout_than_the_checkpoint_is_refused(
         validate({"train_batch_size": 8, "zero_optimization": {"stage": "two"}}, "x")
 
 
-@pytest.mark.parametrize("override,message", [
-    ("scheduler.params.warmup_num_step=10", "did you mean `warmup_num_steps`"),
-    ("scheduler.parms={}", "did you mean `params`"),
-    ("optimizer.params.weight_decya=0.1", "did you mean `weight_decay`"),
-    ("bf16.enabeld=true", "did you mean `enabled`"),
-    ("optimizer.type=AdamWW", "neither a DeepSpeed optimizer nor a torch.optim class"),
-    ("optimizer.params.lr=abc", "optimizer.params.lr must be a number, got 'abc'"),
-    ("optimizer.params.betas=0.9", "betas must be two numbers"),
-    ("scheduler.type=WarmupDecay", "did you mean `WarmupDecayLR`"),
-    ("fp16.enabled=yes", "fp16.enabled must be true or false"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("scheduler.params.warmup_num_step=10", "did you mean `warmup_num_steps`"),
+        ("scheduler.parms={}", "did you mean `params`"),
+        ("optimizer.params.weight_decya=0.1", "did you mean `weight_decay`"),
+        ("bf16.enabeld=true", "did you mean `enabled`"),
+        ("optimizer.type=AdamWW", "neither a DeepSpeed optimizer nor a torch.optim class"),
+        ("optimizer.params.lr=abc", "optimizer.params.lr must be a number, got 'abc'"),
+        ("optimizer.params.betas=0.9", "betas must be two numbers"),
+        ("scheduler.type=WarmupDecay", "did you mean `WarmupDecayLR`"),
+        ("fp16.enabled=yes", "fp16.enabled must be true or false"),
+    ],
+)
 def test_nested_deepspeed_keys_and_types_are_checked(override, message):
     """DeepSpeed ignores unknown nested keys (a misspelt scheduler key trains on its default schedule) and
     answers bad types with tracebacks from deep inside: every level it reads is checked here first."""

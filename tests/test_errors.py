@@ -41,9 +41,17 @@ def _run(outcome: str, world: int) -> list[str]:
     from biobert.dist import _free_port
 
     port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, outcome, port, str(r), str(world)], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}) for r in range(world)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SCRIPT, outcome, port, str(r), str(world)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        )
+        for r in range(world)
+    ]
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0] * world, outs
     return outs
@@ -62,5 +70,5 @@ def test_user_error_and_single_rank_keep_the_group():
     for out in _run("user_error", 2):
         assert "exit 2" in out and "error: bad.json line 3: fix it" in out and "initialized True" in out
     # one rank: kept, so that an in-process caller can build its next engine
-    out, = _run("ok", 1)
+    (out,) = _run("ok", 1)
     assert "initialized True" in out

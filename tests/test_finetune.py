@@ -42,9 +42,27 @@ def ner_dir(tmp_path_factory):
 
 
 def base(tiny_assets, ner_dir, run_dir, *extra):
-    return ["--task", "ncbi_disease", "--data_dir", str(ner_dir), "--init_from", str(tiny_assets["model"]),
-            "--run_dir", str(run_dir), "--progress", "false", "--max_seq_length", "24", "--doc_stride", "4",
-            "--ds", "train_batch_size=16", "--ds", "optimizer.params.lr=1e-3", *extra]
+    return [
+        "--task",
+        "ncbi_disease",
+        "--data_dir",
+        str(ner_dir),
+        "--init_from",
+        str(tiny_assets["model"]),
+        "--run_dir",
+        str(run_dir),
+        "--progress",
+        "false",
+        "--max_seq_length",
+        "24",
+        "--doc_stride",
+        "4",
+        "--ds",
+        "train_batch_size=16",
+        "--ds",
+        "optimizer.params.lr=1e-3",
+        *extra,
+    ]
 
 
 def test_ner_finetune_scores_every_word(tiny_assets, ner_dir, tmp_path):

@@ -11,15 +11,44 @@ STEPS, KILL_AT = 8, 4
 
 
 def launch(tiny_assets, run_dir, *extra, env_extra=None, timeout=240):
-    cmd = [str(REPO / ".venv" / "bin" / "deepspeed") if (REPO / ".venv" / "bin" / "deepspeed").exists()
-           else "deepspeed", "--num_gpus", "2", "--master_port", str(free_port()), "pretrain/run.py",
-           "--deepspeed_config", "ds_configs/cpu.json", "--data_dir", str(tiny_assets["shards"]),
-           "--init_from", str(tiny_assets["model"]), "--run_dir", str(run_dir), "--max_steps", str(STEPS),
-           "--save_every", str(KILL_AT), "--log_every", "1", "--progress", "false", "--eval_batches", "2",
-           "--ds", "train_batch_size=8", "--ds", "train_micro_batch_size_per_gpu=2",
-           "--ds", "scheduler.params.warmup_num_steps=2", "--ds", "optimizer.params.lr=2e-3", *extra]
-    return subprocess.run(cmd, cwd=REPO, env=subprocess_env(**(env_extra or {})), capture_output=True,
-                          text=True, timeout=timeout)
+    cmd = [
+        str(REPO / ".venv" / "bin" / "deepspeed") if (REPO / ".venv" / "bin" / "deepspeed").exists() else "deepspeed",
+        "--num_gpus",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "pretrain/run.py",
+        "--deepspeed_config",
+        "ds_configs/cpu.json",
+        "--data_dir",
+        str(tiny_assets["shards"]),
+        "--init_from",
+        str(tiny_assets["model"]),
+        "--run_dir",
+        str(run_dir),
+        "--max_steps",
+        str(STEPS),
+        "--save_every",
+        str(KILL_AT),
+        "--log_every",
+        "1",
+        "--progress",
+        "false",
+        "--eval_batches",
+        "2",
+        "--ds",
+        "train_batch_size=8",
+        "--ds",
+        "train_micro_batch_size_per_gpu=2",
+        "--ds",
+        "scheduler.params.warmup_num_steps=2",
+        "--ds",
+        "optimizer.params.lr=2e-3",
+        *extra,
+    ]
+    return subprocess.run(
+        cmd, cwd=REPO, env=subprocess_env(**(env_extra or {})), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_two_rank_kill_and_resume_reproduces_losses(tiny_assets, tmp_path):
@@ -45,11 +74,35 @@ def test_two_rank_kill_and_resume_reproduces_losses(tiny_assets, tmp_path):
 
 def test_torchrun_two_ranks(tiny_assets, tmp_path):
     torchrun = REPO / ".venv" / "bin" / "torchrun"
-    cmd = [str(torchrun) if torchrun.exists() else "torchrun", "--standalone", "--nproc_per_node", "2",
-           "pretrain/run.py", "--deepspeed_config", "ds_configs/cpu.json", "--data_dir", str(tiny_assets["shards"]),
-           "--init_from", str(tiny_assets["model"]), "--run_dir", str(tmp_path / "run"), "--max_steps", "2",
-           "--progress", "false", "--log_every", "1", "--eval_batches", "1", "--ds", "train_batch_size=8",
-           "--ds", "train_micro_batch_size_per_gpu=4", "--ds", "scheduler.params.warmup_num_steps=1"]
+    cmd = [
+        str(torchrun) if torchrun.exists() else "torchrun",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "pretrain/run.py",
+        "--deepspeed_config",
+        "ds_configs/cpu.json",
+        "--data_dir",
+        str(tiny_assets["shards"]),
+        "--init_from",
+        str(tiny_assets["model"]),
+        "--run_dir",
+        str(tmp_path / "run"),
+        "--max_steps",
+        "2",
+        "--progress",
+        "false",
+        "--log_every",
+        "1",
+        "--eval_batches",
+        "1",
+        "--ds",
+        "train_batch_size=8",
+        "--ds",
+        "train_micro_batch_size_per_gpu=4",
+        "--ds",
+        "scheduler.params.warmup_num_steps=1",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world 2, micro 4 x accum 1 x ranks 2" in proc.stderr
@@ -70,11 +123,36 @@ def test_resume_on_a_different_number_of_ranks(tiny_assets, tmp_path, zero):
     two_to_one = tmp_path / "two_to_one"
     killed = launch(tiny_assets, two_to_one, *zero_flag, env_extra={"BIOBERT_FAULT_KILL_AT_STEP": str(KILL_AT)})
     assert killed.returncode != 0
-    main.__wrapped__(["--deepspeed_config", "ds_configs/cpu.json", "--data_dir", str(tiny_assets["shards"]),
-                      "--init_from", str(tiny_assets["model"]), "--run_dir", str(two_to_one), "--max_steps",
-                      str(STEPS), "--log_every", "1", "--progress", "false", "--eval_batches", "2", "--resume",
-                      "--ds", "train_batch_size=8", "--ds", "train_micro_batch_size_per_gpu=4",
-                      "--ds", "scheduler.params.warmup_num_steps=2", "--ds", "optimizer.params.lr=2e-3", *zero_flag])
+    main.__wrapped__(
+        [
+            "--deepspeed_config",
+            "ds_configs/cpu.json",
+            "--data_dir",
+            str(tiny_assets["shards"]),
+            "--init_from",
+            str(tiny_assets["model"]),
+            "--run_dir",
+            str(two_to_one),
+            "--max_steps",
+            str(STEPS),
+            "--log_every",
+            "1",
+            "--progress",
+            "false",
+            "--eval_batches",
+            "2",
+            "--resume",
+            "--ds",
+            "train_batch_size=8",
+            "--ds",
+            "train_micro_batch_size_per_gpu=4",
+            "--ds",
+            "scheduler.params.warmup_num_steps=2",
+            "--ds",
+            "optimizer.params.lr=2e-3",
+            *zero_flag,
+        ]
+    )
     assert (two_to_one / "checkpoints" / "step_00000004" / "universal" / ".complete").is_file()
     metrics = read_metrics(two_to_one)
     assert sorted(metrics) == list(range(1, STEPS + 1))
@@ -84,11 +162,35 @@ def test_resume_on_a_different_number_of_ranks(tiny_assets, tmp_path, zero):
     assert stage(two_to_one) == (1 if zero == "auto" else zero)
 
     one_to_two = tmp_path / "one_to_two"
-    main.__wrapped__(["--deepspeed_config", "ds_configs/cpu.json", "--data_dir", str(tiny_assets["shards"]),
-                      "--init_from", str(tiny_assets["model"]), "--run_dir", str(one_to_two), "--max_steps",
-                      str(KILL_AT), "--log_every", "1", "--progress", "false", "--eval_batches", "2",
-                      "--ds", "train_batch_size=8", "--ds", "train_micro_batch_size_per_gpu=4",
-                      "--ds", "scheduler.params.warmup_num_steps=2", "--ds", "optimizer.params.lr=2e-3", *zero_flag])
+    main.__wrapped__(
+        [
+            "--deepspeed_config",
+            "ds_configs/cpu.json",
+            "--data_dir",
+            str(tiny_assets["shards"]),
+            "--init_from",
+            str(tiny_assets["model"]),
+            "--run_dir",
+            str(one_to_two),
+            "--max_steps",
+            str(KILL_AT),
+            "--log_every",
+            "1",
+            "--progress",
+            "false",
+            "--eval_batches",
+            "2",
+            "--ds",
+            "train_batch_size=8",
+            "--ds",
+            "train_micro_batch_size_per_gpu=4",
+            "--ds",
+            "scheduler.params.warmup_num_steps=2",
+            "--ds",
+            "optimizer.params.lr=2e-3",
+            *zero_flag,
+        ]
+    )
     assert stage(one_to_two) == (0 if zero == "auto" else zero)
     resumed = launch(tiny_assets, one_to_two, "--resume", *zero_flag)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

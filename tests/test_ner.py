@@ -77,7 +77,9 @@ def test_read_tolerates_crlf_trailing_space_and_missing_final_blank(tmp_path):
     path = _write(tmp_path, "\r\n\r\nA\tB \r\nb\tI\t\r\n\r\n\r\n\r\nc\tO\r\nd\tB")
     sentences = read_ner_tsv(path, {"O", "B", "I"})
     assert [(s.words, s.labels, s.line_no) for s in sentences] == [
-        (["A", "b"], ["B", "I"], 3), (["c", "d"], ["O", "B"], 8)]
+        (["A", "b"], ["B", "I"], 3),
+        (["c", "d"], ["O", "B"], 8),
+    ]
 
 
 def test_read_keeps_unusual_characters_inside_words(tmp_path):
@@ -208,8 +210,9 @@ def test_long_sentence_every_word_predicted_exactly_once(tokenizer):
     assert all(len(owner) == 1 for row in _owners(features, sentences) for owner in row)
     for f in features:  # labels exactly where a word is owned, and they are the gold labels
         sentence = sentences[f.sentence_index]
-        assert [p for p, w in enumerate(f.word_index) if w >= 0] == \
-            [p for p, label in enumerate(f.label_ids) if label != IGNORE_INDEX]
+        assert [p for p, w in enumerate(f.word_index) if w >= 0] == [
+            p for p, label in enumerate(f.label_ids) if label != IGNORE_INDEX
+        ]
         assert all(f.label_ids[p] == label2id[sentence.labels[w]] for p, w in enumerate(f.word_index) if w >= 0)
     windows = [f.word_span for f in features if f.sentence_index == 0]
     assert windows[0][0] == 0 and windows[-1][1] == 300
@@ -265,8 +268,8 @@ def test_collate_pads_to_longest(tokenizer):
     assert all(t.shape == (2, width) and t.dtype == torch.long for t in batch.values())
     assert batch["attention_mask"].sum(dim=1).tolist() == lengths
     short = lengths.index(min(lengths))
-    assert batch["input_ids"][short, min(lengths):].eq(tokenizer.pad_id).all()
-    assert batch["labels"][short, min(lengths):].eq(IGNORE_INDEX).all()
+    assert batch["input_ids"][short, min(lengths) :].eq(tokenizer.pad_id).all()
+    assert batch["labels"][short, min(lengths) :].eq(IGNORE_INDEX).all()
     assert batch["token_type_ids"].eq(0).all()
     assert batch["input_ids"][short, : min(lengths)].tolist() == features[1 + short].input_ids
 
@@ -286,15 +289,19 @@ def test_write_predictions_conlleval_format(tmp_path):
 # --------------------------------------------------------------------------- real data (opt-in)
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "ner" / "NCBI-disease").is_dir(),
-                    reason=f"shared NER data not found at {SHARED_DATA} (set BIOBERT_SHARED_DATA)")
+@pytest.mark.skipif(
+    not (SHARED_DATA / "ner" / "NCBI-disease").is_dir(),
+    reason=f"shared NER data not found at {SHARED_DATA} (set BIOBERT_SHARED_DATA)",
+)
 def test_ncbi_disease_reads_and_encodes_without_losing_words():
     vocab = SHARED_DATA / "vocab" / "bert-base-uncased-vocab.txt"
     if not vocab.is_file():
         pytest.skip(f"{vocab} not found")
     tok = load_tokenizer(vocab)
-    splits = {name: read_ner_tsv(SHARED_DATA / "ner" / "NCBI-disease" / f"{name}.tsv", {"O", "B", "I"})
-              for name in ("train", "devel", "test")}
+    splits = {
+        name: read_ner_tsv(SHARED_DATA / "ner" / "NCBI-disease" / f"{name}.tsv", {"O", "B", "I"})
+        for name in ("train", "devel", "test")
+    }
     assert {name: len(s) for name, s in splits.items()} == {"train": 5424, "devel": 923, "test": 940}
     label2id = {label: i for i, label in enumerate(label_list(*splits.values()))}
     assert list(label2id) == ["O", "B", "I"]
@@ -310,8 +317,9 @@ def test_ncbi_disease_reads_and_encodes_without_losing_words():
         assert len(split) == stats["split_sentences"]
         long_sentences = [sentences[i] for i in split]
         features, _ = encode_ner(long_sentences, tok, label2id, max_len=128)
-        predictions = decode_ner(features, _gold_logits(features, long_sentences, label2id), long_sentences,
-                                 list(label2id))
+        predictions = decode_ner(
+            features, _gold_logits(features, long_sentences, label2id), long_sentences, list(label2id)
+        )
         assert predictions == [s.labels for s in long_sentences]
 
 

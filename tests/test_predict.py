@@ -46,9 +46,29 @@ def ner_run(tiny_assets, tmp_path_factory):
     write_ner_split(data / "devel.tsv", 8, 2)
     write_ner_split(data / "test.tsv", 16, 3, long_every=4)
     run = root / "run"
-    finetune(["--task", "ncbi_disease", "--data_dir", str(root), "--init_from", str(tiny_assets["model"]),
-              "--run_dir", str(run), "--progress", "false", *SEQ, "--epochs", "10", "--ds", "train_batch_size=16",
-              "--ds", "optimizer.params.lr=3e-3", "--eval_split", ""])
+    finetune(
+        [
+            "--task",
+            "ncbi_disease",
+            "--data_dir",
+            str(root),
+            "--init_from",
+            str(tiny_assets["model"]),
+            "--run_dir",
+            str(run),
+            "--progress",
+            "false",
+            *SEQ,
+            "--epochs",
+            "10",
+            "--ds",
+            "train_batch_size=16",
+            "--ds",
+            "optimizer.params.lr=3e-3",
+            "--eval_split",
+            "",
+        ]
+    )
     return {"hf": run / "hf", "run": run, "test": data / "test.tsv"}
 
 
@@ -61,7 +81,7 @@ def check_offsets(rows: list[dict]) -> int:
     for row in rows:
         last_end = 0
         for e in row["entities"]:
-            assert row["text"][e["start"]: e["end"]] == e["text"] and e["text"] == e["text"].strip()
+            assert row["text"][e["start"] : e["end"]] == e["text"] and e["text"] == e["text"].strip()
             assert e["start"] >= last_end and e["end"] > e["start"] and 0 < e["score"] <= 1
             assert e["label"] == "NCBI-disease"  # untyped B/I/O: the dataset of the fine-tuning run
             last_end = e["end"]
@@ -83,8 +103,9 @@ def test_ner_text_offsets_and_every_line(ner_run, tmp_path):
     src = tmp_path / "text.txt"
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "preds.jsonl"
-    summary = predict(["--model", str(ner_run["hf"]), "--input", str(src), "--out", str(out),
-                       "--batch_size", "5", *SEQ])
+    summary = predict(
+        ["--model", str(ner_run["hf"]), "--input", str(src), "--out", str(out), "--batch_size", "5", *SEQ]
+    )
     rows = read_jsonl(out)
     expected = [(f"line:{k}", line.removesuffix("\r")) for k, line in enumerate(lines, start=1) if line.strip()]
     assert [(r["id"], r["text"]) for r in rows] == expected
@@ -158,23 +179,51 @@ def test_entity_spans_rules():
     labels = ["B-Chem", "I-Chem", "I-Gene", "O", "I-Chem", "B-Chem", "S-Dis", "E-Dis"]
     spans = entity_spans(words, labels, [0.5] * 8, 10, "unused")
     assert [(s["start"], s["end"], s["label"]) for s in spans] == [
-        (10, 13, "Chem"), (14, 15, "Gene"), (18, 19, "Chem"), (20, 21, "Chem"), (22, 23, "Dis"), (24, 25, "Dis")]
+        (10, 13, "Chem"),
+        (14, 15, "Gene"),
+        (18, 19, "Chem"),
+        (20, 21, "Chem"),
+        (22, 23, "Dis"),
+        (24, 25, "Dis"),
+    ]
     untyped = entity_spans(words[:4], ["B", "I", "B", "I"], [0.2, 0.4, 1.0, 1.0], 0, "NCBI-disease")
     assert [(s["start"], s["end"], s["label"], s["score"]) for s in untyped] == [
-        (0, 3, "NCBI-disease", 0.3), (4, 7, "NCBI-disease", 1.0)]
+        (0, 3, "NCBI-disease", 0.3),
+        (4, 7, "NCBI-disease", 1.0),
+    ]
 
 
 def test_re_labels_match_run_task(tiny_assets, tmp_path):
     run = tmp_path / "gad"
-    finetune(["--task", "gad_1", "--data_dir", str(RE_FIXTURES / "GAD"), "--init_from", str(tiny_assets["model"]),
-              "--run_dir", str(run), "--progress", "false", "--max_seq_length", "32", "--epochs", "1",
-              "--eval_split", "", "--ds", "train_batch_size=16", "--ds", "optimizer.params.lr=1e-3"])
+    finetune(
+        [
+            "--task",
+            "gad_1",
+            "--data_dir",
+            str(RE_FIXTURES / "GAD"),
+            "--init_from",
+            str(tiny_assets["model"]),
+            "--run_dir",
+            str(run),
+            "--progress",
+            "false",
+            "--max_seq_length",
+            "32",
+            "--epochs",
+            "1",
+            "--eval_split",
+            "",
+            "--ds",
+            "train_batch_size=16",
+            "--ds",
+            "optimizer.params.lr=1e-3",
+        ]
+    )
     rows = [x.split("\t") for x in (run / "predictions_test.txt").read_text().splitlines()[1:]]
     src = tmp_path / "pairs.txt"
     src.write_text("".join(r[1] + "\n" for r in rows))
     out = tmp_path / "re.jsonl"
-    summary = predict(["--model", str(run / "hf"), "--input", str(src), "--out", str(out),
-                       "--max_seq_length", "32"])
+    summary = predict(["--model", str(run / "hf"), "--input", str(src), "--out", str(out), "--max_seq_length", "32"])
     preds = read_jsonl(out)
     assert summary["task"] == "re" and summary["documents"] == len(rows)
     assert [p["text"] for p in preds] == [r[1] for r in rows]
@@ -183,8 +232,16 @@ def test_re_labels_match_run_task(tiny_assets, tmp_path):
         assert set(p["probabilities"]) == {"0", "1"} and abs(sum(p["probabilities"].values()) - 1) < 1e-3
         assert p["probabilities"][p["label"]] == max(p["probabilities"].values())
     with pytest.raises(UserError, match="anonymised"):
-        predict(["--model", str(run / "hf"), "--input", str(write_pubmed_xml(tmp_path / "a.xml", 1)),
-                 "--out", str(tmp_path / "x.jsonl")])
+        predict(
+            [
+                "--model",
+                str(run / "hf"),
+                "--input",
+                str(write_pubmed_xml(tmp_path / "a.xml", 1)),
+                "--out",
+                str(tmp_path / "x.jsonl"),
+            ]
+        )
 
 
 def test_errors(ner_run, tiny_assets, tmp_path):
@@ -206,4 +263,3 @@ def test_errors(ner_run, tiny_assets, tmp_path):
     with pytest.raises(UserError, match=r"broken\.xml\.gz"):
         predict(["--model", str(ner_run["hf"]), "--input", str(broken), "--out", str(out)])
     assert not out.exists() and not (tmp_path / "o.jsonl.tmp").exists()  # nothing half-written is left
-

@@ -11,14 +11,32 @@ from pretrain.run import main
 
 pretrain = main.__wrapped__  # raise UserError instead of exiting, so tests can match messages
 
-BASE = ["--deepspeed_config", "ds_configs/cpu.json", "--ds", "train_batch_size=8",
-        "--ds", "train_micro_batch_size_per_gpu=4", "--ds", "scheduler.params.warmup_num_steps=2",
-        "--progress", "false", "--log_every", "1"]
+BASE = [
+    "--deepspeed_config",
+    "ds_configs/cpu.json",
+    "--ds",
+    "train_batch_size=8",
+    "--ds",
+    "train_micro_batch_size_per_gpu=4",
+    "--ds",
+    "scheduler.params.warmup_num_steps=2",
+    "--progress",
+    "false",
+    "--log_every",
+    "1",
+]
 
 
 def args(assets, run_dir, *extra):
-    return BASE + ["--data_dir", str(assets["shards"]), "--init_from", str(assets["model"]),
-                   "--run_dir", str(run_dir), *extra]
+    return BASE + [
+        "--data_dir",
+        str(assets["shards"]),
+        "--init_from",
+        str(assets["model"]),
+        "--run_dir",
+        str(run_dir),
+        *extra,
+    ]
 
 
 @pytest.fixture(autouse=True)
@@ -30,8 +48,20 @@ def _repo_cwd(monkeypatch):
 
 def test_pretrain_trains_evaluates_exports_and_resumes_exactly(tiny_assets, tmp_path, monkeypatch):
     full = tmp_path / "full"
-    result = pretrain(args(tiny_assets, full, "--max_steps", "8", "--save_every", "4", "--eval_every", "4",
-                           "--ds", "optimizer.params.lr=5e-3"))
+    result = pretrain(
+        args(
+            tiny_assets,
+            full,
+            "--max_steps",
+            "8",
+            "--save_every",
+            "4",
+            "--eval_every",
+            "4",
+            "--ds",
+            "optimizer.params.lr=5e-3",
+        )
+    )
     assert result["step"] == 8 and result["samples_seen"] == 64 and result["tokens_seen"] > 0
     losses = {s: r["loss"] for s, r in read_metrics(full).items()}
     assert sorted(losses) == list(range(1, 9))
@@ -58,23 +88,47 @@ def test_pretrain_trains_evaluates_exports_and_resumes_exactly(tiny_assets, tmp_
     (part / "checkpoints" / "latest").write_text("step_00000004")
     shutil.rmtree(part / "checkpoints" / "step_00000008")
     (part / "metrics.jsonl").write_text("")
-    pretrain(args(tiny_assets, part, "--max_steps", "8", "--save_every", "4", "--eval_every", "4",
-                  "--ds", "optimizer.params.lr=5e-3", "--resume"))
+    pretrain(
+        args(
+            tiny_assets,
+            part,
+            "--max_steps",
+            "8",
+            "--save_every",
+            "4",
+            "--eval_every",
+            "4",
+            "--ds",
+            "optimizer.params.lr=5e-3",
+            "--resume",
+        )
+    )
     resumed = {s: r["loss"] for s, r in read_metrics(part).items()}
     assert resumed == {s: losses[s] for s in range(5, 9)}
 
 
 def test_bad_inputs_fail_before_compute(tiny_assets, tmp_path):
     with pytest.raises(UserError, match="no such shard directory"):
-        pretrain(BASE + ["--data_dir", str(tmp_path / "nope"), "--init_from", str(tiny_assets["model"]),
-                         "--run_dir", str(tmp_path / "r")])
+        pretrain(
+            BASE
+            + [
+                "--data_dir",
+                str(tmp_path / "nope"),
+                "--init_from",
+                str(tiny_assets["model"]),
+                "--run_dir",
+                str(tmp_path / "r"),
+            ]
+        )
     # a model whose vocabulary differs from the one the shards were tokenised with
     other_vocab = write_vocab(tmp_path / "vocab.txt", lowercase=True)
     other_vocab.write_text(other_vocab.read_text() + "extraword\n")
     other = write_tiny_bert(tmp_path / "other_bert", other_vocab)
     with pytest.raises(UserError, match="different vocabulary"):
-        pretrain(BASE + ["--data_dir", str(tiny_assets["shards"]), "--init_from", str(other),
-                         "--run_dir", str(tmp_path / "r2")])
+        pretrain(
+            BASE
+            + ["--data_dir", str(tiny_assets["shards"]), "--init_from", str(other), "--run_dir", str(tmp_path / "r2")]
+        )
     with pytest.raises(UserError, match="hold 64-token sequences, not --seq_len 512"):
         pretrain(args(tiny_assets, tmp_path / "r6", "--seq_len", "512"))
     with pytest.raises(UserError, match="no checkpoint"):
@@ -84,8 +138,19 @@ def test_bad_inputs_fail_before_compute(tiny_assets, tmp_path):
     with pytest.raises(UserError, match="did you mean `zero_optimization`"):
         pretrain(args(tiny_assets, tmp_path / "r4") + ["--deepspeed_config", str(bad_ds)])
     with pytest.raises(UserError, match="not a Hugging Face model directory"):
-        pretrain(BASE + ["--data_dir", str(tiny_assets["shards"]), "--init_from", str(tmp_path),
-                         "--tokenizer", str(tiny_assets["vocab"]), "--run_dir", str(tmp_path / "r5")])
+        pretrain(
+            BASE
+            + [
+                "--data_dir",
+                str(tiny_assets["shards"]),
+                "--init_from",
+                str(tmp_path),
+                "--tokenizer",
+                str(tiny_assets["vocab"]),
+                "--run_dir",
+                str(tmp_path / "r5"),
+            ]
+        )
 
 
 def test_refuses_to_reuse_a_run_dir(tiny_assets, tmp_path):
@@ -119,8 +184,20 @@ def test_train_only_heads_leaves_the_encoder_untouched(tiny_assets, tmp_path):
     from safetensors.torch import load_file
 
     run = tmp_path / "heads"
-    pretrain(args(tiny_assets, run, "--max_steps", "6", "--train_only_heads", "true", "--eval_every", "6",
-                  "--ds", "optimizer.params.lr=2e-2"))
+    pretrain(
+        args(
+            tiny_assets,
+            run,
+            "--max_steps",
+            "6",
+            "--train_only_heads",
+            "true",
+            "--eval_every",
+            "6",
+            "--ds",
+            "optimizer.params.lr=2e-2",
+        )
+    )
     before = load_file(str(tiny_assets["model"] / "model.safetensors"))
     after = load_file(str(run / "hf" / "model.safetensors"))
     encoder = [k for k in before if k.startswith("bert.")]
@@ -135,12 +212,27 @@ def test_train_only_heads_leaves_the_encoder_untouched(tiny_assets, tmp_path):
 
     # phase 2 starts from the export: every parameter trains again
     full = tmp_path / "full"
-    result = pretrain(BASE + ["--data_dir", str(tiny_assets["shards"]), "--init_from", str(run / "hf"),
-                              "--run_dir", str(full), "--max_steps", "4", "--ds", "optimizer.params.lr=5e-3"])
+    result = pretrain(
+        BASE
+        + [
+            "--data_dir",
+            str(tiny_assets["shards"]),
+            "--init_from",
+            str(run / "hf"),
+            "--run_dir",
+            str(full),
+            "--max_steps",
+            "4",
+            "--ds",
+            "optimizer.params.lr=5e-3",
+        ]
+    )
     assert result["step"] == 4
     moved_encoder = load_file(str(full / "hf" / "model.safetensors"))
-    assert not torch.equal(moved_encoder["bert.encoder.layer.0.attention.self.query.weight"],
-                           after["bert.encoder.layer.0.attention.self.query.weight"])
+    assert not torch.equal(
+        moved_encoder["bert.encoder.layer.0.attention.self.query.weight"],
+        after["bert.encoder.layer.0.attention.self.query.weight"],
+    )
 
 
 def test_has_mlm_head_reads_every_checkpoint_layout(tiny_assets, tmp_path):
@@ -168,8 +260,9 @@ def test_has_mlm_head_reads_every_checkpoint_layout(tiny_assets, tmp_path):
     sharded = tmp_path / "sharded"
     sharded.mkdir()
     shutil.copy(full / "config.json", sharded)
-    (sharded / "model.safetensors.index.json").write_text(json.dumps(
-        {"weight_map": {k: "model-00001-of-00002.safetensors" for k in weights}}))
+    (sharded / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {k: "model-00001-of-00002.safetensors" for k in weights}})
+    )
     assert has_mlm_head(sharded)
     (legacy / "pytorch_model.bin").unlink()
     with pytest.raises(UserError, match="legacy: no model.safetensors or pytorch_model.bin"):

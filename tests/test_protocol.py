@@ -34,15 +34,34 @@ def ner_dirs(tmp_path_factory):
 
 
 def args(tiny_bert, data_dir, run_dir, *extra):
-    return ["--task", "ncbi_disease", "--data_dir", str(data_dir), "--init_from", str(tiny_bert),
-            "--run_dir", str(run_dir), "--progress", "false", "--max_seq_length", "24", "--doc_stride", "4",
-            "--eval_batch_size", "64", "--ds", "optimizer.params.lr=1e-3", "--log_every", "1000", *extra]
+    return [
+        "--task",
+        "ncbi_disease",
+        "--data_dir",
+        str(data_dir),
+        "--init_from",
+        str(tiny_bert),
+        "--run_dir",
+        str(run_dir),
+        "--progress",
+        "false",
+        "--max_seq_length",
+        "24",
+        "--doc_stride",
+        "4",
+        "--eval_batch_size",
+        "64",
+        "--ds",
+        "optimizer.params.lr=1e-3",
+        "--log_every",
+        "1000",
+        *extra,
+    ]
 
 
 def test_paper_grid_seeds_and_resume(tiny_bert, ner_dirs, tmp_path, capsys):
     run = tmp_path / "ncbi"
-    argv = args(tiny_bert, ner_dirs["devel"], run, "--batch_sizes", "8,16", "--epoch_grid", "1,2",
-                "--seeds", "1,2")
+    argv = args(tiny_bert, ner_dirs["devel"], run, "--batch_sizes", "8,16", "--epoch_grid", "1,2", "--seeds", "1,2")
     out = run_protocol(argv)
     sel = out["selection"]
     assert sel["method"] == "devel" and sel["metric"] == "devel_f1"
@@ -78,14 +97,14 @@ def test_paper_grid_seeds_and_resume(tiny_bert, ner_dirs, tmp_path, capsys):
 
 def test_cv_selection_without_devel(tiny_bert, ner_dirs, tmp_path):
     run = tmp_path / "cv"
-    out = run_protocol(args(tiny_bert, ner_dirs["no_devel"], run, "--batch_sizes", "16", "--epoch_grid", "1,2",
-                            "--cv_folds", "2"))
+    out = run_protocol(
+        args(tiny_bert, ner_dirs["no_devel"], run, "--batch_sizes", "16", "--epoch_grid", "1,2", "--cv_folds", "2")
+    )
     sel = out["selection"]
     assert sel["method"] == "2-fold cross-validation on train" and sel["metric"] == "cv_f1"
     # the folds partition the training sentences
     train = protocol._records(ner_dirs["no_devel"] / "NCBI-disease" / "train.tsv", "ner")[1]
-    held = [protocol._records(run / "cv_data" / f"fold_0{k}" / "NCBI-disease" / "devel.tsv", "ner")[1]
-            for k in (1, 2)]
+    held = [protocol._records(run / "cv_data" / f"fold_0{k}" / "NCBI-disease" / "devel.tsv", "ner")[1] for k in (1, 2)]
     fold1_train = protocol._records(run / "cv_data" / "fold_01" / "NCBI-disease" / "train.tsv", "ner")[1]
     assert sorted(held[0] + held[1]) == sorted(train) and not set(held[0]) & set(held[1])
     assert sorted(fold1_train) == sorted(held[1])
@@ -100,10 +119,32 @@ def test_gad_runs_the_protocol_per_fold(tiny_bert, tmp_path):
     from conftest import REPO
 
     run = tmp_path / "gad"
-    out = run_protocol(["--task", "gad", "--folds", "1", "--data_dir", str(REPO / "tests" / "fixtures" / "re"),
-                        "--init_from", str(tiny_bert), "--run_dir", str(run), "--progress", "false",
-                        "--max_seq_length", "48", "--log_every", "1000", "--cv_folds", "2", "--batch_sizes", "16",
-                        "--epoch_grid", "1"])
+    out = run_protocol(
+        [
+            "--task",
+            "gad",
+            "--folds",
+            "1",
+            "--data_dir",
+            str(REPO / "tests" / "fixtures" / "re"),
+            "--init_from",
+            str(tiny_bert),
+            "--run_dir",
+            str(run),
+            "--progress",
+            "false",
+            "--max_seq_length",
+            "48",
+            "--log_every",
+            "1000",
+            "--cv_folds",
+            "2",
+            "--batch_sizes",
+            "16",
+            "--epoch_grid",
+            "1",
+        ]
+    )
     fold = json.loads((run / "fold_01" / "results.json").read_text())
     assert fold["task"] == "gad_1" and fold["selection"]["method"] == "2-fold cross-validation on train"
     assert (run / "fold_01" / "cv_data" / "fold_02" / "GAD" / "1" / "devel.tsv").is_file()
@@ -113,8 +154,19 @@ def test_gad_runs_the_protocol_per_fold(tiny_bert, tmp_path):
 
 def test_biobert_code_builds_train_dev(tiny_bert, ner_dirs, tmp_path):
     run = tmp_path / "code"
-    out = run_protocol(args(tiny_bert, ner_dirs["devel"], run, "--protocol", "biobert-code", "--epochs", "1",
-                            "--ds", "train_batch_size=16"))
+    out = run_protocol(
+        args(
+            tiny_bert,
+            ner_dirs["devel"],
+            run,
+            "--protocol",
+            "biobert-code",
+            "--epochs",
+            "1",
+            "--ds",
+            "train_batch_size=16",
+        )
+    )
     built = run / "train_dev_data" / "NCBI-disease" / "train.tsv"
     assert out["selection"] is None and out["setting"]["epochs"] == 1.0
     assert "concatenated" in out["setting"]["train_data"] and out["setting"]["train_batch_size"] == 16
@@ -135,7 +187,9 @@ def test_records_round_trip_and_bad_flags(tmp_path, tiny_bert, ner_dirs):
     protocol._write_records(tmp_path / "copy.tsv", header, rows, "re")
     assert protocol._records(tmp_path / "copy.tsv", "re") == (header, rows)
     assert protocol.mean_std([{"f1": 1.0, "n": 3, "x": "s"}, {"f1": 3.0, "n": 5}]) == (
-        {"f1": 2.0, "n": 4.0}, {"f1": pytest.approx(2 ** 0.5), "n": pytest.approx(2 ** 0.5)})
+        {"f1": 2.0, "n": 4.0},
+        {"f1": pytest.approx(2**0.5), "n": pytest.approx(2**0.5)},
+    )
     with pytest.raises(UserError, match="--seed is set by protocol.py"):
         run_protocol(args(tiny_bert, ner_dirs["devel"], tmp_path / "r", "--seed", "3"))
     with pytest.raises(UserError, match="picks the epochs"):

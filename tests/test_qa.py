@@ -32,8 +32,9 @@ from finetune.tasks.registry import get_task
 
 finetune = main.__wrapped__
 FIXTURES = Path(__file__).parent / "fixtures" / "qa"
-TRAIN, TEST, GOLDEN = (FIXTURES / n for n in ("BioASQ-train-factoid-7b.json", "BioASQ-test-factoid-7b.json",
-                                              "7B_golden.json"))
+TRAIN, TEST, GOLDEN = (
+    FIXTURES / n for n in ("BioASQ-train-factoid-7b.json", "BioASQ-test-factoid-7b.json", "7B_golden.json")
+)
 T1, T2, T3 = (f"5c00000000000000000b000{i}" for i in (1, 2, 3))
 
 
@@ -66,7 +67,9 @@ def test_encode_targets_land_on_the_answer_tokens(tiny):
     # q3's second snippet and q6's only one do not contain their answer: left out and counted
     assert stats["excluded_pairs"] == 2 and stats["excluded_questions"] == 2 and stats["relocated_answers"] == 1
     assert {examples[f.example_index].qas_id for f in features} == {e.qas_id for e in examples} - {
-        "5c00000000000000000a0003_002", "5c00000000000000000a0006_001"}
+        "5c00000000000000000a0003_002",
+        "5c00000000000000000a0006_001",
+    }
     assert stats["split_contexts"] == 1 and stats["windows_without_answer"] > 0
     hits = 0
     for f in features:
@@ -78,16 +81,20 @@ def test_encode_targets_land_on_the_answer_tokens(tiny):
             continue
         hits += 1
         a, b = f.start_position - f.context_start, f.end_position - f.context_start
-        text = example.context[f.offsets[a][0]: f.offsets[b][1]]
+        text = example.context[f.offsets[a][0] : f.offsets[b][1]]
         assert text == example.answers[0][0]  # original casing: "Kinase protein" stays capitalised
     assert hits == 9  # every kept pair has exactly one window holding its whole answer
 
 
 def _squad_file(path: Path, *answer_lists) -> Path:
     """A BioASQ training file in SQuAD layout: one pair per answers value, ids q_001, q_002, ..."""
-    paragraphs = [{"context": "The kinase protein binds.", "qas": [{"id": f"q_{i:03d}", "question": "Which?",
-                                                                   "answers": answers}]}
-                  for i, answers in enumerate(answer_lists, start=1)]
+    paragraphs = [
+        {
+            "context": "The kinase protein binds.",
+            "qas": [{"id": f"q_{i:03d}", "question": "Which?", "answers": answers}],
+        }
+        for i, answers in enumerate(answer_lists, start=1)
+    ]
     path.write_text(json.dumps({"data": [{"paragraphs": paragraphs}]}))
     return path
 
@@ -109,8 +116,11 @@ def test_malformed_answers_are_errors_naming_file_and_question(tmp_path):
     ):
         path = _squad_file(tmp_path / "BioASQ-train-factoid-7b.json", [good], answers)
         for training in (True, False):  # a test file's answers are gold where there is no golden file
-            with pytest.raises(UserError, match=r"BioASQ-train-factoid-7b.json: data\[0\].paragraphs\[1\]"
-                                                rf".qas\[0\] \(id q_002\): {message}"):
+            with pytest.raises(
+                UserError,
+                match=r"BioASQ-train-factoid-7b.json: data\[0\].paragraphs\[1\]"
+                rf".qas\[0\] \(id q_002\): {message}",
+            ):
                 read_squad_json(path, pool_snippets=True, training=training)
     # no answer at all (BioBERT's test files, and pairs of its list files) is not an error
     path = _squad_file(tmp_path / "ok.json", [], None, [good])
@@ -120,18 +130,27 @@ def test_malformed_answers_are_errors_naming_file_and_question(tmp_path):
 def test_left_out_training_pairs_are_counted_per_reason_and_never_all(tiny, tmp_path, capsys):
     task = get_task("bioasq_7b")
     task.encode(train_examples(), tiny["tokenizer"], 48, 8)
-    assert "bioasq_7b: left out 2 of 11 training pairs (2 questions): 2 whose answer text is not in their " \
-           "snippet" in capsys.readouterr().err
-    path = _squad_file(tmp_path / "t.json", [], [{"text": "virus", "answer_start": 0}], [{"text": "kinase",
-                                                                                          "answer_start": 0}])
+    assert (
+        "bioasq_7b: left out 2 of 11 training pairs (2 questions): 2 whose answer text is not in their "
+        "snippet" in capsys.readouterr().err
+    )
+    path = _squad_file(
+        tmp_path / "t.json", [], [{"text": "virus", "answer_start": 0}], [{"text": "kinase", "answer_start": 0}]
+    )
     examples = read_squad_json(path, pool_snippets=True, training=True)
     features, stats = encode_qa(examples, tiny["tokenizer"], max_len=48, stride=8)
-    assert (stats["excluded_no_answer"], stats["excluded_answer_not_in_context"], stats["relocated_answers"]) == \
-        (1, 1, 1) and stats["excluded_pairs"] == 2 and len(features) == 1
+    assert (
+        (stats["excluded_no_answer"], stats["excluded_answer_not_in_context"], stats["relocated_answers"]) == (1, 1, 1)
+        and stats["excluded_pairs"] == 2
+        and len(features) == 1
+    )
     # every pair left out: the reason, not "EpochSampler needs at least one example" at the first step
-    with pytest.raises(UserError, match=r"t.json: every one of its 2 training pairs was left out \(1 without an "
-                                        r"answer, 1 whose answer text is not in their snippet\), so there is "
-                                        "nothing to train on"):
+    with pytest.raises(
+        UserError,
+        match=r"t.json: every one of its 2 training pairs was left out \(1 without an "
+        r"answer, 1 whose answer text is not in their snippet\), so there is "
+        "nothing to train on",
+    ):
         encode_qa(examples[:2], tiny["tokenizer"], max_len=48, stride=8)
 
 
@@ -207,8 +226,15 @@ def test_pool_answers_merges_case_duplicates_and_drops_long_answers():
     # one softmax over all snippets' scores instead of each snippet's own
     question = pool_answers([[Span("a", 1.0, 1.0)], [Span("b", 0.0, 1.0)]], scope="question")
     assert question[0] == ("a", pytest.approx(np.e / (np.e + 1)))
-    assert [strip_answer(t) for t in ("x,", "(a)", "(a) (b)", "a (b", "a b)", "", "a.b")] == \
-        ["x", "a", "(a) (b)", "", "", "", "a.b"]
+    assert [strip_answer(t) for t in ("x,", "(a)", "(a) (b)", "a (b", "a b)", "", "a.b")] == [
+        "x",
+        "a",
+        "(a) (b)",
+        "",
+        "",
+        "",
+        "a.b",
+    ]
 
 
 def test_decode_pools_every_snippet_of_a_question(tiny):
@@ -246,8 +272,10 @@ def test_decode_pools_every_snippet_of_a_question(tiny):
 
 def test_factoid_measures_by_hand():
     golden = read_golden(GOLDEN)
-    assert golden[T1].synonyms == [["kinase protein", "protein kinase"]] and golden["5c00000000000000000b0004"].type \
-        == "yesno"
+    assert (
+        golden[T1].synonyms == [["kinase protein", "protein kinase"]]
+        and golden["5c00000000000000000b0004"].type == "yesno"
+    )
     predictions = {
         T1: ["PROTEIN KINASE", "receptor"],  # a synonym, any case: rank 1
         T2: ["aspirin ", "drug", "ASA", "acetylsalicylic acid"],  # trailing space is NOT normalised: rank 4
@@ -264,10 +292,34 @@ def test_factoid_measures_by_hand():
     assert scores["mrr"] == pytest.approx(50.0) and scores["non_factoid_skipped"] == 1
     with pytest.raises(UserError, match=r"question nope of test file t\.json is not in golden file g\.json"):
         factoid_scores({}, golden, ["nope"], test_file="t.json", golden_file="g.json")
-    avg = average_batches([("1", {"strict_acc": 50.0, "lenient_acc": 100.0, "mrr": 75.0, "questions": 2,
-                                  "strict_correct": 1, "lenient_correct": 2, "non_factoid_skipped": 0}),
-                           ("2", {"strict_acc": 0.0, "lenient_acc": 0.0, "mrr": 0.0, "questions": 1,
-                                  "strict_correct": 0, "lenient_correct": 0, "non_factoid_skipped": 0})])
+    avg = average_batches(
+        [
+            (
+                "1",
+                {
+                    "strict_acc": 50.0,
+                    "lenient_acc": 100.0,
+                    "mrr": 75.0,
+                    "questions": 2,
+                    "strict_correct": 1,
+                    "lenient_correct": 2,
+                    "non_factoid_skipped": 0,
+                },
+            ),
+            (
+                "2",
+                {
+                    "strict_acc": 0.0,
+                    "lenient_acc": 0.0,
+                    "mrr": 0.0,
+                    "questions": 1,
+                    "strict_correct": 0,
+                    "lenient_correct": 0,
+                    "non_factoid_skipped": 0,
+                },
+            ),
+        ]
+    )
     assert (avg["strict_acc"], avg["mrr"], avg["questions"], avg["mrr_1"]) == (25.0, 37.5, 3, 75.0)
 
 
@@ -275,10 +327,17 @@ def test_evaluator_command_line(tmp_path):
     from finetune.bioasq_eval import main as bioasq_eval
 
     submission = tmp_path / "submission.json"
-    submission.write_text(json.dumps({"questions": [
-        {"id": T1, "exact_answer": [["Protein kinase"], ["x"]]},
-        {"id": T2, "exact_answer": [["drug"], ["ASPIRIN"]]},
-        {"id": T3, "exact_answer": []}]}))
+    submission.write_text(
+        json.dumps(
+            {
+                "questions": [
+                    {"id": T1, "exact_answer": [["Protein kinase"], ["x"]]},
+                    {"id": T2, "exact_answer": [["drug"], ["ASPIRIN"]]},
+                    {"id": T3, "exact_answer": []},
+                ]
+            }
+        )
+    )
     scores = bioasq_eval.__wrapped__([str(submission), str(GOLDEN)])
     assert (scores["strict_acc"], scores["lenient_acc"], scores["mrr"]) == pytest.approx((100 / 3, 200 / 3, 50.0))
 
@@ -288,16 +347,30 @@ def test_golden_answer_shapes(tmp_path):
     skipped. A flat list of strings stops it; a string leaves a factoid with no golden item (every
     submission would score 0): both refused, naming the question."""
     path = tmp_path / "g.json"
-    path.write_text(json.dumps({"questions": [
-        {"id": "a", "type": "factoid", "exact_answer": [["X", "y"], []]},
-        {"id": "b", "type": "factoid", "exact_answer": [["Z"]]},
-        {"id": "c", "type": "summary"}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "questions": [
+                    {"id": "a", "type": "factoid", "exact_answer": [["X", "y"], []]},
+                    {"id": "b", "type": "factoid", "exact_answer": [["Z"]]},
+                    {"id": "c", "type": "summary"},
+                ]
+            }
+        )
+    )
     golden = read_golden(path)
     assert golden["a"].synonyms == [["x", "y"]] and golden["b"].synonyms == [["z"]] and golden["c"].synonyms == []
-    for exact, message in ((None, r"has no `exact_answer` list \(missing\)"), ("Z", r"\(a string\)"),
-                           ([], r"\(an empty list\)"), (["X", "y"], r"`exact_answer`: is a flat list of strings")):
-        path.write_text(json.dumps({"questions": [{"id": "a", "type": "factoid",
-                                                   **({} if exact is None else {"exact_answer": exact})}]}))
+    for exact, message in (
+        (None, r"has no `exact_answer` list \(missing\)"),
+        ("Z", r"\(a string\)"),
+        ([], r"\(an empty list\)"),
+        (["X", "y"], r"`exact_answer`: is a flat list of strings"),
+    ):
+        path.write_text(
+            json.dumps(
+                {"questions": [{"id": "a", "type": "factoid", **({} if exact is None else {"exact_answer": exact})}]}
+            )
+        )
         with pytest.raises(UserError, match=message):
             read_golden(path)
 
@@ -337,16 +410,21 @@ def test_per_batch_files_are_scored_per_batch_and_averaged(tmp_path):
     assert {e.batch for e in examples} == {"1", "2"} and len(examples) == 7
     from finetune.tasks.base import SplitData
 
-    predictions = [QuestionPrediction(T1, "1", [("receptor", 0.6), ("Protein kinase", 0.4)]),
-                   QuestionPrediction(T2, "2", [("Aspirin", 1.0)]), QuestionPrediction(T3, "2", [])]
+    predictions = [
+        QuestionPrediction(T1, "1", [("receptor", 0.6), ("Protein kinase", 0.4)]),
+        QuestionPrediction(T2, "2", [("Aspirin", 1.0)]),
+        QuestionPrediction(T3, "2", []),
+    ]
     scores = task.score(SplitData("test", files["test"], examples, []), predictions)
     # batch 1: S 0, L 100, MRR 50; batch 2: S 50, L 50, MRR 50 -> averaged over the two batches
     assert (scores["strict_acc"], scores["lenient_acc"], scores["mrr"]) == (25.0, 75.0, 50.0)
     assert scores["batches"] == 2 and scores["questions"] == 3 and scores["strict_acc_2"] == 50.0
-    (folder / "7B2_golden.json").write_text(json.dumps({"questions": [{"id": T2, "type": "factoid",
-                                                                         "exact_answer": [["aspirin"]]}]}))
-    with pytest.raises(UserError, match=f"question {T3} of test file .*7b-2.json is not in golden file "
-                                        ".*7B2_golden.json"):
+    (folder / "7B2_golden.json").write_text(
+        json.dumps({"questions": [{"id": T2, "type": "factoid", "exact_answer": [["aspirin"]]}]})
+    )
+    with pytest.raises(
+        UserError, match=f"question {T3} of test file .*7b-2.json is not in golden file .*7B2_golden.json"
+    ):
         task.read(files["test"])
     (folder / "7B2_golden.json").unlink()
     with pytest.raises(UserError, match="7B2_golden.json: golden file not found"):
@@ -360,9 +438,29 @@ def test_per_batch_files_are_scored_per_batch_and_averaged(tmp_path):
 
 
 def run_args(model, data_dir, run_dir, task="bioasq_7b", *extra):
-    return ["--task", task, "--data_dir", str(data_dir), "--init_from", str(model), "--run_dir", str(run_dir),
-            "--progress", "false", "--max_seq_length", "48", "--doc_stride", "8", "--eval_split", "",
-            "--ds", "train_batch_size=4", "--ds", "optimizer.params.lr=1e-3", *extra]
+    return [
+        "--task",
+        task,
+        "--data_dir",
+        str(data_dir),
+        "--init_from",
+        str(model),
+        "--run_dir",
+        str(run_dir),
+        "--progress",
+        "false",
+        "--max_seq_length",
+        "48",
+        "--doc_stride",
+        "8",
+        "--eval_split",
+        "",
+        "--ds",
+        "train_batch_size=4",
+        "--ds",
+        "optimizer.params.lr=1e-3",
+        *extra,
+    ]
 
 
 def test_bioasq_end_to_end(tiny, tmp_path):
@@ -394,7 +492,7 @@ def test_bioasq_end_to_end(tiny, tmp_path):
     with pytest.raises(UserError, match="has no `devel` split"):
         args = run_args(tiny["model"], FIXTURES, tmp_path / "r2", "bioasq_7b", "--max_steps", "1")
         at = args.index("--eval_split")
-        finetune(args[:at] + args[at + 2:])
+        finetune(args[:at] + args[at + 2 :])
 
 
 def test_squad_then_bioasq_from_its_export(tiny, tmp_path):
@@ -413,8 +511,9 @@ def test_squad_then_bioasq_from_its_export(tiny, tmp_path):
     from transformers import AutoModelForQuestionAnswering
 
     AutoModelForQuestionAnswering.from_pretrained(str(tmp_path / "squad_run" / "hf"))  # a QA export
-    results = finetune(run_args(tmp_path / "squad_run" / "hf", FIXTURES, tmp_path / "bioasq", "bioasq_7b",
-                                "--max_steps", "1"))
+    results = finetune(
+        run_args(tmp_path / "squad_run" / "hf", FIXTURES, tmp_path / "bioasq", "bioasq_7b", "--max_steps", "1")
+    )
     assert results["scores"]["test"]["questions"] == 3
 
 

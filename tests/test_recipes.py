@@ -26,15 +26,26 @@ def home(tiny_assets, tmp_path_factory):
     write_ner_split(ner / "test.tsv", 8, 3)
     shutil.copytree(tiny_assets["model"], root / "runs" / "biobert_phase2" / "hf")  # the recipe's export
     shutil.copytree(tiny_assets["model"], root / "models" / "bert-base-cased")
-    data_prep(["--input", str(tiny_assets["pubmed"]), "--vocab", str(tiny_assets["vocab"]),
-               "--out", str(root / "shards" / "pubmed_pmc_128"), "--seq_len", "128", "--heldout_fraction", "0.05"])
+    data_prep(
+        [
+            "--input",
+            str(tiny_assets["pubmed"]),
+            "--vocab",
+            str(tiny_assets["vocab"]),
+            "--out",
+            str(root / "shards" / "pubmed_pmc_128"),
+            "--seq_len",
+            "128",
+            "--heldout_fraction",
+            "0.05",
+        ]
+    )
     return root
 
 
 def command(home, *argv, timeout=600):
     env = subprocess_env(BIOBERT_HOME=str(home))
-    return subprocess.run([sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_finetune_task_alone_runs_the_recipe(home):
@@ -50,8 +61,22 @@ def test_finetune_task_alone_runs_the_recipe(home):
 
 
 def test_pretrain_profile_alone_runs_biobert_phase_1(home):
-    proc = command(home, "pretrain/run.py", "--deepspeed_config", "ds_configs/v100x8.json", "--max_steps", "2",
-                   "--ds", "train_batch_size=64", "--save_every", "0", "--eval_every", "0", "--export_hf", "false")
+    proc = command(
+        home,
+        "pretrain/run.py",
+        "--deepspeed_config",
+        "ds_configs/v100x8.json",
+        "--max_steps",
+        "2",
+        "--ds",
+        "train_batch_size=64",
+        "--save_every",
+        "0",
+        "--eval_every",
+        "0",
+        "--export_hf",
+        "false",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = home / "runs" / "biobert_phase1"
     config = json.loads((run / "config.json").read_text())["run"]
@@ -71,14 +96,20 @@ def test_missing_layout_names_the_path_and_what_moves_it(tmp_path):
 
 
 def test_help_lists_every_task_and_says_what_each_flag_does():
-    out = subprocess.run([sys.executable, "finetune/run_task.py", "--help"], cwd=REPO, capture_output=True,
-                         text=True, env=subprocess_env()).stdout
+    out = subprocess.run(
+        [sys.executable, "finetune/run_task.py", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+    ).stdout
     from finetune.tasks.registry import task_names
 
     assert all(name in out for names in task_names().values() for name in names)
     assert "--max_seq_length MAX_SEQ_LENGTH\n                        WordPieces per window" in out
-    out = subprocess.run([sys.executable, "pretrain/run.py", "--help"], cwd=REPO, capture_output=True, text=True,
-                         env=subprocess_env()).stdout
+    out = subprocess.run(
+        [sys.executable, "pretrain/run.py", "--help"], cwd=REPO, capture_output=True, text=True, env=subprocess_env()
+    ).stdout
     assert "share of each sequence's tokens masked" in out and "biobert_phase1.json" in out
 
 

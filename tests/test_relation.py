@@ -24,9 +24,27 @@ CPR = list(CHEMPROT_LABELS[1:])
 
 
 def args(tiny_assets, task, data_dir, run_dir, *extra):
-    return ["--task", task, "--data_dir", str(data_dir), "--init_from", str(tiny_assets["model"]),
-            "--run_dir", str(run_dir), "--progress", "false", "--max_seq_length", "32",
-            "--ds", "train_batch_size=16", "--ds", "optimizer.params.lr=1e-3", "--export_hf", "false", *extra]
+    return [
+        "--task",
+        task,
+        "--data_dir",
+        str(data_dir),
+        "--init_from",
+        str(tiny_assets["model"]),
+        "--run_dir",
+        str(run_dir),
+        "--progress",
+        "false",
+        "--max_seq_length",
+        "32",
+        "--ds",
+        "train_batch_size=16",
+        "--ds",
+        "optimizer.params.lr=1e-3",
+        "--export_hf",
+        "false",
+        *extra,
+    ]
 
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -55,8 +73,14 @@ def test_micro_scores_exclude_false_by_hand():
     assert (s["tp"], s["fp"], s["fn"]) == (3, 2, 2)
     assert s["precision"] == pytest.approx(60.0) and s["recall"] == pytest.approx(60.0)
     assert s["f1"] == pytest.approx(60.0) and s["accuracy"] == pytest.approx(100 * 5 / 8)
-    assert s["per_class"]["CPR:3"] == {"precision": 100.0, "recall": 50.0, "f1": pytest.approx(200 / 3),
-                                       "tp": 1, "predicted": 1, "support": 2}
+    assert s["per_class"]["CPR:3"] == {
+        "precision": 100.0,
+        "recall": 50.0,
+        "f1": pytest.approx(200 / 3),
+        "tp": 1,
+        "predicted": 1,
+        "support": 2,
+    }
     assert s["per_class"]["CPR:6"]["predicted"] == 1 and s["per_class"]["CPR:6"]["precision"] == 0.0
     assert s["per_class"]["CPR:9"]["recall"] == 0.0
     # all-False predictions score 0, and True negatives do not count at all
@@ -82,7 +106,8 @@ def test_micro_matches_confusion_matrix_definition():
     precision, recall = tp / cm[:, 1:].sum(), tp / cm[1:, :].sum()
     s = micro_scores(gold, pred, CPR)
     assert (s["precision"], s["recall"], s["f1"]) == pytest.approx(
-        (100 * precision, 100 * recall, 100 * 2 * precision * recall / (precision + recall)))
+        (100 * precision, 100 * recall, 100 * 2 * precision * recall / (precision + recall))
+    )
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -207,11 +232,10 @@ def test_crossval_folds_mean_std_and_resume(tiny_assets, tmp_path, capsys):
 
     out = crossval(cv("1,3"))
     assert out["folds_run"] == [1, 3] and not out["complete"] and out["split"] == "test"
-    fold_f1 = [json.loads((run / f"fold_0{k}" / "results.json").read_text())["scores"]["test"]["f1"]
-               for k in (1, 3)]
+    fold_f1 = [json.loads((run / f"fold_0{k}" / "results.json").read_text())["scores"]["test"]["f1"] for k in (1, 3)]
     assert [out["folds"][k]["f1"] for k in ("1", "3")] == fold_f1
     assert out["mean"]["f1"] == pytest.approx(sum(fold_f1) / 2)
-    assert out["std"]["f1"] == pytest.approx(abs(fold_f1[0] - fold_f1[1]) / 2 ** 0.5)  # sample std, n - 1
+    assert out["std"]["f1"] == pytest.approx(abs(fold_f1[0] - fold_f1[1]) / 2**0.5)  # sample std, n - 1
     assert json.loads((run / "results.json").read_text())["mean"] == out["mean"]
     assert "mean ± std" in capsys.readouterr().out
     # a second run re-runs nothing finished and says so; fold 2 is new
@@ -224,9 +248,11 @@ def test_crossval_folds_mean_std_and_resume(tiny_assets, tmp_path, capsys):
 
 
 def test_summarize_sample_std():
-    folds = {1: {"precision": 80.0, "recall": 70.0, "f1": 74.0},
-             2: {"precision": 90.0, "recall": 60.0, "f1": 72.0},
-             3: {"precision": 85.0, "recall": 65.0, "f1": 70.0}}
+    folds = {
+        1: {"precision": 80.0, "recall": 70.0, "f1": 74.0},
+        2: {"precision": 90.0, "recall": 60.0, "f1": 72.0},
+        3: {"precision": 85.0, "recall": 65.0, "f1": 70.0},
+    }
     s = summarize(folds)
     assert s["mean"]["precision"] == pytest.approx(85.0) and s["std"]["precision"] == pytest.approx(5.0)
     assert s["std"]["f1"] == pytest.approx(statistics.stdev([74.0, 72.0, 70.0])) == pytest.approx(2.0)

@@ -13,8 +13,10 @@ from test_finetune import write_ner_split
 
 from conftest import REPO, subprocess_env, write_pubmed_xml, write_tiny_bert, write_vocab
 
-PLANTED = ("patients with the mutation were treated with the inhibitor and the tumor response was "
-           "significantly increased compared with control").split()
+PLANTED = (
+    "patients with the mutation were treated with the inhibitor and the tumor response was "
+    "significantly increased compared with control"
+).split()
 
 
 def write_data(root):
@@ -43,10 +45,34 @@ def write_data(root):
 
 
 def reproduce(root, *extra):
-    cmd = [sys.executable, "bench/reproduce.py", "--quick", "--base_model", str(root / "base"), "--data_root",
-           str(root / "data"), "--work_dir", str(root / "work"), "--report_dir", str(root / "report"),
-           "--ds_pretrain", str(root / "ds.json"), "--pretrain_tokens", "3072", "--nproc", "1", "--eval_batches",
-           "2", "--seeds", "1,2", "--epochs", "2", "--prep_args", "--heldout_fraction 0.1", *extra]
+    cmd = [
+        sys.executable,
+        "bench/reproduce.py",
+        "--quick",
+        "--base_model",
+        str(root / "base"),
+        "--data_root",
+        str(root / "data"),
+        "--work_dir",
+        str(root / "work"),
+        "--report_dir",
+        str(root / "report"),
+        "--ds_pretrain",
+        str(root / "ds.json"),
+        "--pretrain_tokens",
+        "3072",
+        "--nproc",
+        "1",
+        "--eval_batches",
+        "2",
+        "--seeds",
+        "1,2",
+        "--epochs",
+        "2",
+        "--prep_args",
+        "--heldout_fraction 0.1",
+        *extra,
+    ]
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -59,12 +85,21 @@ def test_reproduce_end_to_end_resume_and_report_only(tmp_path):
     work, report = tmp_path / "work", tmp_path / "report"
     # the plan: data_prep, Base's held-out loss, pre-training, then NER before RE, Base and Bio side by side
     starts = [line.split("] start ")[1].split(" |")[0] for line in out.splitlines() if "] start " in line]
-    assert starts == ["data_prep", "base_heldout", "pretrain_heads", "pretrain", "ner ncbi_disease base (2 runs)",
-                      "ner ncbi_disease bio (2 runs)", "re gad base (4 runs)", "re gad bio (4 runs)"]
+    assert starts == [
+        "data_prep",
+        "base_heldout",
+        "pretrain_heads",
+        "pretrain",
+        "ner ncbi_disease base (2 runs)",
+        "ner ncbi_disease bio (2 runs)",
+        "re gad base (4 runs)",
+        "re gad bio (4 runs)",
+    ]
     assert out.count("] done ") == 8 and "ETA" in out and "3 steps x 1,024 tokens" in out
     assert "heads-only phase of 2 steps (2,048 tokens" in out
     leaves = sorted(work.glob("finetune/*/*/seed_*/results.json")) + sorted(
-        work.glob("finetune/*/*/fold_*/seed_*/results.json"))
+        work.glob("finetune/*/*/fold_*/seed_*/results.json")
+    )
     assert len(leaves) == 2 * 2 + 2 * 2 * 2  # (NER 2 seeds + GAD 2 folds x 2 seeds) x 2 models
     assert not list(work.glob("finetune/**/checkpoints"))  # scored runs keep results, not weights
     data = json.loads((report / "results" / "reproduce.json").read_text())
@@ -74,7 +109,7 @@ def test_reproduce_end_to_end_resume_and_report_only(tmp_path):
         assert delta["n"] == 2 and set(delta["per_seed"]) == {"1", "2"}
         per_seed = [delta["per_seed"][s]["f1"] for s in ("1", "2")]
         assert abs(delta["mean"]["f1"] - sum(per_seed) / 2) < 1e-9
-        assert abs(delta["std"]["f1"] - abs(per_seed[0] - per_seed[1]) / 2 ** 0.5) < 1e-9
+        assert abs(delta["std"]["f1"] - abs(per_seed[0] - per_seed[1]) / 2**0.5) < 1e-9
         base, bio = (data["results"][task]["models"][m]["per_seed"] for m in ("base", "bio"))
         assert abs(per_seed[0] - (bio["1"]["f1"] - base["1"]["f1"])) < 1e-9
     fold1 = json.loads((work / "finetune" / "bio" / "gad" / "fold_01" / "seed_2" / "results.json").read_text())
@@ -92,11 +127,13 @@ def test_reproduce_end_to_end_resume_and_report_only(tmp_path):
     # the heads-only phase left the encoder as Base had it; the full phase continued from its export
     from safetensors.torch import load_file
 
-    base_w, heads_w = (load_file(str(d / "model.safetensors"))
-                       for d in (tmp_path / "base", work / "pretrain_heads" / "hf"))
+    base_w, heads_w = (
+        load_file(str(d / "model.safetensors")) for d in (tmp_path / "base", work / "pretrain_heads" / "hf")
+    )
     assert all((base_w[k] == heads_w[k]).all() for k in base_w if k.startswith("bert."))
     assert json.loads((work / "pretrain" / "config.json").read_text())["run"]["init_from"] == str(
-        work / "pretrain_heads" / "hf")
+        work / "pretrain_heads" / "hf"
+    )
     assert "trained only the new masked-LM head" in (report / "reproduce.md").read_text()
     assert data["measured"]["cpu_hours"]["pretrain"] > 0 and data["plan"]["pretrain_tokens"] == 3072
     md = (report / "reproduce.md").read_text()
@@ -113,9 +150,27 @@ def test_reproduce_end_to_end_resume_and_report_only(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     assert seconds < 60, seconds  # imports and the report only
     # the same work dir without the heads-only phase would be another Bio model: refused before any work
-    cmd = [sys.executable, "bench/reproduce.py", "--quick", "--base_model", str(tmp_path / "base"), "--data_root",
-           str(tmp_path / "data"), "--work_dir", str(work), "--ds_pretrain", str(tmp_path / "ds.json"),
-           "--pretrain_tokens", "3072", "--nproc", "1", "--eval_batches", "2", "--prep_args", "--heldout_fraction 0.1"]
+    cmd = [
+        sys.executable,
+        "bench/reproduce.py",
+        "--quick",
+        "--base_model",
+        str(tmp_path / "base"),
+        "--data_root",
+        str(tmp_path / "data"),
+        "--work_dir",
+        str(work),
+        "--ds_pretrain",
+        str(tmp_path / "ds.json"),
+        "--pretrain_tokens",
+        "3072",
+        "--nproc",
+        "1",
+        "--eval_batches",
+        "2",
+        "--prep_args",
+        "--heldout_fraction 0.1",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "other pre-training settings (head_steps, head_lr" in proc.stderr, proc.stderr
 
@@ -136,12 +191,14 @@ def test_eta_sets_the_fixed_cost_of_each_fine_tuning_run_apart(tmp_path):
     import reproduce_progress as r
 
     o = r.RUN_OVERHEAD_S
-    timings = {"re euadr base (30 runs)": {"kind": "re", "units": 1000.0, "units_of": r.UNITS,
-                                           "wall_s": 30 * o + 1000 * 0.2}}
+    timings = {
+        "re euadr base (30 runs)": {"kind": "re", "units": 1000.0, "units_of": r.UNITS, "wall_s": 30 * o + 1000 * 0.2}
+    }
     (tmp_path / "timings.json").write_text(json.dumps(timings))
-    stages = [{"name": "re euadr bio (30 runs)", "kind": "re", "units": 1000.0, "runs": 30, "done": lambda: False},
-              {"name": "re chemprot base (3 runs)", "kind": "re", "units": 100000.0, "runs": 3,
-               "done": lambda: False}]
+    stages = [
+        {"name": "re euadr bio (30 runs)", "kind": "re", "units": 1000.0, "runs": 30, "done": lambda: False},
+        {"name": "re chemprot base (3 runs)", "kind": "re", "units": 100000.0, "runs": 3, "done": lambda: False},
+    ]
     plan = {"work_dir": str(tmp_path), "nproc": 1, "gpus": 0, "tokens_per_step": 1}
     p = r.Progress(plan, stages)
     assert abs(p.rate("re") - 0.2) < 1e-9  # the run count is read from the name when the record has none
@@ -187,25 +244,42 @@ def test_report_names_a_constant_classifier(tmp_path):
         d.mkdir(parents=True)
         p, r = tp / max(1, tp + fp), tp / max(1, tp + fn)
         f1 = 2 * p * r / (p + r) if p + r else 0.0
-        (d / "results.json").write_text(json.dumps({"scores": {"test": {
-            "precision": 100 * p, "recall": 100 * r, "f1": 100 * f1, "tp": tp, "fp": fp, "tn": tn, "fn": fn}}}))
+        (d / "results.json").write_text(
+            json.dumps(
+                {
+                    "scores": {
+                        "test": {
+                            "precision": 100 * p,
+                            "recall": 100 * r,
+                            "f1": 100 * f1,
+                            "tp": tp,
+                            "fp": fp,
+                            "tn": tn,
+                            "fn": fn,
+                        }
+                    }
+                }
+            )
+        )
 
     for seed in (1, 2):
         for fold in (1, 2):
             leaf("base", fold, seed, 27, 10, 0, 0)  # all positive
             leaf("bio", fold, seed, *((27, 10, 0, 0) if seed == 1 else (20, 4, 6, 7)))
-    groups = [{"task": "euadr", "kind": "re", "folds": [1, 2], "model": m, "run_dir": str(tmp_path / m)}
-              for m in ("base", "bio")]
+    groups = [
+        {"task": "euadr", "kind": "re", "folds": [1, 2], "model": m, "run_dir": str(tmp_path / m)}
+        for m in ("base", "bio")
+    ]
     results, finished, planned = rr.collect({"groups": groups, "seeds": [1, 2]})
     assert (finished, planned) == (8, 8)
     assert results["euadr"]["models"]["base"]["constant_runs"] == {"runs": 4, "positive": 4, "negative": 0}
     assert results["euadr"]["models"]["bio"]["constant_runs"] == {"runs": 4, "positive": 2, "negative": 0}
-    note, = rr.constant_notes(results)
+    (note,) = rr.constant_notes(results)
     assert "Base in 4 of 4 runs; Bio in 2 of 4 runs" in note and "says nothing" not in note
     for fold in (1, 2):  # Bio constant everywhere too: no comparison at all
         shutil.rmtree(tmp_path / "bio" / f"fold_{fold:02d}" / "seed_2")
         leaf("bio", fold, 2, 0, 0, 10, 27)  # all negative
-    note, = rr.constant_notes(rr.collect({"groups": groups, "seeds": [1, 2]})[0])
+    (note,) = rr.constant_notes(rr.collect({"groups": groups, "seeds": [1, 2]})[0])
     assert "Bio in 4 of 4 runs" in note and "says nothing at this budget" in note
 
 
@@ -220,8 +294,19 @@ def test_pmc_joins_the_corpus_and_an_older_plan_without_it_still_matches(tmp_pat
     pmc.mkdir()
     for name in ("PMC1000001.nxml", "PMC1000003.nxml"):
         shutil.copy(REPO / "tests" / "fixtures" / "data_prep" / "pmc" / name, pmc / name)
-    flags = ["--quick", "--base_model", str(tmp_path / "base"), "--data_root", str(tmp_path / "data"),
-             "--work_dir", str(tmp_path / "work"), "--ds_pretrain", str(tmp_path / "ds.json"), "--nproc", "1"]
+    flags = [
+        "--quick",
+        "--base_model",
+        str(tmp_path / "base"),
+        "--data_root",
+        str(tmp_path / "data"),
+        "--work_dir",
+        str(tmp_path / "work"),
+        "--ds_pretrain",
+        str(tmp_path / "ds.json"),
+        "--nproc",
+        "1",
+    ]
     plain = reproduce.build_plan(reproduce.parse_args(flags))
     assert plain["pmc"] == []
     older = {k: v for k, v in plain.items() if k != "pmc"}  # written before --pmc existed
@@ -253,10 +338,13 @@ def test_report_names_the_next_budget_from_the_second_half_of_the_curve():
     measured = {"cpu_hours": {"pretrain": 0.5}}
 
     def curve(losses):
-        return ([{"step": 0, "tokens": 0, "heldout_mlm_loss": 11.0}, {"step": 1, "tokens": 1, "heldout_mlm_loss": 9.0,
-                                                                       "phase": "heads"}]
-                + [{"step": 10 * i, "tokens": 400_000 * i, "heldout_mlm_loss": v, "phase": "full"}
-                   for i, v in enumerate(losses, 1)])
+        return [
+            {"step": 0, "tokens": 0, "heldout_mlm_loss": 11.0},
+            {"step": 1, "tokens": 1, "heldout_mlm_loss": 9.0, "phase": "heads"},
+        ] + [
+            {"step": 10 * i, "tokens": 400_000 * i, "heldout_mlm_loss": v, "phase": "full"}
+            for i, v in enumerate(losses, 1)
+        ]
 
     falling = rr.next_budget(plan, curve([6.0, 5.5, 5.2, 5.0, 4.99]), measured)  # flat only at the very end
     assert "still falling" in falling and "`--pretrain_tokens 10,000,000`" in falling
@@ -272,14 +360,18 @@ def test_summary_judges_a_difference_as_printed():
     import reproduce_report as rr
 
     def row(name, d, s):
-        return {"name": name, "kind": "re", "models": {},
-                "delta": {"mean": {"f1": d}, "std": {"f1": s}, "n": 3}}
+        return {"name": name, "kind": "re", "models": {}, "delta": {"mean": {"f1": d}, "std": {"f1": s}, "n": 3}}
 
-    plan = {"pretrain_tokens": 1000, "pretrain_steps": 1, "tokens_per_step": 1000, "est_pretrain_cpu_h": 0.1,
-            "base_config": {"num_hidden_layers": 6, "hidden_size": 384}, "work_dir": "/nonexistent",
-            "paper": {"tokens": 6.16e10, "steps": 470000, "tokens_per_step": 131072, "hardware": "8 x V100"}}
+    plan = {
+        "pretrain_tokens": 1000,
+        "pretrain_steps": 1,
+        "tokens_per_step": 1000,
+        "est_pretrain_cpu_h": 0.1,
+        "base_config": {"num_hidden_layers": 6, "hidden_size": 384},
+        "work_dir": "/nonexistent",
+        "paper": {"tokens": 6.16e10, "steps": 470000, "tokens_per_step": 131072, "hardware": "8 x V100"},
+    }
     measured = {"cpu_hours_total": 1.0, "cpu_hours": {"pretrain": 0.1}}
-    text = rr.summary(plan, {"gad": row("GAD", 0.0044, 0.51), "chemprot": row("CHEMPROT", 0.41, 0.39)}, [],
-                      measured)[0]
+    text = rr.summary(plan, {"gad": row("GAD", 0.0044, 0.51), "chemprot": row("CHEMPROT", 0.41, 0.39)}, [], measured)[0]
     assert "positive on 1 of 2 datasets (CHEMPROT +0.41 ± 0.39)" in text, text
     assert "**not positive on 1** (GAD +0.00 ± 0.51)" in text, text

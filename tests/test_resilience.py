@@ -11,9 +11,24 @@ from pretrain.run import main
 
 pretrain = main.__wrapped__
 
-BASE = ["--deepspeed_config", "ds_configs/cpu.json", "--ds", "train_batch_size=8",
-        "--ds", "train_micro_batch_size_per_gpu=4", "--ds", "scheduler.params.warmup_num_steps=2",
-        "--progress", "false", "--log_every", "1", "--eval_batches", "0", "--export_hf", "false"]
+BASE = [
+    "--deepspeed_config",
+    "ds_configs/cpu.json",
+    "--ds",
+    "train_batch_size=8",
+    "--ds",
+    "train_micro_batch_size_per_gpu=4",
+    "--ds",
+    "scheduler.params.warmup_num_steps=2",
+    "--progress",
+    "false",
+    "--log_every",
+    "1",
+    "--eval_batches",
+    "0",
+    "--export_hf",
+    "false",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -24,8 +39,15 @@ def _repo_cwd(monkeypatch):
 
 
 def args(assets, run_dir, *extra):
-    return BASE + ["--data_dir", str(assets["shards"]), "--init_from", str(assets["model"]),
-                   "--run_dir", str(run_dir), *extra]
+    return BASE + [
+        "--data_dir",
+        str(assets["shards"]),
+        "--init_from",
+        str(assets["model"]),
+        "--run_dir",
+        str(run_dir),
+        *extra,
+    ]
 
 
 def losses(run_dir):
@@ -107,5 +129,4 @@ def test_divergence_without_checkpoint_or_repeated_stops_clearly(tiny_assets, tm
     with pytest.raises(UserError, match="before any checkpoint"):
         pretrain(args(tiny_assets, tmp_path / "a", "--max_steps", "4"))
     with pytest.raises(UserError, match="after 0 rollbacks"):
-        pretrain(args(tiny_assets, tmp_path / "b", "--max_steps", "4", "--save_every", "1",
-                      "--max_rollbacks", "0"))
+        pretrain(args(tiny_assets, tmp_path / "b", "--max_steps", "4", "--save_every", "1", "--max_rollbacks", "0"))

@@ -57,8 +57,10 @@ def test_group_by_length_keeps_each_epoch_complete_and_batches_homogeneous():
     plain = EpochSampler(1000, 32, seed=1, drop_last=False)
     padded_plain = sum(lengths[plain.global_batch_at(p)].max() * 32 for p in range(0, plain.samples_per_epoch, 32))
     assert padded_grouped < 0.7 * padded_plain
-    assert s.global_batch_at(64).tolist() == EpochSampler(1000, 32, 1, drop_last=False, lengths=lengths,
-                                                          group_size=10).global_batch_at(64).tolist()
+    assert (
+        s.global_batch_at(64).tolist()
+        == EpochSampler(1000, 32, 1, drop_last=False, lengths=lengths, group_size=10).global_batch_at(64).tolist()
+    )
 
 
 def test_prefetched_batches_equal_collated_ones_and_a_stale_prefetch_is_dropped():

@@ -28,21 +28,43 @@ def _cluster_up() -> bool:
     return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
 
 
-needs_cluster = pytest.mark.skipif(not _cluster_up(), reason="needs BIOBERT_SLURM_TESTS=1 and a running Slurm "
-                                   "cluster (bash .ci/start_local_slurm.sh, as root)")
+needs_cluster = pytest.mark.skipif(
+    not _cluster_up(),
+    reason="needs BIOBERT_SLURM_TESTS=1 and a running Slurm cluster (bash .ci/start_local_slurm.sh, as root)",
+)
 
 START = REPO / ".ci" / "start_local_slurm.sh"
 # Production headers ask for 4 nodes x 8 GPUs; the CI cluster has 2 nodes with 2 fake GPUs each.
 SMALL = ["-p", "debug", "--ntasks-per-node=1", "--gpus-per-node=1", "--cpus-per-task=1", "-t", "10"]
-TINY_PRETRAIN = ["--log_every", "1", "--progress", "false", "--eval_batches", "0", "--export_hf", "false",
-                 "--ds", "train_batch_size=8", "--ds", "train_micro_batch_size_per_gpu=2",
-                 "--ds", "scheduler.params.warmup_num_steps=2", "--ds", "optimizer.params.lr=2e-3"]
+TINY_PRETRAIN = [
+    "--log_every",
+    "1",
+    "--progress",
+    "false",
+    "--eval_batches",
+    "0",
+    "--export_hf",
+    "false",
+    "--ds",
+    "train_batch_size=8",
+    "--ds",
+    "train_micro_batch_size_per_gpu=2",
+    "--ds",
+    "scheduler.params.warmup_num_steps=2",
+    "--ds",
+    "optimizer.params.lr=2e-3",
+]
 STEPS = 100  # enough ~0.1 s steps that a signal sent after step 2 arrives well before the end
 
 
 def test_first_host_of_a_slurm_nodelist_and_the_port():
-    for nodelist, first in (("node1", "node1"), ("node[1-2]", "node1"), ("gpu[007-012,020],cpu3", "gpu007"),
-                            ("a-[3,5]-b", "a-3-b"), ("cpu3,gpu[1-2]", "cpu3")):
+    for nodelist, first in (
+        ("node1", "node1"),
+        ("node[1-2]", "node1"),
+        ("gpu[007-012,020],cpu3", "gpu007"),
+        ("a-[3,5]-b", "a-3-b"),
+        ("cpu3,gpu[1-2]", "cpu3"),
+    ):
         assert dist.first_slurm_host(nodelist) == first
     assert dist.slurm_master_port(5) == 20005 and dist.slurm_master_port(12005) == 20005
     assert all(20000 <= dist.slurm_master_port(j) < 32768 for j in range(0, 50000, 997))
@@ -95,8 +117,9 @@ def sbatch(script: str, *args: str, options: list[str], env: dict[str, str]) -> 
 
 
 def wait(job: str, timeout: int) -> int:
-    return subprocess.run(["bash", str(START), "wait", job, str(timeout)], capture_output=True,
-                          timeout=timeout + 60).returncode
+    return subprocess.run(
+        ["bash", str(START), "wait", job, str(timeout)], capture_output=True, timeout=timeout + 60
+    ).returncode
 
 
 def show_job(job: str) -> str:
@@ -122,10 +145,15 @@ def array_states(job: str) -> dict[int, tuple[str, str]]:
 
 def explain(job: str, *paths: Path) -> str:
     """Everything needed to debug a failed job: its record, its outputs and logs."""
-    out = [f"--- scontrol show job {job}",
-           subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout,
-           subprocess.run(["sacct", "-c", "-n", "-P", "-o", "JobID,State,ExitCode,NodeList", "-j", job],
-                          capture_output=True, text=True).stdout]
+    out = [
+        f"--- scontrol show job {job}",
+        subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout,
+        subprocess.run(
+            ["sacct", "-c", "-n", "-P", "-o", "JobID,State,ExitCode,NodeList", "-j", job],
+            capture_output=True,
+            text=True,
+        ).stdout,
+    ]
     for pattern in paths:
         for p in sorted(pattern.parent.glob(pattern.name)):
             out.append(f"--- {p}\n{p.read_text(errors='replace')[-4000:]}")
@@ -137,13 +165,21 @@ def test_pretrain_two_nodes_preempted_by_usr1_requeues_and_resumes_exactly(tiny_
     """2 nodes x 1 rank (gloo). `scancel -s USR1` reaches the ranks as --signal=USR1@... would: they finish
     the step, checkpoint and exit 75, the script requeues the job, which resumes to the same losses as an
     uninterrupted job run alongside through the deepspeed-launcher script."""
-    common = ["--data_dir", str(tiny_assets["shards"]), "--init_from", str(tiny_assets["model"]),
-              "--max_steps", str(STEPS), *TINY_PRETRAIN]
+    common = [
+        "--data_dir",
+        str(tiny_assets["shards"]),
+        "--init_from",
+        str(tiny_assets["model"]),
+        "--max_steps",
+        str(STEPS),
+        *TINY_PRETRAIN,
+    ]
     env = job_env(BIOBERT_DS_CONFIG="ds_configs/cpu.json", BIOBERT_RDZV_TIMEOUT="120")
     out = ["-N", "2", *SMALL, "-o", str(tmp_path / "%x-%j.out")]
     # the uninterrupted reference goes through the `deepspeed --launcher slurm` variant of the same script
-    ref = sbatch("pretrain_deepspeed_launcher.sbatch", "--run_dir", str(tmp_path / "ref"), *common, options=out,
-                 env=env)
+    ref = sbatch(
+        "pretrain_deepspeed_launcher.sbatch", "--run_dir", str(tmp_path / "ref"), *common, options=out, env=env
+    )
     pre = sbatch("pretrain.sbatch", *common, options=out, env={**env, "BIOBERT_RUN_DIR": str(tmp_path / "pre")})
     metrics = tmp_path / "pre" / "metrics.jsonl"
     deadline = time.time() + 180
@@ -178,16 +214,35 @@ def test_pretrain_two_nodes_preempted_by_usr1_requeues_and_resumes_exactly(tiny_
 def test_data_prep_array_then_merge(tiny_assets, tmp_path):
     out = tmp_path / "shards"
     env = job_env(BIOBERT_SBATCH_ARGS=f"-p debug -N 1 --cpus-per-task=1 -t 10 -o {tmp_path}/%x-%j.out")
-    printed = submit(["bash", "slurm/submit_data_prep.sh", "2", "--input", str(tiny_assets["pubmed"]), "--vocab",
-                      str(tiny_assets["vocab"]), "--out", str(out), "--seq_len", "64", "--heldout_fraction",
-                      "0.05", "--workers", "1"], env)
+    printed = submit(
+        [
+            "bash",
+            "slurm/submit_data_prep.sh",
+            "2",
+            "--input",
+            str(tiny_assets["pubmed"]),
+            "--vocab",
+            str(tiny_assets["vocab"]),
+            "--out",
+            str(out),
+            "--seq_len",
+            "64",
+            "--heldout_fraction",
+            "0.05",
+            "--workers",
+            "1",
+        ],
+        env,
+    )
     jobs = dict(line.split("=") for line in printed.split())
     rc = wait(jobs["merge"], 240)
     assert rc == 0, explain(jobs["merge"], tmp_path / "*.out")
     states = array_states(jobs["array"])
     assert states == {0: ("COMPLETED", "0:0"), 1: ("COMPLETED", "0:0")}, states
-    assert sorted(p.name for p in out.glob("manifest.part-*")) == ["manifest.part-0-of-2.json",
-                                                                   "manifest.part-1-of-2.json"]
+    assert sorted(p.name for p in out.glob("manifest.part-*")) == [
+        "manifest.part-0-of-2.json",
+        "manifest.part-1-of-2.json",
+    ]
     merged = json.loads((out / "manifest.json").read_text())
     single = json.loads((tiny_assets["shards"] / "manifest.json").read_text())  # the same inputs in one run
     assert merged["counts"] == single["counts"]
@@ -204,13 +259,34 @@ def test_finetune_array_preempted_and_summary(tiny_assets, tmp_path):
     for split, n, seed in (("train", 60, 1), ("devel", 12, 2), ("test", 15, 3)):
         write_ner_split(data / f"{split}.tsv", n, seed)
     (tmp_path / "list.txt").write_text("# task seed [flags]\nncbi_disease 1\n\nncbi_disease 2 --epochs 2\n")
-    env = job_env(BIOBERT_SBATCH_ARGS=f"-p debug -N 1 --gpus-per-node=1 --cpus-per-task=1 -t 10 "
-                                      f"-o {tmp_path}/%x-%j.out", BIOBERT_FAULT_SIGNAL_AT_STEP="3")
+    env = job_env(
+        BIOBERT_SBATCH_ARGS=f"-p debug -N 1 --gpus-per-node=1 --cpus-per-task=1 -t 10 -o {tmp_path}/%x-%j.out",
+        BIOBERT_FAULT_SIGNAL_AT_STEP="3",
+    )
     runs = tmp_path / "runs"
-    printed = submit(["bash", "slurm/submit_finetune.sh", str(tmp_path / "list.txt"), str(runs), "--data_dir",
-                      str(data.parent), "--init_from", str(tiny_assets["model"]), "--max_seq_length", "24",
-                      "--doc_stride", "4", "--ds", "train_batch_size=16", "--ds", "optimizer.params.lr=1e-3",
-                      "--epochs", "2"], env)
+    printed = submit(
+        [
+            "bash",
+            "slurm/submit_finetune.sh",
+            str(tmp_path / "list.txt"),
+            str(runs),
+            "--data_dir",
+            str(data.parent),
+            "--init_from",
+            str(tiny_assets["model"]),
+            "--max_seq_length",
+            "24",
+            "--doc_stride",
+            "4",
+            "--ds",
+            "train_batch_size=16",
+            "--ds",
+            "optimizer.params.lr=1e-3",
+            "--epochs",
+            "2",
+        ],
+        env,
+    )
     jobs = dict(line.split("=") for line in printed.split())
     rc = wait(jobs["summary"], 300)
     assert rc == 0, explain(jobs["summary"], tmp_path / "*.out", runs / "*" / "*" / "logs" / "*.log")
@@ -231,19 +307,46 @@ def test_finetune_array_preempted_and_summary(tiny_assets, tmp_path):
 @needs_cluster
 def test_jobs_fail_fast_with_a_clear_message(tiny_assets, tmp_path):
     """A dead rendezvous, more tasks than GPUs and a missing config each fail quickly and say why."""
-    common = ["--data_dir", str(tiny_assets["shards"]), "--init_from", str(tiny_assets["model"]),
-              "--max_steps", "2", *TINY_PRETRAIN]
+    common = [
+        "--data_dir",
+        str(tiny_assets["shards"]),
+        "--init_from",
+        str(tiny_assets["model"]),
+        "--max_steps",
+        "2",
+        *TINY_PRETRAIN,
+    ]
     out = ["-o", str(tmp_path / "%x-%j.out")]
     env = job_env(BIOBERT_DS_CONFIG="ds_configs/cpu.json")
     started = time.time()
-    dead = sbatch("pretrain.sbatch", "--run_dir", str(tmp_path / "dead"), *common, options=["-N", "2", *SMALL, *out],
-                  env={**env, "BIOBERT_MASTER_ADDR": "192.0.2.1", "BIOBERT_RDZV_TIMEOUT": "20"})
-    gpus = sbatch("pretrain.sbatch", "--run_dir", str(tmp_path / "gpus"), *common,
-                  options=["-N", "1", *SMALL, "--ntasks-per-node=2", *out], env=env)
-    missing = sbatch("pretrain.sbatch", "--run_dir", str(tmp_path / "missing"), *common,
-                     options=["-N", "1", *SMALL, *out], env={**env, "BIOBERT_DS_CONFIG": "ds_configs/nope.json"})
-    for job, expected in ((gpus, "2 tasks per node but only 1 GPU(s)"),
-                          (missing, "BIOBERT_DS_CONFIG=ds_configs/nope.json: no such file")):
+    dead = sbatch(
+        "pretrain.sbatch",
+        "--run_dir",
+        str(tmp_path / "dead"),
+        *common,
+        options=["-N", "2", *SMALL, *out],
+        env={**env, "BIOBERT_MASTER_ADDR": "192.0.2.1", "BIOBERT_RDZV_TIMEOUT": "20"},
+    )
+    gpus = sbatch(
+        "pretrain.sbatch",
+        "--run_dir",
+        str(tmp_path / "gpus"),
+        *common,
+        options=["-N", "1", *SMALL, "--ntasks-per-node=2", *out],
+        env=env,
+    )
+    missing = sbatch(
+        "pretrain.sbatch",
+        "--run_dir",
+        str(tmp_path / "missing"),
+        *common,
+        options=["-N", "1", *SMALL, *out],
+        env={**env, "BIOBERT_DS_CONFIG": "ds_configs/nope.json"},
+    )
+    for job, expected in (
+        (gpus, "2 tasks per node but only 1 GPU(s)"),
+        (missing, "BIOBERT_DS_CONFIG=ds_configs/nope.json: no such file"),
+    ):
         assert wait(job, 60) == 2, explain(job, tmp_path / f"*-{job}.out")
         assert expected in next(tmp_path.glob(f"*-{job}.out")).read_text()
         assert not (tmp_path / "gpus" / "logs").exists()  # failed before any rank started

@@ -35,23 +35,56 @@ def no_dropout_model(tiny_assets, tmp_path_factory):
 
 
 def run(assets, model, run_dir, *extra):
-    return pretrain(["--deepspeed_config", "ds_configs/cpu.json", "--data_dir", str(assets["shards"]),
-                     "--init_from", str(model), "--run_dir", str(run_dir), "--progress", "false",
-                     "--export_hf", "false", "--eval_batches", "0", *extra])
+    return pretrain(
+        [
+            "--deepspeed_config",
+            "ds_configs/cpu.json",
+            "--data_dir",
+            str(assets["shards"]),
+            "--init_from",
+            str(model),
+            "--run_dir",
+            str(run_dir),
+            "--progress",
+            "false",
+            "--export_hf",
+            "false",
+            "--eval_batches",
+            "0",
+            *extra,
+        ]
+    )
 
 
-@pytest.mark.parametrize("name,extra", [
-    ("fp32_accum2", ["--ds", "train_batch_size=8", "--ds", "train_micro_batch_size_per_gpu=4"]),
-    ("fp32_wwm", ["--ds", "train_batch_size=8", "--ds", "train_micro_batch_size_per_gpu=8",
-                  "--whole_word_mask", "true"]),
-])
+@pytest.mark.parametrize(
+    "name,extra",
+    [
+        ("fp32_accum2", ["--ds", "train_batch_size=8", "--ds", "train_micro_batch_size_per_gpu=4"]),
+        (
+            "fp32_wwm",
+            ["--ds", "train_batch_size=8", "--ds", "train_micro_batch_size_per_gpu=8", "--whole_word_mask", "true"],
+        ),
+    ],
+)
 def test_losses_equal_the_path_before_within_1e_5(tiny_assets, no_dropout_model, tmp_path, name, extra):
     """Static shapes, padded vocabulary (150 -> 192 rows), ignore_index NSP, device-side metrics, prefetched
     batches and torch's foreach clip compute what the old path computed (dropout off: its random stream now
     starts at the step seed instead of after the masking draws)."""
     before = json.loads((REPO / "tests/fixtures/pretrain_losses_534785f.json").read_text())[name]
-    run(tiny_assets, no_dropout_model, tmp_path / name, *extra, "--ds", "optimizer.params.lr=5e-3",
-        "--ds", "scheduler.params.warmup_num_steps=2", "--max_steps", "20", "--log_every", "1")
+    run(
+        tiny_assets,
+        no_dropout_model,
+        tmp_path / name,
+        *extra,
+        "--ds",
+        "optimizer.params.lr=5e-3",
+        "--ds",
+        "scheduler.params.warmup_num_steps=2",
+        "--max_steps",
+        "20",
+        "--log_every",
+        "1",
+    )
     metrics = read_metrics(tmp_path / name)
     losses = [metrics[s]["loss"] for s in sorted(metrics)]
     assert len(losses) == 20
@@ -63,8 +96,14 @@ def test_losses_equal_the_path_before_within_1e_5(tiny_assets, no_dropout_model,
 STEADY = {
     "fp32": [],
     "bf16_autocast": ["--ds", "torch_autocast.enabled=true", "--ds", "torch_autocast.dtype=bfloat16"],
-    "fp16_autocast_accum2": ["--ds", "torch_autocast.enabled=true", "--ds", "torch_autocast.dtype=float16",
-                             "--ds", "train_micro_batch_size_per_gpu=2"],  # the last --ds wins
+    "fp16_autocast_accum2": [
+        "--ds",
+        "torch_autocast.enabled=true",
+        "--ds",
+        "torch_autocast.dtype=float16",
+        "--ds",
+        "train_micro_batch_size_per_gpu=2",
+    ],  # the last --ds wins
 }
 
 
@@ -72,9 +111,20 @@ STEADY = {
 def test_steady_state_steps_read_nothing_from_the_device(tiny_assets, tmp_path, name):
     accum = 2 if "accum2" in name else 1
     with StepWindow(Engine, first=3, n=4, grad_accum=accum) as window:
-        run(tiny_assets, tiny_assets["model"], tmp_path / "r", "--ds", "train_batch_size=4",
-            "--ds", "train_micro_batch_size_per_gpu=4", "--max_steps", "9",
-            "--log_every", "100", *STEADY[name])
+        run(
+            tiny_assets,
+            tiny_assets["model"],
+            tmp_path / "r",
+            "--ds",
+            "train_batch_size=4",
+            "--ds",
+            "train_micro_batch_size_per_gpu=4",
+            "--max_steps",
+            "9",
+            "--log_every",
+            "100",
+            *STEADY[name],
+        )
     assert window.syncs.count == 0, dict(window.syncs.where)
     assert window.ops.count > 0  # the window did see the steps
 
@@ -83,9 +133,23 @@ def test_the_counter_sees_deepspeed_s_own_host_reads(tiny_assets, tmp_path):
     """The counter is not blind: DeepSpeed's bf16 ZeRO-1 optimizer reads its gradient norm on the host every
     step (`is_invalid_grad_norm`), which is why the GPU profiles use torch_autocast at ZeRO 0 instead."""
     with StepWindow(Engine, first=3, n=2) as window:
-        run(tiny_assets, tiny_assets["model"], tmp_path / "r", "--ds", "train_batch_size=4",
-            "--ds", "train_micro_batch_size_per_gpu=4", "--max_steps", "6", "--log_every", "100",
-            "--ds", "bf16.enabled=true", "--ds", "zero_optimization.stage=1")
+        run(
+            tiny_assets,
+            tiny_assets["model"],
+            tmp_path / "r",
+            "--ds",
+            "train_batch_size=4",
+            "--ds",
+            "train_micro_batch_size_per_gpu=4",
+            "--max_steps",
+            "6",
+            "--log_every",
+            "100",
+            "--ds",
+            "bf16.enabled=true",
+            "--ds",
+            "zero_optimization.stage=1",
+        )
     assert window.syncs.count >= 2 and any("is_invalid_grad_norm" in w for w in window.syncs.where)
 
 
@@ -93,9 +157,21 @@ def test_dispatched_ops_per_step_are_at_most_a_third_of_before(tiny_assets, tmp_
     """The ATen ops a step dispatches (kernel launches on a GPU): the compiled objective (inductor generates C++
     here), torch's foreach clip and fused AdamW, no collation in the training thread."""
     with StepWindow(Engine, first=12, n=4) as window:
-        run(tiny_assets, tiny_assets["model"], tmp_path / "r", "--ds", "train_batch_size=4",
-            "--ds", "train_micro_batch_size_per_gpu=4", "--max_steps", "17", "--log_every", "100",
-            "--compile", "default")
+        run(
+            tiny_assets,
+            tiny_assets["model"],
+            tmp_path / "r",
+            "--ds",
+            "train_batch_size=4",
+            "--ds",
+            "train_micro_batch_size_per_gpu=4",
+            "--max_steps",
+            "17",
+            "--log_every",
+            "100",
+            "--compile",
+            "default",
+        )
     per_step = window.ops.count / 4
     assert window.compiled_in_window == 0  # steady state: the padded and the unpadded graph exist by now
     assert window.syncs.count == 0, dict(window.syncs.where)
@@ -116,8 +192,7 @@ def test_compiled_objective_is_one_graph_without_breaks_or_recompiles(tiny_asset
     vocab = pad_vocab(model, 64)
     objective = PretrainingObjective(model, vocab)
     train = open_shards(tiny_assets["shards"], "train")
-    collate = MaskingCollator(vocab, tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id, pad_to=train.seq_len,
-                              static=True)
+    collate = MaskingCollator(vocab, tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id, pad_to=train.seq_len, static=True)
     gen = torch.Generator().manual_seed(0)
     batches = [collate(train.get_batch(list(range(i, i + 4))), gen) for i in range(0, 40, 4)]
     padded = [b for b in batches if "attention_mask" in b]
@@ -151,9 +226,20 @@ def test_fp16_overflow_skips_the_step_and_halves_the_scale(tiny_assets, tmp_path
     not roll back."""
     monkeypatch.setenv("BIOBERT_FAULT_NAN_GRAD_AT_SAMPLE", "8")  # the global batch of step 3
     fp16 = ["--ds", "torch_autocast.enabled=true", "--ds", "torch_autocast.dtype=float16"]
-    run(tiny_assets, tiny_assets["model"], tmp_path / "r", "--ds", "train_batch_size=4",
-        "--ds", "train_micro_batch_size_per_gpu=4", "--max_steps", "6",
-        "--log_every", "1", *fp16)
+    run(
+        tiny_assets,
+        tiny_assets["model"],
+        tmp_path / "r",
+        "--ds",
+        "train_batch_size=4",
+        "--ds",
+        "train_micro_batch_size_per_gpu=4",
+        "--max_steps",
+        "6",
+        "--log_every",
+        "1",
+        *fp16,
+    )
     records = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert not [r for r in records if r["kind"] == "rollback"]
     steps = {r["step"]: r for r in records if r["kind"] == "train"}
@@ -166,8 +252,19 @@ def test_cuda_graphs_with_accumulation_are_refused(tiny_assets, tmp_path):
     from biobert.errors import UserError
 
     with pytest.raises(UserError, match="pytorch#169545"):
-        run(tiny_assets, tiny_assets["model"], tmp_path / "r", "--ds", "train_batch_size=8",
-            "--ds", "train_micro_batch_size_per_gpu=4", "--max_steps", "2", "--compile", "reduce-overhead")
+        run(
+            tiny_assets,
+            tiny_assets["model"],
+            tmp_path / "r",
+            "--ds",
+            "train_batch_size=8",
+            "--ds",
+            "train_micro_batch_size_per_gpu=4",
+            "--max_steps",
+            "2",
+            "--compile",
+            "reduce-overhead",
+        )
 
 
 def test_padded_vocabulary_is_sliced_off_in_every_export(tiny_assets, tmp_path):
@@ -178,9 +275,26 @@ def test_padded_vocabulary_is_sliced_off_in_every_export(tiny_assets, tmp_path):
 
     vocab = load_tokenizer(tiny_assets["vocab"]).vocab_size
     assert vocab % 64  # the fixture's vocabulary is padded inside the run
-    pretrain(["--deepspeed_config", "ds_configs/cpu.json", "--data_dir", str(tiny_assets["shards"]),
-              "--init_from", str(tiny_assets["model"]), "--run_dir", str(tmp_path / "r"), "--progress", "false",
-              "--ds", "train_batch_size=4", "--ds", "train_micro_batch_size_per_gpu=4", "--max_steps", "2"])
+    pretrain(
+        [
+            "--deepspeed_config",
+            "ds_configs/cpu.json",
+            "--data_dir",
+            str(tiny_assets["shards"]),
+            "--init_from",
+            str(tiny_assets["model"]),
+            "--run_dir",
+            str(tmp_path / "r"),
+            "--progress",
+            "false",
+            "--ds",
+            "train_batch_size=4",
+            "--ds",
+            "train_micro_batch_size_per_gpu=4",
+            "--max_steps",
+            "2",
+        ]
+    )
     hf = tmp_path / "r" / "hf"
     assert json.loads((hf / "config.json").read_text())["vocab_size"] == vocab
     weights = load_file(str(hf / "model.safetensors"))

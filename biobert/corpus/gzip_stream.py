@@ -41,8 +41,10 @@ def decompressobj():
 
 _MAGIC = b"\x1f\x8b"
 _INFLATE_ERRORS = (zlib.error, _zlib.error)
-REDOWNLOAD = ("re-download it (delete it and re-run `python -m data_prep download`, which checks every file "
-              "against NCBI's published md5)")
+REDOWNLOAD = (
+    "re-download it (delete it and re-run `python -m data_prep download`, which checks every file "
+    "against NCBI's published md5)"
+)
 
 
 class GzipDamage(Exception):
@@ -64,8 +66,9 @@ def _head(data: bytes) -> str:
 def _not_gzip(first: bytes) -> GzipDamage:
     plain = first.lstrip()[:1] == b"<"
     advice = "it looks like plain XML: rename it without .gz" if plain else f"if it is damaged, {REDOWNLOAD}"
-    return GzipDamage("not_gzip", 0, f"not a gzip file: it starts with {_head(first)}, not the gzip magic "
-                                     "bytes 1f 8b", advice)
+    return GzipDamage(
+        "not_gzip", 0, f"not a gzip file: it starts with {_head(first)}, not the gzip magic bytes 1f 8b", advice
+    )
 
 
 def _garbage(offset: int, data: bytes, raw: BinaryIO) -> GzipDamage:
@@ -73,10 +76,14 @@ def _garbage(offset: int, data: bytes, raw: BinaryIO) -> GzipDamage:
         size = f"{os.fstat(raw.fileno()).st_size - offset:,} bytes"
     except (AttributeError, OSError, ValueError):
         size = "bytes"
-    return GzipDamage("trailing_garbage", offset, f"trailing garbage after the gzip stream at byte {offset:,} "
-                                                  f"({size} that are not gzip data, starting {_head(data)}): not "
-                                                  "the file as published (appended to by an interrupted or "
-                                                  "repeated download?)")
+    return GzipDamage(
+        "trailing_garbage",
+        offset,
+        f"trailing garbage after the gzip stream at byte {offset:,} "
+        f"({size} that are not gzip data, starting {_head(data)}): not "
+        "the file as published (appended to by an interrupted or "
+        "repeated download?)",
+    )
 
 
 def inflate(raw: BinaryIO, block: int = 1 << 16) -> Iterator[bytes]:
@@ -111,8 +118,11 @@ def inflate(raw: BinaryIO, block: int = 1 << 16) -> Iterator[bytes]:
         try:
             out = inflater.decompress(data)
         except _INFLATE_ERRORS as e:
-            raise GzipDamage("corrupt", pos, f"corrupt gzip data between byte {pos:,} and byte "
-                                             f"{pos + len(data):,} ({type(e).__name__}: {e})") from e
+            raise GzipDamage(
+                "corrupt",
+                pos,
+                f"corrupt gzip data between byte {pos:,} and byte {pos + len(data):,} ({type(e).__name__}: {e})",
+            ) from e
         if out:
             yield out
         if inflater.eof:
@@ -122,9 +132,13 @@ def inflate(raw: BinaryIO, block: int = 1 << 16) -> Iterator[bytes]:
         else:
             pos, data = pos + len(data), b""
     if inflater is not None:
-        raise GzipDamage("truncated", pos, f"truncated gzip stream: the file ends at byte {pos:,}, inside the "
-                                           f"compressed data that starts at byte {member_start:,} (an "
-                                           "interrupted download or copy)")
+        raise GzipDamage(
+            "truncated",
+            pos,
+            f"truncated gzip stream: the file ends at byte {pos:,}, inside the "
+            f"compressed data that starts at byte {member_start:,} (an "
+            "interrupted download or copy)",
+        )
 
 
 class DamageAsEnd:
@@ -156,6 +170,6 @@ class DamageAsEnd:
             return b"".join(iter(lambda: self.read(1 << 20), b""))
         if not self._refill():
             return b""
-        out = self._piece[self._at:self._at + size]
+        out = self._piece[self._at : self._at + size]
         self._at += len(out)
         return out

@@ -73,8 +73,7 @@ def parse_article(elem: etree._Element, counts: Counter, require_abstract: bool)
         return None
     sections = [s for s in (title, abstract) if s]
     language = parts.get("Language")
-    meta = {"language": None if language is None else language.text or "",
-            "year": _year(parts.get("Journal"))}
+    meta = {"language": None if language is None else language.text or "", "year": _year(parts.get("Journal"))}
     return Document(doc_id=f"pmid:{pmid}", sections=sections, meta=meta)
 
 
@@ -87,13 +86,14 @@ _REMOVE = "or remove it from --input"
 def _source(path: Path, raw: BinaryIO) -> BinaryIO | DamageAsEnd:
     """What the parser reads: a .gz file's decompressed bytes (damage reads as their end), else the file."""
     if os.fstat(raw.fileno()).st_size == 0:
-        raise CorpusFileError(f"{path}: empty file (0 bytes; an interrupted download or copy?): {REDOWNLOAD} "
-                              f"{_REMOVE}")
+        raise CorpusFileError(f"{path}: empty file (0 bytes; an interrupted download or copy?): {REDOWNLOAD} {_REMOVE}")
     if path.name.endswith(".gz"):
         return DamageAsEnd(raw)
     if raw.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC:
-        raise CorpusFileError(f"{path}: gzip-compressed data in a file named without .gz (it starts with the gzip "
-                              f"magic bytes 1f 8b); rename it to {path.name}.gz")
+        raise CorpusFileError(
+            f"{path}: gzip-compressed data in a file named without .gz (it starts with the gzip "
+            f"magic bytes 1f 8b); rename it to {path.name}.gz"
+        )
     raw.seek(0)
     return raw
 
@@ -116,8 +116,9 @@ def _describe(path: Path, raw: BinaryIO, source: object, last_pmid: str | None, 
     except (OSError, ValueError):
         offset = ""
     bad_bytes = getattr(err, "code", None) == etree.ErrorTypes.ERR_INVALID_ENCODING
-    what = "bytes that are not UTF-8 (or not the XML's declared encoding)" if bad_bytes else \
-        "malformed or truncated XML"
+    what = (
+        "bytes that are not UTF-8 (or not the XML's declared encoding)" if bad_bytes else "malformed or truncated XML"
+    )
     read = "the records before it were read" if last_pmid else "no record could be read"
     return f"{path}: {what} {where}{offset} ({type(err).__name__}: {err}); {read}; {REDOWNLOAD} {_REMOVE}"
 
@@ -147,12 +148,19 @@ def iter_records(path: str | Path) -> Iterator[etree._Element]:
             raise CorpusFileError(_describe(path, raw, source, last_pmid, source.damage))
     if root is None or root.tag != ROOT_TAG:
         found = "no root element" if root is None else f"root element <{root.tag}>"
-        raise CorpusFileError(f"{path}: not a PubMed XML file ({found}, expected <{ROOT_TAG}>); "
-                              "remove it from --input or pass it to the matching reader")
+        raise CorpusFileError(
+            f"{path}: not a PubMed XML file ({found}, expected <{ROOT_TAG}>); "
+            "remove it from --input or pass it to the matching reader"
+        )
 
 
-def read_pubmed(path: str | Path, counts: Counter, *, require_abstract: bool = True,
-                on_delete: Callable[[list[str]], None] | None = None) -> Iterator[Document]:
+def read_pubmed(
+    path: str | Path,
+    counts: Counter,
+    *,
+    require_abstract: bool = True,
+    on_delete: Callable[[list[str]], None] | None = None,
+) -> Iterator[Document]:
     """Yield one Document per usable <PubmedArticle>; count every record that is not used, by reason.
 
     `on_delete` receives the PMIDs of each <DeleteCitation> (update files list citations withdrawn from

@@ -11,16 +11,16 @@ import re
 
 # Words that end in a period but rarely end a sentence (compared lower-case, without the final period).
 # "etc." and "min." are deliberately absent: in abstracts they end sentences more often than not.
-ABBREVIATIONS = frozenset("""
+ABBREVIATIONS = frozenset(
+    """
     al fig figs eq eqs ref refs tab vol vols no nos vs approx ca cf dr mr mrs ms prof st jr sr inc ltd co
     corp dept univ sect suppl ch chap pp sp spp subsp var cv ed eds viz resp est
-""".split())
+""".split()
+)
 
 # Candidate boundary: '.' + optional closing quotes/brackets + whitespace, followed by an upper-case
 # letter, a digit or an opening quote/bracket; or '?'/'!' + whitespace (split unconditionally).
-_CANDIDATE = re.compile(
-    r"""\.['")\]]*\s+(?=['"(\[]*[A-Z0-9\u00c0-\u00d6\u00d8-\u00de\u0391-\u03a9])|[?!]['")\]]*\s+"""
-)
+_CANDIDATE = re.compile(r"""\.['")\]]*\s+(?=['"(\[]*[A-Z0-9\u00c0-\u00d6\u00d8-\u00de\u0391-\u03a9])|[?!]['")\]]*\s+""")
 _DOTTED = re.compile(r"(?:[A-Za-z]\.){2,}")  # e.g. i.e. U.S.
 
 

@@ -48,15 +48,25 @@ def find_task_dir(data_dir: str | Path, dataset: str, required: tuple[str, ...])
     """Accept the dataset's own folder or the root of BioBERT's datasets bundle (NER/, ner/ or flat)."""
     root = Path(data_dir)
     if not root.is_dir():
-        raise UserError(f"{root}: no such data directory. Pass --data_dir pointing at BioBERT's datasets "
-                        f"(the folder holding {dataset}/, or NER/ and RE/) or at {dataset}/ itself, or set "
-                        "BIOBERT_HOME to the folder whose datasets/ holds them (the recipes' layout).")
-    for candidate in (root, root / dataset, root / "NER" / dataset, root / "ner" / dataset,
-                      root / "RE" / dataset, root / "re" / dataset):
+        raise UserError(
+            f"{root}: no such data directory. Pass --data_dir pointing at BioBERT's datasets "
+            f"(the folder holding {dataset}/, or NER/ and RE/) or at {dataset}/ itself, or set "
+            "BIOBERT_HOME to the folder whose datasets/ holds them (the recipes' layout)."
+        )
+    for candidate in (
+        root,
+        root / dataset,
+        root / "NER" / dataset,
+        root / "ner" / dataset,
+        root / "RE" / dataset,
+        root / "re" / dataset,
+    ):
         if all((candidate / f).is_file() for f in required):
             return candidate
-    raise UserError(f"{root}: found no {dataset} data with files {list(required)} (looked in {root}, "
-                    f"{root / dataset}, {root / 'NER' / dataset}, {root / 'ner' / dataset})")
+    raise UserError(
+        f"{root}: found no {dataset} data with files {list(required)} (looked in {root}, "
+        f"{root / dataset}, {root / 'NER' / dataset}, {root / 'ner' / dataset})"
+    )
 
 
 def pad_rows(rows: list[list[int]], fill: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,15 +88,14 @@ def token_outputs(model_output: Any, batch: dict[str, torch.Tensor]) -> list[np.
 
 
 @torch.no_grad()
-def predict_outputs(engine: Any, task: TaskSpec, features: list[Any], pad_id: int, batch_size: int
-                    ) -> list[Any]:
+def predict_outputs(engine: Any, task: TaskSpec, features: list[Any], pad_id: int, batch_size: int) -> list[Any]:
     """`task.outputs` for every feature, each rank computing a contiguous share, gathered on every rank."""
     world, rank = engine.world_size, engine.rank
     share = -(-len(features) // world)
     mine = range(rank * share, min(len(features), (rank + 1) * share))
     outputs: list[np.ndarray] = []
     for start in range(mine.start, mine.stop, batch_size):
-        chunk = features[start: min(start + batch_size, mine.stop)]
+        chunk = features[start : min(start + batch_size, mine.stop)]
         batch = task.collate(chunk, pad_id)
         for key in [k for k in batch if k in ("labels", "start_positions", "end_positions")]:
             batch.pop(key)

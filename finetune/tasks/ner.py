@@ -43,8 +43,7 @@ class Sentence:
 # --------------------------------------------------------------------------------------------- reading
 
 
-def read_ner_tsv(path: str | Path, label_set: set[str] | None = None, *,
-                 allow_empty: bool = False) -> list[Sentence]:
+def read_ner_tsv(path: str | Path, label_set: set[str] | None = None, *, allow_empty: bool = False) -> list[Sentence]:
     """Read a BioBERT NER file: `word<TAB>label` per line, a blank line between sentences.
 
     Tolerates `\\r\\n` line ends, trailing spaces/tabs, extra blank lines and a missing final blank line;
@@ -75,15 +74,19 @@ def read_ner_tsv(path: str | Path, label_set: set[str] | None = None, *,
     if words:
         sentences.append(Sentence(words, labels, first_line, str(path)))
     if not sentences and not allow_empty:
-        raise UserError(f"{path}: no sentences found; expected `word<TAB>label` lines with a blank line "
-                        "between sentences. Check that the path points at the right split.")
+        raise UserError(
+            f"{path}: no sentences found; expected `word<TAB>label` lines with a blank line "
+            "between sentences. Check that the path points at the right split."
+        )
     return sentences
 
 
 def _read_text(path: Path) -> str:
     if not path.is_file():
-        raise UserError(f"{path}: no such file; expected a BioBERT NER file (train.tsv, devel.tsv or "
-                        "test.tsv with `word<TAB>label` lines). Check the task's data directory.")
+        raise UserError(
+            f"{path}: no such file; expected a BioBERT NER file (train.tsv, devel.tsv or "
+            "test.tsv with `word<TAB>label` lines). Check the task's data directory."
+        )
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -94,19 +97,27 @@ def _parse_line(path: Path, line_no: int, line: str, label_set: set[str] | None)
     columns = line.split("\t")
     if len(columns) != 2:
         hint = " (the line has no tab; is the file space separated?)" if len(columns) == 1 else ""
-        raise UserError(f"{path}:{line_no}: found {len(columns)} tab-separated column(s){hint} in "
-                        f"{line[:80]!r}; expected exactly 2, `word<TAB>label`. Convert the file to "
-                        "BioBERT's two-column format (e.g. keep only the first and last column of CoNLL).")
+        raise UserError(
+            f"{path}:{line_no}: found {len(columns)} tab-separated column(s){hint} in "
+            f"{line[:80]!r}; expected exactly 2, `word<TAB>label`. Convert the file to "
+            "BioBERT's two-column format (e.g. keep only the first and last column of CoNLL)."
+        )
     word, label = columns[0], columns[1].strip(" ")
     if not word.strip():
-        raise UserError(f"{path}:{line_no}: empty word before the tab in {line[:80]!r}; expected "
-                        "`word<TAB>label`. Remove the line or restore the word.")
+        raise UserError(
+            f"{path}:{line_no}: empty word before the tab in {line[:80]!r}; expected "
+            "`word<TAB>label`. Remove the line or restore the word."
+        )
     if label_set is not None and label not in label_set:
-        raise UserError(f"{path}:{line_no}: label {label!r} is not one of the allowed labels "
-                        f"{sorted(label_set)}; fix the label in the file or add it to the task's labels.")
+        raise UserError(
+            f"{path}:{line_no}: label {label!r} is not one of the allowed labels "
+            f"{sorted(label_set)}; fix the label in the file or add it to the task's labels."
+        )
     if label_set is None and not _is_tag(label):
-        raise UserError(f"{path}:{line_no}: label {label!r} is not an IOB/IOBES tag; expected 'O' or "
-                        "B/I/E/S optionally followed by '-Type' (e.g. 'B', 'I-Disease'). Fix the label.")
+        raise UserError(
+            f"{path}:{line_no}: label {label!r} is not an IOB/IOBES tag; expected 'O' or "
+            "B/I/E/S optionally followed by '-Type' (e.g. 'B', 'I-Disease'). Fix the label."
+        )
     return word, label
 
 
@@ -172,8 +183,13 @@ class _Window:
     end_piece: int  # exclusive
 
 
-def encode_ner(sentences: Sequence[Sentence], tokenizer: WordPieceTokenizer, label2id: Mapping[str, int],
-               max_len: int = 128, stride: int = 32) -> tuple[list[Feature], dict]:
+def encode_ner(
+    sentences: Sequence[Sentence],
+    tokenizer: WordPieceTokenizer,
+    label2id: Mapping[str, int],
+    max_len: int = 128,
+    stride: int = 32,
+) -> tuple[list[Feature], dict]:
     """First-sub-token labelling with overlapping windows for sentences longer than `max_len`.
 
     A window holds [CLS] + at most `max_len - 2` pieces + [SEP], always whole words, and the next window
@@ -189,14 +205,25 @@ def encode_ner(sentences: Sequence[Sentence], tokenizer: WordPieceTokenizer, lab
     """
     budget = max_len - 2
     if budget < 1:
-        raise UserError(f"max_len={max_len} leaves no room for word pieces after [CLS] and [SEP]; use a "
-                        "max_len of at least 3 (BioBERT uses 128 or 384)")
+        raise UserError(
+            f"max_len={max_len} leaves no room for word pieces after [CLS] and [SEP]; use a "
+            "max_len of at least 3 (BioBERT uses 128 or 384)"
+        )
     if not 0 <= stride < budget:
-        raise UserError(f"stride={stride} must be >= 0 and below max_len - 2 = {budget} so windows move "
-                        "forward; lower the stride or raise max_len")
+        raise UserError(
+            f"stride={stride} must be >= 0 and below max_len - 2 = {budget} so windows move "
+            "forward; lower the stride or raise max_len"
+        )
     features: list[Feature] = []
-    stats = {"sentences": len(sentences), "windows": 0, "split_sentences": 0, "words": 0, "max_pieces": 0,
-             "unk_words": 0, "cut_words": 0}
+    stats = {
+        "sentences": len(sentences),
+        "windows": 0,
+        "split_sentences": 0,
+        "words": 0,
+        "max_pieces": 0,
+        "unk_words": 0,
+        "cut_words": 0,
+    }
     for s_idx, sentence in enumerate(sentences):
         pieces = _word_pieces(sentence, tokenizer, budget, stats)
         label_ids = [_label_id(sentence, w, label2id) for w in range(len(sentence.words))]
@@ -231,10 +258,15 @@ def _word_pieces(sentence: Sentence, tokenizer, budget: int, stats: dict) -> lis
 def _label_id(sentence: Sentence, word: int, label2id: Mapping[str, int]) -> int:
     label = sentence.labels[word]
     if label not in label2id:
-        where = f"{sentence.source}:{sentence.line_no + word}" if sentence.source else \
-            f"sentence starting at line {sentence.line_no}, word {word}"
-        raise UserError(f"{where}: label {label!r} is not in the model's label map {list(label2id)}; "
-                        "build the label map from all splits or fix the label in the file.")
+        where = (
+            f"{sentence.source}:{sentence.line_no + word}"
+            if sentence.source
+            else f"sentence starting at line {sentence.line_no}, word {word}"
+        )
+        raise UserError(
+            f"{where}: label {label!r} is not in the model's label map {list(label2id)}; "
+            "build the label map from all splits or fix the label in the file."
+        )
     return label2id[label]
 
 
@@ -269,16 +301,16 @@ def _assign_owners(windows: list[_Window], lengths: list[int]) -> list[int]:
     for k, window in enumerate(windows):
         for w in range(window.first_word, window.end_word):
             left = word_start[w] - window.start_piece if window.start_piece > 0 else float("inf")
-            right = window.end_piece - (word_start[w] + lengths[w]) if window.end_piece < total \
-                else float("inf")
+            right = window.end_piece - (word_start[w] + lengths[w]) if window.end_piece < total else float("inf")
             score = min(left, right)
             if score > best_score[w]:
                 best_score[w], owner[w] = score, k
     return owner
 
 
-def _build_feature(tokenizer, pieces: list[list[int]], label_ids: list[int], owner: list[int],
-                   window: _Window, s_idx: int, k: int) -> Feature:
+def _build_feature(
+    tokenizer, pieces: list[list[int]], label_ids: list[int], owner: list[int], window: _Window, s_idx: int, k: int
+) -> Feature:
     input_ids = [tokenizer.cls_id]
     labels = [IGNORE_INDEX]
     word_index = [-1]
@@ -305,12 +337,20 @@ def collate_ner(features: Sequence[Feature], pad_id: int) -> dict[str, torch.Ten
 
     input_ids, attention_mask = pad_rows([f.input_ids for f in features], pad_id)
     labels, _ = pad_rows([f.label_ids for f in features], IGNORE_INDEX)
-    return {"input_ids": input_ids, "attention_mask": attention_mask,
-            "token_type_ids": torch.zeros_like(input_ids), "labels": labels}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": torch.zeros_like(input_ids),
+        "labels": labels,
+    }
 
 
-def decode_ner(features: Sequence[Feature], logits: Sequence[np.ndarray], sentences: Sequence[Sentence],
-               id2label: Mapping[int, str] | Sequence[str]) -> list[list[str]]:
+def decode_ner(
+    features: Sequence[Feature],
+    logits: Sequence[np.ndarray],
+    sentences: Sequence[Sentence],
+    id2label: Mapping[int, str] | Sequence[str],
+) -> list[list[str]]:
     """Per-word labels for every sentence, each word taken from its owning window's first sub-token.
 
     `logits[i]` is feature i's [len, num_labels] array; trailing padding rows are ignored. A word
@@ -322,8 +362,9 @@ def decode_ner(features: Sequence[Feature], logits: Sequence[np.ndarray], senten
     for i, (feature, scores) in enumerate(zip(features, logits)):
         scores = np.asarray(scores)
         if scores.ndim != 2 or scores.shape[0] < len(feature.input_ids):
-            raise ValueError(f"logits[{i}] has shape {scores.shape}; expected "
-                             f"[>= {len(feature.input_ids)}, num_labels]")
+            raise ValueError(
+                f"logits[{i}] has shape {scores.shape}; expected [>= {len(feature.input_ids)}, num_labels]"
+            )
         best = scores[: len(feature.input_ids)].argmax(axis=-1)
         row = predictions[feature.sentence_index]
         for pos, word in enumerate(feature.word_index):
@@ -335,21 +376,24 @@ def decode_ner(features: Sequence[Feature], logits: Sequence[np.ndarray], senten
     for s_idx, row in enumerate(predictions):
         missing = [w for w, label in enumerate(row) if label is None]
         if missing:
-            raise RuntimeError(f"sentence {s_idx} (line {sentences[s_idx].line_no}): words {missing[:10]} "
-                               "got no prediction; were all its features passed to decode_ner?")
+            raise RuntimeError(
+                f"sentence {s_idx} (line {sentences[s_idx].line_no}): words {missing[:10]} "
+                "got no prediction; were all its features passed to decode_ner?"
+            )
     return predictions  # type: ignore[return-value]
 
 
-def write_predictions(path: str | Path, sentences: Sequence[Sentence], predictions: Sequence[Sequence[str]]
-                      ) -> None:
+def write_predictions(path: str | Path, sentences: Sequence[Sentence], predictions: Sequence[Sequence[str]]) -> None:
     """Write `word<TAB>gold<TAB>pred` lines, a blank line after each sentence: conlleval's input format."""
     if len(sentences) != len(predictions):
         raise ValueError(f"{len(predictions)} predicted sentences for {len(sentences)} sentences")
     lines: list[str] = []
     for s_idx, (sentence, predicted) in enumerate(zip(sentences, predictions)):
         if len(predicted) != len(sentence.words):
-            raise ValueError(f"sentence {s_idx} (line {sentence.line_no}) has {len(sentence.words)} words "
-                             f"but {len(predicted)} predictions")
+            raise ValueError(
+                f"sentence {s_idx} (line {sentence.line_no}) has {len(sentence.words)} words "
+                f"but {len(predicted)} predictions"
+            )
         lines.extend(f"{w}\t{g}\t{p}\n" for w, g, p in zip(sentence.words, sentence.labels, predicted))
         lines.append("\n")
     path = Path(path)

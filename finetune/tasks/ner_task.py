@@ -76,10 +76,15 @@ class NerTask:
     def score(self, split: SplitData, predictions: list[list[str]]) -> dict[str, float]:
         gold = [s.labels for s in split.examples]
         result = (strict_iob2 if self.scheme == "strict" else conlleval)(gold, predictions)
-        return {"precision": 100 * result["precision"], "recall": 100 * result["recall"],
-                "f1": 100 * result["f1"], "token_accuracy": 100 * result["token_accuracy"],
-                "true_entities": result["true_chunks"], "predicted_entities": result["pred_chunks"],
-                "correct_entities": result["correct_chunks"]}
+        return {
+            "precision": 100 * result["precision"],
+            "recall": 100 * result["recall"],
+            "f1": 100 * result["f1"],
+            "token_accuracy": 100 * result["token_accuracy"],
+            "true_entities": result["true_chunks"],
+            "predicted_entities": result["pred_chunks"],
+            "correct_entities": result["correct_chunks"],
+        }
 
     def write_predictions(self, path: Path, split: SplitData, predictions: list[list[str]]) -> None:
         write_predictions(path, split.examples, predictions)

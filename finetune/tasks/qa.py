@@ -63,8 +63,9 @@ class QAFeature:
 # --------------------------------------------------------------------------------------------- reading
 
 
-def read_squad_json(path: str | Path, *, pool_snippets: bool, batch: str = "", training: bool = False
-                    ) -> list[QAExample]:
+def read_squad_json(
+    path: str | Path, *, pool_snippets: bool, batch: str = "", training: bool = False
+) -> list[QAExample]:
     """Read a SQuAD-v1.1-layout file: data[].paragraphs[].{context, qas[].{id, question, answers}}.
 
     With `pool_snippets` (BioASQ), ids `<qid>_<nnn>` belong to question `<qid>`; otherwise each id is its
@@ -74,8 +75,11 @@ def read_squad_json(path: str | Path, *, pool_snippets: bool, batch: str = "", t
     for where, context, qa in iter_squad_qas(Path(path), "SQuAD-layout QA file"):
         qas_id = qa["id"]
         answers = read_answers(qa, Path(path), where)
-        examples.append(QAExample(qas_id, question_of(qas_id, pool_snippets), qa["question"], context, answers,
-                                  str(path), batch, training))
+        examples.append(
+            QAExample(
+                qas_id, question_of(qas_id, pool_snippets), qa["question"], context, answers, str(path), batch, training
+            )
+        )
     return examples
 
 
@@ -95,21 +99,29 @@ def read_answers(qa: dict, path: Path, where: str) -> list[tuple[str, int]]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise UserError(f"{path}: {where}: `answers` is {_short(value)}; expected a list of {_ANSWER_LAYOUT} "
-                        "objects ([] for none). Fix the record.")
+        raise UserError(
+            f"{path}: {where}: `answers` is {_short(value)}; expected a list of {_ANSWER_LAYOUT} "
+            "objects ([] for none). Fix the record."
+        )
     answers = []
     for k, answer in enumerate(value):
         if not isinstance(answer, dict):
-            raise UserError(f"{path}: {where}: answers[{k}] is {_short(answer)}, not an object; expected "
-                            f"{_ANSWER_LAYOUT}. An answer given as a plain string has no position: write it as "
-                            "that object.")
+            raise UserError(
+                f"{path}: {where}: answers[{k}] is {_short(answer)}, not an object; expected "
+                f"{_ANSWER_LAYOUT}. An answer given as a plain string has no position: write it as "
+                "that object."
+            )
         text, start = answer.get("text"), answer.get("answer_start")
         if not isinstance(text, str) or not text:
-            raise UserError(f"{path}: {where}: answers[{k}].text is {_short(text)}; expected the answer as a "
-                            f"non-empty string ({_ANSWER_LAYOUT}). Fix the record.")
+            raise UserError(
+                f"{path}: {where}: answers[{k}].text is {_short(text)}; expected the answer as a "
+                f"non-empty string ({_ANSWER_LAYOUT}). Fix the record."
+            )
         if not isinstance(start, int) or isinstance(start, bool):
-            raise UserError(f"{path}: {where}: answers[{k}].answer_start is {_short(start)}; expected an integer, "
-                            f"the character offset of {text!r} in `context` ({_ANSWER_LAYOUT}). Fix the record.")
+            raise UserError(
+                f"{path}: {where}: answers[{k}].answer_start is {_short(start)}; expected an integer, "
+                f"the character offset of {text!r} in `context` ({_ANSWER_LAYOUT}). Fix the record."
+            )
         answers.append((text, start))
     return answers
 
@@ -134,8 +146,10 @@ def iter_squad_qas(path: Path, what: str) -> Iterator[tuple[str, str, dict]]:
     """
     data = _load_json(path, what)
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise UserError(f"{path}: expected a JSON object with a `data` list (SQuAD v1.1 layout: data[]."
-                        "paragraphs[].qas[]); is this a BioASQ golden file instead of a test file?")
+        raise UserError(
+            f"{path}: expected a JSON object with a `data` list (SQuAD v1.1 layout: data[]."
+            "paragraphs[].qas[]); is this a BioASQ golden file instead of a test file?"
+        )
     seen: set[str] = set()
     for a, article in enumerate(data["data"]):
         for p, paragraph in enumerate(_records(article, "paragraphs", path, f"data[{a}]")):
@@ -187,8 +201,13 @@ def excluded_summary(stats: dict) -> str:
     return ", ".join(f"{stats[key]} {reason}" for key, reason in EXCLUDED.items() if stats.get(key))
 
 
-def encode_qa(examples: Sequence[QAExample], tokenizer: WordPieceTokenizer, max_len: int = 384,
-              stride: int = 128, max_query_length: int = 64) -> tuple[list[QAFeature], dict]:
+def encode_qa(
+    examples: Sequence[QAExample],
+    tokenizer: WordPieceTokenizer,
+    max_len: int = 384,
+    stride: int = 128,
+    max_query_length: int = 64,
+) -> tuple[list[QAFeature], dict]:
     """Windows of [CLS] question [SEP] context [SEP] over every example.
 
     `stride` is the overlap in tokens between neighbouring windows (this project's `--doc_stride`
@@ -201,9 +220,18 @@ def encode_qa(examples: Sequence[QAExample], tokenizer: WordPieceTokenizer, max_
     answer text does not occur in its context (or covers no token), is left out and counted per reason
     (`EXCLUDED`), never trained on garbage; when that leaves nothing to train on, the error says why.
     """
-    stats = {"examples": len(examples), "questions": len({e.qid for e in examples}), "features": 0,
-             "split_contexts": 0, "truncated_questions": 0, "excluded_pairs": 0, "excluded_questions": 0,
-             **dict.fromkeys(EXCLUDED, 0), "relocated_answers": 0, "windows_without_answer": 0}
+    stats = {
+        "examples": len(examples),
+        "questions": len({e.qid for e in examples}),
+        "features": 0,
+        "split_contexts": 0,
+        "truncated_questions": 0,
+        "excluded_pairs": 0,
+        "excluded_questions": 0,
+        **dict.fromkeys(EXCLUDED, 0),
+        "relocated_answers": 0,
+        "windows_without_answer": 0,
+    }
     questions = tokenizer.backend.encode_batch([e.question for e in examples], add_special_tokens=False)
     contexts = tokenizer.backend.encode_batch([e.context for e in examples], add_special_tokens=False)
     features: list[QAFeature] = []
@@ -213,10 +241,12 @@ def encode_qa(examples: Sequence[QAExample], tokenizer: WordPieceTokenizer, max_
         stats["truncated_questions"] += len(q_enc.ids) > max_query_length
         budget = max_len - len(q_ids) - 3
         if budget < 1 or not 0 <= stride < budget:
-            raise UserError(f"{example.source}: question {example.qas_id}: max_seq_length {max_len} leaves "
-                            f"{budget} context tokens after its {len(q_ids)} question tokens, which does not "
-                            f"allow a doc_stride (window overlap) of {stride}; raise --max_seq_length or lower "
-                            "--doc_stride")
+            raise UserError(
+                f"{example.source}: question {example.qas_id}: max_seq_length {max_len} leaves "
+                f"{budget} context tokens after its {len(q_ids)} question tokens, which does not "
+                f"allow a doc_stride (window overlap) of {stride}; raise --max_seq_length or lower "
+                "--doc_stride"
+            )
         target = None
         if example.training:
             target = _answer_tokens(example, c_enc.offsets, stats)
@@ -238,9 +268,11 @@ def encode_qa(examples: Sequence[QAExample], tokenizer: WordPieceTokenizer, max_
     stats["features"] = len(features)
     stats["excluded_questions"] = len(excluded)
     if not features and any(e.training for e in examples):
-        raise UserError(f"{examples[0].source}: every one of its {len(examples)} training pairs was left out "
-                        f"({excluded_summary(stats)}), so there is nothing to train on. A training pair needs "
-                        "an answer whose text occurs in its snippet; is this a test file?")
+        raise UserError(
+            f"{examples[0].source}: every one of its {len(examples)} training pairs was left out "
+            f"({excluded_summary(stats)}), so there is nothing to train on. A training pair needs "
+            "an answer whose text occurs in its snippet; is this a test file?"
+        )
     return features, stats
 
 
@@ -254,12 +286,13 @@ def _answer_tokens(example: QAExample, offsets: list[tuple[int, int]], stats: di
     return tokens
 
 
-def _locate_answer(example: QAExample, offsets: list[tuple[int, int]], stats: dict
-                   ) -> tuple[str, tuple[int, int] | None]:
+def _locate_answer(
+    example: QAExample, offsets: list[tuple[int, int]], stats: dict
+) -> tuple[str, tuple[int, int] | None]:
     if not example.answers:
         return "excluded_no_answer", None
     text, start = example.answers[0]
-    if start < 0 or example.context[start: start + len(text)] != text:
+    if start < 0 or example.context[start : start + len(text)] != text:
         start = example.context.find(text)  # a wrong answer_start: the first occurrence of the text
         if start < 0:
             return "excluded_answer_not_in_context", None
@@ -296,13 +329,21 @@ def max_context_owner(windows: list[tuple[int, int]], n_tokens: int) -> list[int
     return owner
 
 
-def _build_feature(tokenizer, q_ids: list[int], c_enc, lo: int, hi: int, index: int, k: int,
-                   owner: list[int]) -> QAFeature:
+def _build_feature(
+    tokenizer, q_ids: list[int], c_enc, lo: int, hi: int, index: int, k: int, owner: list[int]
+) -> QAFeature:
     head = [tokenizer.cls_id, *q_ids, tokenizer.sep_id]
     input_ids = head + c_enc.ids[lo:hi] + [tokenizer.sep_id]
     token_type_ids = [0] * len(head) + [1] * (hi - lo + 1)
-    return QAFeature(input_ids, token_type_ids, index, k, len(head), list(c_enc.offsets[lo:hi]),
-                     [owner[t] == k for t in range(lo, hi)])
+    return QAFeature(
+        input_ids,
+        token_type_ids,
+        index,
+        k,
+        len(head),
+        list(c_enc.offsets[lo:hi]),
+        [owner[t] == k for t in range(lo, hi)],
+    )
 
 
 def collate_qa(features: Sequence[QAFeature], pad_id: int) -> dict[str, torch.Tensor]:
@@ -311,9 +352,13 @@ def collate_qa(features: Sequence[QAFeature], pad_id: int) -> dict[str, torch.Te
 
     input_ids, attention_mask = pad_rows([f.input_ids for f in features], pad_id)
     token_type_ids, _ = pad_rows([f.token_type_ids for f in features], 0)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
-            "start_positions": torch.tensor([f.start_position for f in features], dtype=torch.long),
-            "end_positions": torch.tensor([f.end_position for f in features], dtype=torch.long)}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": token_type_ids,
+        "start_positions": torch.tensor([f.start_position for f in features], dtype=torch.long),
+        "end_positions": torch.tensor([f.end_position for f in features], dtype=torch.long),
+    }
 
 
 # ------------------------------------------------------------------------------------- post-processing
@@ -341,8 +386,12 @@ def softmax(scores: Sequence[float]) -> list[float]:
     return (e / e.sum()).tolist()
 
 
-def example_nbest(example: QAExample, parts: Sequence[tuple[QAFeature, np.ndarray, np.ndarray]],
-                  n_best: int = 20, max_answer_tokens: int = 30) -> list[Span]:
+def example_nbest(
+    example: QAExample,
+    parts: Sequence[tuple[QAFeature, np.ndarray, np.ndarray]],
+    n_best: int = 20,
+    max_answer_tokens: int = 30,
+) -> list[Span]:
     """The n best distinct spans of one example over all its windows, with per-example softmax.
 
     As BERT/BioBERT: per window the `n_best` highest start and end logits (here among context tokens
@@ -352,7 +401,7 @@ def example_nbest(example: QAExample, parts: Sequence[tuple[QAFeature, np.ndarra
     candidates = []
     for feature, start_logits, end_logits in parts:
         lo, n = feature.context_start, len(feature.offsets)
-        starts, ends = start_logits[lo: lo + n], end_logits[lo: lo + n]
+        starts, ends = start_logits[lo : lo + n], end_logits[lo : lo + n]
         top_s = np.argsort(-starts, kind="stable")[:n_best]
         top_e = np.argsort(-ends, kind="stable")[:n_best]
         for i in top_s:
@@ -365,7 +414,7 @@ def example_nbest(example: QAExample, parts: Sequence[tuple[QAFeature, np.ndarra
     spans: list[Span] = []
     seen: set[str] = set()
     for score, feature, i, j in candidates:
-        text = example.context[feature.offsets[i][0]: feature.offsets[j][1]]
+        text = example.context[feature.offsets[i][0] : feature.offsets[j][1]]
         if text in seen:
             continue
         seen.add(text)
@@ -390,8 +439,13 @@ def strip_answer(text: str) -> str:
     return text
 
 
-def pool_answers(snippet_spans: Sequence[Sequence[Span]], top_k: int = 5, max_chars: int = 100,
-                 scope: str = "snippet", strip: bool = True) -> list[tuple[str, float]]:
+def pool_answers(
+    snippet_spans: Sequence[Sequence[Span]],
+    top_k: int = 5,
+    max_chars: int = 100,
+    scope: str = "snippet",
+    strip: bool = True,
+) -> list[tuple[str, float]]:
     """BioASQ answers of one question from the n-best spans of all its snippets.
 
     `scope="snippet"` keeps each snippet's own softmax (what BioBERT does: probabilities come from
@@ -419,10 +473,18 @@ def pool_answers(snippet_spans: Sequence[Sequence[Span]], top_k: int = 5, max_ch
     return [(text, float(p)) for text, p in ranked[:top_k]]
 
 
-def decode_qa(examples: Sequence[QAExample], features: Sequence[QAFeature],
-              outputs: Sequence[tuple[np.ndarray, np.ndarray]], *, pool: bool, n_best: int = 20,
-              max_answer_tokens: int = 30, top_k: int = 5, max_chars: int = 100, scope: str = "snippet"
-              ) -> list[QuestionPrediction]:
+def decode_qa(
+    examples: Sequence[QAExample],
+    features: Sequence[QAFeature],
+    outputs: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    pool: bool,
+    n_best: int = 20,
+    max_answer_tokens: int = 30,
+    top_k: int = 5,
+    max_chars: int = 100,
+    scope: str = "snippet",
+) -> list[QuestionPrediction]:
     """Per question (in file order) its ranked answers: pooled over snippets (BioASQ) or the single best
     span by logit (SQuAD). A question with no usable span gets an empty list, which scores 0."""
     if len(features) != len(outputs):

@@ -62,8 +62,11 @@ TASK_PREFIX = {"factoid": "bioasq_", "list": "bioasq_list_", "yesno": "bioasq_ye
 BIOASQ_TASKS = {"bioasq_factoid": "", **{f"bioasq_{v}": v for v in VERSIONS}}
 BIOASQ_LIST_TASKS = {"bioasq_list": "", **{f"bioasq_list_{v}": v for v in VERSIONS}}
 QA_TASKS = [*BIOASQ_TASKS, *BIOASQ_LIST_TASKS, "squad"]
-_FILE_RE = re.compile(r"^BioASQ-(?P<split>train|test)-(?P<type>factoid|yesno|list)-(?P<v>\d+b)(?:-(?P<batch>\d+))?"
-                      r"(?:-(?P<variant>[a-z][a-z-]*))?\.json$", re.I)
+_FILE_RE = re.compile(
+    r"^BioASQ-(?P<split>train|test)-(?P<type>factoid|yesno|list)-(?P<v>\d+b)(?:-(?P<batch>\d+))?"
+    r"(?:-(?P<variant>[a-z][a-z-]*))?\.json$",
+    re.I,
+)
 
 
 @dataclass
@@ -79,18 +82,29 @@ def find_bioasq(data_dir: str | Path, version: str, qtype: str = "factoid") -> t
     root = Path(data_dir)
     pattern = f"BioASQ-(train|test)-{qtype}-<v>.json"
     if not root.is_dir():
-        raise UserError(f"{root}: no such data directory; pass --data_dir pointing at the folder with "
-                        f"{pattern} (or BioBERT's datasets bundle root)")
+        raise UserError(
+            f"{root}: no such data directory; pass --data_dir pointing at the folder with "
+            f"{pattern} (or BioBERT's datasets bundle root)"
+        )
     folders = (root, root / "BioASQ", root / "QA" / "BioASQ", root / "qa" / "bioasq", root / "bioasq")
     for folder in folders:
-        files = {p: m for p in sorted(folder.glob("*.json")) if (m := _FILE_RE.match(p.name))
-                 and m["type"].lower() == qtype} if folder.is_dir() else {}
+        files = (
+            {
+                p: m
+                for p in sorted(folder.glob("*.json"))
+                if (m := _FILE_RE.match(p.name)) and m["type"].lower() == qtype
+            }
+            if folder.is_dir()
+            else {}
+        )
         versions = sorted({m["v"].lower() for m in files.values()})
         if not versions:
             continue
         if not version and len(versions) > 1:
-            raise UserError(f"{folder}: BioASQ versions {versions} found; pick one with --task "
-                            f"{' or '.join(TASK_PREFIX[qtype] + v for v in versions)}")
+            raise UserError(
+                f"{folder}: BioASQ versions {versions} found; pick one with --task "
+                f"{' or '.join(TASK_PREFIX[qtype] + v for v in versions)}"
+            )
         v = version or versions[0]
         groups: dict[tuple[str, str], list[Path]] = {}
         for p, m in files.items():
@@ -100,22 +114,28 @@ def find_bioasq(data_dir: str | Path, version: str, qtype: str = "factoid") -> t
             raise UserError(f"{folder}: no BioASQ {v} {qtype} files (found versions {versions})")
         for paths in groups.values():
             if len(paths) > 1:
-                raise UserError(f"{folder}: {[p.name for p in paths]} are variants of one file; keep one per "
-                                "folder (BioBERT's release keeps Snippet-as-is and Full-Abstract apart)")
+                raise UserError(
+                    f"{folder}: {[p.name for p in paths]} are variants of one file; keep one per "
+                    "folder (BioBERT's release keeps Snippet-as-is and Full-Abstract apart)"
+                )
         train = groups.get(("train", ""), [None])[0]
         tests = {b: paths[0] for (split, b), paths in groups.items() if split == "test"}
         if len(tests) > 1:  # per-batch files (BioBERT's release) win over a combined file
             tests.pop("", None)
         names = {p.name.lower(): p for p in folder.glob("*.json")}
-        batches = [TestBatch(b, tests[b], names.get(f"{v.upper()}{b}_golden.json".lower(),
-                                                    folder / f"{v.upper()}{b}_golden.json"))
-                   for b in sorted(tests, key=lambda b: int(b or 0))]
+        batches = [
+            TestBatch(
+                b, tests[b], names.get(f"{v.upper()}{b}_golden.json".lower(), folder / f"{v.upper()}{b}_golden.json")
+            )
+            for b in sorted(tests, key=lambda b: int(b or 0))
+        ]
         return train, batches
     raise UserError(f"{root}: found no {pattern} files (looked in {', '.join(str(f) for f in folders)})")
 
 
-def read_test_batches(batches: list[TestBatch], read_one, golden_required: bool
-                      ) -> tuple[list, dict[str, dict[str, GoldenQuestion] | None]]:
+def read_test_batches(
+    batches: list[TestBatch], read_one, golden_required: bool
+) -> tuple[list, dict[str, dict[str, GoldenQuestion] | None]]:
     """Examples of every test batch (`read_one(batch)`) and each batch's golden questions; a batch without
     a golden file gets None unless `golden_required`. Every test question must be in its golden file."""
     examples, golden_of = [], {}
@@ -125,8 +145,10 @@ def read_test_batches(batches: list[TestBatch], read_one, golden_required: bool
         golden_of[b.batch] = golden
         missing = next((e.qid for e in batch_examples if golden is not None and e.qid not in golden), None)
         if missing:
-            raise UserError(f"question {missing} of test file {b.test} is not in golden file {b.golden}; "
-                            "pair each test file with its own golden file")
+            raise UserError(
+                f"question {missing} of test file {b.test} is not in golden file {b.golden}; "
+                "pair each test file with its own golden file"
+            )
         examples.extend(batch_examples)
     return examples, golden_of
 
@@ -159,6 +181,7 @@ class QATask:
     def recipe(self) -> str:
         """finetune/configs/<recipe>.json: one per question type, every BioASQ version alike."""
         return "squad" if self.dataset == "squad" else f"bioasq_{self.qtype}"
+
     max_answer_chars: int = 100  # longer pooled answers are dropped (BioBERT's transform)
     softmax_scope: str = "snippet"  # see qa.pool_answers
     list_threshold: float = LIST_THRESHOLD  # list answers: pooled probability >= this (bioasq_eval)
@@ -170,9 +193,14 @@ class QATask:
 
     def __post_init__(self) -> None:
         if not self.headline:
-            self.headline = {"factoid": ("strict_acc", "lenient_acc", "mrr", "questions"),
-                             "list": ("mean_precision", "mean_recall", "mean_f1", "questions")}[self.qtype] \
-                if self.pooled else ("exact_match", "f1", "questions")
+            self.headline = (
+                {
+                    "factoid": ("strict_acc", "lenient_acc", "mrr", "questions"),
+                    "list": ("mean_precision", "mean_recall", "mean_f1", "questions"),
+                }[self.qtype]
+                if self.pooled
+                else ("exact_match", "f1", "questions")
+            )
 
     @property
     def pooled(self) -> bool:
@@ -185,12 +213,21 @@ class QATask:
             if self._batches:
                 files["test"] = self._batches[0].test
         else:
-            folder = next((f for f in (Path(data_dir), Path(data_dir) / "SQuAD", Path(data_dir) / "squad")
-                           if (f / "train-v1.1.json").is_file() or (f / "dev-v1.1.json").is_file()), None)
+            folder = next(
+                (
+                    f
+                    for f in (Path(data_dir), Path(data_dir) / "SQuAD", Path(data_dir) / "squad")
+                    if (f / "train-v1.1.json").is_file() or (f / "dev-v1.1.json").is_file()
+                ),
+                None,
+            )
             if folder is None:
                 raise UserError(f"{data_dir}: found no SQuAD v1.1 files train-v1.1.json / dev-v1.1.json")
-            files = {k: folder / f for k, f in (("train", "train-v1.1.json"), ("test", "dev-v1.1.json"))
-                     if (folder / f).is_file()}
+            files = {
+                k: folder / f
+                for k, f in (("train", "train-v1.1.json"), ("test", "dev-v1.1.json"))
+                if (folder / f).is_file()
+            }
         self._files = dict(files)
         return files
 
@@ -203,18 +240,23 @@ class QATask:
             if self.qtype == "list" and training:  # one training span per answer occurrence of a pair
                 # (scoring this split, e.g. --eval_split train, then pools a pair once per answer; a pair
                 # without an answer stays, for encode_qa to leave out and count)
-                examples = [dataclasses.replace(e, answers=[a] if a else []) for e in examples
-                            for a in e.answers or [None]]
+                examples = [
+                    dataclasses.replace(e, answers=[a] if a else []) for e in examples for a in e.answers or [None]
+                ]
             return examples
         examples, self._golden = read_test_batches(
-            self._batches, lambda b: read_squad_json(b.test, pool_snippets=True, batch=b.batch, training=training),
-            golden_required=self.qtype == "factoid")
+            self._batches,
+            lambda b: read_squad_json(b.test, pool_snippets=True, batch=b.batch, training=training),
+            golden_required=self.qtype == "factoid",
+        )
         answered = {e.qid for e in examples if any(text for text, _ in e.answers)}
         unanswered = next((e for e in examples if self._golden[e.batch] is None and e.qid not in answered), None)
         if unanswered:
             b = next(b for b in self._batches if b.batch == unanswered.batch)
-            raise UserError(f"{b.test}: question {unanswered.qid} has no answers and there is no golden file "
-                            f"{b.golden}; put the official golden file next to the test file")
+            raise UserError(
+                f"{b.test}: question {unanswered.qid} has no answers and there is no golden file "
+                f"{b.golden}; put the official golden file next to the test file"
+            )
         return examples
 
     def set_labels(self, examples_by_split: dict[str, list]) -> list[str]:
@@ -226,15 +268,18 @@ class QATask:
         from biobert.models import load_task_model
 
         # num_labels 2 = start and end; it also resets a token-classification export's label map
-        return load_task_model(BertForQuestionAnswering, init_from, self.name, None, attn_implementation,
-                               num_labels=2)
+        return load_task_model(BertForQuestionAnswering, init_from, self.name, None, attn_implementation, num_labels=2)
 
     def encode(self, examples: list, tokenizer, max_len: int, stride: int) -> tuple[list, dict]:
         features, stats = encode_qa(examples, tokenizer, max_len, stride, self.max_query_length)
         stats["files"] = file_digests(examples, self._batches)
         if stats["excluded_pairs"] and dist.is_main():  # one count per reason: nothing is dropped unsaid
-            print(f"{self.name}: left out {stats['excluded_pairs']} of {stats['examples']} training pairs "
-                  f"({stats['excluded_questions']} questions): {excluded_summary(stats)}", file=sys.stderr, flush=True)
+            print(
+                f"{self.name}: left out {stats['excluded_pairs']} of {stats['examples']} training pairs "
+                f"({stats['excluded_questions']} questions): {excluded_summary(stats)}",
+                file=sys.stderr,
+                flush=True,
+            )
         return features, stats
 
     def collate(self, features: list, pad_id: int) -> dict[str, torch.Tensor]:
@@ -250,9 +295,17 @@ class QATask:
         """Factoid: the top 5 pooled answers; list: all pooled candidates (up to `list_max_answers`), from
         which `list_answers` selects."""
         top_k = self.top_k if self.qtype == "factoid" else max(self.top_k, self.list_max_answers)
-        return decode_qa(split.examples, split.features, outputs, pool=self.pooled, n_best=self.n_best,
-                         max_answer_tokens=self.max_answer_tokens, top_k=top_k,
-                         max_chars=self.max_answer_chars, scope=self.softmax_scope)
+        return decode_qa(
+            split.examples,
+            split.features,
+            outputs,
+            pool=self.pooled,
+            n_best=self.n_best,
+            max_answer_tokens=self.max_answer_tokens,
+            top_k=top_k,
+            max_chars=self.max_answer_chars,
+            scope=self.softmax_scope,
+        )
 
     def list_answers(self, prediction: QuestionPrediction) -> list[str]:
         return select_list_answers(prediction.answers, self.list_threshold, self.list_max_answers)
@@ -271,8 +324,9 @@ class QATask:
         for batch in dict.fromkeys(e.batch for e in split.examples):
             qids = list(dict.fromkeys(e.qid for e in split.examples if e.batch == batch))
             golden, where = self._gold_for(split, batch)
-            per_batch.append((batch or "all", scorer(answers, golden, qids, test_file=str(where[0]),
-                                                      golden_file=str(where[1]))))
+            per_batch.append(
+                (batch or "all", scorer(answers, golden, qids, test_file=str(where[0]), golden_file=str(where[1])))
+            )
         return average_batches(per_batch)
 
     def _gold_for(self, split: SplitData, batch: str) -> tuple[dict[str, GoldenQuestion], tuple]:
@@ -309,8 +363,13 @@ class QATask:
         questions = []
         for p in predictions:
             exact = self.list_answers(p) if self.qtype == "list" else [text for text, _ in p.answers]
-            questions.append({"id": p.qid, "type": self.qtype, "exact_answer": [[text] for text in exact],
-                              "answers_with_probability": [{"text": t, "probability": round(prob, 6)}
-                                                           for t, prob in p.answers],
-                              **({"batch": p.batch} if p.batch else {})})
+            questions.append(
+                {
+                    "id": p.qid,
+                    "type": self.qtype,
+                    "exact_answer": [[text] for text in exact],
+                    "answers_with_probability": [{"text": t, "probability": round(prob, 6)} for t, prob in p.answers],
+                    **({"batch": p.batch} if p.batch else {}),
+                }
+            )
         write_json(path, {"questions": questions})

@@ -45,8 +45,9 @@ class ReDataset:
 RE_DATASETS = {
     "gad": ReDataset(("GAD", "gad"), BINARY_LABELS, "0", ("@GENE$", "@DISEASE$"), True),
     "euadr": ReDataset(("euadr", "EU-ADR", "EUADR"), BINARY_LABELS, "0", ("@GENE$", "@DISEASE$"), True),
-    "chemprot": ReDataset(("chemprot", "ChemProt", "CHEMPROT"), CHEMPROT_LABELS, "False",
-                          ("BC6ENTC", "BC6ENTG"), False),
+    "chemprot": ReDataset(
+        ("chemprot", "ChemProt", "CHEMPROT"), CHEMPROT_LABELS, "False", ("BC6ENTC", "BC6ENTG"), False
+    ),
 }
 
 
@@ -62,11 +63,18 @@ def get_re_task(name: str) -> RelationTask | None:
     if name in RE_DATASETS and not RE_DATASETS[name].folds:
         return RelationTask(name=name, dataset=RE_DATASETS[name])
     if name in RE_DATASETS:
-        raise UserError(f"{name} has {N_FOLDS} cross-validation folds; pick one ({name}_1 ... {name}_{N_FOLDS}) "
-                        f"or run all of them with `python finetune/crossval.py --task {name} ...`")
+        raise UserError(
+            f"{name} has {N_FOLDS} cross-validation folds; pick one ({name}_1 ... {name}_{N_FOLDS}) "
+            f"or run all of them with `python finetune/crossval.py --task {name} ...`"
+        )
     key, _, fold = name.rpartition("_")
-    if key in RE_DATASETS and RE_DATASETS[key].folds and fold.isdigit() and 1 <= int(fold) <= N_FOLDS \
-            and fold == str(int(fold)):
+    if (
+        key in RE_DATASETS
+        and RE_DATASETS[key].folds
+        and fold.isdigit()
+        and 1 <= int(fold) <= N_FOLDS
+        and fold == str(int(fold))
+    ):
         return RelationTask(name=name, dataset=RE_DATASETS[key], fold=int(fold))
     return None
 
@@ -101,11 +109,14 @@ class RelationTask:
     def _folder(self, root: Path) -> Path:
         """BioBERT's bundle root, its RE/ folder, the dataset folder, or (folds) the fold folder itself."""
         if not root.is_dir():
-            raise UserError(f"{root}: no such data directory. Pass --data_dir pointing at BioBERT's datasets "
-                            f"(the folder holding {self.dataset.folders[0]}/) or at that folder itself.")
+            raise UserError(
+                f"{root}: no such data directory. Pass --data_dir pointing at BioBERT's datasets "
+                f"(the folder holding {self.dataset.folders[0]}/) or at that folder itself."
+            )
         sub = (str(self.fold),) if self.fold else ()
-        candidates = [root.joinpath(*prefix, name, *sub) for prefix in ((), ("RE",), ("re",))
-                      for name in self.dataset.folders]
+        candidates = [
+            root.joinpath(*prefix, name, *sub) for prefix in ((), ("RE",), ("re",)) for name in self.dataset.folders
+        ]
         names = {n.lower() for n in self.dataset.folders}
         if self.fold:  # the dataset folder, or the fold folder itself; named so GAD and EU-ADR never mix
             if root.name.lower() in names:
@@ -118,15 +129,19 @@ class RelationTask:
             if (candidate / "train.tsv").is_file() and (candidate / "test.tsv").is_file():
                 return candidate
         layout = f"{self.dataset.folders[0]}/{self.fold}/" if self.fold else f"{self.dataset.folders[0]}/"
-        raise UserError(f"{root}: found no {self.name} data: expected {layout}{{train,test}}.tsv under it, in "
-                        f"its RE/ folder, or --data_dir pointing at {layout} itself (looked in "
-                        f"{', '.join(str(c) for c in candidates[:3])}, ...)")
+        raise UserError(
+            f"{root}: found no {self.name} data: expected {layout}{{train,test}}.tsv under it, in "
+            f"its RE/ folder, or --data_dir pointing at {layout} itself (looked in "
+            f"{', '.join(str(c) for c in candidates[:3])}, ...)"
+        )
 
     def read(self, path: Path) -> list:
         hint = ""
         if self.dataset.folds and path.stem in ("dev", "devel"):
-            hint = (f"{self.dataset.folders[0]} has no development split (dev.tsv is empty in BioBERT's bundle): "
-                    "pass --eval_split '' to train and test without one (finetune/crossval.py does).")
+            hint = (
+                f"{self.dataset.folders[0]} has no development split (dev.tsv is empty in BioBERT's bundle): "
+                "pass --eval_split '' to train and test without one (finetune/crossval.py does)."
+            )
         return read_re_tsv(path, self.labels, empty_hint=hint)
 
     def set_labels(self, examples_by_split: dict[str, list]) -> list[str]:
@@ -138,8 +153,14 @@ class RelationTask:
 
         from biobert.models import load_task_model
 
-        return load_task_model(BertForSequenceClassification, init_from, self.name, self.labels,
-                               attn_implementation, problem_type="single_label_classification")
+        return load_task_model(
+            BertForSequenceClassification,
+            init_from,
+            self.name,
+            self.labels,
+            attn_implementation,
+            problem_type="single_label_classification",
+        )
 
     def encode(self, examples: list, tokenizer, max_len: int, stride: int) -> tuple[list, dict]:
         label2id = {label: i for i, label in enumerate(self.labels)}
@@ -163,8 +184,11 @@ class RelationTask:
         else:
             classes = [label for label in self.labels if label != self.dataset.negative]
             scores = micro_scores(gold, predictions, classes, negative=self.dataset.negative)
-        stats = {k: split.stats[k] for k in ("level", "truncated", "truncated_lost_marker", "max_pieces",
-                                             "max_seq_length") if k in split.stats}
+        stats = {
+            k: split.stats[k]
+            for k in ("level", "truncated", "truncated_lost_marker", "max_pieces", "max_seq_length")
+            if k in split.stats
+        }
         return {**scores, "stats": stats}
 
     def write_predictions(self, path: Path, split: SplitData, predictions: list[str]) -> None:

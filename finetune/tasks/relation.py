@@ -61,8 +61,9 @@ class RelationFeature:
 # --------------------------------------------------------------------------------------------- reading
 
 
-def read_re_tsv(path: str | Path, labels: Sequence[str], *, allow_empty: bool = False,
-                empty_hint: str = "") -> list[RelationExample]:
+def read_re_tsv(
+    path: str | Path, labels: Sequence[str], *, allow_empty: bool = False, empty_hint: str = ""
+) -> list[RelationExample]:
     """Read one BioBERT RE file; every label must be one of `labels` (the task's fixed label set).
 
     Tolerates `\\r\\n` line ends and blank lines (skipped; they hold no row). An empty file is an error
@@ -70,8 +71,10 @@ def read_re_tsv(path: str | Path, labels: Sequence[str], *, allow_empty: bool = 
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such file; expected a BioBERT RE file (`sentence<TAB>label` rows). "
-                        "Check the task's data directory.")
+        raise UserError(
+            f"{path}: no such file; expected a BioBERT RE file (`sentence<TAB>label` rows). "
+            "Check the task's data directory."
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -92,16 +95,20 @@ def read_re_tsv(path: str | Path, labels: Sequence[str], *, allow_empty: bool = 
             columns = NO_HEADER
         if len(cells) != len(columns):
             layout = "<TAB>".join(columns)
-            raise UserError(f"{path}:{line_no}: found {len(cells)} tab-separated column(s) in {line[:80]!r}; "
-                            f"expected {len(columns)}, `{layout}`. A tab inside a sentence or a missing "
-                            "label breaks the row: fix the line.")
+            raise UserError(
+                f"{path}:{line_no}: found {len(cells)} tab-separated column(s) in {line[:80]!r}; "
+                f"expected {len(columns)}, `{layout}`. A tab inside a sentence or a missing "
+                "label breaks the row: fix the line."
+            )
         row = dict(zip(columns, cells))
         sentence, label = row["sentence"].strip(), row["label"].strip()
         if not sentence:
             raise UserError(f"{path}:{line_no}: empty sentence; expected `sentence<TAB>label`. Fix the line.")
         if label not in allowed:
-            raise UserError(f"{path}:{line_no}: label {label!r} is not one of the task's labels "
-                            f"{list(labels)}; fix the label or run the task the file belongs to.")
+            raise UserError(
+                f"{path}:{line_no}: label {label!r} is not one of the task's labels "
+                f"{list(labels)}; fix the label or run the task the file belongs to."
+            )
         index = row.get("index", str(len(examples))).strip()
         examples.append(RelationExample(sentence, label, line_no, index, str(path)))
     if not examples and not allow_empty:
@@ -117,9 +124,13 @@ def _header(cells: list[str]) -> tuple[str, ...] | None:
 # ------------------------------------------------------------------------------------------- encoding
 
 
-def encode_relations(examples: Sequence[RelationExample], tokenizer: WordPieceTokenizer,
-                     label2id: dict[str, int], max_len: int, markers: Sequence[str] = ()
-                     ) -> tuple[list[RelationFeature], dict]:
+def encode_relations(
+    examples: Sequence[RelationExample],
+    tokenizer: WordPieceTokenizer,
+    label2id: dict[str, int],
+    max_len: int,
+    markers: Sequence[str] = (),
+) -> tuple[list[RelationFeature], dict]:
     """`[CLS] sentence [SEP]`, truncated to `max_len` pieces as BioBERT does (RE is sentence-level).
 
     Stats count the truncated examples and, among them, those where an occurrence of an entity marker
@@ -128,12 +139,20 @@ def encode_relations(examples: Sequence[RelationExample], tokenizer: WordPieceTo
     """
     budget = max_len - 2
     if budget < 1:
-        raise UserError(f"max_seq_length={max_len} leaves no room for the sentence after [CLS] and [SEP]; "
-                        "use at least 3 (BioBERT uses 128 for RE)")
+        raise UserError(
+            f"max_seq_length={max_len} leaves no room for the sentence after [CLS] and [SEP]; "
+            "use at least 3 (BioBERT uses 128 for RE)"
+        )
     marker_ids = _marker_pieces(tokenizer, markers)
-    stats = {"level": "sentence", "examples": len(examples), "truncated": 0, "truncated_lost_marker": 0,
-             "max_pieces": 0, "max_seq_length": max_len,
-             "marker_pieces": {m: _piece_names(tokenizer, ids) for m, ids in marker_ids.items()}}
+    stats = {
+        "level": "sentence",
+        "examples": len(examples),
+        "truncated": 0,
+        "truncated_lost_marker": 0,
+        "max_pieces": 0,
+        "max_seq_length": max_len,
+        "marker_pieces": {m: _piece_names(tokenizer, ids) for m, ids in marker_ids.items()},
+    }
     features = []
     ids_per_example = tokenizer.encode_batch([ex.sentence for ex in examples]) if examples else []
     for i, (example, ids) in enumerate(zip(examples, ids_per_example)):
@@ -145,9 +164,13 @@ def encode_relations(examples: Sequence[RelationExample], tokenizer: WordPieceTo
             ids = kept
         features.append(RelationFeature([tokenizer.cls_id, *ids, tokenizer.sep_id], label2id[example.label], i))
     if stats["truncated"] and examples:
-        print(f"note: {examples[0].source}: {stats['truncated']} of {len(examples)} sentences are longer than "
-              f"max_seq_length={max_len} and were truncated ({stats['truncated_lost_marker']} lost an entity "
-              "marker); raise --max_seq_length to keep them whole", file=sys.stderr, flush=True)
+        print(
+            f"note: {examples[0].source}: {stats['truncated']} of {len(examples)} sentences are longer than "
+            f"max_seq_length={max_len} and were truncated ({stats['truncated_lost_marker']} lost an entity "
+            "marker); raise --max_seq_length to keep them whole",
+            file=sys.stderr,
+            flush=True,
+        )
     return features, stats
 
 
@@ -157,9 +180,13 @@ def _marker_pieces(tokenizer: WordPieceTokenizer, markers: Sequence[str]) -> dic
     lost = {m: _piece_names(tokenizer, ids) for m, ids in out.items() if tokenizer.unk_id in ids}
     if lost:
         case = "lower-cased" if tokenizer.lowercase else "cased"
-        print(f"warning: {tokenizer.vocab_file} (read {case}) turns entity markers into [UNK]: {lost}; the "
-              "anonymised entities are then hard to tell apart. Check the casing (tokenizer_config.json "
-              "`do_lower_case`) or use the model's own vocab.txt.", file=sys.stderr, flush=True)
+        print(
+            f"warning: {tokenizer.vocab_file} (read {case}) turns entity markers into [UNK]: {lost}; the "
+            "anonymised entities are then hard to tell apart. Check the casing (tokenizer_config.json "
+            "`do_lower_case`) or use the model's own vocab.txt.",
+            file=sys.stderr,
+            flush=True,
+        )
     return out
 
 
@@ -170,7 +197,7 @@ def _piece_names(tokenizer: WordPieceTokenizer, ids: list[int]) -> list[str]:
 
 def _count(ids: list[int], pattern: list[int]) -> int:
     n = len(pattern)
-    return sum(ids[i: i + n] == pattern for i in range(len(ids) - n + 1)) if n else 0
+    return sum(ids[i : i + n] == pattern for i in range(len(ids) - n + 1)) if n else 0
 
 
 # ------------------------------------------------------------------------------- batching and decoding
@@ -179,17 +206,23 @@ def _count(ids: list[int], pattern: list[int]) -> int:
 def collate_relations(features: Sequence[RelationFeature], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad a batch to its longest sentence; `labels` is one class id per row."""
     input_ids, attention_mask = pad_rows([f.input_ids for f in features], pad_id)
-    return {"input_ids": input_ids, "attention_mask": attention_mask,
-            "token_type_ids": torch.zeros_like(input_ids),
-            "labels": torch.tensor([f.label_id for f in features], dtype=torch.long)}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": torch.zeros_like(input_ids),
+        "labels": torch.tensor([f.label_id for f in features], dtype=torch.long),
+    }
 
 
-def decode_relations(features: Sequence[RelationFeature], logits: Sequence[np.ndarray],
-                     n_examples: int, labels: Sequence[str]) -> list[str]:
+def decode_relations(
+    features: Sequence[RelationFeature], logits: Sequence[np.ndarray], n_examples: int, labels: Sequence[str]
+) -> list[str]:
     """One predicted label name per example, in input order (features are one per example)."""
     if len(features) != len(logits) or len(features) != n_examples:
-        raise ValueError(f"{len(logits)} logit rows, {len(features)} features, {n_examples} examples; "
-                         "RE has exactly one feature per example")
+        raise ValueError(
+            f"{len(logits)} logit rows, {len(features)} features, {n_examples} examples; "
+            "RE has exactly one feature per example"
+        )
     predictions: list[str | None] = [None] * n_examples
     for feature, scores in zip(features, logits):
         predictions[feature.example_index] = labels[int(np.asarray(scores).argmax())]

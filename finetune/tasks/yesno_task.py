@@ -41,6 +41,7 @@ class YesNoTask:
     def recipe(self) -> str:
         """finetune/configs/<recipe>.json."""
         return "bioasq_yesno"
+
     _files: dict[str, Path] = field(default_factory=dict, repr=False)
     _batches: list[TestBatch] = field(default_factory=list, repr=False)
     _golden: dict[str, dict[str, GoldenQuestion] | None] = field(default_factory=dict, repr=False)
