@@ -31,7 +31,6 @@ import math
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +42,7 @@ import reproduce_report  # noqa: E402
 from reproduce_progress import HEAD_COST, KINDS, Progress, count_tokens, hms  # noqa: E402
 
 from biobert.config import read_json, write_json  # noqa: E402
+from biobert.dist import free_port  # noqa: E402
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
 from data_prep.readers import expand_inputs  # noqa: E402
 
@@ -434,9 +434,7 @@ def launch_pretrain(plan: dict, run_dir: Path, init_from: str, steps: int, every
     elif run_dir.exists():  # stopped before its first checkpoint: nothing to keep
         print(f"  {run_dir}: stopped before its first checkpoint; starting it again", flush=True)
         shutil.rmtree(run_dir)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port, n = str(s.getsockname()[1]), str(plan["nproc"])
+    port, n = str(free_port()), str(plan["nproc"])
     launch = (
         [shutil.which("deepspeed") or "deepspeed", "--num_gpus", n, "--master_port", port]
         if plan["launcher"] == "deepspeed"

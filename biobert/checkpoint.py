@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from biobert import integrity
 from biobert.config import read_json, write_json
 from biobert.errors import UserError
 from biobert.faults import NO_FAULTS, Faults
+from biobert.files import git_sha
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,23 +45,6 @@ class TrainState:
     rollbacks: int = 0
     recent_losses: list[float] = dataclasses.field(default_factory=list)  # the divergence guard's window
     world_size: int = 1  # ranks that wrote the latest checkpoint (a different count resumes via universal)
-
-
-def git_sha() -> str:
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:

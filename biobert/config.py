@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from biobert.errors import UserError
+from biobert.files import write_json  # noqa: F401  (the one atomic JSON writer, re-exported)
 
 C = TypeVar("C")
 
@@ -232,13 +233,3 @@ def config_from_args(cls: type[C], args: argparse.Namespace, recipe: str | Path 
 
 def config_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
-
-
-def write_json(path: str | Path, data: dict) -> None:
-    """Write atomically so a reader never sees half a file (a temporary file per process, so two writers
-    never share one)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)

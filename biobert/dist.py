@@ -20,7 +20,7 @@ import torch
 from biobert.errors import UserError
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -46,7 +46,7 @@ def setup_env() -> None:
         if int(os.environ["WORLD_SIZE"]) > 1:
             os.environ["MASTER_PORT"] = "29500"
         else:
-            os.environ["MASTER_PORT"] = str(_free_port())
+            os.environ["MASTER_PORT"] = str(free_port())
 
 
 def first_slurm_host(nodelist: str) -> str:

@@ -30,6 +30,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 from biobert.errors import UserError, exit_on_user_error
+from biobert.files import write_json
 
 PUBMED_URL = "https://ftp.ncbi.nlm.nih.gov/pubmed/"
 PMC_URL = "https://ftp.ncbi.nlm.nih.gov/pub/pmc/oa_bulk/oa_comm/xml/"
@@ -338,10 +339,8 @@ def _load_manifest(path: Path) -> dict:
 
 
 def _write_manifest(path: Path, header: dict, entries: dict[str, dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     files = [{k: v for k, v in e.items() if k != "skipped"} for _, e in sorted(entries.items())]
-    tmp.write_text(json.dumps({**header, "files": files}, indent=1) + "\n")
-    os.replace(tmp, path)  # atomic: an interrupted run never leaves half a manifest
+    write_json(path, {**header, "files": files}, sort_keys=False, indent=1)  # atomic: never half a manifest
 
 
 @exit_on_user_error

@@ -398,21 +398,14 @@ def run(cfg: PrepConfig) -> dict:
 
 def _tool_version() -> str:
     """Package version, plus the git commit when run from a checkout (what the lead needs to reproduce)."""
-    import subprocess
     from importlib import metadata
 
     try:
         version = metadata.version("biobert")
     except metadata.PackageNotFoundError:
         version = "source"
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            text=True,
-            capture_output=True,
-            timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
+    from biobert.files import git_sha
+
+    sha = git_sha(short=True)
+    sha = "" if sha == "unknown" else sha
     return f"{version}+git.{sha}" if sha else version

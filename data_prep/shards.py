@@ -18,7 +18,6 @@ next_sentence_label int8. Examples are unpadded; padding/masking happen in the p
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ import pyarrow as pa
 
 from biobert.config import read_json
 from biobert.errors import UserError
+from biobert.files import file_sha256, write_json  # noqa: F401  (file_sha256: re-exported)
 
 FORMAT = "biobert-shards"
 FORMAT_VERSION = 1
@@ -53,14 +53,6 @@ def is_heldout(doc_id: str, fraction: float) -> bool:
     document contributes to both splits."""
     digest = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") < fraction * 2**64
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shard_name(index: int) -> str:
@@ -182,17 +174,8 @@ class ShardWriter:
 
 
 def write_json_atomic(path: Path, content: dict) -> None:
-    """tmp + fsync + rename: a reader (or a resumed run) sees the complete file or none.
-
-    The tmp name carries the pid so that concurrent writers (Slurm parts) never share a tmp file.
-    """
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(content, indent=2, sort_keys=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Key order as built (manifests read top-down); biobert.files.write_json: tmp + fsync + rename."""
+    write_json(path, content, sort_keys=False)
 
 
 def write_manifest(out_dir: Path, manifest: dict, name: str = MANIFEST) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from biobert.config import (  # noqa: E402
     write_json,
 )
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
+from biobert.files import file_sha256  # noqa: E402
 
 DEFAULT_DS = str(Path(__file__).resolve().parents[1] / "ds_configs" / "finetune.json")
 
@@ -97,7 +97,7 @@ def parse_args(argv: list[str] | None) -> tuple[FinetuneConfig, argparse.Namespa
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return file_sha256(path)[:16]  # recorded per data file; 16 hex digits tell files apart
 
 
 def load_splits(task, cfg: FinetuneConfig, tokenizer, checkpoint_config=None) -> dict:

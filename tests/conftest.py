@@ -138,12 +138,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from biobert.dist import free_port  # noqa: E402, F401  (tests import it from here)
 
 
 def read_metrics(run_dir: Path, kind: str = "train") -> dict[int, dict]:

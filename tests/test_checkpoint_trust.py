@@ -13,6 +13,7 @@ from conftest import REPO, read_metrics
 from pretrain.run import main
 
 pretrain = main.__wrapped__
+BATCH4 = ["--ds", "train_batch_size=4", "--ds", "train_micro_batch_size_per_gpu=4"]  # one micro-batch of 4
 
 
 @pytest.fixture(autouse=True)
@@ -24,10 +25,7 @@ def args(assets, run_dir, *extra, shards=None):
     return [
         "--deepspeed_config",
         "ds_configs/cpu.json",
-        "--ds",
-        "train_batch_size=4",
-        "--ds",
-        "train_micro_batch_size_per_gpu=4",
+        *BATCH4,
         "--ds",
         "optimizer.params.lr=5e-3",
         "--data_dir",

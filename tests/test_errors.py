@@ -38,9 +38,9 @@ SCRIPT = textwrap.dedent("""
 
 def _run(outcome: str, world: int) -> list[str]:
     """The script on `world` ranks at once; each rank's output."""
-    from biobert.dist import _free_port
+    from biobert.dist import free_port
 
-    port = str(_free_port())
+    port = str(free_port())
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", SCRIPT, outcome, port, str(r), str(world)],

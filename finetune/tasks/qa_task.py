@@ -23,7 +23,6 @@ Without a golden file the list and yes/no test splits are scored against the ans
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 import sys
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import torch
 from biobert import dist
 from biobert.config import write_json
 from biobert.errors import UserError
+from biobert.files import file_sha256
 from finetune.bioasq_eval import (
     LIST_MAX_ANSWERS,
     LIST_THRESHOLD,
@@ -161,7 +161,7 @@ def file_digests(examples: list, batches: list[TestBatch]) -> dict[str, str]:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return file_sha256(path)[:16]  # recorded per data file; 16 hex digits tell files apart
 
 
 @dataclass
