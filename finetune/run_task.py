@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
             len(train.features), global_batch, cfg.seed, shuffle=True, drop_last=False, lengths=lengths
         )
         total_steps = cfg.max_steps or max(1, round(cfg.epochs * sampler.steps_per_epoch))
+        if cfg.eval_every < 0:  # resolved before config.json is written: it records the config that runs
+            cfg.eval_every = sampler.steps_per_epoch
     dist.seed_everything(dist.derived_seed(cfg.seed, "init"))  # the new classifier's initial weights
     model = task.build_model(cfg.init_from, cfg.attn_implementation)
     if eval_only:
@@ -244,8 +246,6 @@ def main(argv: list[str] | None = None) -> dict:
     def exporter(eng, out_dir, provenance):
         checkpoint.export_hf_model(eng, out_dir, provenance, "", model, tokenizer)
 
-    if cfg.eval_every < 0 and sampler is not None:
-        cfg.eval_every = sampler.steps_per_epoch
     state = checkpoint.TrainState()
     if cfg.resume:
         client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), plan.tag)

@@ -135,3 +135,15 @@ def test_evaluation_only_reproduces_the_trained_runs_scores(tiny_assets, ner_dir
     # a pre-trained model has no trained head: evaluating it would score random weights
     with pytest.raises(UserError, match="no trained BertForTokenClassification head"):
         finetune(base(tiny_assets, ner_dir, tmp_path / "fresh", "--train_split", ""))
+
+
+def test_ner_learns_the_fixture_well_above_chance(tiny_assets, ner_dir, tmp_path):
+    """A loop that trains nothing (a lost gradient, a head never updated, labels misaligned) scores 0 here:
+    the fixture's entities are a word-level rule ("cancer"/"tumor" begin one, "disease" continues it), which
+    the tiny BERT learns completely in 20 epochs (measured: 100.0 devel and test F1); a tagger that says "O"
+    everywhere scores 0."""
+    results = finetune(
+        base(tiny_assets, ner_dir, tmp_path / "run", "--epochs", "20", "--export_hf", "false")
+        + ["--ds", "optimizer.params.lr=3e-3", "--ds", "train_batch_size=8"]
+    )
+    assert results["scores"]["devel"]["f1"] >= 90 and results["scores"]["test"]["f1"] >= 90, results["scores"]

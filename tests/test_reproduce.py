@@ -3,7 +3,6 @@ pre-training under the deepspeed launcher, Base and Bio fine-tuned on a tiny NER
 with 2 seeds, the report; then a second invocation that only skips, and --report_only."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -183,54 +182,19 @@ def test_reproduce_end_to_end_resume_and_report_only(tmp_path):
     assert (report / "reproduce.md").read_text().split("## What")[1] == md.split("## What")[1]
 
 
-def test_eta_sets_the_fixed_cost_of_each_fine_tuning_run_apart(tmp_path):
-    """30 tiny EU-ADR runs cost 30 run set-ups, not their few tokens' worth: the estimate must say so, and a
-    rate measured on them must not carry their set-ups over to a large single-split task. Units are
-    estimated WordPieces; a record counted in other units (sentences, before) must not set the rate."""
+def test_two_invocations_side_by_side_keep_both_timings(tmp_path):
+    """Base and Bio side by side in one work dir: each invocation adds its finished stage to timings.json as
+    the file is on disk, so neither overwrites the other's (the ETA's arithmetic itself is not pinned here:
+    it is an estimate, and a test restating its formula would only detect that it changed)."""
     sys.path.insert(0, str(REPO / "bench"))
     import reproduce_progress as r
 
-    o = r.RUN_OVERHEAD_S
-    timings = {
-        "re euadr base (30 runs)": {"kind": "re", "units": 1000.0, "units_of": r.UNITS, "wall_s": 30 * o + 1000 * 0.2}
-    }
-    (tmp_path / "timings.json").write_text(json.dumps(timings))
-    stages = [
-        {"name": "re euadr bio (30 runs)", "kind": "re", "units": 1000.0, "runs": 30, "done": lambda: False},
-        {"name": "re chemprot base (3 runs)", "kind": "re", "units": 100000.0, "runs": 3, "done": lambda: False},
-    ]
-    plan = {"work_dir": str(tmp_path), "nproc": 1, "gpus": 0, "tokens_per_step": 1}
-    p = r.Progress(plan, stages)
-    assert abs(p.rate("re") - 0.2) < 1e-9  # the run count is read from the name when the record has none
-    assert abs(p.estimate(stages[0]) - timings["re euadr base (30 runs)"]["wall_s"]) < 1e-6
-    assert abs(p.estimate(stages[1]) - (100000 * 0.2 + 3 * o)) < 1e-6
-    assert abs(p.eta(0) - p.estimate(stages[0]) - p.estimate(stages[1])) < 1e-6
-
-    del timings["re euadr base (30 runs)"]["units_of"]  # counted in sentences: not comparable, the prior rules
-    (tmp_path / "timings.json").write_text(json.dumps(timings))
-    assert r.Progress(plan, stages).rate("re") == r.PRIOR_S_PER_UNIT["re"]
-    stages[0]["name"] = "re euadr base (30 runs)"  # the same stage in this plan: re-counted in today's units
-    stages[0]["units"] = 4000.0
-    assert abs(r.Progress(plan, stages).rate("re") - 200 / 4000) < 1e-9
-
-    # Base and Bio side by side in one work dir: each invocation adds its stage to the file as it is on disk
-    work = tmp_path / "shared"
-    work.mkdir()
-    side = {"work_dir": str(work), "nproc": 1, "gpus": 0, "tokens_per_step": 1}
+    side = {"work_dir": str(tmp_path), "nproc": 1, "gpus": 0, "tokens_per_step": 1}
     first, second = r.Progress(side, []), r.Progress(side, [])  # both read the file before either wrote
     first.record("re gad base (30 runs)", {"kind": "re", "units": 1.0, "wall_s": 1.0})
     second.record("re gad bio (30 runs)", {"kind": "re", "units": 1.0, "wall_s": 2.0})
-    assert set(json.loads((work / "timings.json").read_text())) == {"re gad base (30 runs)", "re gad bio (30 runs)"}
-    assert not list(work.glob("*.tmp"))
-
-    # pre-training before it is measured: the plan's CPU-hours (held-out evaluations and model size in) per
-    # step, a heads-only step at HEAD_COST, over the ranks' threads
-    plan.update(est_pretrain_cpu_h=1.0, pretrain_steps=90, head_steps=20, gpus=0)
-    per_step = 3600 / (90 + r.HEAD_COST * 20)
-    threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
-    threads = min(threads, os.cpu_count() or 1)
-    assert abs(r.Progress(plan, []).rate("pretrain") - per_step / threads) < 1e-9
-    assert abs(r.Progress(plan, []).rate("pretrain_heads") - r.HEAD_COST * per_step / threads) < 1e-9
+    assert set(json.loads((tmp_path / "timings.json").read_text())) == {"re gad base (30 runs)", "re gad bio (30 runs)"}
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_report_names_a_constant_classifier(tmp_path):
