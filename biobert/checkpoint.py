@@ -56,6 +56,20 @@ def latest_tag(run_dir: str | Path) -> str | None:
     return pointer.read_text().strip() if pointer.is_file() else None
 
 
+def run_or_resume(run_dir: str | Path, done: str = "results.json") -> str:
+    """The one policy for a run an orchestrator owns (protocol, cross-validation): "done" when `done` exists
+    (read it back, never re-run), "resume" when a checkpoint exists (continue it exactly), else "fresh" (a
+    run stopped before its first checkpoint has nothing to keep: its folder is cleared and it starts again)."""
+    run_dir = Path(run_dir)
+    if (run_dir / done).is_file():
+        return "done"
+    if latest_tag(run_dir) is not None:
+        return "resume"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    return "fresh"
+
+
 def check_fresh_run_dir(run_dir: str | Path) -> None:
     """Refuse to start a new run on top of an old one: its checkpoints and metrics would be mixed."""
     if latest_tag(run_dir) is not None or (Path(run_dir) / "metrics.jsonl").exists():

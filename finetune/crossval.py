@@ -88,24 +88,19 @@ def _check_same_flags(run_dir: Path, task: str, flags: list[str]) -> None:
         write_json(record, mine)
 
 
-def run_fold(task: str, fold: int, run_dir: Path, flags: list[str]) -> tuple[dict, bool]:
-    """(the fold's results, whether it was run now); a finished fold is read back, never re-run."""
+def run_fold(task: str, fold: int, run_dir: Path, base: run_task.Job) -> tuple[dict, bool]:
+    """(the fold's results, whether it was run now), by the one skip / resume / restart policy
+    (checkpoint.run_or_resume): a finished fold is read back, never re-run."""
     fold_dir = run_dir / f"fold_{fold:02d}"
-    done = fold_dir / "results.json"
-    if done.is_file():
-        print(f"{task} fold {fold}: {done} exists, not re-run (delete {fold_dir} to redo it)", flush=True)
-        return json.loads(done.read_text()), False
-    extra = []
-    if checkpoint.latest_tag(fold_dir) is not None:
-        print(f"{task} fold {fold}: interrupted after a checkpoint; continuing it with --resume", flush=True)
-        extra = ["--resume"]
-    elif (fold_dir / "metrics.jsonl").exists():
-        raise UserError(
-            f"{fold_dir}: an interrupted fold with no checkpoint to resume from; delete the "
-            "folder to run the fold again (or pass --save_every N to make folds resumable)"
-        )
-    print(f"{task} fold {fold}: training in {fold_dir}", flush=True)
-    results = run_task.main.__wrapped__([*flags, "--task", f"{task}_{fold}", "--run_dir", str(fold_dir), *extra])
+    state = checkpoint.run_or_resume(fold_dir)
+    if state == "done":
+        print(f"{task} fold {fold}: {fold_dir}/results.json exists, not re-run (delete the folder to redo it)")
+        return json.loads((fold_dir / "results.json").read_text()), False
+    print(
+        f"{task} fold {fold}: {'continuing from its checkpoint' if state == 'resume' else 'training'} in {fold_dir}",
+        flush=True,
+    )
+    results = run_task.run(base.with_(task=f"{task}_{fold}", run_dir=str(fold_dir), resume=state == "resume"))
     gc.collect()  # the fold's model and engine, before the next fold builds its own
     return results, True
 
@@ -126,7 +121,8 @@ def _table(task: str, split: str, fold_scores: dict[int, dict], summary: dict) -
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict:
     args, flags = parse_args(argv)
-    cfg, _ = run_task.parse_args([*flags, "--task", f"{args.task}_1", "--run_dir", args.run_dir])  # fail early
+    base = run_task.job_from_args([*flags, "--task", f"{args.task}_1", "--run_dir", args.run_dir])  # fail early
+    cfg = base.cfg
     if not cfg.test_split:
         raise UserError("--test_split '': cross-validation scores each fold on its test split; keep it set")
     run_dir = Path(args.run_dir)
@@ -134,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     fold_scores: dict[int, dict] = {}
     summary: dict = {}
     for fold in args.folds:
-        results, _ = run_fold(args.task, fold, run_dir, flags)
+        results, _ = run_fold(args.task, fold, run_dir, base)
         fold_scores[fold] = results["scores"][cfg.test_split]
         summary = summarize(fold_scores)
         out = {

@@ -193,21 +193,14 @@ def train_dev_data(task, files: dict[str, Path], data_dir: str, run_dir: Path) -
 # -------------------------------------------------------------------------------------------- sub-runs
 
 
-def sub_run(run_dir: Path, argv: list[str], keep_checkpoints: bool = True) -> dict:
-    """One run_task run in `run_dir`; a finished one is read back, an interrupted one resumed or redone."""
-    done = run_dir / "results.json"
-    if done.is_file():
+def sub_run(run_dir: Path, job: run_task.Job, keep_checkpoints: bool = True) -> dict:
+    """One run_task run in `run_dir`, by the one skip / resume / restart policy (checkpoint.run_or_resume)."""
+    state = checkpoint.run_or_resume(run_dir)
+    if state == "done":
         print(f"{run_dir}: results.json exists, reused (delete the folder to redo it)", flush=True)
-        return json.loads(done.read_text())
-    extra = []
-    if checkpoint.latest_tag(run_dir) is not None:
-        print(f"{run_dir}: interrupted after a checkpoint; continuing it with --resume", flush=True)
-        extra = ["--resume"]
-    elif run_dir.exists():  # stopped before any checkpoint: nothing to keep in a folder this script owns
-        print(f"{run_dir}: interrupted before a checkpoint; starting it again", flush=True)
-        shutil.rmtree(run_dir)
-    print(f"{run_dir}: training", flush=True)
-    results = run_task.main.__wrapped__([*argv, "--run_dir", str(run_dir), *extra])
+        return json.loads((run_dir / "results.json").read_text())
+    print(f"{run_dir}: {'continuing from its checkpoint' if state == 'resume' else 'training'}", flush=True)
+    results = run_task.run(job.with_(run_dir=str(run_dir), resume=state == "resume"))
     gc.collect()  # the run's model and engine, before the next run builds its own
     if not keep_checkpoints:
         shutil.rmtree(checkpoint.checkpoint_dir(run_dir), ignore_errors=True)
@@ -234,35 +227,28 @@ def epoch_scores(run_dir: Path, results: dict, epochs: list[int], metric: str) -
     return out
 
 
-def grid_scores(task, base: list[str], data_dir: str, sub: Path, args, seed: int) -> dict[tuple[int, int], float]:
-    """Devel score of every (batch, epochs) of the grid trained on `data_dir`'s train split."""
+def grid_scores(task, base: run_task.Job, data_dir: str, sub: Path, args, seed: int) -> dict[tuple[int, int], float]:
+    """Devel score of every (batch, epochs) of the grid trained on `data_dir`'s train split (no HF export: the
+    selection runs' checkpoints are deleted once scored)."""
     metric = SELECT_METRIC[task.kind]
-    common = [*base, "--data_dir", data_dir, "--seed", str(seed), "--eval_split", "devel", "--test_split", ""]
-    if not any(a.split("=")[0] == "--export_hf" for a in base):
-        common += ["--export_hf", "false"]
+    common = base.with_(data_dir=data_dir, seed=seed, eval_split="devel", test_split="", export_hf=False)
     scores = {}
     for bs in args.batch_sizes:
         if args.exact_grid:
             for e in args.epoch_grid:
-                res = sub_run(
-                    sub / f"bs{bs}_ep{e}",
-                    [*common, "--ds", f"train_batch_size={bs}", "--epochs", str(e)],
-                    keep_checkpoints=False,
-                )
+                job = common.with_(epochs=float(e), ds=[f"train_batch_size={bs}"])
+                res = sub_run(sub / f"bs{bs}_ep{e}", job, keep_checkpoints=False)
                 scores[bs, e] = res["scores"]["devel"][metric]
         else:
             run = sub / f"bs{bs}"
-            res = sub_run(
-                run,
-                [*common, "--ds", f"train_batch_size={bs}", "--epochs", str(max(args.epoch_grid))],
-                keep_checkpoints=False,
-            )
+            job = common.with_(epochs=float(max(args.epoch_grid)), ds=[f"train_batch_size={bs}"])
+            res = sub_run(run, job, keep_checkpoints=False)
             for e, value in epoch_scores(run, res, args.epoch_grid, metric).items():
                 scores[bs, e] = value
     return scores
 
 
-def select(task, files: dict[str, Path], base: list[str], args, run_dir: Path) -> dict:
+def select(task, files: dict[str, Path], base: run_task.Job, args, run_dir: Path) -> dict:
     """The paper's selection: devel score, or mean K-fold CV score on train where there is no devel."""
     seed = args.seeds[0]
     if has_devel(task, files):
@@ -329,21 +315,23 @@ def _has_ds(flags: list[str], key: str) -> bool:
     return any(v.startswith(key + "=") for v in values)
 
 
-def setting_for(task, files: dict[str, Path], flags: list[str], args, run_dir: Path) -> tuple[dict, list[str], dict]:
-    """(recorded setting, run_task flags of the final runs, selection record or {})."""
+def setting_for(
+    task, files: dict[str, Path], base: run_task.Job, args, run_dir: Path
+) -> tuple[dict, run_task.Job, dict]:
+    """(recorded setting, the final runs' job, selection record or {})."""
     if args.protocol == "biobert-code":  # BioBERT's released settings are the task's recipe (run_task applies it)
         data_dir, train_split, note = train_dev_data(task, files, args.data_dir, run_dir)
         epochs = args.epochs or read_config_file(run_task.RECIPES / f"{task.recipe}.json")[0]["epochs"]
-        extra = ["--data_dir", data_dir, "--train_split", train_split, "--epochs", str(epochs)]
-        return {"epochs": epochs, "train_split": train_split, "train_data": note}, extra, {}
+        job = base.with_(data_dir=data_dir, train_split=train_split, epochs=float(epochs))
+        return {"epochs": epochs, "train_split": train_split, "train_data": note}, job, {}
     if task.kind == "qa":
         epochs = args.epochs or QA_FIXED_EPOCHS
         note = "QA has no devel split and the paper gives no selection for it: a fixed setting"
-        return {"epochs": epochs, "note": note}, ["--data_dir", args.data_dir, "--epochs", str(epochs)], {}
-    selection = select(task, files, flags, args, run_dir)
+        return {"epochs": epochs, "note": note}, base.with_(data_dir=args.data_dir, epochs=float(epochs)), {}
+    selection = select(task, files, base, args, run_dir)
     bs, epochs = selection["chosen"]["train_batch_size"], selection["chosen"]["epochs"]
-    extra = ["--data_dir", args.data_dir, "--ds", f"train_batch_size={bs}", "--epochs", str(epochs)]
-    return {"train_batch_size": bs, "epochs": epochs}, extra, selection
+    job = base.with_(data_dir=args.data_dir, epochs=float(epochs), ds=[f"train_batch_size={bs}"])
+    return {"train_batch_size": bs, "epochs": epochs}, job, selection
 
 
 def _check_same_args(run_dir: Path, record: dict) -> None:
@@ -356,7 +344,8 @@ def _check_same_args(run_dir: Path, record: dict) -> None:
     write_json(path, record)
 
 
-def run_protocol(task_name: str, args, flags: list[str], run_dir: Path) -> dict:
+def run_protocol(task_name: str, args, flags: list[str], run_dir: Path, base: run_task.Job) -> dict:
+    """`flags`: the user's run_task flags, recorded; `base`: the job they make, varied per sub-run."""
     task = get_task(task_name)
     files = task.splits(Path(args.data_dir))
     record = {
@@ -381,15 +370,12 @@ def run_protocol(task_name: str, args, flags: list[str], run_dir: Path) -> dict:
                 "--protocol biobert-code and for QA)"
             )
     _check_same_args(run_dir, record)
-    base = [*flags, "--task", task_name, "--init_from", args.init_from]
-    setting, extra, selection = setting_for(task, files, base, args, run_dir)
+    base = base.with_(task=task_name, init_from=args.init_from)
+    setting, final, selection = setting_for(task, files, base, args, run_dir)
     test_split = "test"
     per_seed = {}
     for seed in args.seeds:
-        res = sub_run(
-            run_dir / f"seed_{seed}",
-            [*base, *extra, "--seed", str(seed), "--eval_split", "", "--test_split", test_split],
-        )
+        res = sub_run(run_dir / f"seed_{seed}", final.with_(seed=seed, eval_split="", test_split=test_split))
         setting.setdefault("train_batch_size", res["train_batch_size"])
         per_seed[seed] = {k: v for k, v in res["scores"][test_split].items() if not isinstance(v, dict)}
     mean, std = mean_std(list(per_seed.values()))
@@ -416,10 +402,10 @@ def run_protocol(task_name: str, args, flags: list[str], run_dir: Path) -> dict:
     return out
 
 
-def run_folds(dataset: str, args, flags: list[str], run_dir: Path) -> dict:
+def run_folds(dataset: str, args, flags: list[str], run_dir: Path, base: run_task.Job) -> dict:
     """GAD / EU-ADR: the protocol on each fold on its own, then each seed's mean over the folds."""
     _check_same_args(run_dir, {"protocol": args.protocol, "task": dataset, "folds": "each fold: fold_NN/protocol.json"})
-    folds = {k: run_protocol(f"{dataset}_{k}", args, flags, run_dir / f"fold_{k:02d}") for k in args.folds}
+    folds = {k: run_protocol(f"{dataset}_{k}", args, flags, run_dir / f"fold_{k:02d}", base) for k in args.folds}
     per_seed = {s: mean_std([f["runs"][str(s)] for f in folds.values()])[0] for s in args.seeds}
     fold_means = [f["mean"] for f in folds.values()]
     mean, std = mean_std(list(per_seed.values()))
@@ -470,12 +456,12 @@ def main(argv: list[str] | None = None) -> dict:
     run_dir = Path(args.run_dir)
     folded = args.task in RE_DATASETS and RE_DATASETS[args.task].folds
     first = f"{args.task}_{args.folds[0]}" if folded else args.task
-    run_task.parse_args(
+    base = run_task.job_from_args(  # parsed once (bad flags fail now, not after selection), then varied per run
         [*flags, "--task", first, "--data_dir", args.data_dir, "--init_from", args.init_from, "--run_dir", str(run_dir)]
-    )  # bad run_task flags fail now, not after selection
+    )
     if folded:
-        return run_folds(args.task, args, flags, run_dir)
-    return run_protocol(args.task, args, flags, run_dir)
+        return run_folds(args.task, args, flags, run_dir, base)
+    return run_protocol(args.task, args, flags, run_dir, base)
 
 
 if __name__ == "__main__":

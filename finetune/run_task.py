@@ -96,6 +96,25 @@ def parse_args(argv: list[str] | None) -> tuple[FinetuneConfig, argparse.Namespa
     return cfg, args
 
 
+@dataclasses.dataclass
+class Job:
+    """What `run` needs: the run config and the DeepSpeed choice (a profile and its overrides). Orchestrators
+    (protocol.py, crossval.py) build one from the user's flags once, then vary it with `with_`."""
+
+    cfg: FinetuneConfig
+    deepspeed_config: str = DEFAULT_DS
+    ds: list[str] = dataclasses.field(default_factory=list)
+
+    def with_(self, ds: tuple[str, ...] | list[str] = (), **changes) -> Job:
+        """A copy with config fields changed and DeepSpeed overrides appended (a later one wins)."""
+        return Job(dataclasses.replace(self.cfg, **changes), self.deepspeed_config, [*self.ds, *ds])
+
+
+def job_from_args(argv: list[str] | None) -> Job:
+    cfg, args = parse_args(argv)
+    return Job(cfg, args.deepspeed_config, list(args.ds))
+
+
 def _sha256(path: Path) -> str:
     return file_sha256(path)[:16]  # recorded per data file; 16 hex digits tell files apart
 
@@ -140,7 +159,12 @@ def _check_fine_tuned(cfg: FinetuneConfig, model, checkpoint_config) -> None:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict:
-    cfg, args = parse_args(argv)
+    return run(job_from_args(argv))
+
+
+def run(job: Job) -> dict:
+    """Fine-tune (unless cfg.train_split is "") and score one task; returns what results.json holds."""
+    cfg, deepspeed_config, ds = job.cfg, job.deepspeed_config, job.ds
     from biobert.ds_config import load_ds_config, resolve_batch
     from biobert.engine import Engine
     from biobert.faults import Faults
@@ -165,9 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
     total_steps = 1  # evaluation only: the engine wants a schedule length; no step is taken
     if not eval_only:
         train = splits[cfg.train_split]
-        global_batch = resolve_batch(
-            load_ds_config(args.deepspeed_config, args.ds), dist.world_size(), args.deepspeed_config
-        )[0]
+        global_batch = resolve_batch(load_ds_config(deepspeed_config, ds), dist.world_size(), deepspeed_config)[0]
         lengths = np.array([len(f.input_ids) for f in train.features]) if cfg.group_by_length else None
         sampler = EpochSampler(
             len(train.features), global_batch, cfg.seed, shuffle=True, drop_last=False, lengths=lengths
@@ -186,9 +208,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     engine = Engine(
         model,
-        args.deepspeed_config,
+        deepspeed_config,
         total_steps=total_steps,
-        overrides=args.ds,
+        overrides=ds,
         compile_mode=cfg.compile,
         compile_backend=cfg.compile_backend,
         load_universal=bool(plan and plan.universal),
@@ -202,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     run_config = {
         "run": config_dict(cfg),
-        "deepspeed_overrides": args.ds,
+        "deepspeed_overrides": ds,
         "labels": task.labels,
         "data": {n: {"path": str(s.path), "sha256": _sha256(s.path), **s.stats} for n, s in splits.items()},
     }
