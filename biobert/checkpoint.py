@@ -136,7 +136,7 @@ def prepare_resume(run_dir: str | Path, world_size: int, tag: str = "", trust: b
     return ResumePlan(f"{tag}/universal", True, stage, tag_dir)
 
 
-# What may differ between a run and the checkpoint it resumes (README, "Checkpoints and exact resume").
+# What may differ between a run and the checkpoint it resumes (docs/reliability.md).
 MAY_CHANGE = (
     "the number of ranks (same global batch), the learning rate and schedule (--ds), max_steps, the "
     "log/eval/save cadence, keep_last, the divergence guard"
