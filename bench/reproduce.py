@@ -47,7 +47,6 @@ from biobert.errors import UserError, exit_on_user_error  # noqa: E402
 from data_prep.readers import expand_inputs  # noqa: E402
 
 DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-KIND_FLAGS = {"ner": [], "re": [], "qa": ["--max_seq_length", "384", "--doc_stride", "128"]}  # BioBERT's QA
 # Pre-training, CPU-s per token at 1 thread (bench/README.md, section 1), for est_pretrain_cpu_h: with the
 # held-out evaluations counted, the default 489 steps on 2 ranks are estimated at 22.5 min (23.1 measured idle).
 CPU_S_PER_TOKEN = 1.2e-3
@@ -498,7 +497,6 @@ def finetune_stage(plan: dict, g: dict) -> dict:
         "false",
         "--log_every",
         "100",
-        *KIND_FLAGS[g["kind"]],
         *(["--folds", ",".join(map(str, g["folds"]))] if g["folds"] else []),
     ]
     if plan["protocol"] == "biobert-code" or g["kind"] == "qa":  # the paper protocol picks epochs from its grid

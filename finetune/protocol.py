@@ -54,7 +54,6 @@ from finetune.tasks.re_task import N_FOLDS, RE_DATASETS  # noqa: E402
 from finetune.tasks.registry import get_task  # noqa: E402
 from finetune.tasks.relation import HEADERS  # noqa: E402
 
-SELECT_METRIC = {"ner": "f1", "re": "f1", "qa": "strict_acc"}
 QA_FIXED_EPOCHS = 5.0
 CV_SHUFFLE_SEED = 0
 OWNED_FLAGS = (
@@ -230,7 +229,7 @@ def epoch_scores(run_dir: Path, results: dict, epochs: list[int], metric: str) -
 def grid_scores(task, base: run_task.Job, data_dir: str, sub: Path, args, seed: int) -> dict[tuple[int, int], float]:
     """Devel score of every (batch, epochs) of the grid trained on `data_dir`'s train split (no HF export: the
     selection runs' checkpoints are deleted once scored)."""
-    metric = SELECT_METRIC[task.kind]
+    metric = task.select_metric
     common = base.with_(data_dir=data_dir, seed=seed, eval_split="devel", test_split="", export_hf=False)
     scores = {}
     for bs in args.batch_sizes:
@@ -271,7 +270,7 @@ def select(task, files: dict[str, Path], base: run_task.Job, args, run_dir: Path
     )
     return {
         "method": method,
-        "metric": f"{'devel' if method == 'devel' else 'cv'}_{SELECT_METRIC[task.kind]}",
+        "metric": f"{'devel' if method == 'devel' else 'cv'}_{task.select_metric}",
         "seed": seed,
         "exact_grid": args.exact_grid,
         "note": note,

@@ -35,6 +35,8 @@ class NerTask:
     scheme: str = "conlleval"  # "conlleval" (BioBERT's numbers) or "strict" (typed IOB2)
     labels: list[str] = field(default_factory=list)
 
+    select_metric: str = "f1"  # the devel score the paper's protocol selects hyper-parameters by
+
     @property
     def recipe(self) -> str:
         """finetune/configs/<recipe>.json: this task's BioBERT hyper-parameters."""

@@ -177,6 +177,8 @@ class QATask:
     max_answer_tokens: int = 30  # BioBERT's max_answer_length
     top_k: int = 5  # answers per BioASQ factoid question
 
+    select_metric: str = "strict_acc"  # the devel score the paper's protocol selects hyper-parameters by
+
     @property
     def recipe(self) -> str:
         """finetune/configs/<recipe>.json: one per question type, every BioASQ version alike."""

@@ -91,6 +91,8 @@ class RelationTask:
     def __post_init__(self) -> None:
         self.labels = list(self.dataset.labels)
 
+    select_metric: str = "f1"  # the devel score the paper's protocol selects hyper-parameters by
+
     @property
     def recipe(self) -> str:
         """finetune/configs/<recipe>.json: one recipe for every fold of a dataset (gad_3 -> gad)."""

@@ -37,6 +37,8 @@ class YesNoTask:
     max_query_length: int = 64  # question tokens kept (BioBERT/BERT default)
     labels: list[str] = field(default_factory=lambda: list(LABELS))
 
+    select_metric: str = "accuracy"  # the devel score the paper's protocol selects hyper-parameters by
+
     @property
     def recipe(self) -> str:
         """finetune/configs/<recipe>.json."""
