@@ -167,8 +167,8 @@ def heldout_at_start(plan: dict) -> dict:
     from biobert.models import load_pretraining_model
     from biobert.tokenizer import load_tokenizer
     from pretrain.collator import MaskingCollator
-    from pretrain.objective import PretrainingObjective, heldout_metrics
-    from pretrain.run import PretrainConfig, heldout_evaluator
+    from pretrain.objective import PretrainingObjective, heldout_evaluator
+    from pretrain.pretrain_config import PretrainConfig
 
     cfg = PretrainConfig(data_dir=str(Path(plan["work_dir"]) / "shards"), eval_batches=plan["eval_batches"])
     tok = load_tokenizer(plan["base_model"])
@@ -197,7 +197,7 @@ def heldout_at_start(plan: dict) -> dict:
     shim = OneProcess()
     with torch.no_grad():
         for shim.rank in range(plan["nproc"]):
-            evaluate = heldout_evaluator(cfg, shim, collate, heldout_metrics)
+            evaluate = heldout_evaluator(cfg, shim, collate)
             if evaluate is not None:
                 evaluate(shim, None)
     return {

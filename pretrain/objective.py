@@ -74,3 +74,41 @@ def heldout_metrics(engine, batches: list[dict]) -> dict[str, float]:
         sums = values if sums is None else sums + values
     total = engine.all_reduce_sum(sums)
     return {f"heldout_{n}": total[2 * i] / total[2 * i + 1] for i, n in enumerate(names) if total[2 * i + 1]}
+
+
+def heldout_evaluator(cfg, engine, collate, metrics=None):
+    """evaluate(engine, state) over this rank's share of the held-out split (the same masks at every
+    evaluation), or None when the shards hold no usable held-out split. `cfg`: a PretrainConfig."""
+    import sys
+
+    from biobert.dist import derived_seed, seed_everything
+    from biobert.errors import UserError
+    from data_prep.shards import open_shards
+
+    try:
+        heldout = open_shards(cfg.data_dir, "heldout")
+    except UserError:
+        return None
+    if len(heldout) == 0 or cfg.eval_batches < 1:
+        return None
+    mb, world, rank = engine.micro_batch, engine.world_size, engine.rank
+    per_rank = min(cfg.eval_batches, len(heldout) // (mb * world))
+    if per_rank == 0:
+        if rank == 0:
+            print(
+                f"warning: {cfg.data_dir}: {len(heldout)} held-out sequences, fewer than one micro-batch "
+                f"({mb}) per rank ({world}): no held-out evaluation. Prepare with a larger "
+                "--heldout_fraction.",
+                file=sys.stderr,
+            )
+        return None
+
+    def evaluate(eng, state):
+        seed_everything(derived_seed(cfg.seed, "heldout"))  # the same masks at every evaluation
+        batches = [
+            collate(heldout.get_batch(list(range((b * world + rank) * mb, (b * world + rank + 1) * mb))))
+            for b in range(per_rank)
+        ]
+        return (metrics or heldout_metrics)(eng, batches)
+
+    return evaluate

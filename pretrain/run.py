@@ -13,7 +13,6 @@ runs/ relative to BIOBERT_HOME or the current directory).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -21,32 +20,9 @@ if __package__ in (None, ""):  # run by path: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from biobert import checkpoint, dist  # noqa: E402
-from biobert.config import LoopConfig, add_config_args, config_dict, config_from_args, write_json  # noqa: E402
+from biobert.config import add_config_args, config_dict, config_from_args, write_json  # noqa: E402
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
-
-DEFAULT_RECIPE = Path(__file__).resolve().parent / "configs" / "biobert_phase1.json"
-
-
-@dataclasses.dataclass
-class PretrainConfig(LoopConfig):
-    data_dir: str = ""  # shards written by `python -m data_prep`
-    init_from: str = ""  # Hugging Face BERT directory to continue from (weights only, new run)
-    model_config: str = ""  # BERT config.json to train from scratch instead of init_from
-    tokenizer: str = ""  # vocab.txt or tokenizer directory; default: init_from
-    seq_len: int = 0  # expected sequence length of the shards (a check); 0 = whatever they hold
-    mlm_probability: float = 0.15  # share of each sequence's tokens masked (BERT's round(15 %), 80/10/10)
-    whole_word_mask: bool = False  # mask all pieces of a word together (pretrain/collator.py)
-    eval_batches: int = 20  # held-out micro-batches per rank at each evaluation
-    attn_implementation: str = "sdpa"  # "sdpa" (fused, the flash kernel when unpadded) or "eager"
-    max_steps: int = 1000
-    # Freeze the encoder (embeddings included, so the MLM decoder tied to them too) and train only the heads'
-    # own weights: a first phase when init_from has no MLM head, so that the random head's early gradients
-    # do not rewrite the encoder before the head can read it (bench/README.md, reproduction).
-    train_only_heads: bool = False
-    # Rows of the word embedding / MLM decoder padded to this multiple inside the run (30,522 -> 30,528) for the
-    # GPU's matrix units; exports are sliced back to the real vocabulary. 0 or 1: no padding.
-    pad_vocab_multiple: int = 64
-    compile: str = "auto"  # the whole objective under torch.compile on a GPU (static shapes: one graph)
+from pretrain.pretrain_config import DEFAULT_RECIPE, PretrainConfig, run_identity  # noqa: E402, F401
 
 
 def parse_args(argv: list[str] | None) -> tuple[PretrainConfig, argparse.Namespace]:
@@ -97,8 +73,15 @@ def check_compatible(manifest: dict, tokenizer, model, data_dir: str, tok_source
 def main(argv: list[str] | None = None, faults=None) -> dict:
     """`faults`: a biobert.faults.Faults for in-process callers (benchmarks, tests); default: the environment's."""
     cfg, args = parse_args(argv)
+    return run(cfg, args.deepspeed_config, args.ds, faults)
+
+
+def run(cfg: PretrainConfig, deepspeed_config: str, ds: list[str] | None = None, faults=None) -> dict:
+    """Pre-train as `cfg` says, on the DeepSpeed profile `deepspeed_config` with `ds` overrides; returns what
+    result.json holds. The Python API: orchestrators build a PretrainConfig and call this."""
     from biobert.faults import Faults
 
+    ds = list(ds or [])
     faults = faults or Faults.from_env()  # test hooks, read once
     from biobert.dist import derived_seed, seed_everything
     from biobert.engine import Engine
@@ -109,7 +92,7 @@ def main(argv: list[str] | None = None, faults=None) -> dict:
     from biobert.tokenizer import load_tokenizer
     from data_prep.shards import open_shards
     from pretrain.collator import MaskingCollator
-    from pretrain.objective import PretrainingObjective, heldout_metrics
+    from pretrain.objective import PretrainingObjective, heldout_evaluator
 
     if not cfg.data_dir:
         raise UserError(
@@ -142,9 +125,9 @@ def main(argv: list[str] | None = None, faults=None) -> dict:
     )
     engine = Engine(
         PretrainingObjective(model, vocab),
-        args.deepspeed_config,
+        deepspeed_config,
         total_steps=cfg.max_steps,
-        overrides=args.ds,
+        overrides=ds,
         compile_mode=cfg.compile,
         compile_backend=cfg.compile_backend,
         load_universal=bool(plan and plan.universal),
@@ -154,7 +137,7 @@ def main(argv: list[str] | None = None, faults=None) -> dict:
     identity = run_identity(cfg, data, engine.train_batch, model)
     if plan is not None:  # before anything is written: a different run is refused, its config.json kept
         checkpoint.check_same_run(plan, identity)
-    run_config = {"run": config_dict(cfg), "deepspeed_overrides": args.ds, "data_manifest": data, "identity": identity}
+    run_config = {"run": config_dict(cfg), "deepspeed_overrides": ds, "data_manifest": data, "identity": identity}
     if engine.rank == 0:
         write_json(Path(cfg.run_dir) / "config.json", run_config)
         write_json(Path(cfg.run_dir) / "ds_config.json", engine.config)
@@ -186,7 +169,7 @@ def main(argv: list[str] | None = None, faults=None) -> dict:
         seed=cfg.seed,
         pin=not engine.on_cpu,
     )
-    evaluate = heldout_evaluator(cfg, engine, collate, heldout_metrics)
+    evaluate = heldout_evaluator(cfg, engine, collate)
     state = checkpoint.TrainState()
     if cfg.resume:
         client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), plan.tag)
@@ -224,23 +207,6 @@ def main(argv: list[str] | None = None, faults=None) -> dict:
     return result
 
 
-def run_identity(cfg: PretrainConfig, data: dict, global_batch: int, model) -> dict:
-    """What defines a pre-training run, compared on --resume (checkpoint.check_same_run): the data, the global
-    batch (the sample position is counted in it), the seed (data order, masks, dropout), the model's shape and
-    the objective. Paths are not compared: a run may move to another filesystem."""
-    from biobert.models import config_sha256
-
-    return {
-        "data": data,
-        "train_batch_size": global_batch,
-        "seed": cfg.seed,
-        "model_config_sha256": config_sha256(model.config),
-        "objective": {
-            k: getattr(cfg, k) for k in ("mlm_probability", "whole_word_mask", "train_only_heads", "pad_vocab_multiple")
-        },
-    }
-
-
 def freeze_encoder(model) -> None:
     """Only the pre-training heads' own weights train; the tied decoder stays the (frozen) word embedding."""
     for p in model.bert.parameters():
@@ -253,39 +219,6 @@ def freeze_encoder(model) -> None:
         print(
             f"--train_only_heads: training {trainable:,} of {total:,} parameters (the MLM/NSP heads)", file=sys.stderr
         )
-
-
-def heldout_evaluator(cfg: PretrainConfig, engine, collate, heldout_metrics):
-    from biobert.dist import derived_seed, seed_everything
-    from data_prep.shards import open_shards
-
-    try:
-        heldout = open_shards(cfg.data_dir, "heldout")
-    except UserError:
-        return None
-    if len(heldout) == 0 or cfg.eval_batches < 1:
-        return None
-    mb, world, rank = engine.micro_batch, engine.world_size, engine.rank
-    per_rank = min(cfg.eval_batches, len(heldout) // (mb * world))
-    if per_rank == 0:
-        if rank == 0:
-            print(
-                f"warning: {cfg.data_dir}: {len(heldout)} held-out sequences, fewer than one micro-batch "
-                f"({mb}) per rank ({world}): no held-out evaluation. Prepare with a larger "
-                "--heldout_fraction.",
-                file=sys.stderr,
-            )
-        return None
-
-    def evaluate(eng, state):
-        seed_everything(derived_seed(cfg.seed, "heldout"))  # the same masks at every evaluation
-        batches = [
-            collate(heldout.get_batch(list(range((b * world + rank) * mb, (b * world + rank + 1) * mb))))
-            for b in range(per_rank)
-        ]
-        return heldout_metrics(eng, batches)
-
-    return evaluate
 
 
 if __name__ == "__main__":

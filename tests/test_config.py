@@ -64,7 +64,7 @@ def test_shipped_run_configs_load():
 
     from biobert.config import read_config_file
     from biobert.ds_config import load_ds_config
-    from pretrain.run import PretrainConfig
+    from pretrain.pretrain_config import PretrainConfig
 
     root = Path(__file__).resolve().parents[1]
     for path in sorted((root / "pretrain" / "configs").glob("*.json")):
