@@ -77,7 +77,7 @@ def minilm_dir() -> str:
 def run_ours_ner(spec: dict) -> dict:
     """The real entry point, in-process; fit() is wrapped only to note when training starts and ends."""
     import biobert.loop
-    from finetune.run_task import main
+    from finetune import run_task
 
     marks: dict[str, float] = {}
     real_fit = biobert.loop.fit
@@ -89,30 +89,32 @@ def run_ours_ner(spec: dict) -> dict:
         finally:
             marks["train_end"] = time.perf_counter()
 
-    biobert.loop.fit = timed_fit  # run_task imports fit inside main(), so it picks this up
-    results = main.__wrapped__(
-        [
-            "--task",
-            "ncbi_disease",
-            "--data_dir",
-            spec["data_dir"],
-            "--init_from",
-            spec["model"],
-            "--run_dir",
-            spec["run_dir"],
-            "--epochs",
-            str(spec["epochs"]),
-            "--eval_every",
-            "0",
-            "--progress",
-            "false",
-            "--seed",
-            str(SEED),
-            "--max_seq_length",
-            str(MAX_LEN),
-            "--eval_batch_size",
-            str(EVAL_BATCH),
-        ]
+    biobert.loop.fit = timed_fit  # run_task imports fit inside run(), so it picks this up
+    results = run_task.run(
+        run_task.job_from_args(
+            [
+                "--task",
+                "ncbi_disease",
+                "--data_dir",
+                spec["data_dir"],
+                "--init_from",
+                spec["model"],
+                "--run_dir",
+                spec["run_dir"],
+                "--epochs",
+                str(spec["epochs"]),
+                "--eval_every",
+                "0",
+                "--progress",
+                "false",
+                "--seed",
+                str(SEED),
+                "--max_seq_length",
+                str(MAX_LEN),
+                "--eval_batch_size",
+                str(EVAL_BATCH),
+            ]
+        )
     )
     end = time.perf_counter()
     test = results["scores"]["test"]
@@ -265,7 +267,7 @@ def run_peer_ner(spec: dict) -> dict:
 
 def run_ours_steps(spec: dict) -> dict:
     """A short real run; per-step wall time from metrics.jsonl, steps/epoch from the sampler's count."""
-    from finetune.run_task import main
+    from finetune import run_task
 
     argv = [
         "--task",
@@ -292,7 +294,7 @@ def run_ours_steps(spec: dict) -> dict:
         str(SEED),
         *spec["extra"],
     ]
-    main.__wrapped__(argv)
+    run_task.run(run_task.job_from_args(argv))
     records = [json.loads(x) for x in (Path(spec["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r.get("kind") == "train"]
     step_s = [BATCH / r["samples_per_s"] for r in train]

@@ -116,6 +116,16 @@ class _Profiler:
         self.path.write_text("\n".join(text))
 
 
+def load_probe():
+    """This tree's biobert/probe.py by path: it also counts around a baseline tree's library, which has none."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_probe", ROOT / "biobert" / "probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    return probe
+
+
 class _Counts:
     """After the timed steps, one log period (`log_every` steps, its log step included) is counted: host reads
     of tensors and dispatched ATen ops (biobert/probe.py, this tree's, also around a baseline tree's code), and
@@ -125,11 +135,7 @@ class _Counts:
     SYNC = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
 
     def __init__(self) -> None:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("bench_probe", ROOT / "biobert" / "probe.py")
-        self.probe = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(self.probe)
+        self.probe = load_probe()
         self.first_step = None
         self.result: dict = {}
 

@@ -51,14 +51,13 @@ CONFIGS = {  # name: (--ds overrides and flags, which trees)
 
 def one(spec: dict) -> dict:
     """In the child: this tree's probe around the tree-under-test's pretrain/run.py."""
-    import importlib.util
-
     sys.path.insert(0, spec["src"])
-    probe_spec = importlib.util.spec_from_file_location("step_probe", ROOT / "biobert" / "probe.py")
-    probe = importlib.util.module_from_spec(probe_spec)
-    probe_spec.loader.exec_module(probe)
+    sys.path.insert(1, str(ROOT / "bench"))
+    from gpu_configs import load_probe
+
+    probe = load_probe()
+    import pretrain.run as pretrain_run
     from biobert.engine import Engine
-    from pretrain.run import main
 
     argv = [
         "--deepspeed_config",
@@ -86,7 +85,11 @@ def one(spec: dict) -> dict:
         *spec["extra"],
     ]
     with probe.StepWindow(Engine, first=FIRST, n=N) as window:
-        main.__wrapped__(argv)
+        if hasattr(pretrain_run, "run"):  # the Python API; a baseline tree older than it has only its CLI
+            cfg, args = pretrain_run.parse_args(argv)
+            pretrain_run.run(cfg, args.deepspeed_config, args.ds)
+        else:
+            pretrain_run.main.__wrapped__(argv)
     return {
         "syncs_per_step": window.syncs.count / N,
         "ops_per_step": window.ops.count / N,

@@ -18,6 +18,7 @@ import torch
 from biobert import dist
 from biobert.ds_config import finalize, load_ds_config
 from biobert.errors import UserError
+from biobert.models import bert_attention_mask
 
 _NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm.weight", "layer_norm.bias")
 
@@ -202,8 +203,6 @@ class Engine:
         batch = self.to_device(batch)
         mask = batch.get("attention_mask")
         if self._hf_bert is not None and mask is not None and mask.dim() == 2:
-            from biobert.models import bert_attention_mask
-
             batch["attention_mask"] = bert_attention_mask(mask, *self._hf_bert)
         return self.ds(**batch)
 

@@ -20,6 +20,11 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def short_sha256(path: str | Path) -> str:
+    """16 hex digits of file_sha256: enough to tell data files apart in configs and results."""
+    return file_sha256(path)[:16]
+
+
 def write_json(path: str | Path, data: dict, *, sort_keys: bool = True, indent: int = 2) -> None:
     """tmp + fsync + rename: a reader (or a resumed run) sees the complete file or none, even after a power
     loss. The tmp name carries the pid, so concurrent writers (ranks, Slurm parts) never share one."""

@@ -32,7 +32,7 @@ from biobert.config import (  # noqa: E402
     write_json,
 )
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
-from biobert.files import file_sha256  # noqa: E402
+from biobert.files import short_sha256  # noqa: E402
 
 DEFAULT_DS = str(Path(__file__).resolve().parents[1] / "ds_configs" / "finetune.json")
 
@@ -113,10 +113,6 @@ class Job:
 def job_from_args(argv: list[str] | None) -> Job:
     cfg, args = parse_args(argv)
     return Job(cfg, args.deepspeed_config, list(args.ds))
-
-
-def _sha256(path: Path) -> str:
-    return file_sha256(path)[:16]  # recorded per data file; 16 hex digits tell files apart
 
 
 def load_splits(task, cfg: FinetuneConfig, tokenizer, checkpoint_config=None) -> dict:
@@ -226,7 +222,7 @@ def run(job: Job) -> dict:
         "run": config_dict(cfg),
         "deepspeed_overrides": ds,
         "labels": task.labels,
-        "data": {n: {"path": str(s.path), "sha256": _sha256(s.path), **s.stats} for n, s in splits.items()},
+        "data": {n: {"path": str(s.path), "sha256": short_sha256(s.path), **s.stats} for n, s in splits.items()},
     }
     # what defines a fine-tuning run, compared on --resume (checkpoint.check_same_run)
     run_config["identity"] = {

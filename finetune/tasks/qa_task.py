@@ -34,7 +34,7 @@ import torch
 from biobert import dist
 from biobert.config import write_json
 from biobert.errors import UserError
-from biobert.files import file_sha256
+from biobert.files import short_sha256
 from finetune.bioasq_eval import (
     LIST_MAX_ANSWERS,
     LIST_THRESHOLD,
@@ -157,11 +157,7 @@ def file_digests(examples: list, batches: list[TestBatch]) -> dict[str, str]:
     """sha256 (16 hex) of the files the examples came from and of their test batches' golden files."""
     sources = {Path(e.source) for e in examples}
     sources |= {b.golden for b in batches if b.test in sources and b.golden.is_file()}
-    return {str(p): _sha256(p) for p in sorted(sources)}
-
-
-def _sha256(path: Path) -> str:
-    return file_sha256(path)[:16]  # recorded per data file; 16 hex digits tell files apart
+    return {str(p): short_sha256(p) for p in sorted(sources)}
 
 
 @dataclass
