@@ -133,6 +133,8 @@ def prepare_resume(run_dir: str | Path, world_size: int, tag: str = "", trust: b
     from biobert.engine import convert_to_universal
 
     convert_to_universal(tag_dir, tag_dir / "universal")
+    if not trust:  # made here from the verified step, but a folder left from an earlier resume is read as it is
+        integrity.check_pickles(sorted((tag_dir / "universal").rglob("*.pt")))
     return ResumePlan(f"{tag}/universal", True, stage, tag_dir)
 
 

@@ -238,3 +238,18 @@ def test_fp16_loss_scale_survives_a_resume(tiny_assets, tmp_path, monkeypatch):
     want, got = read_metrics(full), read_metrics(part)
     assert [got[s]["loss"] for s in (3, 4)] == [want[s]["loss"] for s in (3, 4)]
     assert got[3]["loss_scale"] == want[3]["loss_scale"] == 32768.0 and got[4]["skipped_steps"] == 1
+
+
+def test_a_universal_folder_left_from_an_earlier_resume_is_checked_too(tiny_assets, tmp_path):
+    """A resume on another number of ranks converts the verified step into `<tag>/universal` once; a later resume
+    reads that folder as it is, so its pickles are checked before DeepSpeed loads them."""
+    from biobert.checkpoint import prepare_resume
+
+    run = tmp_path / "z1"
+    pretrain(args(tiny_assets, run, "--ds", "zero_optimization.stage=1", "--max_steps", "2"))
+    plan = prepare_resume(run, world_size=2)  # written by 1 rank, resumed by 2: converted
+    assert plan.universal and (run / "checkpoints" / "step_00000002" / "universal" / ".complete").is_file()
+    torch.save({"x": _RunsCode(tmp_path / "ran")}, run / "checkpoints" / "step_00000002" / "universal" / "extra.pt")
+    with pytest.raises(UserError, match=r"extra.pt: the pickle references io.open.*Refused"):
+        prepare_resume(run, world_size=2)
+    assert not (tmp_path / "ran").exists()
