@@ -53,7 +53,7 @@ NODE_CORES = 64
 def _child_prepare(spec: dict) -> dict:
     """One `python -m data_prep` run in this process (workers=1: sequential, in this very process)."""
     sys.path.insert(0, spec["src"])
-    from data_prep.parallel import run
+    from data_prep import prepare as run
     from data_prep.pipeline import PrepConfig
 
     cfg = PrepConfig(

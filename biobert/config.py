@@ -89,11 +89,25 @@ def _coerce(cls: type, key: str, value: Any, source: str) -> Any:
             pass
     elif tp is str and isinstance(value, (str, int, float)):
         return str(value)
+    elif (tp is dict or typing.get_origin(tp) is dict) and isinstance(value, (dict, str)):
+        if isinstance(value, dict):
+            return dict(value)
+        pairs = [item.partition("=") for item in value.split(",") if item]  # CLI: key=value,key=value
+        if all(sep for _, sep, _ in pairs):
+            return {k.strip(): _json_or_text(v) for k, _, v in pairs}
     elif typing.get_origin(tp) is list and isinstance(value, (list, str)):
         items = value.split(",") if isinstance(value, str) else value
         inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
         return [inner(v) for v in items if v != ""]
     raise UserError(f"{source}: `{key}` expects {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _json_or_text(text: str) -> Any:
+    """A CLI value as JSON when it parses (20, 0.5, true), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _check_keys(cls: type, data: dict, source: str) -> None:

@@ -12,9 +12,9 @@ import os
 import sys
 
 from biobert.errors import UserError, exit_on_user_error
+from data_prep import prepare
 from data_prep.outdir import merge
 from data_prep.packing import MODES
-from data_prep.parallel import run
 from data_prep.pipeline import PrepConfig
 
 EXIT_FILES_SKIPPED = 3  # finished, manifest written, but some input files were unreadable
@@ -208,6 +208,6 @@ def _prepare(argv: list[str]) -> dict:
         decontaminate=args.decontaminate,
         decontaminate_action=args.decontaminate_action,
     )
-    manifest = run(cfg)
+    manifest = prepare(cfg)
     print(_summary(manifest), flush=True)
     return manifest

@@ -15,6 +15,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,15 +53,28 @@ class FinetuneConfig(LoopConfig):
     eval_every: int = -1  # -1: once per epoch
     attn_implementation: str = "sdpa"
     group_by_length: bool = True  # batches of similar length: far less padding, same examples per epoch
+    # the task's own knobs, e.g. {"scheme": "strict"} (NER) or {"n_best": 20, "list_threshold": 0.42} (BioASQ);
+    # on the command line n_best=20,top_k=5. `--help` lists each task's; config.json records them all
+    task_options: dict = dataclasses.field(default_factory=dict)
 
 
 RECIPES = Path(__file__).resolve().parent / "configs"
 
 
 def _description() -> str:
-    from finetune.tasks.registry import task_names
+    from finetune.tasks.registry import get_task, task_names
 
     tasks = "\n".join(f"  {kind}: {', '.join(names)}" for kind, names in task_names().items())
+    knobs = {}  # task_options per task family, with their defaults
+    for names in task_names().values():
+        for name in names:
+            task = get_task(name)
+            if task.options:
+                knobs.setdefault(type(task).__name__, (name, {k: getattr(task, k) for k in task.options}))
+    tasks += "\n\nTask options (--task_options key=value,...; each family's defaults):\n" + "\n".join(
+        f"  {family} tasks (e.g. {name}): {', '.join(f'{k}={v}' for k, v in values.items())}"
+        for family, (name, values) in knobs.items()
+    )
     return (
         f"{__doc__}\nTasks (--task):\n{tasks}\n\nEach task runs its recipe, finetune/configs/<task>.json "
         "(BioBERT's hyper-parameters; data in datasets/ and the model in runs/biobert_phase2/hf, relative to "
@@ -158,45 +172,102 @@ def main(argv: list[str] | None = None) -> dict:
     return run(job_from_args(argv))
 
 
-def run(job: Job) -> dict:
-    """Fine-tune (unless cfg.train_split is "") and score one task; returns what results.json holds."""
-    cfg, deepspeed_config, ds = job.cfg, job.deepspeed_config, job.ds
+@dataclasses.dataclass
+class _Setup:
+    """What one run is made of, resolved before the engine exists."""
+
+    task: Any
+    tokenizer: Any
+    splits: dict
+    task_options: dict  # every knob of the task, resolved (config.json records them)
+    train: Any = None  # the training SplitData; None when evaluating only
+    sampler: Any = None
+    total_steps: int = 1  # evaluation only: the engine wants a schedule length; no step is taken
+    checkpoint_config: Any = None  # evaluation only: the fine-tuned checkpoint's config
+
+
+def _setup(job: Job) -> _Setup:
+    """The task, its data encoded and the training schedule; cfg.eval_every is resolved here, before
+    config.json is written, so config.json records the config that runs."""
     from biobert.ds_config import load_ds_config, resolve_batch
-    from biobert.engine import Engine
-    from biobert.faults import Faults
-    from biobert.loop import fit
-    from biobert.models import check_model_dir, config_sha256, load_bert_config
-    from biobert.sampler import BatchLayout, BatchSource, EpochSampler
+    from biobert.models import check_model_dir, load_bert_config
+    from biobert.sampler import EpochSampler
     from biobert.tokenizer import load_tokenizer
-    from finetune.tasks.base import predict_outputs
+    from finetune.tasks.base import configure
     from finetune.tasks.registry import get_task
 
+    cfg = job.cfg
     task = get_task(cfg.task)
+    options = configure(task, cfg.task_options, f"task_options of {cfg.task}")
     if not cfg.resume:
         checkpoint.check_fresh_run_dir(cfg.run_dir)
     check_model_dir(cfg.init_from)  # before its vocabulary: the message says where the model was looked for
     tokenizer = load_tokenizer(cfg.init_from)
-    eval_only = not cfg.train_split
     # evaluation only: the fine-tuned checkpoint's config decides the label map and must hold the task's head
-    checkpoint_config = load_bert_config(cfg.init_from) if eval_only else None
-    splits = load_splits(task, cfg, tokenizer, checkpoint_config)
+    checkpoint_config = load_bert_config(cfg.init_from) if not cfg.train_split else None
+    setup = _Setup(task, tokenizer, load_splits(task, cfg, tokenizer, checkpoint_config), options)
+    setup.checkpoint_config = checkpoint_config
     dist.setup_env()
-    train = sampler = None
-    total_steps = 1  # evaluation only: the engine wants a schedule length; no step is taken
-    if not eval_only:
-        train = splits[cfg.train_split]
-        global_batch = resolve_batch(load_ds_config(deepspeed_config, ds), dist.world_size(), deepspeed_config)[0]
+    if cfg.train_split:
+        setup.train = train = setup.splits[cfg.train_split]
+        ds_config = load_ds_config(job.deepspeed_config, job.ds)
+        global_batch = resolve_batch(ds_config, dist.world_size(), job.deepspeed_config)[0]
         lengths = np.array([len(f.input_ids) for f in train.features]) if cfg.group_by_length else None
-        sampler = EpochSampler(
+        setup.sampler = EpochSampler(
             len(train.features), global_batch, cfg.seed, shuffle=True, drop_last=False, lengths=lengths
         )
-        total_steps = cfg.max_steps or max(1, round(cfg.epochs * sampler.steps_per_epoch))
-        if cfg.eval_every < 0:  # resolved before config.json is written: it records the config that runs
-            cfg.eval_every = sampler.steps_per_epoch
+        setup.total_steps = cfg.max_steps or max(1, round(cfg.epochs * setup.sampler.steps_per_epoch))
+        if cfg.eval_every < 0:
+            cfg.eval_every = setup.sampler.steps_per_epoch
+    return setup
+
+
+def _run_config(job: Job, setup: _Setup, engine, model) -> dict:
+    """config.json: the resolved run config, the task's knobs and labels, the data's digests and the run's
+    identity (what checkpoint.check_same_run compares on --resume)."""
+    from biobert.models import config_sha256
+
+    cfg = job.cfg
+    data = {n: {"path": str(s.path), "sha256": short_sha256(s.path), **s.stats} for n, s in setup.splits.items()}
+    run_config = {
+        "run": {**config_dict(cfg), "task_options": setup.task_options},
+        "deepspeed_overrides": job.ds,
+        "labels": setup.task.labels,
+        "data": data,
+    }
+    run_config["identity"] = {
+        "task": setup.task.name,
+        "labels": setup.task.labels,
+        "seed": cfg.seed,
+        "train_batch_size": engine.train_batch,
+        "model_config_sha256": config_sha256(model.config),
+        "train_data_sha256": data.get(cfg.train_split, {}).get("sha256"),
+    }
+    return run_config
+
+
+def _announce(cfg: FinetuneConfig, setup: _Setup, engine) -> None:
+    if not cfg.train_split:
+        print(f"{setup.task.name}: evaluating {cfg.init_from} without training", file=sys.stderr, flush=True)
+        return
+    print(
+        f"{setup.task.name}: {len(setup.train.examples)} {cfg.train_split} sentences -> "
+        f"{len(setup.train.features)} windows; batch {engine.train_batch}; {setup.sampler.steps_per_epoch} "
+        f"steps/epoch; {setup.total_steps} steps",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _build_engine(job: Job, setup: _Setup):
+    """(engine, model, resume plan or None): the task's model on the one Engine."""
+    from biobert.engine import Engine
+
+    cfg = job.cfg
     dist.seed_everything(dist.derived_seed(cfg.seed, "init"))  # the new classifier's initial weights
-    model = task.build_model(cfg.init_from, cfg.attn_implementation)
-    if eval_only:
-        _check_fine_tuned(cfg, model, checkpoint_config)
+    model = setup.task.build_model(cfg.init_from, cfg.attn_implementation)
+    if not cfg.train_split:
+        _check_fine_tuned(cfg, model, setup.checkpoint_config)
     plan = (
         checkpoint.prepare_resume(cfg.run_dir, dist.world_size(), cfg.resume_from, cfg.trust_checkpoint)
         if cfg.resume
@@ -204,50 +275,35 @@ def run(job: Job) -> dict:
     )
     engine = Engine(
         model,
-        deepspeed_config,
-        total_steps=total_steps,
-        overrides=ds,
+        job.deepspeed_config,
+        total_steps=setup.total_steps,
+        overrides=job.ds,
         compile_mode=cfg.compile,
         compile_backend=cfg.compile_backend,
         load_universal=bool(plan and plan.universal),
         resume_stage=plan.zero_stage if plan else None,
     )
-    source = None
-    if not eval_only:
-        layout = BatchLayout(engine.train_batch, engine.micro_batch, engine.grad_accum, engine.world_size, engine.rank)
-        source = BatchSource(
-            sampler, layout, lambda ix: task.collate([train.features[i] for i in ix], tokenizer.pad_id)
-        )
-    run_config = {
-        "run": config_dict(cfg),
-        "deepspeed_overrides": ds,
-        "labels": task.labels,
-        "data": {n: {"path": str(s.path), "sha256": short_sha256(s.path), **s.stats} for n, s in splits.items()},
-    }
-    # what defines a fine-tuning run, compared on --resume (checkpoint.check_same_run)
-    run_config["identity"] = {
-        "task": task.name,
-        "labels": task.labels,
-        "seed": cfg.seed,
-        "train_batch_size": engine.train_batch,
-        "model_config_sha256": config_sha256(model.config),
-        "train_data_sha256": run_config["data"].get(cfg.train_split, {}).get("sha256"),
-    }
+    return engine, model, plan
+
+
+def run(job: Job) -> dict:
+    """Fine-tune (unless cfg.train_split is "") and score one task; returns what results.json holds."""
+    from biobert.faults import Faults
+    from biobert.loop import fit
+    from biobert.sampler import BatchLayout, BatchSource
+    from finetune.tasks.base import predict_outputs
+
+    cfg = job.cfg
+    setup = _setup(job)
+    task, tokenizer, splits = setup.task, setup.tokenizer, setup.splits
+    engine, model, plan = _build_engine(job, setup)
+    run_config = _run_config(job, setup, engine, model)
     if plan is not None:
         checkpoint.check_same_run(plan, run_config["identity"])
     if engine.rank == 0:
         write_json(Path(cfg.run_dir) / "config.json", run_config)
         write_json(Path(cfg.run_dir) / "ds_config.json", engine.config)
-        if eval_only:
-            print(f"{task.name}: evaluating {cfg.init_from} without training", file=sys.stderr, flush=True)
-        else:
-            print(
-                f"{task.name}: {len(train.examples)} {cfg.train_split} sentences -> {len(train.features)} "
-                f"windows; batch {engine.train_batch}; {sampler.steps_per_epoch} steps/epoch; {total_steps} "
-                f"steps",
-                file=sys.stderr,
-                flush=True,
-            )
+        _announce(cfg, setup, engine)
 
     def evaluate_split(name: str) -> tuple[list, dict]:
         split = splits[name]
@@ -269,31 +325,25 @@ def run(job: Job) -> dict:
         client = engine.load_checkpoint(checkpoint.checkpoint_dir(cfg.run_dir), plan.tag)
         state = checkpoint.state_from_client(client, f"{cfg.run_dir}/checkpoints/{plan.tag}")
     t0 = time.time()
-    if not eval_only:
+    if cfg.train_split:
+        train = setup.train
+        layout = BatchLayout(engine.train_batch, engine.micro_batch, engine.grad_accum, engine.world_size, engine.rank)
+        source = BatchSource(
+            setup.sampler, layout, lambda ix: task.collate([train.features[i] for i in ix], tokenizer.pad_id)
+        )
+        evaluator = evaluate if cfg.eval_split and cfg.eval_every else None
         state = fit(
             engine,
             source,
             state,
             cfg,
-            total_steps=total_steps,
+            total_steps=setup.total_steps,
             run_config=run_config,
-            evaluate=evaluate if cfg.eval_split and cfg.eval_every else None,
+            evaluate=evaluator,
             exporter=exporter if cfg.export_hf else None,
             faults=Faults.from_env(),
         )
-    train_s = time.time() - t0
-    results = {
-        "task": task.name,
-        "kind": task.kind,
-        "init_from": cfg.init_from,
-        "train_split": cfg.train_split,
-        "steps": state.step,
-        "epochs": sampler.epoch_of(state.samples_seen) if sampler else 0.0,
-        "train_batch_size": engine.train_batch,
-        "train_and_eval_s": round(train_s, 1),
-        "git_sha": checkpoint.git_sha(),
-        "scores": {},
-    }
+    results = _results(cfg, setup, engine, state, time.time() - t0)
     engine.train(False)
     for name in (cfg.eval_split, cfg.test_split):
         if not name:
@@ -309,6 +359,22 @@ def run(job: Job) -> dict:
             line = "  ".join(f"{k} {scores[k]:.2f}" for k in task.headline if k in scores)
             print(f"{task.name} {name}: {line}", flush=True)
     return results
+
+
+def _results(cfg: FinetuneConfig, setup: _Setup, engine, state, train_s: float) -> dict:
+    """results.json without its scores (filled in by split)."""
+    return {
+        "task": setup.task.name,
+        "kind": setup.task.kind,
+        "init_from": cfg.init_from,
+        "train_split": cfg.train_split,
+        "steps": state.step,
+        "epochs": setup.sampler.epoch_of(state.samples_seen) if setup.sampler else 0.0,
+        "train_batch_size": engine.train_batch,
+        "train_and_eval_s": round(train_s, 1),
+        "git_sha": checkpoint.git_sha(),
+        "scores": {},
+    }
 
 
 if __name__ == "__main__":

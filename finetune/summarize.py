@@ -28,37 +28,10 @@ if __package__ in (None, ""):  # run by path: make the repository importable
 
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
 
-# The paper's row order and names; task names as run_task.py knows them.
-DATASETS = {
-    "ner": [
-        ("ncbi_disease", "NCBI disease"),
-        ("i2b2_2010", "2010 i2b2/VA"),
-        ("bc5cdr_disease", "BC5CDR disease"),
-        ("bc5cdr_chem", "BC5CDR chem"),
-        ("bc4chemd", "BC4CHEMD"),
-        ("bc2gm", "BC2GM"),
-        ("jnlpba", "JNLPBA"),
-        ("linnaeus", "LINNAEUS"),
-        ("s800", "Species-800"),
-    ],
-    "re": [("gad", "GAD"), ("euadr", "EU-ADR"), ("chemprot", "CHEMPROT")],
-    "qa": [
-        ("bioasq_4b", "BioASQ 4b"),
-        ("bioasq_5b", "BioASQ 5b"),
-        ("bioasq_6b", "BioASQ 6b"),
-        ("bioasq_7b", "BioASQ 7b"),
-        ("bioasq_8b", "BioASQ 8b"),
-        ("bioasq_factoid", "BioASQ"),
-    ],
-    "qa_yesno": [
-        *((f"bioasq_yesno_{v}", f"BioASQ {v}") for v in ("4b", "5b", "6b", "7b", "8b")),
-        ("bioasq_yesno", "BioASQ"),
-    ],
-    "qa_list": [
-        *((f"bioasq_list_{v}", f"BioASQ {v}") for v in ("4b", "5b", "6b", "7b", "8b")),
-        ("bioasq_list", "BioASQ"),
-    ],
-}
+# The tables' rows (the paper's order and names) come from the task registry: a registered task with a
+# `table` has a row there, the folds of a dataset share their dataset's.
+from finetune.tasks.registry import summary_rows  # noqa: E402
+
 METRICS = {
     "ner": [("P", "precision"), ("R", "recall"), ("F", "f1")],
     "re": [("P", "precision"), ("R", "recall"), ("F", "f1")],
@@ -75,7 +48,11 @@ TITLES = {
 }
 NOT_RANKED = {"baseline_accuracy"}  # a property of the test set, not of a model: never in bold
 PLOT_METRIC = {"ner": "f1", "re": "f1", "qa": "strict_acc", "qa_yesno": "macro_f1", "qa_list": "mean_f1"}
-KIND_OF = {task: kind for kind, rows in DATASETS.items() for task, _ in rows}
+
+
+def kind_of() -> dict[str, str]:
+    """Row key -> its table, for every registered task that has a row."""
+    return {task: kind for kind, rows in summary_rows().items() for task, _ in rows}
 
 
 @dataclass
@@ -140,10 +117,11 @@ def read_entry(path: Path, labels: list[tuple[str, Path]]) -> Entry | str:
     except (OSError, ValueError) as e:
         return f"unreadable ({e})"
     task = data.get("task", "")
-    kind = KIND_OF.get(task, "")  # the table: BioASQ yes/no and list are kind "qa" with tables of their own
-    if task not in KIND_OF:
+    tables = kind_of()
+    kind = tables.get(task, "")  # the table: BioASQ yes/no and list are kind "qa" with tables of their own
+    if task not in tables:
         return f"task {task!r} has no row in the paper's tables" + (
-            " (one fold; the paper's number is the mean over all folds)" if task.rpartition("_")[0] in KIND_OF else ""
+            " (one fold; the paper's number is the mean over all folds)" if task.rpartition("_")[0] in tables else ""
         )
     if "protocol" in data or "folds" in data:
         n = len(data.get("seeds") or []) if data.get("std_over") == "seeds" else len(data.get("folds") or {})
@@ -204,7 +182,7 @@ def _cell(entry: Entry | None, key: str) -> tuple[str, float | None]:
 def table(kind: str, entries: list[Entry], models: list[str]) -> tuple[str, list[dict]]:
     """Markdown rows (dataset, metric) x models, best per row in bold, and the same as records."""
     by_key = {(e.task, e.model): e for e in entries if e.kind == kind}
-    rows = [(task, name) for task, name in DATASETS[kind] if any(t == task for t, _ in by_key)]
+    rows = [(task, name) for task, name in summary_rows()[kind] if any(t == task for t, _ in by_key)]
     lines = [
         f"### {TITLES[kind]}",
         "",
@@ -239,7 +217,7 @@ def table(kind: str, entries: list[Entry], models: list[str]) -> tuple[str, list
 
 def markdown(entries: list[Entry], notes: list[str], models: list[str], root: Path) -> tuple[str, dict]:
     parts, records = ["## Fine-tuning results", ""], {}
-    for kind in DATASETS:
+    for kind in summary_rows():
         if any(e.kind == kind for e in entries):
             text, records[kind] = table(kind, entries, models)
             parts += [text, ""]
@@ -265,7 +243,7 @@ def plot(entries: list[Entry], models: list[str], path: Path) -> None:
     by_key = {(e.task, e.model): e for e in entries}
     groups = [
         (task, name, kind)
-        for kind, rows in DATASETS.items()
+        for kind, rows in summary_rows().items()
         for task, name in rows
         if any((task, m) in by_key for m in models)
     ]

@@ -270,3 +270,20 @@ def test_unreadable_file_is_a_file_error_and_the_run_finishes(tmp_path, vocab, m
     assert entries["good.xml.gz"]["documents_read"] == 30 and entries["locked.xml.gz"]["documents_read"] == 0
     assert entries["locked.xml.gz"]["sha256"] is None and entries["good.xml.gz"]["sha256"] is not None
     assert f"error: {error['message']}" in capsys.readouterr().out
+
+
+def test_python_api_prepare_matches_the_command(tmp_path, vocab):
+    """data_prep.prepare(PrepConfig) is the stage's API: the same shards and counts as `python -m data_prep`."""
+    from data_prep import prepare
+    from data_prep.pipeline import PrepConfig
+
+    by_cli = prep([SAMPLE], vocab, tmp_path / "cli", "--seq_len", 32, "--workers", 1)
+    by_api = prepare(
+        PrepConfig(inputs=[str(SAMPLE)], vocab=str(vocab), out=str(tmp_path / "api"), seq_len=32, workers=1)
+    )
+    assert by_api["counts"] == by_cli["counts"] and by_api["counts"]["examples"] > 0
+    cli, api = open_shards(tmp_path / "cli"), open_shards(tmp_path / "api")
+    assert len(api) == len(cli)
+    ix = list(range(len(cli)))
+    a, b = api.get_batch(ix)["input_ids"], cli.get_batch(ix)["input_ids"]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))

@@ -29,8 +29,17 @@ class SplitData:
 
 class TaskSpec(Protocol):
     name: str  # CLI name, e.g. "ncbi_disease"
-    kind: str  # "ner", "re" or "qa"
+    kind: str  # "ner", "re" or "qa": the head, the encoder and which inference command handles it
     headline: tuple[str, ...]  # score keys printed at the end of a run, e.g. ("precision", "recall", "f1")
+    select_metric: str  # the devel score the paper's protocol selects hyper-parameters by
+    table: str  # summarize.py's table ("ner", "re", "qa", "qa_yesno", "qa_list"); "" for none
+    display: str  # its row name there (the paper's), e.g. "NCBI disease"
+    options: tuple[str, ...]  # the task's knobs: field names settable through the run config's task_options
+
+    @property
+    def recipe(self) -> str: ...  # finetune/configs/<recipe>.json
+    @property
+    def summary_key(self) -> str: ...  # the row a result counts for ("gad" for every GAD fold)
 
     def splits(self, data_dir: Path) -> dict[str, Path]: ...
     def read(self, path: Path) -> list[Any]: ...
@@ -42,6 +51,36 @@ class TaskSpec(Protocol):
     def decode(self, split: SplitData, outputs: list[Any]) -> list[Any]: ...
     def score(self, split: SplitData, predictions: list[Any]) -> dict[str, float]: ...
     def write_predictions(self, path: Path, split: SplitData, predictions: list[Any]) -> None: ...
+
+
+def configure(task: TaskSpec, options: dict, source: str = "task_options") -> dict:
+    """Set the task's knobs (its `options` fields) from the run config; returns every knob's resolved value
+    for config.json, so a run's config says how it decoded and scored."""
+    known = tuple(getattr(task, "options", ()))
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise UserError(
+            f"{source}: task {task.name} has no option(s) {unknown}; its options are "
+            f"{', '.join(f'{k} (now {getattr(task, k)!r})' for k in known) or 'none'}"
+        )
+    for key, value in options.items():
+        current = getattr(task, key)
+        kind = type(current)
+        try:
+            if kind is bool and not isinstance(value, bool):
+                raise ValueError
+            coerced = float(value) if kind is float and not isinstance(value, bool) else value
+            if kind is int and (isinstance(value, bool) or int(value) != value):
+                raise ValueError
+            if kind is str and not isinstance(value, str):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise UserError(f"{source}: {key} of task {task.name} expects {kind.__name__}, got {value!r}") from None
+        setattr(task, key, kind(coerced))
+    check = getattr(task, "check_options", None)
+    if check is not None:
+        check(source)
+    return {k: getattr(task, k) for k in known}
 
 
 def find_task_dir(data_dir: str | Path, dataset: str, required: tuple[str, ...]) -> Path:

@@ -27,6 +27,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -173,7 +174,33 @@ class QATask:
     max_answer_tokens: int = 30  # BioBERT's max_answer_length
     top_k: int = 5  # answers per BioASQ factoid question
 
+    display: str = ""  # summarize.py's row name (the paper's); "" for no row (SQuAD)
+    options: ClassVar[tuple[str, ...]] = (
+        "max_query_length",
+        "n_best",
+        "max_answer_tokens",
+        "top_k",
+        "max_answer_chars",
+        "softmax_scope",
+        "list_threshold",
+        "list_max_answers",
+    )
     select_metric: str = "strict_acc"  # the devel score the paper's protocol selects hyper-parameters by
+
+    @property
+    def table(self) -> str:
+        return "" if not self.pooled else {"factoid": "qa", "list": "qa_list"}[self.qtype]
+
+    @property
+    def summary_key(self) -> str:
+        return self.name
+
+    def check_options(self, source: str) -> None:
+        if self.softmax_scope not in ("snippet", "question"):
+            raise UserError(f'{source}: softmax_scope must be "snippet" or "question", got {self.softmax_scope!r}')
+        for key in ("max_query_length", "n_best", "max_answer_tokens", "top_k", "max_answer_chars"):
+            if getattr(self, key) < 1:
+                raise UserError(f"{source}: {key} must be at least 1, got {getattr(self, key)}")
 
     @property
     def recipe(self) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -91,12 +92,20 @@ class RelationTask:
     def __post_init__(self) -> None:
         self.labels = list(self.dataset.labels)
 
+    display: str = ""  # summarize.py's row name (the paper's)
+    table: ClassVar[str] = "re"
+    options: ClassVar[tuple[str, ...]] = ()
     select_metric: str = "f1"  # the devel score the paper's protocol selects hyper-parameters by
 
     @property
     def recipe(self) -> str:
         """finetune/configs/<recipe>.json: one recipe for every fold of a dataset (gad_3 -> gad)."""
         return self.name.rpartition("_")[0] if self.fold is not None else self.name
+
+    @property
+    def summary_key(self) -> str:
+        """Every fold counts for its dataset's row (the paper's number is the mean over folds)."""
+        return self.recipe
 
     def splits(self, data_dir: Path) -> dict[str, Path]:
         folder = self._folder(Path(data_dir))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -37,7 +38,18 @@ class YesNoTask:
     max_query_length: int = 64  # question tokens kept (BioBERT/BERT default)
     labels: list[str] = field(default_factory=lambda: list(LABELS))
 
+    display: str = ""  # summarize.py's row name (the paper's)
+    table: ClassVar[str] = "qa_yesno"
+    options: ClassVar[tuple[str, ...]] = ("max_query_length",)
     select_metric: str = "accuracy"  # the devel score the paper's protocol selects hyper-parameters by
+
+    @property
+    def summary_key(self) -> str:
+        return self.name
+
+    def check_options(self, source: str) -> None:
+        if self.max_query_length < 1:
+            raise UserError(f"{source}: max_query_length must be at least 1, got {self.max_query_length}")
 
     @property
     def recipe(self) -> str:
