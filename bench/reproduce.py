@@ -10,15 +10,17 @@ Stages, each skipped when its output exists, so an interrupted run continues whe
      any test set under --data_root are dropped (counts from the manifest's `decontamination` section);
   2. Base's held-out masked-LM loss before any training (pre-training evaluates only after its steps);
   3. pretrain/run.py from Base under the deepspeed launcher (or torchrun) on --nproc ranks for
-     --pretrain_tokens / (train_batch_size x seq_len) optimizer steps; continued with --resume if checkpointed;
+     --pretrain_tokens / (train_batch_size x seq_len) optimizer steps, its run config written to
+     RUN_DIR/launch_config.json; by the one skip / resume / restart policy (biobert.checkpoint.run_or_resume):
+     continued with --resume if checkpointed, started again if it stopped before its first checkpoint;
      with --head_tokens, a first run trains only the new MLM head (encoder frozen) and the second continues
      from it, so that a randomly initialised head does not rewrite the encoder through its first gradients;
-  4. finetune/protocol.py for every task x model (all seeds; GAD / EU-ADR over their folds), the same protocol
-     and hyper-parameters for Base and Bio; NER first, then RE, then QA, so a stopped run has whole NER
-     comparisons. A sub-run whose results.json holds all seeds (and folds) is skipped; protocol.py itself
-     reuses finished seed and fold runs and resumes an interrupted one.
+  4. finetune.protocol.run in this process for every task x model (all seeds; GAD / EU-ADR over their folds),
+     the same protocol and hyper-parameters for Base and Bio; NER first, then RE, then QA, so a stopped run
+     has whole NER comparisons. A sub-run whose results.json holds all seeds (and folds) is skipped; the
+     protocol itself reuses finished seed and fold runs and resumes an interrupted one, by the same policy.
 Then bench/reproduce.md, bench/results/reproduce.json and two PNGs (bench/reproduce_report.py). CPU time of
-the child processes (getrusage RUSAGE_CHILDREN deltas) is kept per stage in WORK_DIR/timings.json.
+this process and of the child processes (getrusage deltas) is kept per stage in WORK_DIR/timings.json.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 import reproduce_report  # noqa: E402
 from reproduce_progress import HEAD_COST, KINDS, Progress, count_tokens, hms  # noqa: E402
 
-from biobert.config import read_json, write_json  # noqa: E402
+from biobert import checkpoint  # noqa: E402
+from biobert.config import build_config, read_json, write_json  # noqa: E402
 from biobert.dist import free_port  # noqa: E402
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
 from data_prep.readers import expand_inputs  # noqa: E402
@@ -186,11 +189,12 @@ def default_base_model() -> str:
 
 def discover(root: Path, wanted: list[str], folds: list[int]) -> list[dict]:
     """The tasks present under the data root, in the paper's row order: [{task, kind, data_dir, folds}]."""
-    from finetune.summarize import DATASETS
     from finetune.tasks.re_task import N_FOLDS, RE_DATASETS
-    from finetune.tasks.registry import get_task
+    from finetune.tasks.registry import get_task, summary_rows
 
-    known = {task for kind in KINDS for task, _ in DATASETS[kind]} - {"bioasq_factoid"}  # QA: factoid (Table 6)
+    rows = summary_rows()  # the paper's tables: their rows in its order
+
+    known = {task for kind in KINDS for task, _ in rows[kind]} - {"bioasq_factoid"}  # QA: factoid (Table 6)
     if set(wanted) - known - set(KINDS):
         raise UserError(
             f"--tasks: unknown {sorted(set(wanted) - known - set(KINDS))}; use ner, re, qa or any of {sorted(known)}"
@@ -204,7 +208,7 @@ def discover(root: Path, wanted: list[str], folds: list[int]) -> list[dict]:
 
     found = []
     for kind in KINDS:
-        for task, _ in DATASETS[kind]:
+        for task, _ in rows[kind]:
             if task not in known or not (kind in wanted or task in wanted):
                 continue
             fold_ds = kind == "re" and RE_DATASETS[task].folds
@@ -379,14 +383,19 @@ def data_prep_stage(plan: dict) -> dict:
     }  # 3: a file skipped
 
 
+def pretrained(steps: int):
+    """A pre-training run's "finished" test for the run policy: its result.json says `steps` steps."""
+
+    def done(run_dir: Path) -> bool:
+        return (run_dir / "result.json").is_file() and read_json(run_dir / "result.json")["step"] == steps
+
+    return done
+
+
 def pretrain_stages(plan: dict) -> list[dict]:
     work = Path(plan["work_dir"])
     run_dir, heads_dir, base_json = work / "pretrain", work / "pretrain_heads", work / "base_heldout.json"
-    head_steps = plan.get("head_steps", 0)
-
-    def finished(path: Path, steps: int) -> bool:
-        return (path / "result.json").is_file() and read_json(path / "result.json")["step"] == steps
-
+    head_steps, steps = plan.get("head_steps", 0), plan["pretrain_steps"]
     stages = [
         {
             "name": "base_heldout",
@@ -397,15 +406,20 @@ def pretrain_stages(plan: dict) -> list[dict]:
         }
     ]
     if head_steps:
-        heads_args = ["--train_only_heads", "true", "--ds", f"optimizer.params.lr={plan['head_lr']}"]
         stages.append(
             {
                 "name": "pretrain_heads",
                 "kind": "pretrain_heads",
                 "units": head_steps,
-                "done": lambda: finished(heads_dir, head_steps),
+                "done": lambda: checkpoint.run_done(heads_dir, pretrained(head_steps)),
                 "run": lambda: launch_pretrain(
-                    plan, heads_dir, plan["base_model"], head_steps, max(1, math.ceil(head_steps / 4)), heads_args
+                    plan,
+                    heads_dir,
+                    plan["base_model"],
+                    head_steps,
+                    max(1, math.ceil(head_steps / 4)),
+                    {"train_only_heads": True},
+                    ["--ds", f"optimizer.params.lr={plan['head_lr']}"],
                 ),
             }
         )
@@ -414,107 +428,126 @@ def pretrain_stages(plan: dict) -> list[dict]:
         {
             "name": "pretrain",
             "kind": "pretrain",
-            "units": plan["pretrain_steps"],
-            "done": lambda: finished(run_dir, plan["pretrain_steps"]),
-            "run": lambda: launch_pretrain(plan, run_dir, init, plan["pretrain_steps"], plan["eval_every"], []),
+            "units": steps,
+            "done": lambda: checkpoint.run_done(run_dir, pretrained(steps)),
+            "run": lambda: launch_pretrain(plan, run_dir, init, steps, plan["eval_every"]),
         }
     )
     return stages
 
 
-def launch_pretrain(plan: dict, run_dir: Path, init_from: str, steps: int, every: int, extra: list[str]) -> None:
-    """pretrain/run.py under the chosen launcher, evaluating and saving every `every` steps; resumes its own
-    checkpoint if it has one."""
-    from biobert import checkpoint
+def launch_pretrain(
+    plan: dict,
+    run_dir: Path,
+    init_from: str,
+    steps: int,
+    every: int,
+    settings: dict | None = None,
+    last_flags: tuple[str, ...] | list[str] = (),
+) -> None:
+    """pretrain/run.py under the chosen launcher, evaluating and saving every `every` steps, by the one skip /
+    resume / restart policy (checkpoint.run_or_resume, with the stage's own "finished" test). Pre-training
+    runs on several ranks, one process each, so unlike the other stages it is started as a launcher process;
+    its run config goes to it as a written JSON file (--config; `settings` add to it). `last_flags` come after
+    --pretrain_args, so they win over the user's (the heads-only phase's own learning rate)."""
+    from pretrain.pretrain_config import PretrainConfig
 
-    if checkpoint.latest_tag(run_dir) is not None:
+    state = checkpoint.run_or_resume(run_dir, done=pretrained(steps))
+    if state == "done":
+        print(f"  {run_dir}: finished before; not re-run", flush=True)
+        return
+    if state == "resume":
         print(f"  {run_dir}: checkpoint found; continuing it with --resume", flush=True)
-        extra = [*extra, "--resume"]
-    elif run_dir.exists():  # stopped before its first checkpoint: nothing to keep
+    elif state == "restart":
         print(f"  {run_dir}: stopped before its first checkpoint; starting it again", flush=True)
-        shutil.rmtree(run_dir)
+    config = {
+        "data_dir": str(Path(plan["work_dir"]) / "shards"),
+        "init_from": init_from,
+        "run_dir": str(run_dir),
+        "max_steps": steps,
+        "eval_every": every,
+        "save_every": every,
+        "keep_last": 2,
+        "eval_batches": plan["eval_batches"],
+        "seq_len": plan["seq_len"],
+        "log_every": max(1, every // 5),
+        "resume": state == "resume",
+        **(settings or {}),
+    }
+    build_config(PretrainConfig, config, file_source="reproduce.py's pre-training config")  # a typo fails here
+    config_path = run_dir / "launch_config.json"
+    write_json(config_path, config)
     port, n = str(free_port()), str(plan["nproc"])
     launch = (
         [shutil.which("deepspeed") or "deepspeed", "--num_gpus", n, "--master_port", port]
         if plan["launcher"] == "deepspeed"
         else [shutil.which("torchrun") or "torchrun", "--nproc_per_node", n, "--master_port", port]
     )
-    every = str(every)
+    script = [
+        str(REPO / "pretrain" / "run.py"),
+        "--deepspeed_config",
+        plan["ds_pretrain"],
+        "--config",
+        str(config_path),
+    ]
     run_child(
-        [
-            *launch,
-            str(REPO / "pretrain" / "run.py"),
-            "--deepspeed_config",
-            plan["ds_pretrain"],
-            "--data_dir",
-            str(Path(plan["work_dir"]) / "shards"),
-            "--init_from",
-            init_from,
-            "--run_dir",
-            str(run_dir),
-            "--max_steps",
-            str(steps),
-            "--eval_every",
-            every,
-            "--save_every",
-            every,
-            "--keep_last",
-            "2",
-            "--eval_batches",
-            str(plan["eval_batches"]),
-            "--seq_len",
-            str(plan["seq_len"]),
-            "--log_every",
-            str(max(1, int(every) // 5)),
-            *shlex.split(plan["pretrain_args"]),
-            *extra,
-        ],
+        [*launch, *script, *shlex.split(plan["pretrain_args"]), *last_flags],
         max(1, (os.cpu_count() or 1) // plan["nproc"]) if not plan["gpus"] else 1,
         "pre-training",
     )
 
 
+def protocol_config(plan: dict, g: dict):
+    """The finetune.protocol config of one task x model: the reproduction's run_task defaults, then the user's
+    --ft_args (a later flag wins), parsed once into the job every sub-run starts from."""
+    from finetune import protocol, run_task
+
+    flags = shlex.split(plan["ft_args"])
+    protocol.check_run_task_flags(flags, "reproduce.py")
+    run_dir = str(Path(g["run_dir"]))
+    init_from = plan["base_model"] if g["model"] == "base" else plan["bio_model"]
+    first = f"{g['task']}_{g['folds'][0]}" if g["folds"] else g["task"]
+    job = run_task.job_from_args(
+        ["--deepspeed_config", plan["ds_finetune"], "--progress", "false", "--log_every", "100", *flags]
+        + ["--task", first, "--data_dir", g["data_dir"], "--init_from", init_from, "--run_dir", run_dir]
+    )
+    fixed = plan["protocol"] == "biobert-code" or g["kind"] == "qa"  # the paper protocol picks epochs from its grid
+    return protocol.ProtocolConfig(
+        task=g["task"],
+        run_dir=run_dir,
+        job=job,
+        protocol=plan["protocol"],
+        seeds=list(plan["seeds"]),
+        epochs=plan["epochs"][g["kind"]] if fixed else None,
+        folds=list(g["folds"]) or protocol.ALL_FOLDS,
+        keep_checkpoints=plan["keep_checkpoints"],  # scored runs keep their results and predictions
+    )
+
+
 def finetune_stage(plan: dict, g: dict) -> dict:
     run_dir = Path(g["run_dir"])
-    cmd = [
-        sys.executable,
-        str(REPO / "finetune" / "protocol.py"),
-        "--task",
-        g["task"],
-        "--data_dir",
-        g["data_dir"],
-        "--init_from",
-        plan["base_model"] if g["model"] == "base" else plan["bio_model"],
-        "--run_dir",
-        str(run_dir),
-        "--protocol",
-        plan["protocol"],
-        "--seeds",
-        ",".join(map(str, plan["seeds"])),
-        "--deepspeed_config",
-        plan["ds_finetune"],
-        "--progress",
-        "false",
-        "--log_every",
-        "100",
-        *(["--folds", ",".join(map(str, g["folds"]))] if g["folds"] else []),
-    ]
-    if plan["protocol"] == "biobert-code" or g["kind"] == "qa":  # the paper protocol picks epochs from its grid
-        cmd += ["--epochs", f"{plan['epochs'][g['kind']]:g}"]
-    cmd += shlex.split(plan["ft_args"])
+    cfg = protocol_config(plan, g)  # bad --ft_args fail now, before any stage runs
 
-    def done() -> bool:
-        path = run_dir / "results.json"
-        data = json.loads(path.read_text()) if path.is_file() else {}
+    def complete(path: Path) -> bool:
+        """The protocol's results.json holds all seeds (and folds) of this plan."""
+        data = json.loads((path / "results.json").read_text()) if (path / "results.json").is_file() else {}
         return data.get("seeds") == plan["seeds"] and data.get("folds_run", g["folds"]) == g["folds"]
 
     def run() -> None:
-        run_child(cmd, os.cpu_count() or 1, f"fine-tuning {g['task']} ({g['model']})")
-        if not plan["keep_checkpoints"]:  # scored runs keep their results and predictions, not their weights
-            for ckpt in run_dir.rglob("checkpoints"):
-                if (ckpt.parent / "results.json").is_file():
-                    shutil.rmtree(ckpt, ignore_errors=True)
-                    (ckpt.parent / "hf").unlink(missing_ok=True)
+        import torch
+
+        from finetune import protocol
+
+        if not torch.distributed.is_initialized():  # one process: no rendezvous left over from the shell
+            for name in DIST_VARS:
+                os.environ.pop(name, None)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))  # as child_env
+        try:
+            protocol.run(cfg)
+        finally:
+            torch.set_num_threads(threads)
 
     runs = len(plan["seeds"]) * max(1, len(g["folds"]))
     return {
@@ -522,7 +555,7 @@ def finetune_stage(plan: dict, g: dict) -> dict:
         "kind": g["kind"],
         "units": g["units"],
         "runs": runs,
-        "done": done,
+        "done": lambda: checkpoint.run_done(run_dir, complete),
         "run": run,
     }
 

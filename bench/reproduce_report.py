@@ -19,7 +19,10 @@ from importlib import metadata
 from pathlib import Path
 
 from biobert.config import read_json, write_json
-from finetune.summarize import DATASETS, METRICS, PLOT_METRIC, Entry, table
+from finetune.summarize import METRICS, PLOT_METRIC, Entry, table
+from finetune.tasks.registry import summary_rows
+
+DATASETS = summary_rows()  # the paper's tables: table -> [(task, row name)] in its order
 
 NAMES = {task: name for rows in DATASETS.values() for task, name in rows}
 LABELS = {"base": "Base", "bio": "Bio"}

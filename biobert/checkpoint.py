@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from biobert import integrity
 from biobert.config import read_json, write_json
 from biobert.errors import UserError
 from biobert.faults import NO_FAULTS, Faults
-from biobert.files import git_sha
+from biobert.files import file_sha256, git_sha
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,17 +57,28 @@ def latest_tag(run_dir: str | Path) -> str | None:
     return pointer.read_text().strip() if pointer.is_file() else None
 
 
-def run_or_resume(run_dir: str | Path, done: str = "results.json") -> str:
-    """The one policy for a run an orchestrator owns (protocol, cross-validation): "done" when `done` exists
-    (read it back, never re-run), "resume" when a checkpoint exists (continue it exactly), else "fresh" (a
-    run stopped before its first checkpoint has nothing to keep: its folder is cleared and it starts again)."""
+def run_done(run_dir: str | Path, done: str | Callable[[Path], bool] = "results.json") -> bool:
+    """Whether the run in `run_dir` is finished: `done` names the file it writes last (results.json for
+    fine-tuning, result.json for pre-training), or is a test of the folder (e.g. "result.json says step N")."""
     run_dir = Path(run_dir)
-    if (run_dir / done).is_file():
+    return done(run_dir) if callable(done) else (run_dir / done).is_file()
+
+
+def run_or_resume(run_dir: str | Path, done: str | Callable[[Path], bool] = "results.json") -> str:
+    """The one skip / resume / restart policy for a run an orchestrator owns (protocol, cross-validation, the
+    reproduction's pre-training): "done" when `run_done(run_dir, done)` (read it back, never re-run); "resume"
+    when a checkpoint exists (continue it exactly); else the run starts from nothing: "restart" when a run
+    stopped before its first checkpoint left a folder (nothing in it can be continued, so it is cleared), or
+    "fresh" when there was none. A stage's "is it finished?" test uses run_done with the same `done`, so
+    the two agree."""
+    run_dir = Path(run_dir)
+    if run_done(run_dir, done):
         return "done"
     if latest_tag(run_dir) is not None:
         return "resume"
     if run_dir.exists():
         shutil.rmtree(run_dir)
+        return "restart"
     return "fresh"
 
 
@@ -245,10 +257,14 @@ def export_hf_model(
     tokenizer: Any,
     extra_files: dict[str, dict] | None = None,
     vocab_size: int = 0,
+    labels: list[str] | None = None,
 ) -> None:
     """Write `hf_model`'s config with the engine's current weights (collected from key `prefix`).
     `vocab_size`: the real vocabulary of a model trained with a padded one (models.pad_vocab): the export
-    is sliced back to it, so it loads with the original vocab.txt."""
+    is sliced back to it, so it loads with the original vocab.txt. `labels`: the class names the export's
+    id2label/label2id carry instead of the ones the model trains with (an NER tagger's typed B-Disease for the
+    corpus's B), which is what Hugging Face pipelines report. The tokenizer's model_max_length is the model's
+    position limit, so a pipeline never feeds a longer sequence."""
     state = engine.full_state_dict()  # collective under ZeRO-3
     if engine.rank != 0:
         return
@@ -260,12 +276,21 @@ def export_hf_model(
         weights = unpad_vocab(weights, vocab_size)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    hf_model.config.vocab_size = vocab_size or padded
+    config = hf_model.config
+    kept = (config.vocab_size, config.id2label, config.label2id)
+    config.vocab_size = vocab_size or padded
+    if labels is not None:
+        if len(labels) != len(config.id2label):
+            raise ValueError(f"export labels {labels}: the model has {len(config.id2label)} classes")
+        config.id2label, config.label2id = dict(enumerate(labels)), {x: i for i, x in enumerate(labels)}
     try:
         hf_model.save_pretrained(str(tmp), state_dict=weights, safe_serialization=True)
     finally:
-        hf_model.config.vocab_size = padded
+        config.vocab_size, config.id2label, config.label2id = kept
     tokenizer.save(tmp)
+    tok_config = read_json(tmp / "tokenizer_config.json", "tokenizer config")
+    tok_config["model_max_length"] = min(tok_config.get("model_max_length", 512), config.max_position_embeddings)
+    write_json(tmp / "tokenizer_config.json", tok_config)
     write_json(tmp / "biobert_run.json", provenance)
     for name, data in (extra_files or {}).items():
         write_json(tmp / name, data)
@@ -276,3 +301,21 @@ def export_hf_model(
 def read_provenance(hf_dir: str | Path) -> dict:
     path = Path(hf_dir) / "biobert_run.json"
     return read_json(path, "provenance") if path.is_file() else {}
+
+
+def rewrite_export_file(hf_dir: str | Path, name: str, text: str) -> Path:
+    """Replace a text file of an export after its save (a model card that now has the run's test scores). The
+    step's integrity record is updated for that one file, so --resume still verifies every other byte."""
+    hf_dir = Path(hf_dir).resolve()  # run_dir/hf is a link into checkpoints/<tag>/hf
+    path = hf_dir / name
+    tmp = path.with_name(f"{name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    record = hf_dir.parent / integrity.RECORD
+    rel = str(path.relative_to(hf_dir.parent))
+    if record.is_file():
+        data = read_json(record, "checkpoint integrity record")
+        if rel in data.get("files", {}):
+            data["files"][rel] = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+            write_json(record, data)
+    return path

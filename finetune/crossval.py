@@ -9,14 +9,19 @@ on the fold's train.tsv and scored on its test.tsv; the folds have no developmen
 holds each fold's scores and the mean and sample standard deviation (n - 1) of precision, recall, F1 and
 accuracy over the folds of this invocation (`--folds`, default all); it is rewritten after every fold.
 Resumable: a fold whose `results.json` exists is not re-run (and says so), a fold interrupted after a
-checkpoint continues with `--resume`. The run_task flags are recorded in `run_dir/crossval.json`; once a
-fold has started, re-running the run_dir with different flags is refused, so folds trained with different
-settings are never averaged together.
+checkpoint continues with `--resume`, one stopped before its first checkpoint starts again (the one policy,
+biobert.checkpoint.run_or_resume). The resolved run_task settings are recorded in `run_dir/crossval.json`;
+once a fold has started, re-running the run_dir with different settings is refused, so folds trained with
+different settings are never averaged together.
+
+Python API: `run(CrossvalConfig(task="gad", run_dir=..., job=run_task.job_from_args([...])))`; `main(argv)`
+only parses into that config and calls it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import statistics
@@ -27,7 +32,7 @@ if __package__ in (None, ""):  # run by path: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from biobert import checkpoint  # noqa: E402
-from biobert.config import write_json  # noqa: E402
+from biobert.config import config_dict, write_json  # noqa: E402
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
 from finetune import run_task  # noqa: E402
 from finetune.tasks.re_task import N_FOLDS, RE_DATASETS  # noqa: E402
@@ -36,7 +41,32 @@ SUMMARY_KEYS = ("precision", "recall", "f1", "accuracy")
 CV_TASKS = [name for name, ds in RE_DATASETS.items() if ds.folds]
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+ALL_FOLDS = list(range(1, N_FOLDS + 1))
+
+
+@dataclasses.dataclass
+class CrossvalConfig:
+    """All folds of GAD or EU-ADR with one run_task setting. `job`: what every fold runs (its task and run_dir
+    are set per fold; the folds have no devel split, so its eval_split should be "")."""
+
+    task: str  # gad or euadr
+    run_dir: str  # one folder for all folds (fold_01 ... inside)
+    job: run_task.Job
+    folds: list[int] = dataclasses.field(default_factory=lambda: list(ALL_FOLDS))
+
+    def checked(self) -> CrossvalConfig:
+        if self.task not in CV_TASKS:
+            raise UserError(f"--task {self.task!r}: cross-validation runs {' or '.join(CV_TASKS)}")
+        folds = sorted(set(self.folds))
+        if not folds or not all(k in ALL_FOLDS for k in folds):
+            raise UserError(f"--folds {self.folds}: folds are numbered 1 ... {N_FOLDS}")
+        if not self.job.cfg.test_split:
+            raise UserError("--test_split '': cross-validation scores each fold on its test split; keep it set")
+        return dataclasses.replace(self, folds=folds)
+
+
+def parse_args(argv: list[str] | None) -> CrossvalConfig:
+    """crossval's flags; every other flag is run_task's, parsed once into the job every fold runs."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
     )
@@ -44,22 +74,29 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--run_dir", required=True, help="one folder for all folds (fold_01 ... inside)")
     parser.add_argument(
         "--folds",
-        default=",".join(str(k) for k in range(1, N_FOLDS + 1)),
+        default=",".join(str(k) for k in ALL_FOLDS),
         help="comma-separated folds to run (default: all %(default)s)",
     )
-    args, rest = parser.parse_known_args(argv)
+    args, flags = parser.parse_known_args(argv)
     try:
-        args.folds = sorted({int(k) for k in args.folds.split(",") if k.strip()})
+        folds = [int(k) for k in args.folds.split(",") if k.strip()]
     except ValueError:
         raise UserError(f"--folds {args.folds!r}: expected comma-separated fold numbers, e.g. 1,2,3") from None
-    if not args.folds or not all(1 <= k <= N_FOLDS for k in args.folds):
-        raise UserError(f"--folds {args.folds}: folds are numbered 1 ... {N_FOLDS}")
     for flag in ("--task", "--run_dir", "--resume"):
-        if any(a == flag or a.startswith(flag + "=") for a in rest):
+        if any(a == flag or a.startswith(flag + "=") for a in flags):
             raise UserError(f"{flag} is set by crossval.py per fold; remove it from the run_task flags")
-    if any(a.split("=")[0] in ("--eval_split", "--config") for a in rest):
-        return args, rest  # the user's choice (a --config file's eval_split would lose to our flag)
-    return args, ["--eval_split", "", *rest]
+    # the folds have no devel split: no evaluation during training unless the user chose one (a --config file's
+    # eval_split included, which a flag of ours would override)
+    chose_eval = any(a.split("=")[0] in ("--eval_split", "--config") for a in flags)
+    job = run_task.job_from_args([*flags, "--task", f"{args.task}_{min(folds, default=1)}", "--run_dir", args.run_dir])
+    return CrossvalConfig(args.task, args.run_dir, job if chose_eval else job.with_(eval_split=""), folds)
+
+
+def job_record(job: run_task.Job) -> dict:
+    """What every fold is built from, recorded and compared (task and run_dir are set per fold)."""
+    per_run = ("task", "run_dir", "resume", "resume_from", "progress", "log_every")  # or how a run reports
+    run = {k: v for k, v in config_dict(job.cfg).items() if k not in per_run}
+    return {"run": run, "deepspeed_config": job.deepspeed_config, "ds": list(job.ds)}
 
 
 def summarize(fold_scores: dict[int, dict]) -> dict:
@@ -73,18 +110,18 @@ def summarize(fold_scores: dict[int, dict]) -> dict:
     return {"mean": mean, "std": std}
 
 
-def _check_same_flags(run_dir: Path, task: str, flags: list[str]) -> None:
+def _check_same_job(run_dir: Path, task: str, job: run_task.Job) -> None:
     record = run_dir / "crossval.json"
-    mine = {"task": task, "run_task_flags": flags}
+    mine = {"task": task, "run_task": job_record(job)}
     started = any(run_dir.glob("fold_*/metrics.jsonl")) or any(run_dir.glob("fold_*/results.json"))
     if record.is_file() and started:
         theirs = json.loads(record.read_text())
         if theirs != mine:
             raise UserError(
                 f"{run_dir} holds folds run with {theirs}, not {mine}; their scores must not be "
-                "averaged with these. Use a new --run_dir, or repeat the original flags."
+                "averaged with these. Use a new --run_dir, or repeat the original settings."
             )
-    else:  # nothing trained yet: (re)record the flags
+    else:  # nothing trained yet: (re)record the settings
         write_json(record, mine)
 
 
@@ -96,10 +133,8 @@ def run_fold(task: str, fold: int, run_dir: Path, base: run_task.Job) -> tuple[d
     if state == "done":
         print(f"{task} fold {fold}: {fold_dir}/results.json exists, not re-run (delete the folder to redo it)")
         return json.loads((fold_dir / "results.json").read_text()), False
-    print(
-        f"{task} fold {fold}: {'continuing from its checkpoint' if state == 'resume' else 'training'} in {fold_dir}",
-        flush=True,
-    )
+    doing = {"resume": "continuing from its checkpoint", "restart": "stopped before its first checkpoint; training"}
+    print(f"{task} fold {fold}: {doing.get(state, 'training')} in {fold_dir}", flush=True)
     results = run_task.run(base.with_(task=f"{task}_{fold}", run_dir=str(fold_dir), resume=state == "resume"))
     gc.collect()  # the fold's model and engine, before the next fold builds its own
     return results, True
@@ -118,33 +153,35 @@ def _table(task: str, split: str, fold_scores: dict[int, dict], summary: dict) -
     return "\n".join(lines)
 
 
-@exit_on_user_error
-def main(argv: list[str] | None = None) -> dict:
-    args, flags = parse_args(argv)
-    base = run_task.job_from_args([*flags, "--task", f"{args.task}_1", "--run_dir", args.run_dir])  # fail early
-    cfg = base.cfg
-    if not cfg.test_split:
-        raise UserError("--test_split '': cross-validation scores each fold on its test split; keep it set")
-    run_dir = Path(args.run_dir)
-    _check_same_flags(run_dir, args.task, flags)
+def run(cfg: CrossvalConfig) -> dict:
+    """The Python API: run (or read back) each fold of `cfg.folds`; returns what run_dir/results.json holds,
+    rewritten after every fold."""
+    cfg = cfg.checked()
+    run_dir, split = Path(cfg.run_dir), cfg.job.cfg.test_split
+    _check_same_job(run_dir, cfg.task, cfg.job)
     fold_scores: dict[int, dict] = {}
     summary: dict = {}
-    for fold in args.folds:
-        results, _ = run_fold(args.task, fold, run_dir, base)
-        fold_scores[fold] = results["scores"][cfg.test_split]
+    for fold in cfg.folds:
+        results, _ = run_fold(cfg.task, fold, run_dir, cfg.job)
+        fold_scores[fold] = results["scores"][split]
         summary = summarize(fold_scores)
         out = {
-            "task": args.task,
-            "split": cfg.test_split,
+            "task": cfg.task,
+            "split": split,
             "folds_run": sorted(fold_scores),
-            "complete": sorted(fold_scores) == list(range(1, N_FOLDS + 1)),
+            "complete": sorted(fold_scores) == ALL_FOLDS,
             "std_kind": "sample standard deviation (n - 1)",
             **summary,
             "folds": {str(k): v for k, v in fold_scores.items()},
         }
         write_json(run_dir / "results.json", out)
-    print(_table(args.task, cfg.test_split, fold_scores, summary), flush=True)
+    print(_table(cfg.task, split, fold_scores, summary), flush=True)
     return out
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> dict:
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -25,16 +25,22 @@ GAD and EU-ADR: `--task gad_3` evaluates one fold; `--task gad` runs the whole p
 (`--folds`, default all ten) in run_dir/fold_01 ... (selection inside each fold's own training data, so no
 fold's test sentences ever steer a choice) and reports the mean over folds, per seed.
 
-Every sub-run is an ordinary run_task run in its own folder (select/..., seed_<n>); one whose results.json
-exists is reused (and says so), so a stopped protocol continues where it stopped. Selection runs skip the
-Hugging Face export and have their checkpoints deleted once scored. run_dir/results.json holds the
-protocol, the grid, each setting's devel (or CV) score, the chosen setting, each seed's test scores and
-their mean and sample standard deviation (n - 1).
+Every sub-run is an ordinary run_task run in its own folder (select/..., seed_<n>), by the one skip / resume /
+restart policy (biobert.checkpoint.run_or_resume): one whose results.json exists is reused (and says so), one
+with a checkpoint continues from it, one stopped before its first checkpoint starts again, so a stopped
+protocol continues where it stopped. Selection runs skip the Hugging Face export and have their checkpoints
+deleted once scored (`--keep_checkpoints false`: the seed runs' too). run_dir/results.json holds the protocol,
+the grid, each setting's devel (or CV) score, the chosen setting, each seed's test scores and their mean and
+sample standard deviation (n - 1).
+
+Python API: `run(ProtocolConfig(task=..., run_dir=..., job=run_task.job_from_args([...]), seeds=[1, 2, 3]))`;
+`main(argv)` only parses into that config and calls it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import random
@@ -47,7 +53,7 @@ if __package__ in (None, ""):  # run by path: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from biobert import checkpoint  # noqa: E402
-from biobert.config import read_config_file, write_json  # noqa: E402
+from biobert.config import config_dict, read_config_file, write_json  # noqa: E402
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
 from finetune import run_task  # noqa: E402
 from finetune.tasks.re_task import N_FOLDS, RE_DATASETS  # noqa: E402
@@ -69,17 +75,110 @@ OWNED_FLAGS = (
 )
 
 
+ALL_FOLDS = list(range(1, N_FOLDS + 1))
+
+
+@dataclasses.dataclass
+class ProtocolConfig:
+    """One protocol evaluation. `job` holds the run_task settings every sub-run starts from (data_dir,
+    init_from, the DeepSpeed profile and overrides, ...; run_task.job_from_args applies the task's recipe);
+    the protocol sets each sub-run's task, run_dir, seed, splits, epochs, batch and resume itself."""
+
+    task: str  # a run_task task, or gad / euadr: the protocol on each of `folds`
+    run_dir: str  # the protocol's folder (its sub-runs inside)
+    job: run_task.Job  # what every sub-run starts from
+    protocol: str = "paper"  # "paper" or "biobert-code"
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [42])  # the final runs'; the first selects
+    batch_sizes: list[int] = dataclasses.field(default_factory=lambda: [16, 32, 64])
+    epoch_grid: list[int] = dataclasses.field(default_factory=lambda: [5, 10, 20])
+    exact_grid: bool = False  # one run per (batch, epochs) instead of reading epochs off the longest run
+    cv_folds: int = 10  # K of the CV selection without a devel split
+    epochs: float | None = None  # biobert-code and QA: fixed epochs (None: the job's, i.e. the recipe's / 5 for QA)
+    folds: list[int] = dataclasses.field(default_factory=lambda: list(ALL_FOLDS))  # gad / euadr: folds to run
+    keep_checkpoints: bool = True  # the seed runs' weights; selection runs never keep theirs
+
+    @property
+    def data_dir(self) -> str:
+        return self.job.cfg.data_dir
+
+    @property
+    def init_from(self) -> str:
+        return self.job.cfg.init_from
+
+    def checked(self) -> ProtocolConfig:
+        """A copy with sorted grids, or an error a user can act on (the CLI's flag names, the same fields)."""
+        if self.protocol not in ("paper", "biobert-code"):
+            raise UserError(f"--protocol {self.protocol!r}: choose paper or biobert-code")
+        for name in ("seeds", "batch_sizes", "epoch_grid", "folds"):
+            values = getattr(self, name)
+            if not values or len(set(values)) != len(values):
+                raise UserError(f"--{name} {values}: give at least one value, each once")
+        _check_folds(self.folds)
+        if self.cv_folds < 2:
+            raise UserError(f"--cv_folds {self.cv_folds}: cross-validation needs at least 2 folds")
+        if self.job.cfg.max_steps:
+            raise UserError(f"max_steps {self.job.cfg.max_steps}: the protocol's runs train by epochs; leave it 0")
+        return dataclasses.replace(
+            self,
+            batch_sizes=sorted(self.batch_sizes),
+            epoch_grid=sorted(self.epoch_grid),
+            folds=sorted(self.folds),
+        )
+
+
+def _check_folds(folds: list[int]) -> None:
+    if not all(k in ALL_FOLDS for k in folds):
+        raise UserError(f"--folds {folds}: folds are numbered 1 ... {N_FOLDS}")
+
+
+def ds_overrides(ds: list[str]) -> dict[str, str]:
+    """DeepSpeed overrides (KEY.PATH=VALUE, a later one wins) as a dict."""
+    out = {}
+    for item in ds:
+        key, _, value = item.partition("=")
+        out[key.strip()] = value
+    return out
+
+
+def chosen_overrides(task, job: run_task.Job) -> dict[str, str]:
+    """The DeepSpeed overrides the user chose (--config, --ds), without the task recipe's: job_from_args puts the
+    recipe's first, and a job built without it holds only the user's."""
+    recipe = run_task.RECIPES / f"{task.recipe}.json"
+    recipe_ds = read_config_file(recipe)[1] if recipe.is_file() else []
+    mine = job.ds[len(recipe_ds) :] if job.ds[: len(recipe_ds)] == recipe_ds else job.ds
+    return ds_overrides(mine)
+
+
+def job_record(job: run_task.Job) -> dict:
+    """What a sub-run is built from, recorded and compared (the fields the protocol sets per sub-run left out)."""
+    per_run = ("task", "run_dir", "seed", "resume", "resume_from", "progress", "log_every")  # or how a run reports
+    run = {k: v for k, v in config_dict(job.cfg).items() if k not in per_run}
+    return {"run": run, "deepspeed_config": job.deepspeed_config, "ds": list(job.ds)}
+
+
+def check_run_task_flags(flags: list[str], who: str = "protocol.py") -> None:
+    """Refuse, in the user's run_task flags, one that the protocol sets for each sub-run."""
+    for flag in OWNED_FLAGS:
+        if any(a == flag or a.startswith(flag + "=") for a in flags):
+            raise UserError(f"{flag} is set by {who} for each sub-run; remove it (see --help)")
+
+
 def _ints(text: str, flag: str) -> list[int]:
     try:
-        values = [int(x) for x in text.split(",") if x.strip()]
+        return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise UserError(f"{flag} {text!r}: expected comma-separated integers, e.g. 1,2,3") from None
-    if not values or len(set(values)) != len(values):
-        raise UserError(f"{flag} {text!r}: give at least one value, each once")
-    return values
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+def _bool(text: str) -> bool:
+    if text.lower() not in ("1", "true", "yes", "0", "false", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("1", "true", "yes")
+
+
+def parse_args(argv: list[str] | None) -> ProtocolConfig:
+    """The protocol's flags, and every other flag as run_task's, parsed once into the base job (bad flags fail
+    now, not after the selection)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
     )
@@ -94,22 +193,39 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--exact_grid", action="store_true", help="one run per (batch, epochs), no reuse")
     parser.add_argument("--cv_folds", type=int, default=10, help="K of the CV selection without a devel split")
     parser.add_argument("--epochs", type=float, default=None, help="biobert-code and QA: fixed epochs")
+    parser.add_argument("--folds", default=",".join(map(str, ALL_FOLDS)), help="--task gad / euadr: the folds to run")
     parser.add_argument(
-        "--folds", default=",".join(str(k) for k in range(1, N_FOLDS + 1)), help="--task gad / euadr: the folds to run"
+        "--keep_checkpoints",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+        help="keep the seed runs' checkpoints (default: true; selection runs never keep theirs)",
     )
-    args, rest = parser.parse_known_args(argv)
-    args.seeds = _ints(args.seeds, "--seeds")
-    args.batch_sizes = sorted(_ints(args.batch_sizes, "--batch_sizes"))
-    args.epoch_grid = sorted(_ints(args.epoch_grid, "--epoch_grid"))
-    args.folds = sorted(_ints(args.folds, "--folds"))
-    if not all(1 <= k <= N_FOLDS for k in args.folds):
-        raise UserError(f"--folds {args.folds}: folds are numbered 1 ... {N_FOLDS}")
-    if args.cv_folds < 2:
-        raise UserError(f"--cv_folds {args.cv_folds}: cross-validation needs at least 2 folds")
-    for flag in OWNED_FLAGS:
-        if any(a == flag or a.startswith(flag + "=") for a in rest):
-            raise UserError(f"{flag} is set by protocol.py for each sub-run; remove it (see --help)")
-    return args, rest
+    args, flags = parser.parse_known_args(argv)
+    check_run_task_flags(flags)
+    folds = _ints(args.folds, "--folds")
+    _check_folds(folds)
+    folded = args.task in RE_DATASETS and RE_DATASETS[args.task].folds
+    first = f"{args.task}_{min(folds, default=1)}" if folded else args.task
+    job = run_task.job_from_args(
+        [*flags, "--task", first, "--data_dir", args.data_dir, "--init_from", args.init_from, "--run_dir", args.run_dir]
+    )
+    return ProtocolConfig(
+        task=args.task,
+        run_dir=args.run_dir,
+        job=job,
+        protocol=args.protocol,
+        seeds=_ints(args.seeds, "--seeds"),
+        batch_sizes=_ints(args.batch_sizes, "--batch_sizes"),
+        epoch_grid=_ints(args.epoch_grid, "--epoch_grid"),
+        exact_grid=args.exact_grid,
+        cv_folds=args.cv_folds,
+        epochs=args.epochs,
+        folds=folds,
+        keep_checkpoints=args.keep_checkpoints,
+    )
 
 
 # ------------------------------------------------------------------------------------------ data files
@@ -197,12 +313,15 @@ def sub_run(run_dir: Path, job: run_task.Job, keep_checkpoints: bool = True) -> 
     state = checkpoint.run_or_resume(run_dir)
     if state == "done":
         print(f"{run_dir}: results.json exists, reused (delete the folder to redo it)", flush=True)
-        return json.loads((run_dir / "results.json").read_text())
-    print(f"{run_dir}: {'continuing from its checkpoint' if state == 'resume' else 'training'}", flush=True)
-    results = run_task.run(job.with_(run_dir=str(run_dir), resume=state == "resume"))
-    gc.collect()  # the run's model and engine, before the next run builds its own
-    if not keep_checkpoints:
+        results = json.loads((run_dir / "results.json").read_text())
+    else:
+        doing = {"resume": "continuing from its checkpoint", "restart": "stopped before its first checkpoint; "}
+        print(f"{run_dir}: {doing.get(state, '')}{'' if state == 'resume' else 'training'}", flush=True)
+        results = run_task.run(job.with_(run_dir=str(run_dir), resume=state == "resume"))
+        gc.collect()  # the run's model and engine, before the next run builds its own
+    if not keep_checkpoints:  # scored: its results and predictions stay, its weights go
         shutil.rmtree(checkpoint.checkpoint_dir(run_dir), ignore_errors=True)
+        (run_dir / "hf").unlink(missing_ok=True)
     return results
 
 
@@ -226,38 +345,40 @@ def epoch_scores(run_dir: Path, results: dict, epochs: list[int], metric: str) -
     return out
 
 
-def grid_scores(task, base: run_task.Job, data_dir: str, sub: Path, args, seed: int) -> dict[tuple[int, int], float]:
+def grid_scores(
+    task, base: run_task.Job, data_dir: str, sub: Path, cfg: ProtocolConfig, seed: int
+) -> dict[tuple[int, int], float]:
     """Devel score of every (batch, epochs) of the grid trained on `data_dir`'s train split (no HF export: the
     selection runs' checkpoints are deleted once scored)."""
     metric = task.select_metric
     common = base.with_(data_dir=data_dir, seed=seed, eval_split="devel", test_split="", export_hf=False)
     scores = {}
-    for bs in args.batch_sizes:
-        if args.exact_grid:
-            for e in args.epoch_grid:
+    for bs in cfg.batch_sizes:
+        if cfg.exact_grid:
+            for e in cfg.epoch_grid:
                 job = common.with_(epochs=float(e), ds=[f"train_batch_size={bs}"])
                 res = sub_run(sub / f"bs{bs}_ep{e}", job, keep_checkpoints=False)
                 scores[bs, e] = res["scores"]["devel"][metric]
         else:
             run = sub / f"bs{bs}"
-            job = common.with_(epochs=float(max(args.epoch_grid)), ds=[f"train_batch_size={bs}"])
+            job = common.with_(epochs=float(max(cfg.epoch_grid)), ds=[f"train_batch_size={bs}"])
             res = sub_run(run, job, keep_checkpoints=False)
-            for e, value in epoch_scores(run, res, args.epoch_grid, metric).items():
+            for e, value in epoch_scores(run, res, cfg.epoch_grid, metric).items():
                 scores[bs, e] = value
     return scores
 
 
-def select(task, files: dict[str, Path], base: run_task.Job, args, run_dir: Path) -> dict:
+def select(task, files: dict[str, Path], base: run_task.Job, cfg: ProtocolConfig, run_dir: Path) -> dict:
     """The paper's selection: devel score, or mean K-fold CV score on train where there is no devel."""
-    seed = args.seeds[0]
+    seed = cfg.seeds[0]
     if has_devel(task, files):
         method, per_fold = "devel", {}
-        scores = grid_scores(task, base, args.data_dir, run_dir / "select", args, seed)
+        scores = grid_scores(task, base, cfg.data_dir, run_dir / "select", cfg, seed)
     else:
-        method = f"{args.cv_folds}-fold cross-validation on train"
-        roots = make_cv_folds(task, files, run_dir / "cv_data", args.cv_folds)
+        method = f"{cfg.cv_folds}-fold cross-validation on train"
+        roots = make_cv_folds(task, files, run_dir / "cv_data", cfg.cv_folds)
         per_fold = {
-            i + 1: grid_scores(task, base, str(root), run_dir / "select" / f"cv{i + 1:02d}", args, seed)
+            i + 1: grid_scores(task, base, str(root), run_dir / "select" / f"cv{i + 1:02d}", cfg, seed)
             for i, root in enumerate(roots)
         }
         scores = {key: statistics.fmean(f[key] for f in per_fold.values()) for key in per_fold[1]}
@@ -265,19 +386,19 @@ def select(task, files: dict[str, Path], base: run_task.Job, args, run_dir: Path
     note = (
         "each epoch count read from one run per batch size trained for the largest; its linear "
         "learning-rate decay spans that many epochs"
-        if not args.exact_grid
+        if not cfg.exact_grid
         else "one run per setting"
     )
     return {
         "method": method,
         "metric": f"{'devel' if method == 'devel' else 'cv'}_{task.select_metric}",
         "seed": seed,
-        "exact_grid": args.exact_grid,
+        "exact_grid": cfg.exact_grid,
         "note": note,
         "scores": [{"train_batch_size": bs, "epochs": e, "score": v} for (bs, e), v in scores.items()],
         **(
             {
-                "cv_folds": args.cv_folds,
+                "cv_folds": cfg.cv_folds,
                 "cv_shuffle_seed": CV_SHUFFLE_SEED,
                 "per_fold": {
                     str(i): [{"train_batch_size": bs, "epochs": e, "score": v} for (bs, e), v in f.items()]
@@ -308,28 +429,22 @@ def mean_std(runs: list[dict]) -> tuple[dict, dict]:
     return mean, std
 
 
-def _has_ds(flags: list[str], key: str) -> bool:
-    """Whether the run_task flags override DeepSpeed's `key` (`--ds key=v` or `--ds=key=v`)."""
-    values = [b for a, b in zip(flags, flags[1:]) if a == "--ds"] + [a[5:] for a in flags if a.startswith("--ds=")]
-    return any(v.startswith(key + "=") for v in values)
-
-
 def setting_for(
-    task, files: dict[str, Path], base: run_task.Job, args, run_dir: Path
+    task, files: dict[str, Path], base: run_task.Job, cfg: ProtocolConfig, run_dir: Path
 ) -> tuple[dict, run_task.Job, dict]:
     """(recorded setting, the final runs' job, selection record or {})."""
-    if args.protocol == "biobert-code":  # BioBERT's released settings are the task's recipe (run_task applies it)
-        data_dir, train_split, note = train_dev_data(task, files, args.data_dir, run_dir)
-        epochs = args.epochs or read_config_file(run_task.RECIPES / f"{task.recipe}.json")[0]["epochs"]
+    if cfg.protocol == "biobert-code":  # BioBERT's released settings: the task's recipe (job_from_args applied it)
+        data_dir, train_split, note = train_dev_data(task, files, cfg.data_dir, run_dir)
+        epochs = cfg.epochs if cfg.epochs is not None else base.cfg.epochs
         job = base.with_(data_dir=data_dir, train_split=train_split, epochs=float(epochs))
         return {"epochs": epochs, "train_split": train_split, "train_data": note}, job, {}
     if task.kind == "qa":
-        epochs = args.epochs or QA_FIXED_EPOCHS
+        epochs = cfg.epochs if cfg.epochs is not None else QA_FIXED_EPOCHS
         note = "QA has no devel split and the paper gives no selection for it: a fixed setting"
-        return {"epochs": epochs, "note": note}, base.with_(data_dir=args.data_dir, epochs=float(epochs)), {}
-    selection = select(task, files, base, args, run_dir)
+        return {"epochs": epochs, "note": note}, base.with_(data_dir=cfg.data_dir, epochs=float(epochs)), {}
+    selection = select(task, files, base, cfg, run_dir)
     bs, epochs = selection["chosen"]["train_batch_size"], selection["chosen"]["epochs"]
-    job = base.with_(data_dir=args.data_dir, epochs=float(epochs), ds=[f"train_batch_size={bs}"])
+    job = base.with_(data_dir=cfg.data_dir, epochs=float(epochs), ds=[f"train_batch_size={bs}"])
     return {"train_batch_size": bs, "epochs": epochs}, job, selection
 
 
@@ -343,93 +458,94 @@ def _check_same_args(run_dir: Path, record: dict) -> None:
     write_json(path, record)
 
 
-def run_protocol(task_name: str, args, flags: list[str], run_dir: Path, base: run_task.Job) -> dict:
-    """`flags`: the user's run_task flags, recorded; `base`: the job they make, varied per sub-run."""
+def run_protocol(task_name: str, cfg: ProtocolConfig, run_dir: Path) -> dict:
+    """The protocol on one run_task task (one fold of GAD / EU-ADR included) in `run_dir`."""
     task = get_task(task_name)
-    files = task.splits(Path(args.data_dir))
+    files = task.splits(Path(cfg.data_dir))
     record = {
-        "protocol": args.protocol,
+        "protocol": cfg.protocol,
         "task": task_name,
-        "data_dir": args.data_dir,
-        "init_from": args.init_from,
-        "batch_sizes": args.batch_sizes,
-        "epoch_grid": args.epoch_grid,
-        "exact_grid": args.exact_grid,
-        "cv_folds": args.cv_folds,
-        "epochs": args.epochs,
-        "selection_seed": args.seeds[0],
-        "run_task_flags": flags,
+        "data_dir": cfg.data_dir,
+        "init_from": cfg.init_from,
+        "batch_sizes": cfg.batch_sizes,
+        "epoch_grid": cfg.epoch_grid,
+        "exact_grid": cfg.exact_grid,
+        "cv_folds": cfg.cv_folds,
+        "epochs": cfg.epochs,
+        "selection_seed": cfg.seeds[0],
+        "run_task": job_record(cfg.job),
     }
-    if args.protocol == "paper" and task.kind != "qa":  # refused before anything is written
-        if _has_ds(flags, "train_batch_size"):
+    if cfg.protocol == "paper" and task.kind != "qa":  # refused before anything is written
+        if "train_batch_size" in chosen_overrides(task, cfg.job):
             raise UserError("--ds train_batch_size=...: the paper protocol picks the batch from --batch_sizes")
-        if args.epochs is not None:
+        if cfg.epochs is not None:
             raise UserError(
                 "--epochs: the paper protocol picks the epochs from --epoch_grid (--epochs is for "
                 "--protocol biobert-code and for QA)"
             )
     _check_same_args(run_dir, record)
-    base = base.with_(task=task_name, init_from=args.init_from)
-    setting, final, selection = setting_for(task, files, base, args, run_dir)
+    base = cfg.job.with_(task=task_name)
+    setting, final, selection = setting_for(task, files, base, cfg, run_dir)
     test_split = "test"
     per_seed = {}
-    for seed in args.seeds:
-        res = sub_run(run_dir / f"seed_{seed}", final.with_(seed=seed, eval_split="", test_split=test_split))
+    for seed in cfg.seeds:
+        job = final.with_(seed=seed, eval_split="", test_split=test_split)
+        res = sub_run(run_dir / f"seed_{seed}", job, keep_checkpoints=cfg.keep_checkpoints)
         setting.setdefault("train_batch_size", res["train_batch_size"])
         per_seed[seed] = {k: v for k, v in res["scores"][test_split].items() if not isinstance(v, dict)}
     mean, std = mean_std(list(per_seed.values()))
     out = {
-        "protocol": args.protocol,
+        "protocol": cfg.protocol,
         "task": task_name,
         "kind": task.kind,
-        "init_from": args.init_from,
+        "init_from": cfg.init_from,
         "split": test_split,
         "headline": [k for k in task.headline if k in mean],
-        "grid": {"batch_sizes": args.batch_sizes, "epochs": args.epoch_grid} if selection else None,
+        "grid": {"batch_sizes": cfg.batch_sizes, "epochs": cfg.epoch_grid} if selection else None,
         "selection": selection or None,
         "setting": setting,
-        "seeds": args.seeds,
+        "seeds": cfg.seeds,
         "runs": {str(s): v for s, v in per_seed.items()},
         "mean": mean,
         "std": std,
         "std_over": "seeds",
         "std_kind": "sample standard deviation (n - 1)",
-        "run_task_flags": flags,
+        "run_task": job_record(cfg.job),
     }
     write_json(run_dir / "results.json", out)
     _print_summary(out)
     return out
 
 
-def run_folds(dataset: str, args, flags: list[str], run_dir: Path, base: run_task.Job) -> dict:
+def run_folds(dataset: str, cfg: ProtocolConfig, run_dir: Path) -> dict:
     """GAD / EU-ADR: the protocol on each fold on its own, then each seed's mean over the folds."""
-    _check_same_args(run_dir, {"protocol": args.protocol, "task": dataset, "folds": "each fold: fold_NN/protocol.json"})
-    folds = {k: run_protocol(f"{dataset}_{k}", args, flags, run_dir / f"fold_{k:02d}", base) for k in args.folds}
-    per_seed = {s: mean_std([f["runs"][str(s)] for f in folds.values()])[0] for s in args.seeds}
+    _check_same_args(run_dir, {"protocol": cfg.protocol, "task": dataset, "folds": "each fold: fold_NN/protocol.json"})
+    folds = {k: run_protocol(f"{dataset}_{k}", cfg, run_dir / f"fold_{k:02d}") for k in cfg.folds}
+    per_seed = {s: mean_std([f["runs"][str(s)] for f in folds.values()])[0] for s in cfg.seeds}
     fold_means = [f["mean"] for f in folds.values()]
     mean, std = mean_std(list(per_seed.values()))
     std_over = "seeds"
-    if len(args.seeds) == 1:  # one seed: the spread over folds, as crossval.py reports it
+    if len(cfg.seeds) == 1:  # one seed: the spread over folds, as crossval.py reports it
         mean, std = mean_std(fold_means)
         std_over = "folds"
     first = next(iter(folds.values()))
     out = {
-        "protocol": args.protocol,
+        "protocol": cfg.protocol,
         "task": dataset,
         "kind": "re",
-        "init_from": args.init_from,
+        "init_from": cfg.init_from,
         "split": "test",
         "headline": first["headline"],
-        "folds_run": args.folds,
-        "complete": args.folds == list(range(1, N_FOLDS + 1)),
+        "folds_run": cfg.folds,
+        "complete": cfg.folds == ALL_FOLDS,
         "folds": {str(k): {"setting": f["setting"], "mean": f["mean"], "std": f["std"]} for k, f in folds.items()},
-        "seeds": args.seeds,
+        "seeds": cfg.seeds,
         "runs": {str(s): v for s, v in per_seed.items()},
         "mean": mean,
         "std": std,
         "std_over": std_over,
         "std_kind": "sample standard deviation (n - 1)",
-        "run_task_flags": flags,
+        "run_task": job_record(cfg.job),
     }
     write_json(run_dir / "results.json", out)
     _print_summary(out)
@@ -449,18 +565,18 @@ def _print_summary(out: dict) -> None:
     )
 
 
+def run(cfg: ProtocolConfig) -> dict:
+    """The Python API: evaluate `cfg.task` by `cfg.protocol`; returns what run_dir/results.json holds."""
+    cfg = cfg.checked()
+    run_dir = Path(cfg.run_dir)
+    if cfg.task in RE_DATASETS and RE_DATASETS[cfg.task].folds:
+        return run_folds(cfg.task, cfg, run_dir)
+    return run_protocol(cfg.task, cfg, run_dir)
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict:
-    args, flags = parse_args(argv)
-    run_dir = Path(args.run_dir)
-    folded = args.task in RE_DATASETS and RE_DATASETS[args.task].folds
-    first = f"{args.task}_{args.folds[0]}" if folded else args.task
-    base = run_task.job_from_args(  # parsed once (bad flags fail now, not after selection), then varied per run
-        [*flags, "--task", first, "--data_dir", args.data_dir, "--init_from", args.init_from, "--run_dir", str(run_dir)]
-    )
-    if folded:
-        return run_folds(args.task, args, flags, run_dir, base)
-    return run_protocol(args.task, args, flags, run_dir, base)
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":

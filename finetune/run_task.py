@@ -291,6 +291,7 @@ def run(job: Job) -> dict:
     from biobert.faults import Faults
     from biobert.loop import fit
     from biobert.sampler import BatchLayout, BatchSource
+    from finetune.model_card import write_model_card
     from finetune.tasks.base import predict_outputs
 
     cfg = job.cfg
@@ -318,7 +319,11 @@ def run(job: Job) -> dict:
         return {f"{cfg.eval_split}_{k}": v for k, v in last_eval["result"][1].items()}
 
     def exporter(eng, out_dir, provenance):
-        checkpoint.export_hf_model(eng, out_dir, provenance, "", model, tokenizer)
+        # label names for pipelines (an NER tagger's typed B-Disease); a card with what is known at this step
+        labels = task.export_labels() if hasattr(task, "export_labels") else None
+        checkpoint.export_hf_model(eng, out_dir, provenance, "", model, tokenizer, labels=labels)
+        if eng.rank == 0:
+            write_model_card(out_dir, provenance["run_config"])
 
     state = checkpoint.TrainState()
     if cfg.resume:
@@ -355,6 +360,8 @@ def run(job: Job) -> dict:
             task.write_predictions(Path(cfg.run_dir) / f"predictions_{name}.txt", splits[name], predictions)
     if engine.rank == 0:
         write_json(Path(cfg.run_dir) / "results.json", results)
+        if cfg.train_split and cfg.export_hf:  # the final export's card, now with its scores
+            write_model_card(Path(cfg.run_dir) / "hf", run_config, results)
         for name, scores in results["scores"].items():
             line = "  ".join(f"{k} {scores[k]:.2f}" for k in task.headline if k in scores)
             print(f"{task.name} {name}: {line}", flush=True)

@@ -102,12 +102,8 @@ def model_name(init_from: str, path: Path, labels: list[tuple[str, Path]]) -> st
 def _init_from_of_crossval(folder: Path) -> str:
     for fold in sorted(folder.glob("fold_*/results.json")):
         return json.loads(fold.read_text()).get("init_from", "")
-    flags = (
-        json.loads((folder / "crossval.json").read_text()).get("run_task_flags", [])
-        if (folder / "crossval.json").is_file()
-        else []
-    )
-    return next((b for a, b in zip(flags, flags[1:]) if a == "--init_from"), "")
+    record = json.loads((folder / "crossval.json").read_text()) if (folder / "crossval.json").is_file() else {}
+    return ((record.get("run_task") or {}).get("run") or {}).get("init_from", "")
 
 
 def read_entry(path: Path, labels: list[tuple[str, Path]]) -> Entry | str:

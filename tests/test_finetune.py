@@ -89,7 +89,7 @@ def test_ner_finetune_scores_every_word(tiny_assets, ner_dir, tmp_path):
     from transformers import AutoModelForTokenClassification
 
     model = AutoModelForTokenClassification.from_pretrained(str(run / "hf"))
-    assert model.config.id2label == {0: "O", 1: "B", 2: "I"}
+    assert model.config.id2label == {0: "O", 1: "B-Disease", 2: "I-Disease"}  # typed: NCBI-disease's entities
 
 
 def test_ner_bad_inputs(tiny_assets, ner_dir, tmp_path):
@@ -113,7 +113,8 @@ def test_label_count_mismatch_is_an_error(tiny_assets, ner_dir, tmp_path):
     typed.mkdir(parents=True)
     for split in ("train", "devel", "test"):
         text = (ner_dir / "NCBI-disease" / f"{split}.tsv").read_text()
-        (typed / f"{split}.tsv").write_text(text.replace("\tB\n", "\tB-Disease\n").replace("\tI\n", "\tI-Disease\n"))
+        # another type than the export's B-Disease/I-Disease: another label set
+        (typed / f"{split}.tsv").write_text(text.replace("\tB\n", "\tB-Chemical\n").replace("\tI\n", "\tI-Chemical\n"))
     args = base(tiny_assets, typed.parent, tmp_path / "r2")
     args[args.index("--init_from") + 1] = str(run / "hf")
     with pytest.raises(UserError, match="BertForTokenClassification with labels"):

@@ -83,7 +83,7 @@ def check_offsets(rows: list[dict]) -> int:
         for e in row["entities"]:
             assert row["text"][e["start"] : e["end"]] == e["text"] and e["text"] == e["text"].strip()
             assert e["start"] >= last_end and e["end"] > e["start"] and 0 < e["score"] <= 1
-            assert e["label"] == "NCBI-disease"  # untyped B/I/O: the dataset of the fine-tuning run
+            assert e["label"] == "Disease"  # the export's typed B-Disease/I-Disease (NCBI-disease's type)
             last_end = e["end"]
             n += 1
     return n

@@ -1,4 +1,5 @@
-"""The evaluation protocols end to end on a tiny NER corpus: grid selection, seeds, CV, train_dev, resume."""
+"""The evaluation protocols end to end on a tiny NER corpus: grid selection, seeds, CV, train_dev, resume; by the
+command line (main parses into a ProtocolConfig) and by the Python API (run(cfg))."""
 
 import json
 import statistics
@@ -8,7 +9,7 @@ from test_finetune import write_ner_split
 
 from biobert.errors import UserError
 from conftest import write_tiny_bert, write_vocab
-from finetune import protocol
+from finetune import protocol, run_task
 
 run_protocol = protocol.main.__wrapped__
 
@@ -95,11 +96,36 @@ def test_paper_grid_seeds_and_resume(tiny_bert, ner_dirs, tmp_path, capsys):
         run_protocol(args(tiny_bert, ner_dirs["devel"], run, "--batch_sizes", "8", "--epoch_grid", "1,2"))
 
 
-def test_cv_selection_without_devel(tiny_bert, ner_dirs, tmp_path):
-    run = tmp_path / "cv"
-    out = run_protocol(
-        args(tiny_bert, ner_dirs["no_devel"], run, "--batch_sizes", "16", "--epoch_grid", "1,2", "--cv_folds", "2")
+def tiny_job(tiny_bert, data_dir, *ds) -> run_task.Job:
+    """A run_task job built in Python (no recipe, no flags): what a caller of protocol.run passes."""
+    cfg = run_task.FinetuneConfig(
+        task="ncbi_disease",
+        data_dir=str(data_dir),
+        init_from=str(tiny_bert),
+        progress=False,
+        max_seq_length=24,
+        doc_stride=4,
+        eval_batch_size=64,
+        log_every=1000,
     )
+    return run_task.Job(cfg, ds=["optimizer.params.lr=1e-3", *ds])
+
+
+def test_cv_selection_without_devel(tiny_bert, ner_dirs, tmp_path):
+    """The Python API: a ProtocolConfig in, results out; keep_checkpoints=False drops the seed runs' weights."""
+    run = tmp_path / "cv"
+    cfg = protocol.ProtocolConfig(
+        task="ncbi_disease",
+        run_dir=str(run),
+        job=tiny_job(tiny_bert, ner_dirs["no_devel"]),
+        batch_sizes=[16],
+        epoch_grid=[2, 1],
+        cv_folds=2,
+        keep_checkpoints=False,
+    )
+    out = protocol.run(cfg)
+    assert out["grid"] == {"batch_sizes": [16], "epochs": [1, 2]}
+    assert (run / "seed_42" / "results.json").is_file() and not list(run.rglob("checkpoints"))
     sel = out["selection"]
     assert sel["method"] == "2-fold cross-validation on train" and sel["metric"] == "cv_f1"
     # the folds partition the training sentences
@@ -197,3 +223,32 @@ def test_records_round_trip_and_bad_flags(tmp_path, tiny_bert, ner_dirs):
     assert not (tmp_path / "r3").exists()  # nothing written that would refuse the corrected command
     with pytest.raises(UserError, match="picks the batch"):
         run_protocol(args(tiny_bert, ner_dirs["devel"], tmp_path / "r2", "--ds", "train_batch_size=16"))
+    # the same refusal by the Python API: the user's overrides are the job's, the task recipe's excepted
+    job = tiny_job(tiny_bert, ner_dirs["devel"], "train_batch_size=16")
+    with pytest.raises(UserError, match="picks the batch"):
+        protocol.run(protocol.ProtocolConfig(task="ncbi_disease", run_dir=str(tmp_path / "r4"), job=job))
+    recipe_job = run_task.job_from_args(["--task", "ncbi_disease", "--data_dir", "d", "--init_from", "m"])
+    assert "train_batch_size" in protocol.ds_overrides(recipe_job.ds)  # BioBERT's 32, from the recipe ...
+    assert protocol.chosen_overrides(protocol.get_task("ncbi_disease"), recipe_job) == {}  # ... not the user's
+    assert protocol.chosen_overrides(protocol.get_task("ncbi_disease"), job) == {
+        "optimizer.params.lr": "1e-3",
+        "train_batch_size": "16",
+    }
+    with pytest.raises(UserError, match="--folds"):
+        protocol.run(protocol.ProtocolConfig(task="gad", run_dir=str(tmp_path / "r5"), job=job, folds=[11]))
+    assert not (tmp_path / "r4").exists() and not (tmp_path / "r5").exists()
+
+
+def test_main_parses_into_a_config_and_calls_run(monkeypatch, tiny_bert, ner_dirs, tmp_path):
+    """main(argv) only parses: the protocol flags into ProtocolConfig's fields, every other flag into its job."""
+    calls = []
+    monkeypatch.setattr(protocol, "run", lambda cfg: calls.append(cfg) or {"called": True})
+    argv = args(tiny_bert, ner_dirs["devel"], tmp_path / "p", "--seeds", "3,1", "--epoch_grid", "2,1")
+    assert run_protocol([*argv, "--keep_checkpoints", "false", "--protocol", "biobert-code"]) == {"called": True}
+    (cfg,) = calls
+    assert isinstance(cfg, protocol.ProtocolConfig) and isinstance(cfg.job, run_task.Job)
+    assert (cfg.task, cfg.protocol, cfg.seeds, cfg.epoch_grid) == ("ncbi_disease", "biobert-code", [3, 1], [2, 1])
+    assert cfg.keep_checkpoints is False and cfg.run_dir == str(tmp_path / "p")
+    assert cfg.job.cfg.max_seq_length == 24 and cfg.job.cfg.progress is False
+    assert cfg.data_dir == str(ner_dirs["devel"]) and cfg.init_from == str(tiny_bert)
+    assert cfg.job.ds[-1] == "optimizer.params.lr=1e-3"  # the user's, after the recipe's

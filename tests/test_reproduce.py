@@ -7,9 +7,12 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pytest
 from test_finetune import write_ner_split
 
+from biobert.errors import UserError
 from conftest import REPO, subprocess_env, write_pubmed_xml, write_tiny_bert, write_vocab
 
 PLANTED = (
@@ -339,3 +342,58 @@ def test_summary_judges_a_difference_as_printed():
     text = rr.summary(plan, {"gad": row("GAD", 0.0044, 0.51), "chemprot": row("CHEMPROT", 0.41, 0.39)}, [], measured)[0]
     assert "positive on 1 of 2 datasets (CHEMPROT +0.41 ± 0.39)" in text, text
     assert "**not positive on 1** (GAD +0.00 ± 0.51)" in text, text
+
+
+def test_finetuning_calls_the_protocol_in_process_with_a_config(tmp_path, monkeypatch):
+    """Each task x model is finetune.protocol.run(ProtocolConfig) in this process (no entry script, no argv to
+    a child); --ft_args are run_task flags parsed once into the config's job, when the plan is made."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import reproduce
+
+    from finetune import protocol
+
+    write_data(tmp_path)
+    flags = [
+        "--quick",
+        "--base_model",
+        str(tmp_path / "base"),
+        "--data_root",
+        str(tmp_path / "data"),
+        "--work_dir",
+        str(tmp_path / "work"),
+        "--ds_pretrain",
+        str(tmp_path / "ds.json"),
+        "--nproc",
+        "1",
+        "--seeds",
+        "1,2",
+        "--ft_args",
+        "--max_seq_length 24 --ds optimizer.params.lr=1e-3",
+        "--models",
+        "base",
+    ]
+    plan = reproduce.build_plan(reproduce.parse_args(flags))
+    calls = []
+    monkeypatch.setattr(protocol, "run", lambda cfg: calls.append(cfg) or {})
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail(f"a child process was started: {a}"))
+    ner, gad = (reproduce.finetune_stage(plan, g) for g in plan["groups"])
+    assert not ner["done"]()
+    ner["run"](), gad["run"]()
+    (ner_cfg, gad_cfg) = calls
+    assert isinstance(ner_cfg, protocol.ProtocolConfig) and ner_cfg.task == "ncbi_disease"
+    assert (ner_cfg.protocol, ner_cfg.seeds, ner_cfg.epochs) == ("biobert-code", [1, 2], 0.05)
+    assert ner_cfg.keep_checkpoints is False and ner_cfg.init_from == plan["base_model"]
+    job = ner_cfg.job
+    assert job.deepspeed_config == plan["ds_finetune"] and job.cfg.max_seq_length == 24 and not job.cfg.progress
+    assert job.ds[-1] == "optimizer.params.lr=1e-3" and ner_cfg.run_dir == plan["groups"][0]["run_dir"]
+    assert gad_cfg.task == "gad" and gad_cfg.folds == [1, 2]
+    # finished when the protocol's results.json holds every seed of the plan
+    results = Path(ner_cfg.run_dir) / "results.json"
+    results.parent.mkdir(parents=True)
+    results.write_text(json.dumps({"seeds": [1]}))
+    assert not ner["done"]()
+    results.write_text(json.dumps({"seeds": [1, 2]}))
+    assert ner["done"]()
+    # a run_task flag the protocol sets for each sub-run is refused when the plan is made
+    with pytest.raises(UserError, match="--seed is set by reproduce.py"):
+        reproduce.finetune_stage({**plan, "ft_args": "--seed 3"}, plan["groups"][0])

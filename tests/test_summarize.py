@@ -92,7 +92,7 @@ def runs(tmp_path):
         ),
     )
     # Bio: GAD by crossval.py (no kind / init_from in its results.json: read from a fold)
-    write(root / "bio" / "gad" / "crossval.json", {"task": "gad", "run_task_flags": ["--init_from", bio]})
+    write(root / "bio" / "gad" / "crossval.json", {"task": "gad", "run_task": {"run": {"init_from": bio}}})
     write(
         root / "bio" / "gad" / "results.json",
         {
