@@ -357,3 +357,42 @@ def test_jobs_fail_fast_with_a_clear_message(tiny_assets, tmp_path):
     assert "rank 0 cannot listen on 192.0.2.1" in text, text  # rank 0: at once
     assert "MASTER_ADDR=192.0.2.1 MASTER_PORT" in text and "nothing listened there within 20 s" in text, text
     assert elapsed < 20 + 90, f"took {elapsed:.0f} s with a 20 s rendezvous timeout"  # 90 s: imports on 2 cores
+
+
+def _untrained_ner(tiny_assets, out: Path) -> Path:
+    """A token classifier on the tiny BERT, head untrained: the Slurm test checks parts and resume, not accuracy."""
+    from transformers import BertForTokenClassification
+
+    from biobert.tokenizer import load_tokenizer
+
+    labels = {0: "O", 1: "B-Disease", 2: "I-Disease"}
+    model = BertForTokenClassification.from_pretrained(
+        str(tiny_assets["model"]), num_labels=3, id2label=labels, label2id={v: k for k, v in labels.items()}
+    )
+    model.save_pretrained(str(out))
+    load_tokenizer(tiny_assets["model"]).save(out)
+    (out / "biobert_run.json").write_text(json.dumps({"run_config": {"run": {"task": "ncbi_disease"}}}))
+    return out
+
+
+@needs_cluster
+def test_annotate_array_parts_then_resubmitted_part_keeps_its_units(tiny_assets, tmp_path):
+    """Two array tasks annotate one PubMed file each; the last to finish writes manifest.json. Resubmitting
+    part 1 alone (BIOBERT_PARTS=2) finds its unit done and keeps it byte for byte."""
+    model = _untrained_ner(tiny_assets, tmp_path / "ner")
+    out = tmp_path / "annotations"
+    args = ["--input", str(tiny_assets["pubmed"]), "--ner", str(model), "--out", str(out), "--device", "cpu"]
+    options = ["-p", "debug", "-N", "1", "--gpus-per-node=1", "--cpus-per-task=1", "-t", "10"]
+    options += ["-o", str(tmp_path / "%x-%A_%a.out")]
+    job = sbatch("annotate.sbatch", *args, options=["--array=0-1", *options], env=job_env())
+    assert wait(job, 240) == 0, explain(job, tmp_path / "*.out")
+    assert array_states(job) == {0: ("COMPLETED", "0:0"), 1: ("COMPLETED", "0:0")}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["counts"]["documents"] == 240 and len(manifest["units"]) == 2
+    assert sorted(p.name for p in out.glob("manifest.part-*")) == [f"manifest.part-{i}-of-2.json" for i in (0, 1)]
+    before = (out / "pubmed26n0002.parquet").read_bytes()
+    again = sbatch("annotate.sbatch", *args, options=["--array=1", *options], env=job_env(BIOBERT_PARTS="2"))
+    assert wait(again, 120) == 0, explain(again, tmp_path / "*.out")
+    log = next(tmp_path.glob(f"*-{again}_1.out")).read_text()
+    assert "[kept] pubmed26n0002.xml.gz" in log and "part 1/2 done" in log, log
+    assert (out / "pubmed26n0002.parquet").read_bytes() == before
