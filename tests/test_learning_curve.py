@@ -1,0 +1,192 @@
+"""bench/learning_curve.py: seeded nested subsets shared by both models, epochs scaling, the paired
+statistics against hand-computed values, verdicts, the one-GPU dry run, and a tiny end to end."""
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, SHARED_DATA, WORDS, write_tiny_bert, write_vocab
+
+sys.path.insert(0, str(REPO / "bench"))
+
+import learning_curve as lc  # noqa: E402
+import learning_curve_gpu as lcg  # noqa: E402
+import learning_curve_stats as st  # noqa: E402
+
+FIXTURES = REPO / "tests" / "fixtures"
+ENTITY = {"cancer": "B", "tumor": "B", "disease": "I"}
+
+
+def write_ner_split(path: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        prev = "O"
+        for _ in range(rng.randint(4, 10)):
+            w = rng.choice(WORDS)
+            label = ENTITY.get(w, "O")
+            label = "O" if label == "I" and prev == "O" else label
+            lines.append(f"{w}\t{label}")
+            prev = label
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def ner_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("lc_data")
+    folder = root / "ner" / "NCBI-disease"
+    folder.mkdir(parents=True)
+    write_ner_split(folder / "train.tsv", 40, 1)
+    write_ner_split(folder / "devel.tsv", 5, 2)
+    write_ner_split(folder / "test.tsv", 12, 3)
+    return root
+
+
+def test_subsets_are_seeded_nested_and_sized():
+    a = lc.sample_indices(1000, 0.05, "ncbi_disease", 3)
+    assert a == lc.sample_indices(1000, 0.05, "ncbi_disease", 3)  # the same for Base and Bio, every time
+    assert a != lc.sample_indices(1000, 0.05, "ncbi_disease", 4)
+    assert a != lc.sample_indices(1000, 0.05, "s800", 3)
+    sizes = {f: lc.sample_indices(1000, f, "ncbi_disease", 3) for f in (0.01, 0.05, 0.2, 1.0)}
+    assert [len(v) for v in sizes.values()] == [10, 50, 200, 1000]
+    assert set(sizes[0.01]) <= set(sizes[0.05]) <= set(sizes[0.2])
+    assert sizes[0.2] == sorted(sizes[0.2]) and len(lc.sample_indices(10, 0.01, "x", 1)) == 1
+
+
+def test_subset_files_keep_the_tasks_format(tmp_path, ner_root):
+    from finetune.tasks.registry import get_task
+
+    idx = lc.sample_indices(40, 0.25, "ncbi_disease", 1)
+    rec = lc.write_subset("ncbi_disease", ner_root / "ner", tmp_path / "ner_sub", idx)
+    task = get_task("ncbi_disease")
+    files = task.splits(tmp_path / "ner_sub")
+    full = task.read(ner_root / "ner" / "NCBI-disease" / "train.tsv")
+    assert [s.words for s in task.read(files["train"])] == [full[i].words for i in idx]
+    assert rec["train_examples"] == 10 and rec["of"] == 40 and files["test"].resolve().parent.name == "NCBI-disease"
+    for name, n in (("gad_1", 40), ("chemprot", 60)):  # RE: rows, the header kept, the fold layout kept
+        t = get_task(name)
+        _, blocks, _, _ = lc.train_blocks(name, FIXTURES / "re")
+        assert len(blocks) == n
+        idx = lc.sample_indices(n, 0.2, name, 2)
+        lc.write_subset(name, FIXTURES / "re", tmp_path / name, idx)
+        got = t.read(t.splits(tmp_path / name)["train"])
+        full = t.read(t.splits(FIXTURES / "re")["train"])
+        assert [(e.sentence, e.label) for e in got] == [(full[i].sentence, full[i].label) for i in idx]
+
+
+def test_epochs_scale_to_a_minimum_of_steps():
+    assert lc.steps_and_epochs(54, 32, 2.0, 100) == (50.0, 2, 100)
+    assert lc.steps_and_epochs(5424, 32, 2.0, 100) == (2.0, 170, 340)
+    assert lc.steps_and_epochs(1085, 32, 2.0, 100) == (3.0, 34, 102)
+
+
+def test_paired_t_interval_against_hand_computed():
+    assert st.t_quantile(0.975, 4) == pytest.approx(2.776445, abs=1e-5)
+    assert st.t_quantile(0.975, 1) == pytest.approx(12.7062, abs=1e-3)
+    # differences 1..5: mean 3, sd sqrt(2.5), half-width 2.776445 * 1.581139 / sqrt(5) = 1.963243
+    ci = st.paired({s: 10.0 for s in range(1, 6)}, {s: 10.0 + s for s in range(1, 6)})
+    assert ci["mean"] == pytest.approx(3.0) and ci["sd"] == pytest.approx(2.5**0.5)
+    assert (ci["lo"], ci["hi"]) == (pytest.approx(1.036757, abs=1e-5), pytest.approx(4.963243, abs=1e-5))
+    # pooled: seed means of the per-fraction differences (seed 1: (1+3)/2 = 2, seed 2: (2+6)/2 = 4)
+    pool = st.pooled({0.1: ({1: 0, 2: 0}, {1: 1, 2: 2}), 1.0: ({1: 0, 2: 0}, {1: 3, 2: 6})})
+    assert pool["mean"] == pytest.approx(3.0) and pool["n"] == 2
+    assert pool["hi"] - pool["mean"] == pytest.approx(12.7062 * 2**0.5 / 2**0.5, abs=1e-3)
+
+
+def test_verdicts():
+    assert st.verdict({"lo": 0.1, "hi": 2.0}) == "shown"
+    assert st.verdict({"lo": -2.0, "hi": -0.1}) == "reversed"
+    assert st.verdict({"lo": -0.1, "hi": 2.0}) == "not shown"
+    assert st.verdict({"lo": None, "hi": None}) == "not shown"
+
+
+def test_paired_bootstrap_over_sentences():
+    base = np.array([[1, 1, 1], [0, 1, 1], [1, 1, 1], [0, 0, 1]])  # (correct, predicted, gold) per sentence
+    bio = np.array([[1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1]])
+    assert st.f1_from_counts(base.sum(0)) == pytest.approx(200 * 2 / 7)
+    out = st.paired_bootstrap([base], [bio], n_boot=500)
+    assert out["mean"] == pytest.approx(100 - 200 * 2 / 7) and out["lo"] <= out["mean"] <= out["hi"]
+    same = st.paired_bootstrap([base, base], [base, base], n_boot=50)
+    assert same["lo"] == same["hi"] == same["mean"] == 0
+
+
+def test_ner_counts_add_up_to_conlleval(tmp_path):
+    from finetune.conlleval import conlleval
+
+    gold = [["B", "I", "O"], ["O", "B"], ["B", "O", "B"]]
+    pred = [["B", "I", "O"], ["B", "O"], ["O", "O", "B"]]
+    text = "".join("".join(f"w\t{g}\t{p}\n" for g, p in zip(gs, ps)) + "\n" for gs, ps in zip(gold, pred))
+    (tmp_path / "p.txt").write_text(text)
+    counts = st.ner_counts(tmp_path / "p.txt")
+    whole = conlleval(gold, pred)
+    assert counts.shape == (3, 3)
+    assert tuple(counts.sum(0)) == (whole["correct_chunks"], whole["pred_chunks"], whole["true_chunks"])
+    assert st.f1_from_counts(counts.sum(0)) == pytest.approx(100 * whole["f1"])
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "ner").is_dir(), reason="the shared task data is not here")
+def test_gpu_dry_run_on_cpu(tmp_path, capsys):
+    cfg = lc.CurveConfig(data_root=str(SHARED_DATA), work_dir=str(tmp_path), device="cuda", dry_run=True)
+    plan = lc.run(cfg)
+    g = plan["gpu"]
+    assert len(plan["runs"]) == 200 and g["curve_runs"] == 200
+    assert g["pretrain_tokens"] >= 100 * 2_002_944 and g["x_cpu_budget"] >= 100
+    assert g["fits"] and g["est_total_s"] <= 600 and g["workers"] >= 1
+    out = capsys.readouterr().out
+    assert "CPU-hours on this machine" in out and "One-GPU plan" in out
+    assert 10 <= plan["estimate"]["cpu_h"] <= 14  # the CPU plan is sized to about 12 CPU-hours
+    assert not (tmp_path / "plan.json").exists()  # a dry run writes nothing
+    slow = lcg.gpu_plan(plan, None, speeds={**lcg.ASSUMED, "finetune_steps_per_s": 1.0})
+    assert not slow["fits"] and slow["pretrain_tokens"] >= 100 * lcg.CPU_PRETRAIN_TOKENS
+
+
+def test_tiny_end_to_end(tmp_path, ner_root):
+    vocab = write_vocab(tmp_path / "vocab.txt")
+    base = write_tiny_bert(tmp_path / "base", vocab)
+    bio = write_tiny_bert(tmp_path / "bio", vocab, layers=1)
+    cfg = lc.CurveConfig(
+        base_model=str(base),
+        bio_model=str(bio),
+        data_root=str(ner_root),
+        work_dir=str(tmp_path / "work"),
+        report_dir=str(tmp_path / "report"),
+        datasets=("ncbi_disease",),
+        ner_fractions=(0.25, 1.0),
+        seeds=(1, 2),
+        epochs=1.0,
+        min_steps=3,
+        n_boot=100,
+        ft_args=(
+            "--max_seq_length",
+            "24",
+            "--doc_stride",
+            "4",
+            "--ds",
+            "train_batch_size=8",
+            "--ds",
+            "optimizer.params.lr=1e-3",
+        ),
+    )
+    data = lc.run(cfg)
+    runs = json.loads((tmp_path / "work" / "plan.json").read_text())["runs"]
+    assert len(runs) == 8 and data["runs_finished"] == 8
+    small = [r for r in runs if r["fraction"] == 0.25]
+    assert {r["n_train"] for r in small} == {10} and {r["steps"] for r in small} == {4}
+    for seed in (1, 2):  # both models read the same subset folder
+        assert len({r["data_dir"] for r in small if r["seed"] == seed}) == 1
+    res = data["results"]["ncbi_disease"]
+    assert set(res["fractions"]) == {"0.25", "1"} and "bootstrap" in res["fractions"]["1"]
+    assert res["verdict"] in st.VERDICTS and res["pooled"]["n"] == 2
+    for r in runs:  # the fine-tuned weights are not kept
+        assert (Path(r["run_dir"]) / "results.json").is_file() and not (Path(r["run_dir"]) / "checkpoints").exists()
+    md = (tmp_path / "report" / "learning_curve.md").read_text()
+    assert "NCBI disease: effect" in md and "learning_curve.png" in md
+    assert (tmp_path / "report" / "learning_curve.png").stat().st_size > 1000
+    assert (tmp_path / "report" / "results" / "learning_curve.json").is_file()
+    again = lc.run(cfg)  # every run finished: nothing is trained again
+    assert again["results"] == data["results"]
