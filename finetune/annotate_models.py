@@ -3,8 +3,9 @@ types each NER model provides and the RE model needs.
 
 Entity types. A typed NER export (`B-Disease`, `I-Chemical`) gives its types; an untyped one (`B`, `I`, `O`, as
 BioBERT's corpora are) gets the type of the corpus it was fine-tuned on (biobert_run.json's task, via
-predict_tasks.task_facts): NCBI-disease -> Disease, BC5CDR-chem -> Chemical, BC2GM -> Gene, ... An RE model needs
-two entity classes (ChemProt: chemical and gene; GAD, EU-ADR: gene and disease); a type counts for a class by
+predict_tasks.task_facts, from the TaskSpec): NCBI-disease -> Disease, BC5CDR-chem -> Chemical, BC2GM ->
+Gene/Protein, ... An RE model needs the two entity classes its TaskSpec names (ChemProt: chemical and gene;
+GAD, EU-ADR: gene and disease); a type counts for a class by
 its lower-cased name (`protein`, `DNA` and `RNA` count as gene, JNLPBA's types).
 """
 
@@ -19,15 +20,6 @@ from biobert.errors import UserError
 from finetune.inference import load_model, resolve_device
 from finetune.predict_tasks import task_facts
 
-DATASET_TYPES = {  # untyped BioBERT corpora -> the entity type their B/I labels mark
-    "NCBI-disease": "Disease",
-    "BC5CDR-disease": "Disease",
-    "BC5CDR-chem": "Chemical",
-    "BC4CHEMD": "Chemical",
-    "BC2GM": "Gene",
-    "linnaeus": "Species",
-    "s800": "Species",
-}
 TYPE_CLASSES = {  # lower-cased entity type -> the class RE tasks name it by
     "disease": "disease",
     "chemical": "chemical",
@@ -53,11 +45,20 @@ class ReRoles:
         return self.head[0], self.tail[0]
 
 
-RE_ROLES = {
-    "chemprot": ReRoles(("chemical", "BC6ENTC"), ("gene", "BC6ENTG"), "BC6OTHER"),
-    "gad": ReRoles(("gene", "@GENE$"), ("disease", "@DISEASE$")),
-    "euadr": ReRoles(("gene", "@GENE$"), ("disease", "@DISEASE$")),
-}
+def re_roles(task_name: str) -> ReRoles | None:
+    """How the RE task `task_name` anonymises a pair (its TaskSpec's markers and entity classes); None for a
+    task that is not relation extraction between two entity classes."""
+    from finetune.tasks.registry import get_task
+
+    try:
+        task = get_task(task_name) if task_name else None
+    except UserError:
+        return None
+    dataset = getattr(task, "dataset", None)
+    if task is None or task.kind != "re" or not all(getattr(dataset, "classes", ())):
+        return None
+    (head, tail), (head_marker, tail_marker) = dataset.classes, dataset.markers
+    return ReRoles((head, head_marker), (tail, tail_marker), dataset.other_marker or None)
 
 
 def entity_class(entity_type: str) -> str:
@@ -135,16 +136,16 @@ def _load(path: str, kind: str, device: str) -> LoadedModel:
     task = ((provenance.get("run_config") or {}).get("run") or {}).get("task", "") or Path(path).parent.name
     m = LoadedModel(task, path, kind, model, tokenizer, labels, provenance, task, dir_sha256(Path(path)))
     if kind == "ner":
-        dataset, _ = task_facts(provenance)
-        m.tags = typed_labels(labels, DATASET_TYPES.get(dataset, dataset), path)
+        entity_type, _ = task_facts(provenance)
+        m.tags = typed_labels(labels, entity_type, path)
     else:
-        key = task.rpartition("_")[0] if task[-1:].isdigit() else task
-        if key not in RE_ROLES:
+        m.roles = re_roles(task)
+        if m.roles is None:
             raise UserError(
-                f"--re {path}: fine-tuned on {task or 'an unknown task'} (biobert_run.json); annotation knows "
-                f"how to build candidate pairs for {sorted(RE_ROLES)} models only"
+                f"--re {path}: fine-tuned on {task or 'an unknown task'} (biobert_run.json), which is not a "
+                "relation task between two entity classes (its TaskSpec names none); annotation builds "
+                "candidate pairs for ChemProt, GAD and EU-ADR models"
             )
-        m.roles = RE_ROLES[key]
     return m
 
 

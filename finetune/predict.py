@@ -20,9 +20,9 @@ sentences in overlapping windows with every word predicted by exactly one (finet
 read as conlleval reads them (an I- after O opens an entity, as in scoring). One line per document:
     {"id", "text", "entities": [{"start", "end", "text", "label", "score"}]}
 `text[start:end] == entity["text"]` (Python string indices into the document's `text`); `label` is the
-entity type of B-X/I-X labels, or for untyped B/I/O models the dataset the model was fine-tuned on (from
-biobert_run.json) unless `--entity_label` says otherwise; `score` is the mean softmax probability of the
-predicted labels of the entity's words.
+entity type of B-X/I-X labels, or for untyped B/I/O models the entity type of the task the model was
+fine-tuned on (biobert_run.json's task, its TaskSpec's `entity_type`, e.g. Disease) unless `--entity_label`
+says otherwise; `score` is the mean softmax probability of the predicted labels of the entity's words.
 
 RE: BioBERT classifies one sentence in which the two candidate entities are already anonymised, so the input
 is a text file of such sentences, one per line: `@GENE$` / `@DISEASE$` (GAD, EU-ADR) or `BC6ENTC` /

@@ -134,15 +134,18 @@ def predict_re(
 
 
 def task_facts(provenance: dict) -> tuple[str, tuple]:
-    """(dataset name for untyped entities, RE entity markers) of the run the model was fine-tuned in."""
-    from finetune.tasks.ner_task import NER_DATASETS
-    from finetune.tasks.re_task import get_re_task
+    """(entity type of untyped B/I labels, RE entity markers) of the task the model was fine-tuned on
+    (biobert_run.json), from its TaskSpec; a model of an unknown task gets its task name (or ENTITY) and no
+    markers."""
+    from finetune.tasks.registry import get_task
 
-    task = ((provenance.get("run_config") or {}).get("run") or {}).get("task", "")
-    if task in NER_DATASETS:
-        return NER_DATASETS[task], ()
+    name = ((provenance.get("run_config") or {}).get("run") or {}).get("task", "")
     try:
-        re_task = get_re_task(task) if task else None
+        task = get_task(name) if name else None
     except UserError:
-        re_task = None
-    return task or "ENTITY", re_task.dataset.markers if re_task else ()
+        task = None
+    if task is not None and task.kind == "ner":
+        return task.entity_type, ()
+    if task is not None and task.kind == "re":
+        return name, tuple(task.dataset.markers)
+    return name or "ENTITY", ()

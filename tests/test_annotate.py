@@ -22,7 +22,7 @@ from biobert.errors import UserError
 from conftest import REPO, subprocess_env, write_pubmed_xml
 from finetune.annotate import main as annotate_main
 from finetune.annotate_core import Doc, candidate_pairs
-from finetune.annotate_models import RE_ROLES, LoadedModel
+from finetune.annotate_models import LoadedModel, re_roles
 from finetune.conlleval import conlleval
 
 annotate = annotate_main.__wrapped__
@@ -153,12 +153,12 @@ def test_candidate_pairs_are_anonymised_as_in_training():
         {"start": 27, "end": 32, "type": "protein", "_sentence": 0},
         {"start": 36, "end": 41, "type": "Disease", "_sentence": 0},
     ]
-    chemprot = LoadedModel("c", "", "re", None, None, [], {}, "chemprot", "", roles=RE_ROLES["chemprot"])
+    chemprot = LoadedModel("c", "", "re", None, None, [], {}, "chemprot", "", roles=re_roles("chemprot"))
     assert candidate_pairs(doc, ents, chemprot) == [
         (0, 2, "BC6ENTC inhibits BC6ENTG and BC6OTHER in cells."),
         (0, 3, "BC6ENTC inhibits BC6OTHER and BC6ENTG in cells."),
     ]
-    gad = LoadedModel("g", "", "re", None, None, [], {}, "gad_1", "", roles=RE_ROLES["gad"])
+    gad = LoadedModel("g", "", "re", None, None, [], {}, "gad_1", "", roles=re_roles("gad_1"))
     assert candidate_pairs(doc, ents, gad) == [
         (2, 4, "Aspirin inhibits @GENE$ and COX-2 in @DISEASE$."),
         (3, 4, "Aspirin inhibits COX-1 and @GENE$ in @DISEASE$."),

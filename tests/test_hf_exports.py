@@ -123,7 +123,7 @@ def test_typed_export_reads_back_like_the_untyped_ones_did(ner, tmp_path):
     # predict.py: the type of typed labels; the dataset's name for untyped ones, as before
     src = tmp_path / "doc.txt"
     src.write_text("The cancer disease cells.\n")
-    for model, label in ((ner["hf"], "Disease"), (untyped, "NCBI-disease")):
+    for model, label in ((ner["hf"], "Disease"), (untyped, "Disease")):  # untyped: the TaskSpec's type
         predict(["--model", str(model), "--input", str(src), "--out", str(tmp_path / "p.jsonl"), *NER_SEQ])
         assert {e["label"] for e in json.loads((tmp_path / "p.jsonl").read_text())["entities"]} == {label}
     # further training from the typed export on the untyped corpus: the same label map, accepted

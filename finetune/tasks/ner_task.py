@@ -76,6 +76,7 @@ class NerTask:
     labels: list[str] = field(default_factory=list)
 
     display: str = ""  # summarize.py's row name (the paper's)
+    entity_type: str = ""  # what its B/I labels mark (exports are typed B-<type>); "" = NER_ENTITY_TYPES' entry
     table: ClassVar[str] = "ner"
     options: ClassVar[tuple[str, ...]] = ("scheme",)
     select_metric: str = "f1"  # the devel score the paper's protocol selects hyper-parameters by
@@ -84,6 +85,9 @@ class NerTask:
     def recipe(self) -> str:
         """finetune/configs/<recipe>.json: this task's BioBERT hyper-parameters."""
         return self.name
+
+    def __post_init__(self) -> None:
+        self.entity_type = self.entity_type or NER_ENTITY_TYPES.get(self.name, self.dataset)
 
     @property
     def summary_key(self) -> str:
@@ -105,10 +109,6 @@ class NerTask:
         """Labels by name over all splits; a fine-tuned checkpoint's own map is checked against it."""
         self.labels = label_list(*examples_by_split.values())
         return self.labels
-
-    @property
-    def entity_type(self) -> str:
-        return NER_ENTITY_TYPES.get(self.name, self.dataset)
 
     def export_labels(self) -> list[str]:
         """The label names an export's config.json carries (id2label): typed, in the order of `labels`."""

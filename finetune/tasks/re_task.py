@@ -41,13 +41,25 @@ class ReDataset:
     negative: str  # the class left out of the score ("0" in GAD/EU-ADR: binary F1 of "1")
     markers: tuple[str, ...]  # the anonymised target entities, checked through WordPiece and truncation
     folds: bool
+    # the entity classes the two markers stand for, in order (annotation builds candidate pairs from them),
+    # and the marker of the sentence's other mentions of either class (ChemProt), if the corpus has one
+    classes: tuple[str, str] = ("", "")
+    other_marker: str = ""
 
 
 RE_DATASETS = {
-    "gad": ReDataset(("GAD", "gad"), BINARY_LABELS, "0", ("@GENE$", "@DISEASE$"), True),
-    "euadr": ReDataset(("euadr", "EU-ADR", "EUADR"), BINARY_LABELS, "0", ("@GENE$", "@DISEASE$"), True),
+    "gad": ReDataset(("GAD", "gad"), BINARY_LABELS, "0", ("@GENE$", "@DISEASE$"), True, ("gene", "disease")),
+    "euadr": ReDataset(
+        ("euadr", "EU-ADR", "EUADR"), BINARY_LABELS, "0", ("@GENE$", "@DISEASE$"), True, ("gene", "disease")
+    ),
     "chemprot": ReDataset(
-        ("chemprot", "ChemProt", "CHEMPROT"), CHEMPROT_LABELS, "False", ("BC6ENTC", "BC6ENTG"), False
+        ("chemprot", "ChemProt", "CHEMPROT"),
+        CHEMPROT_LABELS,
+        "False",
+        ("BC6ENTC", "BC6ENTG"),
+        False,
+        ("chemical", "gene"),
+        "BC6OTHER",
     ),
 }
 
