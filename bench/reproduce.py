@@ -189,8 +189,7 @@ def default_base_model() -> str:
 
 def discover(root: Path, wanted: list[str], folds: list[int]) -> list[dict]:
     """The tasks present under the data root, in the paper's row order: [{task, kind, data_dir, folds}]."""
-    from finetune.tasks.re_task import N_FOLDS, RE_DATASETS
-    from finetune.tasks.registry import get_task, summary_rows
+    from finetune.tasks.registry import folds_of, get_task, summary_rows
 
     rows = summary_rows()  # the paper's tables: their rows in its order
 
@@ -211,10 +210,8 @@ def discover(root: Path, wanted: list[str], folds: list[int]) -> list[dict]:
         for task, _ in rows[kind]:
             if task not in known or not (kind in wanted or task in wanted):
                 continue
-            fold_ds = kind == "re" and RE_DATASETS[task].folds
-            have = (
-                [k for k in (folds or range(1, N_FOLDS + 1)) if present(f"{task}_{k}", root / kind)] if fold_ds else []
-            )
+            fold_ds = folds_of(task)
+            have = [k for k in (folds or fold_ds) if k in fold_ds and present(fold_ds[k], root / kind)]
             if have or (not fold_ds and (root / kind).is_dir() and present(task, root / kind)):
                 found.append({"task": task, "kind": kind, "data_dir": str(root / kind), "folds": have})
             elif task in wanted:
@@ -519,7 +516,7 @@ def protocol_config(plan: dict, g: dict):
         protocol=plan["protocol"],
         seeds=list(plan["seeds"]),
         epochs=plan["epochs"][g["kind"]] if fixed else None,
-        folds=list(g["folds"]) or protocol.ALL_FOLDS,
+        folds=list(g["folds"]),  # empty: all of the dataset's
         keep_checkpoints=plan["keep_checkpoints"],  # scored runs keep their results and predictions
     )
 

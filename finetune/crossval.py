@@ -35,13 +35,9 @@ from biobert import checkpoint  # noqa: E402
 from biobert.config import config_dict, write_json  # noqa: E402
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
 from finetune import run_task  # noqa: E402
-from finetune.tasks.re_task import N_FOLDS, RE_DATASETS  # noqa: E402
+from finetune.tasks.registry import folded_datasets, folds_of  # noqa: E402
 
 SUMMARY_KEYS = ("precision", "recall", "f1", "accuracy")
-CV_TASKS = [name for name, ds in RE_DATASETS.items() if ds.folds]
-
-
-ALL_FOLDS = list(range(1, N_FOLDS + 1))
 
 
 @dataclasses.dataclass
@@ -52,14 +48,15 @@ class CrossvalConfig:
     task: str  # gad or euadr
     run_dir: str  # one folder for all folds (fold_01 ... inside)
     job: run_task.Job
-    folds: list[int] = dataclasses.field(default_factory=lambda: list(ALL_FOLDS))
+    folds: list[int] = dataclasses.field(default_factory=list)  # empty: all of the dataset's folds
 
     def checked(self) -> CrossvalConfig:
-        if self.task not in CV_TASKS:
-            raise UserError(f"--task {self.task!r}: cross-validation runs {' or '.join(CV_TASKS)}")
-        folds = sorted(set(self.folds))
-        if not folds or not all(k in ALL_FOLDS for k in folds):
-            raise UserError(f"--folds {self.folds}: folds are numbered 1 ... {N_FOLDS}")
+        known = folds_of(self.task)
+        if not known:
+            raise UserError(f"--task {self.task!r}: cross-validation runs {' or '.join(folded_datasets())}")
+        folds = sorted(set(self.folds or known))
+        if not all(k in known for k in folds):
+            raise UserError(f"--folds {self.folds}: {self.task}'s folds are numbered {min(known)} ... {max(known)}")
         if not self.job.cfg.test_split:
             raise UserError("--test_split '': cross-validation scores each fold on its test split; keep it set")
         return dataclasses.replace(self, folds=folds)
@@ -70,12 +67,12 @@ def parse_args(argv: list[str] | None) -> CrossvalConfig:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
     )
-    parser.add_argument("--task", required=True, choices=CV_TASKS)
+    parser.add_argument("--task", required=True, choices=folded_datasets())
     parser.add_argument("--run_dir", required=True, help="one folder for all folds (fold_01 ... inside)")
     parser.add_argument(
         "--folds",
-        default=",".join(str(k) for k in ALL_FOLDS),
-        help="comma-separated folds to run (default: all %(default)s)",
+        default="",
+        help="comma-separated folds to run (default: all, 1 ... 10 for GAD and EU-ADR)",
     )
     args, flags = parser.parse_known_args(argv)
     try:
@@ -88,7 +85,8 @@ def parse_args(argv: list[str] | None) -> CrossvalConfig:
     # the folds have no devel split: no evaluation during training unless the user chose one (a --config file's
     # eval_split included, which a flag of ours would override)
     chose_eval = any(a.split("=")[0] in ("--eval_split", "--config") for a in flags)
-    job = run_task.job_from_args([*flags, "--task", f"{args.task}_{min(folds, default=1)}", "--run_dir", args.run_dir])
+    first = folds_of(args.task).get(min(folds, default=1), args.task)  # a bad fold is refused by checked()
+    job = run_task.job_from_args([*flags, "--task", first, "--run_dir", args.run_dir])
     return CrossvalConfig(args.task, args.run_dir, job if chose_eval else job.with_(eval_split=""), folds)
 
 
@@ -135,7 +133,7 @@ def run_fold(task: str, fold: int, run_dir: Path, base: run_task.Job) -> tuple[d
         return json.loads((fold_dir / "results.json").read_text()), False
     doing = {"resume": "continuing from its checkpoint", "restart": "stopped before its first checkpoint; training"}
     print(f"{task} fold {fold}: {doing.get(state, 'training')} in {fold_dir}", flush=True)
-    results = run_task.run(base.with_(task=f"{task}_{fold}", run_dir=str(fold_dir), resume=state == "resume"))
+    results = run_task.run(base.with_(task=folds_of(task)[fold], run_dir=str(fold_dir), resume=state == "resume"))
     gc.collect()  # the fold's model and engine, before the next fold builds its own
     return results, True
 
@@ -169,7 +167,7 @@ def run(cfg: CrossvalConfig) -> dict:
             "task": cfg.task,
             "split": split,
             "folds_run": sorted(fold_scores),
-            "complete": sorted(fold_scores) == ALL_FOLDS,
+            "complete": sorted(fold_scores) == list(folds_of(cfg.task)),
             "std_kind": "sample standard deviation (n - 1)",
             **summary,
             "folds": {str(k): v for k, v in fold_scores.items()},

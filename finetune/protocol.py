@@ -56,8 +56,7 @@ from biobert import checkpoint  # noqa: E402
 from biobert.config import config_dict, read_config_file, write_json  # noqa: E402
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
 from finetune import run_task  # noqa: E402
-from finetune.tasks.re_task import N_FOLDS, RE_DATASETS  # noqa: E402
-from finetune.tasks.registry import get_task  # noqa: E402
+from finetune.tasks.registry import folds_of, get_task  # noqa: E402
 from finetune.tasks.relation import HEADERS  # noqa: E402
 
 QA_FIXED_EPOCHS = 5.0
@@ -73,9 +72,6 @@ OWNED_FLAGS = (
     "--test_split",
     "--resume",
 )
-
-
-ALL_FOLDS = list(range(1, N_FOLDS + 1))
 
 
 @dataclasses.dataclass
@@ -94,7 +90,7 @@ class ProtocolConfig:
     exact_grid: bool = False  # one run per (batch, epochs) instead of reading epochs off the longest run
     cv_folds: int = 10  # K of the CV selection without a devel split
     epochs: float | None = None  # biobert-code and QA: fixed epochs (None: the job's, i.e. the recipe's / 5 for QA)
-    folds: list[int] = dataclasses.field(default_factory=lambda: list(ALL_FOLDS))  # gad / euadr: folds to run
+    folds: list[int] = dataclasses.field(default_factory=list)  # gad / euadr: folds to run; empty: all
     keep_checkpoints: bool = True  # the seed runs' weights; selection runs never keep theirs
 
     @property
@@ -111,9 +107,18 @@ class ProtocolConfig:
             raise UserError(f"--protocol {self.protocol!r}: choose paper or biobert-code")
         for name in ("seeds", "batch_sizes", "epoch_grid", "folds"):
             values = getattr(self, name)
-            if not values or len(set(values)) != len(values):
+            if (not values and name != "folds") or len(set(values)) != len(values):
                 raise UserError(f"--{name} {values}: give at least one value, each once")
-        _check_folds(self.folds)
+        known = folds_of(self.task)
+        if not all(k in known for k in self.folds):
+            raise UserError(
+                f"--folds {self.folds}: "
+                + (
+                    f"{self.task}'s folds are numbered {min(known)} ... {max(known)}"
+                    if known
+                    else f"{self.task} has no cross-validation folds"
+                )
+            )
         if self.cv_folds < 2:
             raise UserError(f"--cv_folds {self.cv_folds}: cross-validation needs at least 2 folds")
         if self.job.cfg.max_steps:
@@ -122,13 +127,8 @@ class ProtocolConfig:
             self,
             batch_sizes=sorted(self.batch_sizes),
             epoch_grid=sorted(self.epoch_grid),
-            folds=sorted(self.folds),
+            folds=sorted(self.folds or known),
         )
-
-
-def _check_folds(folds: list[int]) -> None:
-    if not all(k in ALL_FOLDS for k in folds):
-        raise UserError(f"--folds {folds}: folds are numbered 1 ... {N_FOLDS}")
 
 
 def ds_overrides(ds: list[str]) -> dict[str, str]:
@@ -193,7 +193,7 @@ def parse_args(argv: list[str] | None) -> ProtocolConfig:
     parser.add_argument("--exact_grid", action="store_true", help="one run per (batch, epochs), no reuse")
     parser.add_argument("--cv_folds", type=int, default=10, help="K of the CV selection without a devel split")
     parser.add_argument("--epochs", type=float, default=None, help="biobert-code and QA: fixed epochs")
-    parser.add_argument("--folds", default=",".join(map(str, ALL_FOLDS)), help="--task gad / euadr: the folds to run")
+    parser.add_argument("--folds", default="", help="--task gad / euadr: the folds to run (default: all)")
     parser.add_argument(
         "--keep_checkpoints",
         type=_bool,
@@ -206,9 +206,8 @@ def parse_args(argv: list[str] | None) -> ProtocolConfig:
     args, flags = parser.parse_known_args(argv)
     check_run_task_flags(flags)
     folds = _ints(args.folds, "--folds")
-    _check_folds(folds)
-    folded = args.task in RE_DATASETS and RE_DATASETS[args.task].folds
-    first = f"{args.task}_{min(folds, default=1)}" if folded else args.task
+    known = folds_of(args.task)
+    first = known.get(min(folds, default=min(known, default=0)), args.task)  # a bad fold: refused by checked()
     job = run_task.job_from_args(
         [*flags, "--task", first, "--data_dir", args.data_dir, "--init_from", args.init_from, "--run_dir", args.run_dir]
     )
@@ -520,7 +519,8 @@ def run_protocol(task_name: str, cfg: ProtocolConfig, run_dir: Path) -> dict:
 def run_folds(dataset: str, cfg: ProtocolConfig, run_dir: Path) -> dict:
     """GAD / EU-ADR: the protocol on each fold on its own, then each seed's mean over the folds."""
     _check_same_args(run_dir, {"protocol": cfg.protocol, "task": dataset, "folds": "each fold: fold_NN/protocol.json"})
-    folds = {k: run_protocol(f"{dataset}_{k}", cfg, run_dir / f"fold_{k:02d}") for k in cfg.folds}
+    names = folds_of(dataset)
+    folds = {k: run_protocol(names[k], cfg, run_dir / f"fold_{k:02d}") for k in cfg.folds}
     per_seed = {s: mean_std([f["runs"][str(s)] for f in folds.values()])[0] for s in cfg.seeds}
     fold_means = [f["mean"] for f in folds.values()]
     mean, std = mean_std(list(per_seed.values()))
@@ -532,12 +532,12 @@ def run_folds(dataset: str, cfg: ProtocolConfig, run_dir: Path) -> dict:
     out = {
         "protocol": cfg.protocol,
         "task": dataset,
-        "kind": "re",
+        "kind": get_task(names[cfg.folds[0]]).kind,
         "init_from": cfg.init_from,
         "split": "test",
         "headline": first["headline"],
         "folds_run": cfg.folds,
-        "complete": cfg.folds == ALL_FOLDS,
+        "complete": cfg.folds == list(names),
         "folds": {str(k): {"setting": f["setting"], "mean": f["mean"], "std": f["std"]} for k, f in folds.items()},
         "seeds": cfg.seeds,
         "runs": {str(s): v for s, v in per_seed.items()},
@@ -569,7 +569,7 @@ def run(cfg: ProtocolConfig) -> dict:
     """The Python API: evaluate `cfg.task` by `cfg.protocol`; returns what run_dir/results.json holds."""
     cfg = cfg.checked()
     run_dir = Path(cfg.run_dir)
-    if cfg.task in RE_DATASETS and RE_DATASETS[cfg.task].folds:
+    if folds_of(cfg.task):
         return run_folds(cfg.task, cfg, run_dir)
     return run_protocol(cfg.task, cfg, run_dir)
 

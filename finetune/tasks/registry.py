@@ -81,3 +81,24 @@ def summary_rows() -> dict[str, list[tuple[str, str]]]:
         if task.table and (task.summary_key, task.display) not in rows.get(task.table, []):
             rows.setdefault(task.table, []).append((task.summary_key, task.display))
     return rows
+
+
+def folds_of(dataset: str) -> dict[int, str]:
+    """Fold number -> task name of a cross-validation dataset's registered folds (GAD: {1: "gad_1", ...}); {}
+    for a name that is not such a dataset."""
+    folds = {}
+    for name, factory in TASKS.items():
+        task = factory()
+        if getattr(task, "fold", None) is not None and task.summary_key == dataset:
+            folds[task.fold] = name
+    return dict(sorted(folds.items()))
+
+
+def folded_datasets() -> list[str]:
+    """The datasets evaluated over cross-validation folds (crossval.py's tasks), in registration order."""
+    names: dict[str, None] = {}
+    for factory in TASKS.values():
+        task = factory()
+        if getattr(task, "fold", None) is not None:
+            names[task.summary_key] = None
+    return list(names)
