@@ -43,7 +43,6 @@ import argparse
 import dataclasses
 import gc
 import json
-import random
 import shutil
 import statistics
 import sys
@@ -56,11 +55,10 @@ from biobert import checkpoint  # noqa: E402
 from biobert.config import config_dict, read_config_file, write_json  # noqa: E402
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
 from finetune import run_task  # noqa: E402
+from finetune.protocol_data import CV_SHUFFLE_SEED, has_devel, make_cv_folds, train_dev_data  # noqa: E402
 from finetune.tasks.registry import folds_of, get_task  # noqa: E402
-from finetune.tasks.relation import HEADERS  # noqa: E402
 
 QA_FIXED_EPOCHS = 5.0
-CV_SHUFFLE_SEED = 0
 OWNED_FLAGS = (
     "--task",
     "--run_dir",
@@ -225,83 +223,6 @@ def parse_args(argv: list[str] | None) -> ProtocolConfig:
         folds=folds,
         keep_checkpoints=args.keep_checkpoints,
     )
-
-
-# ------------------------------------------------------------------------------------------ data files
-
-
-def _records(path: Path, kind: str) -> tuple[str, list[str]]:
-    """(header line or "", records) of a task file: NER sentences are blank-line blocks, RE rows lines."""
-    lines = path.read_bytes().decode("utf-8").split("\n") if path.is_file() else []  # no newline translation
-    if kind == "re":
-        rows = [line for line in lines if line.strip(" \t\r")]
-        if rows and tuple(rows[0].rstrip("\r").split("\t")) in HEADERS:
-            return rows[0] + "\n", rows[1:]
-        return "", rows
-    blocks, current = [], []
-    for line in lines:
-        if line.strip(" \t\r"):
-            current.append(line)
-        elif current:
-            blocks.append("\n".join(current))
-            current = []
-    if current:
-        blocks.append("\n".join(current))
-    return "", blocks
-
-
-def _write_records(path: Path, header: str, records: list[str], kind: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sep = "\n" if kind == "re" else "\n\n"
-    path.write_text(header + sep.join(records) + "\n", encoding="utf-8")
-
-
-def _layout(task) -> Path:
-    """Where the task looks for its files under a data root: NCBI-disease/, GAD/3/, chemprot/."""
-    if task.kind == "ner":
-        return Path(task.dataset)
-    return Path(task.dataset.folders[0], *([str(task.fold)] if task.fold else []))
-
-
-def has_devel(task, files: dict[str, Path]) -> bool:
-    return "devel" in files and bool(_records(files["devel"], task.kind)[1])
-
-
-def make_cv_folds(task, files: dict[str, Path], root: Path, k: int) -> list[Path]:
-    """K data roots, fold i holding train = the other folds and devel = fold i, by a fixed shuffle."""
-    header, records = _records(files["train"], task.kind)
-    if len(records) < k:
-        raise UserError(f"{files['train']}: {len(records)} training examples cannot make {k} CV folds")
-    order = list(range(len(records)))
-    random.Random(CV_SHUFFLE_SEED).shuffle(order)
-    roots = []
-    for i in range(k):
-        held = set(order[i::k])
-        folder = root / f"fold_{i + 1:02d}" / _layout(task)
-        if not (folder / "devel.tsv").is_file():
-            held_out = [records[j] for j in sorted(held)]
-            _write_records(folder / "train.tsv", header, [r for j, r in enumerate(records) if j not in held], task.kind)
-            _write_records(folder / "devel.tsv", header, held_out, task.kind)
-            _write_records(folder / "test.tsv", header, held_out, task.kind)  # required by the reader; unused
-        roots.append(root / f"fold_{i + 1:02d}")
-    return roots
-
-
-def train_dev_data(task, files: dict[str, Path], data_dir: str, run_dir: Path) -> tuple[str, str, str]:
-    """(data_dir, train_split, what was done) to train on train+devel as BioBERT's released code does."""
-    if "train_dev" in files:
-        return data_dir, "train_dev", f"trained on the bundle's {files['train_dev']}"
-    if task.kind == "qa" or not has_devel(task, files):
-        return data_dir, "train", f"{task.name} has no devel split: trained on train alone"
-    root = run_dir / "train_dev_data"
-    folder = root / _layout(task)
-    header, train = _records(files["train"], task.kind)
-    _, devel = _records(files["devel"], task.kind)
-    _write_records(folder / "train.tsv", header, train + devel, task.kind)
-    shutil.copyfile(files["test"], folder / "test.tsv")
-    note = f"no train_dev.tsv: trained on {files['train']} + {files['devel']} concatenated into {folder}"
-    print(f"{task.name}: {note}", flush=True)
-    return str(root), "train", note
 
 
 # -------------------------------------------------------------------------------------------- sub-runs

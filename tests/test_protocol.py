@@ -9,7 +9,7 @@ from test_finetune import write_ner_split
 
 from biobert.errors import UserError
 from conftest import write_tiny_bert, write_vocab
-from finetune import protocol, run_task
+from finetune import protocol, protocol_data, run_task
 
 run_protocol = protocol.main.__wrapped__
 
@@ -129,9 +129,11 @@ def test_cv_selection_without_devel(tiny_bert, ner_dirs, tmp_path):
     sel = out["selection"]
     assert sel["method"] == "2-fold cross-validation on train" and sel["metric"] == "cv_f1"
     # the folds partition the training sentences
-    train = protocol._records(ner_dirs["no_devel"] / "NCBI-disease" / "train.tsv", "ner")[1]
-    held = [protocol._records(run / "cv_data" / f"fold_0{k}" / "NCBI-disease" / "devel.tsv", "ner")[1] for k in (1, 2)]
-    fold1_train = protocol._records(run / "cv_data" / "fold_01" / "NCBI-disease" / "train.tsv", "ner")[1]
+    train = protocol_data.records(ner_dirs["no_devel"] / "NCBI-disease" / "train.tsv", "ner")[1]
+    held = [
+        protocol_data.records(run / "cv_data" / f"fold_0{k}" / "NCBI-disease" / "devel.tsv", "ner")[1] for k in (1, 2)
+    ]
+    fold1_train = protocol_data.records(run / "cv_data" / "fold_01" / "NCBI-disease" / "train.tsv", "ner")[1]
     assert sorted(held[0] + held[1]) == sorted(train) and not set(held[0]) & set(held[1])
     assert sorted(fold1_train) == sorted(held[1])
     for s in sel["scores"]:
@@ -202,16 +204,16 @@ def test_biobert_code_builds_train_dev(tiny_bert, ner_dirs, tmp_path):
     folder = ner_dirs["devel"] / "NCBI-disease"
     files = {"train_dev": folder / "train_dev.tsv", "train": folder / "train.tsv"}
     task = protocol.get_task("ncbi_disease")
-    assert protocol.train_dev_data(task, files, "d", run)[:2] == ("d", "train_dev")
+    assert protocol_data.train_dev_data(task, files, "d", run)[:2] == ("d", "train_dev")
 
 
 def test_records_round_trip_and_bad_flags(tmp_path, tiny_bert, ner_dirs):
     src = tmp_path / "train.tsv"
     src.write_text("sentence\tlabel\r\nA @GENE$ b @DISEASE$.\t1\r\nC @GENE$ d @DISEASE$.\t0\r\n")
-    header, rows = protocol._records(src, "re")
+    header, rows = protocol_data.records(src, "re")
     assert header == "sentence\tlabel\r\n" and len(rows) == 2
-    protocol._write_records(tmp_path / "copy.tsv", header, rows, "re")
-    assert protocol._records(tmp_path / "copy.tsv", "re") == (header, rows)
+    protocol_data.write_records(tmp_path / "copy.tsv", header, rows, "re")
+    assert protocol_data.records(tmp_path / "copy.tsv", "re") == (header, rows)
     assert protocol.mean_std([{"f1": 1.0, "n": 3, "x": "s"}, {"f1": 3.0, "n": 5}]) == (
         {"f1": 2.0, "n": 4.0},
         {"f1": pytest.approx(2**0.5), "n": pytest.approx(2**0.5)},
