@@ -47,12 +47,13 @@ class AnnotateConfig:
     max_seq_length: int | None = None  # default: the NER models' fine-tuning value (the smallest), else 128
     doc_stride: int | None = None
     keep_title_only: bool = False  # PubMed records without an abstract are skipped (and counted) by default
+    max_docs: int | None = None  # per unit: the first N documents only (a quick look; part of the run's identity)
     threads: int | None = None  # torch intra-op threads (default: torch's)
     overwrite: bool = False
 
     def validate(self) -> None:
-        for name in ("batch_size", "chunk_docs"):
-            if getattr(self, name) < 1:
+        for name in ("batch_size", "chunk_docs", "max_docs"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name} {getattr(self, name)}: must be at least 1")
 
 
@@ -69,6 +70,8 @@ def _settings(cfg: AnnotateConfig, models):
 
 def _identity(cfg: AnnotateConfig, models, settings, units) -> dict:
     options = asdict(settings) | {"keep_title_only": cfg.keep_title_only, "chunk_docs": cfg.chunk_docs}
+    if cfg.max_docs is not None:  # absent otherwise: runs from before the option keep their identity
+        options["max_docs"] = cfg.max_docs
     models_id = [m.sha256 for m in models.ner] + [models.re.sha256 if models.re else None]
     return {
         "format": "biobert-annotations",
@@ -124,7 +127,8 @@ def run(cfg: AnnotateConfig, faults: Faults = NO_FAULTS) -> dict:
         "format": identity["format"],
         "format_version": output.FORMAT_VERSION,
         "identity": identity,
-        "settings": asdict(settings) | {"keep_title_only": cfg.keep_title_only, "chunk_docs": cfg.chunk_docs},
+        "settings": asdict(settings)
+        | {"keep_title_only": cfg.keep_title_only, "chunk_docs": cfg.chunk_docs, "max_docs": cfg.max_docs},
         "models": models.manifest(),
         "warnings": _warnings(models),
         "supersession": {k: index.info[k] for k in ("hash", "articles", "deletions", "drop_superseded", "drop_deleted")}
@@ -173,6 +177,9 @@ def parse_args(argv: list[str] | None) -> AnnotateConfig:
     p.add_argument("--max_seq_length", type=int, default=None, help="default: the NER models' (smallest), else 128")
     p.add_argument("--doc_stride", type=int, default=None, help="window overlap; default: the NER models', else 32")
     p.add_argument("--keep_title_only", action="store_true", help="also annotate records without an abstract")
+    p.add_argument(
+        "--max_docs", type=int, default=None, help="annotate only the first N documents of each unit (a quick look)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--overwrite", action="store_true", help="replace an output directory of another run")
     a = p.parse_args(argv)
@@ -188,6 +195,7 @@ def parse_args(argv: list[str] | None) -> AnnotateConfig:
         max_seq_length=a.max_seq_length,
         doc_stride=a.doc_stride,
         keep_title_only=a.keep_title_only,
+        max_docs=a.max_docs,
         threads=a.threads,
         overwrite=a.overwrite,
     )

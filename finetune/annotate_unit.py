@@ -13,6 +13,7 @@ are corpus code that data_prep owns, and copying them would let the two drift.)
 
 from __future__ import annotations
 
+import itertools
 import resource
 import time
 from collections import Counter
@@ -103,7 +104,8 @@ def annotate_unit(unit: Unit, models, settings, cfg, out: Path, index, faults) -
     by_label: Counter = Counter()
     writer = UnitWriter(out, unit.name)
     try:
-        for k, chunk in enumerate(_chunks(iter(reader), cfg.chunk_docs)):
+        docs = itertools.islice(reader, cfg.max_docs) if getattr(cfg, "max_docs", None) else iter(reader)
+        for k, chunk in enumerate(_chunks(docs, cfg.chunk_docs)):
             rows = annotate_docs(chunk, models, settings, counts)
             writer.write(rows)
             counts["documents"] += len(rows)

@@ -237,3 +237,16 @@ def test_benchmark_dry_run(ner_run, tiny_assets, tmp_path):  # noqa: F811
     for side in ("ours", "peer"):
         assert data[side]["sentences_per_s"] > 0 and data[side]["peak_rss_mb"] > 0
     assert data["ratio_sentences_per_s"] > 0 and "projection" in data and "entities" in data
+
+
+def test_max_docs_annotates_the_first_documents_of_each_unit(ner_run, tiny_assets, tmp_path):  # noqa: F811
+    out = tmp_path / "ann"
+    args = ["--input", str(tiny_assets["pubmed"]), "--ner", str(ner_run["hf"]), "--out", str(out)]
+    manifest = annotate([*args, "--max_docs", "5"])
+    assert manifest["counts"]["documents"] == 10 and manifest["settings"]["max_docs"] == 5  # two units x 5
+    for f in sorted(out.glob("*.parquet")):
+        assert pq.read_table(f).num_rows == 5
+    with pytest.raises(UserError):  # a whole-corpus run over the partial one's folder is another run
+        annotate(args)
+    with pytest.raises(UserError, match="--max_docs 0"):
+        annotate([*args, "--max_docs", "0", "--overwrite"])
