@@ -24,10 +24,11 @@ import pyarrow.parquet as pq
 
 from biobert.errors import UserError
 from biobert.files import file_sha256
+from data_prep.outdir import DONE_DIR, marker_path, read_marker, write_marker  # noqa: F401  (the one marker format)
 from data_prep.shards import write_json_atomic
 
 FORMAT, FORMAT_VERSION = "biobert-annotations", 1
-RUN_FILE, DONE_DIR, MANIFEST = "run.json", "done", "manifest.json"
+RUN_FILE, MANIFEST = "run.json", "manifest.json"
 
 ENTITY = pa.struct(
     [
@@ -81,22 +82,6 @@ class UnitWriter:
             self.writer.close()
         finally:
             self.tmp.unlink(missing_ok=True)
-
-
-def marker_path(out: Path, unit: str) -> Path:
-    return out / DONE_DIR / f"{unit}.json"
-
-
-def read_marker(out: Path, unit: str) -> dict | None:
-    try:
-        return json.loads(marker_path(out, unit).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def write_marker(out: Path, unit: str, marker: dict) -> None:
-    (out / DONE_DIR).mkdir(parents=True, exist_ok=True)
-    write_json_atomic(marker_path(out, unit), marker)
 
 
 def is_current(out: Path, marker: dict | None, expect: dict) -> bool:
