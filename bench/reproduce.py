@@ -4,6 +4,8 @@ pre-training on PubMed (Bio) beat the same BERT without it (Base) on biomedical 
     .venv/bin/python bench/reproduce.py                    # the whole plan at its default budget
     .venv/bin/python bench/reproduce.py --report_only      # tables and plots from the finished sub-runs
     .venv/bin/python bench/reproduce.py --quick            # smoke run: a few steps, one seed, same path
+    .venv/bin/python bench/reproduce.py --learning_curve   # stages 1-3, then bench/learning_curve.py's curve
+    .venv/bin/python bench/reproduce.py --device cuda      # one GPU: >= 100x the pre-training, the curve, 10 min
 
 Stages, each skipped when its output exists, so an interrupted run continues where it stopped:
   1. data_prep: PubMed (and PMC with --pmc) -> 128-token MLM shards with Base's vocabulary; documents overlapping
@@ -19,6 +21,11 @@ Stages, each skipped when its output exists, so an interrupted run continues whe
      the same protocol and hyper-parameters for Base and Bio; NER first, then RE, then QA, so a stopped run
      has whole NER comparisons. A sub-run whose results.json holds all seeds (and folds) is skipped; the
      protocol itself reuses finished seed and fold runs and resumes an interrupted one, by the same policy.
+With --learning_curve, stage 4 is learning_curve.run(CurveConfig) instead (Base and this Bio on subsets of
+the training sets; WORK_DIR/learning_curve), its section included in reproduce.md. --device cuda is that mode
+on one GPU, sized by learning_curve_gpu.gpu_plan to one 10-minute run: its pre-training tokens (>= 100x the CPU
+budget) on one rank with ds_configs/h100x8.json's batch arithmetic set for one GPU (GPU_DS), and the curve's
+runs several at once. Both plans and their estimates are printed before anything runs.
 Then bench/reproduce.md, bench/results/reproduce.json and two PNGs (bench/reproduce_report.py). CPU time of
 this process and of the child processes (getrusage deltas) is kept per stage in WORK_DIR/timings.json.
 """
@@ -26,6 +33,7 @@ this process and of the child processes (getrusage deltas) is kept per stage in 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import glob
 import json
@@ -40,6 +48,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
+import learning_curve  # noqa: E402
+import learning_curve_gpu  # noqa: E402
 import reproduce_report  # noqa: E402
 from reproduce_progress import HEAD_COST, KINDS, Progress, count_tokens, hms  # noqa: E402
 
@@ -69,6 +79,11 @@ PRESETS = {
         "prep": "--heldout_fraction 0.05",
     },
 }  # enough held-out examples for an evaluation
+# --device cuda: h100x8.json's phase-1 batch (1,024 x 128 = GPU_TOKENS_PER_STEP) on one rank, micro x accumulation
+# x 1 GPU = 256 x 4 x 1 (a MiniLM micro-batch of 256 x 128 is what learning_curve_gpu.measure times); warmup
+# GPU_WARMUP of each phase's steps, as cpu.json's 10 of 489 (its 10,000 steps exceed a 10-minute run's).
+GPU_DS = ["train_batch_size=1024", "train_micro_batch_size_per_gpu=256", "gradient_accumulation_steps=4"]
+GPU_WARMUP = 0.02
 PAPER = {"steps": 470_000, "tokens_per_step": 131_072, "tokens": 470_000 * 131_072, "hardware": "8 x V100"}
 
 
@@ -119,7 +134,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--head_lr", type=float, default=1e-3, help="peak learning rate of that phase (default %(default)s)")
     p.add_argument("--seq_len", type=int, default=128)
     p.add_argument("--eval_batches", type=int, default=20, help="held-out micro-batches per rank per evaluation")
-    p.add_argument("--ds_pretrain", default=str(REPO / "ds_configs" / "cpu.json"))
+    p.add_argument("--ds_pretrain", help="default: ds_configs/cpu.json; --device cuda: ds_configs/h100x8.json")
     p.add_argument("--ds_finetune", default=str(REPO / "ds_configs" / "finetune.json"))
     p.add_argument("--nproc", type=int, help="pre-training ranks (default: every GPU, or 2 on CPU)")
     p.add_argument("--launcher", choices=("deepspeed", "torchrun"), default="deepspeed")
@@ -141,13 +156,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke mode: tiny budget, one seed, the same code path")
     p.add_argument("--report_only", action="store_true", help="only rewrite the report from finished runs")
     p.add_argument("--dry_run", action="store_true", help="print the plan with its estimates and stop")
+    p.add_argument(
+        "--learning_curve",
+        action="store_true",
+        help="after pre-training, bench/learning_curve.py's "
+        "curve instead of the protocol's fine-tuning (seeds: the curve's unless --seeds)",
+    )
+    p.add_argument("--curve_datasets", help="the curve's datasets (default: learning_curve.DATASETS)")
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: the learning-curve mode on one GPU, sized to one 10-minute run (learning_curve_gpu.py)",
+    )
     a = p.parse_args(argv)
+    a.seeds_given, a.learning_curve = a.seeds is not None, a.learning_curve or a.device == "cuda"
+    if a.device == "cuda" and a.nproc not in (None, 1):
+        raise UserError(f"--device cuda --nproc {a.nproc}: the GPU plan is sized for one GPU; leave --nproc out")
+    a.ds_pretrain = a.ds_pretrain or str(REPO / "ds_configs" / ("h100x8.json" if a.device == "cuda" else "cpu.json"))
+    a.ds_overrides, a.head_default = (GPU_DS if a.device == "cuda" else []), DEFAULT_HEAD_TOKENS
     preset = PRESETS["quick" if a.quick else "full"]
     a.seeds, a.folds = _ints(a.seeds or preset["seeds"], "--seeds"), _ints(a.folds or preset["folds"], "--folds")
     a.epochs, a.max_docs, a.steps = _epochs(a.epochs or preset["epochs"]), preset["max_docs"], preset["steps"]
     a.head_steps = preset["head_steps"]
     a.prep_args = f"{preset['prep']} {a.prep_args}".strip()
-    a.work_dir = Path(a.work_dir or REPO / "runs" / ("reproduce_quick" if a.quick else "reproduce")).resolve()
+    name = "reproduce_quick" if a.quick else "reproduce_cuda" if a.device == "cuda" else "reproduce"
+    a.work_dir = Path(a.work_dir or REPO / "runs" / name).resolve()
     a.models = [m for m in a.models.split(",") if m]
     if not a.models or set(a.models) - {"base", "bio"} or not a.seeds:
         raise UserError(f"--models {a.models} / --seeds {a.seeds}: models are base and/or bio, seeds at least one")
@@ -228,15 +262,15 @@ def build_plan(a: argparse.Namespace) -> dict:
     base = str(Path(a.base_model or default_base_model()).resolve())
     bert = load_bert_config(base)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    nproc = a.nproc or gpus or 2
-    tbs, micro, _ = resolve_batch(load_ds_config(a.ds_pretrain), nproc, a.ds_pretrain)
+    nproc = 1 if a.device == "cuda" else a.nproc or gpus or 2
+    tbs, micro, _ = resolve_batch(load_ds_config(a.ds_pretrain, a.ds_overrides), nproc, a.ds_pretrain)
     per_step = tbs * a.seq_len
     steps = (
         a.steps if a.steps and not a.pretrain_tokens else math.ceil((a.pretrain_tokens or DEFAULT_TOKENS) / per_step)
     )
     root = Path(a.data_root).resolve()
-    tasks = discover(root, [t for t in a.tasks.split(",") if t], a.folds)
-    if not tasks:
+    tasks = [] if a.learning_curve else discover(root, [t for t in a.tasks.split(",") if t], a.folds)
+    if not tasks and not a.learning_curve:
         raise UserError(
             f"{root}: no task data for --tasks {a.tasks} (expected BioBERT's layout: ner/NCBI-disease/, "
             "re/GAD/1/, re/chemprot/, qa/bioasq/)"
@@ -248,7 +282,7 @@ def build_plan(a: argparse.Namespace) -> dict:
     if pmc and "bio" in a.models and not any(glob.glob(p) for p in pmc):
         raise UserError(f"--pmc {pmc}: no such files or folders (PMC Open Access .nxml files or .tar.gz packages)")
     if a.head_tokens is None:  # automatic: a head to learn first only when Base has none
-        head_steps = 0 if has_mlm_head(base) else a.head_steps or math.ceil(DEFAULT_HEAD_TOKENS / per_step)
+        head_steps = 0 if has_mlm_head(base) else a.head_steps or math.ceil(a.head_default / per_step)
     else:
         head_steps = math.ceil(a.head_tokens / per_step) if a.head_tokens > 0 else 0
     size = bert.num_hidden_layers * bert.hidden_size**2 / (6 * 384**2)  # compute relative to all-MiniLM-L6-v2
@@ -277,6 +311,8 @@ def build_plan(a: argparse.Namespace) -> dict:
         "gpus": gpus,
         "launcher": a.launcher,
         "ds_pretrain": a.ds_pretrain,
+        "ds_overrides": a.ds_overrides,
+        "device": a.device,
         "ds_finetune": a.ds_finetune,
         "train_batch_size": tbs,
         "tokens_per_step": per_step,
@@ -300,6 +336,7 @@ def build_plan(a: argparse.Namespace) -> dict:
         "pretrain_args": a.pretrain_args,
         "ft_args": a.ft_args,
         "keep_checkpoints": a.keep_checkpoints,
+        "learning_curve": None,  # main(): the CurveConfig, when the curve replaces the protocol's fine-tuning
     }
 
 
@@ -310,6 +347,7 @@ PRETRAIN_KEYS = (
     "seq_len",
     "pretrain_steps",
     "ds_pretrain",
+    "ds_overrides",
     "max_docs",
     "prep_args",
     "pretrain_args",
@@ -322,7 +360,7 @@ PRETRAIN_KEYS = (
 
 def pretrain_settings(plan: dict) -> dict:
     """What decides the Bio model; a plan written before the heads-only phase (or --pmc) existed had none."""
-    return {k: plan.get(k, {"head_steps": 0, "pmc": []}.get(k)) for k in PRETRAIN_KEYS}
+    return {k: plan.get(k, {"head_steps": 0, "pmc": [], "ds_overrides": []}.get(k)) for k in PRETRAIN_KEYS}
 
 
 # ------------------------------------------------------------------------------------------- execution
@@ -480,12 +518,16 @@ def launch_pretrain(
         if plan["launcher"] == "deepspeed"
         else [shutil.which("torchrun") or "torchrun", "--nproc_per_node", n, "--master_port", port]
     )
+    ds = [*plan.get("ds_overrides", [])]
+    if plan.get("device") == "cuda":
+        ds.append(f"scheduler.params.warmup_num_steps={max(1, math.ceil(GPU_WARMUP * steps))}")
     script = [
         str(REPO / "pretrain" / "run.py"),
         "--deepspeed_config",
         plan["ds_pretrain"],
         "--config",
         str(config_path),
+        *[x for o in ds for x in ("--ds", o)],
     ]
     run_child(
         [*launch, *script, *shlex.split(plan["pretrain_args"]), *last_flags],
@@ -574,14 +616,61 @@ def print_plan(plan: dict, stages: list[dict], progress: Progress) -> None:
         + f"\n  corpus: PubMed {', '.join(plan['pubmed'])}"
         + (f" + PMC {', '.join(plan['pmc'])}" if plan.get("pmc") else "")
         + f"\n  decontamination: every test set "
-        f"under {', '.join(plan['decontaminate']) or '(none)'}\n  fine-tuning: protocol {plan['protocol']}, epochs "
-        f"{plan['epochs']}, seeds {plan['seeds']}, models {plan['models']}",
+        f"under {', '.join(plan['decontaminate']) or '(none)'}\n  fine-tuning: "
+        + (
+            "the learning curve below (bench/learning_curve.py)"
+            if plan.get("learning_curve")
+            else f"protocol {plan['protocol']}, epochs {plan['epochs']}, seeds {plan['seeds']}, models {plan['models']}"
+        ),
         flush=True,
     )
     for i, s in enumerate(stages):
         est = "finished" if s["done"]() else "about " + hms(progress.estimate(s))
         print(f"  {i + 1:>3}. {s['name']:<44} {est}")
-    print(f"  remaining: about {hms(progress.eta(0))} (estimate, refined as stages finish)", flush=True)
+    on = " on CPU; the one-GPU plan's below" if plan.get("device") == "cuda" else ""
+    print(f"  remaining: about {hms(progress.eta(0))} (estimate{on}, refined as stages finish)", flush=True)
+
+
+def curve_config(a: argparse.Namespace) -> learning_curve.CurveConfig:
+    """The learning curve of this reproduction: its Base, its Bio export, its data root; the curve's own
+    defaults (seeds, fractions, epochs) unless --seeds / --curve_datasets are given."""
+    d = learning_curve.CurveConfig()
+    return learning_curve.CurveConfig(
+        base_model=str(Path(a.base_model or default_base_model()).resolve()),
+        bio_model=str(a.work_dir / "pretrain" / "hf"),
+        data_root=str(Path(a.data_root).resolve()),
+        work_dir=str(a.work_dir / "learning_curve"),
+        report_dir=str(Path(a.report_dir).resolve()),
+        datasets=tuple(x for x in a.curve_datasets.split(",") if x) if a.curve_datasets else d.datasets,
+        seeds=tuple(a.seeds) if a.seeds_given else d.seeds,
+        device=a.device,
+        ft_args=tuple(shlex.split(a.ft_args)),
+        keep_checkpoints=a.keep_checkpoints,
+    )
+
+
+def curve_plan(a: argparse.Namespace, cfg: learning_curve.CurveConfig) -> dict:
+    """The curve's runs and CPU estimate; on --device cuda also the one-GPU plan, whose pre-training tokens (and
+    a heads-only phase MIN_FACTOR x the CPU one) replace the CPU budget unless --pretrain_tokens / --head_tokens."""
+    plan = learning_curve.build_plan(cfg)
+    plan["estimate"] = learning_curve.estimate_cpu(plan, cfg.work_dir)
+    if cfg.device == "cuda":
+        plan["gpu"] = learning_curve_gpu.gpu_plan(plan, cfg)
+        a.pretrain_tokens = a.pretrain_tokens or plan["gpu"]["pretrain_tokens"]
+        a.head_default = DEFAULT_HEAD_TOKENS * learning_curve_gpu.MIN_FACTOR
+    return plan
+
+
+def print_curve(plan: dict, curve: dict, cfg: learning_curve.CurveConfig) -> None:
+    learning_curve.print_plan(curve, curve["estimate"], cfg)
+    if g := curve.get("gpu"):
+        learning_curve_gpu.print_gpu_plan(g)
+        head_s = HEAD_COST * plan["head_tokens"] / g["speeds"]["pretrain_tokens_per_s"]
+        print(
+            f"  + heads-only phase of {plan['head_tokens']:,} tokens: about {head_s:.0f} s; about "
+            f"{g['est_total_s'] + head_s:.0f} s in all (estimate)",
+            flush=True,
+        )
 
 
 @exit_on_user_error
@@ -592,7 +681,20 @@ def main(argv: list[str] | None = None) -> dict:
         if not plan_path.is_file():
             raise UserError(f"--report_only: {plan_path} not found; nothing has run in {a.work_dir} yet")
         return reproduce_report.write_report(read_json(plan_path), Path(a.report_dir))
+    if a.device == "cuda" and not a.dry_run:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(
+                "--device cuda: no CUDA device here (torch.cuda.is_available() is False); run it on a GPU "
+                "machine, or add --dry_run to print the one-GPU plan with its assumed speeds"
+            )
+    cfg = curve_config(a) if a.learning_curve else None
+    curve = curve_plan(a, cfg) if cfg else None
     plan = build_plan(a)
+    if cfg and curve:
+        plan["learning_curve"] = dataclasses.asdict(cfg)
+        plan["curve"] = {"runs": len(curve["runs"]), "estimate": curve["estimate"], "gpu": curve.get("gpu")}
     old = read_json(plan_path) if plan_path.is_file() else {}
     mine_now, theirs = pretrain_settings(plan), pretrain_settings(old)
     diff = [k for k in PRETRAIN_KEYS if theirs[k] != mine_now[k]] if (a.work_dir / "shards").exists() else []
@@ -610,10 +712,14 @@ def main(argv: list[str] | None = None) -> dict:
     stages += [finetune_stage(plan, g) for g in plan["groups"]]
     progress = Progress(plan, stages)
     print_plan(plan, stages, progress)
+    if cfg and curve:
+        print_curve(plan, curve, cfg)
     if a.dry_run:
         return plan
     write_json(plan_path, plan)
     progress.run()
+    if cfg:
+        learning_curve.run(cfg)  # its plan and estimate again, now with this machine's measured rates
     return reproduce_report.write_report(plan, Path(a.report_dir))
 
 

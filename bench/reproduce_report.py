@@ -543,7 +543,9 @@ def write_report(plan: dict, report_dir: Path) -> dict:
             if decon
             else ""
         ),
-        f"- fine-tuning: finetune/protocol.py `--protocol {plan['protocol']}`, epochs {plan['epochs']}, seeds "
+        "- fine-tuning: the learning curve below (bench/learning_curve.py), the same settings for both models"
+        if plan.get("learning_curve") and not plan.get("earlier_groups")
+        else f"- fine-tuning: finetune/protocol.py `--protocol {plan['protocol']}`, epochs {plan['epochs']}, seeds "
         f"{plan['seeds']}, the same settings for both models",
         f"- CPU time measured: {measured['cpu_hours_total']:.2f} h ("
         + ", ".join(f"{k} {v:.2f} h" for k, v in by_kind.items())
@@ -554,6 +556,10 @@ def write_report(plan: dict, report_dir: Path) -> dict:
     md += ["## What the numbers say", "", *[p + "\n" for p in paragraphs]]
     md += ["## Fine-tuning (test sets)", "", *tables(results)]
     md += ["## Plots", "", f"![{DELTA}](reproduce_delta.png)", "", "![held-out MLM loss](reproduce_mlm_loss.png)", ""]
+    if plan.get("learning_curve"):  # bench/learning_curve_report.py's section, written by the curve's run
+        section = report_dir / "learning_curve.md"
+        md += section.read_text(encoding="utf-8").splitlines() if section.is_file() else ["## Learning curve", ""]
+        md += ["", "Raw numbers: `results/learning_curve.json`." if section.is_file() else "Not run yet.", ""]
     (report_dir / "reproduce.md").write_text("\n".join(md), encoding="utf-8")
     print(f"report: {report_dir / 'reproduce.md'}, {report_dir / 'results' / 'reproduce.json'}", flush=True)
     return data

@@ -397,3 +397,90 @@ def test_finetuning_calls_the_protocol_in_process_with_a_config(tmp_path, monkey
     # a run_task flag the protocol sets for each sub-run is refused when the plan is made
     with pytest.raises(UserError, match="--seed is set by reproduce.py"):
         reproduce.finetune_stage({**plan, "ft_args": "--seed 3"}, plan["groups"][0])
+
+
+def _tiny_flags(root, *extra):
+    return [
+        "--base_model",
+        str(root / "base"),
+        "--data_root",
+        str(root / "data"),
+        "--work_dir",
+        str(root / "work"),
+        "--report_dir",
+        str(root / "report"),
+        "--curve_datasets",
+        "ncbi_disease,gad_1",
+        *extra,
+    ]
+
+
+def test_learning_curve_and_gpu_dry_runs_print_both_plans(tmp_path, capsys, monkeypatch):
+    """--learning_curve --dry_run and --device cuda --dry_run on CPU: reproduce's plan, then the curve's runs and
+    estimate (and the one-GPU plan with its assumed speeds); nothing is written. --device cuda without a GPU and
+    without --dry_run is a user error."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import reproduce
+
+    write_data(tmp_path)
+    plan = reproduce.main.__wrapped__(_tiny_flags(tmp_path, "--learning_curve", "--dry_run"))
+    out = capsys.readouterr().out
+    assert plan["groups"] == [] and plan["learning_curve"]["bio_model"] == plan["bio_model"]
+    assert plan["curve"]["runs"] == (4 + 2) * 5 * 2 and plan["curve"]["gpu"] is None  # fractions x seeds x models
+    assert "fine-tuning: the learning curve below" in out and "60 of 60 runs left" in out and "CPU-hours" in out
+    assert plan["nproc"] == 2 and plan["ds_pretrain"].endswith("cpu.json") and plan["ds_overrides"] == []
+
+    plan = reproduce.main.__wrapped__(_tiny_flags(tmp_path, "--device", "cuda", "--dry_run"))
+    out = capsys.readouterr().out
+    assert plan["pretrain_tokens"] >= 100 * 2_002_944 and plan["tokens_per_step"] == 131_072
+    assert plan["nproc"] == 1 and plan["train_batch_size"] == 1024 and plan["ds_pretrain"].endswith("h100x8.json")
+    assert plan["ds_overrides"] == reproduce.GPU_DS and plan["work_dir"] == str(tmp_path / "work")
+    gpu = plan["curve"]["gpu"]
+    assert gpu["pretrain_tokens"] == plan["pretrain_tokens"] and gpu["workers"] >= 1
+    assert "One-GPU plan (speeds" in out and f"{plan['pretrain_tokens']:,} tokens" in out and "in all" in out
+    assert not list(tmp_path.glob("work/**/plan.json"))  # a dry run writes nothing
+    # pre-training gets the one-GPU batch arithmetic and a warmup within its steps
+    cmds = []
+    monkeypatch.setattr(reproduce, "run_child", lambda cmd, *a, **k: cmds.append(cmd))
+    reproduce.launch_pretrain(plan, tmp_path / "run", plan["base_model"], 1000, 100)
+    flags = " ".join(cmds[0])
+    assert "--num_gpus 1" in flags and "--ds gradient_accumulation_steps=4" in flags
+    assert flags.endswith("--ds scheduler.params.warmup_num_steps=20")
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as stop:
+        reproduce.main(_tiny_flags(tmp_path, "--device", "cuda"))
+    assert stop.value.code == 2 and "no CUDA device here" in capsys.readouterr().err
+
+
+def test_learning_curve_mode_runs_the_curve_on_this_bio_and_reports_it(tmp_path, monkeypatch):
+    """After the data-prep and pre-training stages (not run here), learning_curve.run gets a CurveConfig with
+    the plan's Base, Bio export and data root; reproduce.md includes the curve's section."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import learning_curve
+    import reproduce
+
+    write_data(tmp_path)
+    calls = []
+
+    def fake_run(cfg):
+        calls.append(cfg)
+        Path(cfg.report_dir, "learning_curve.md").write_text("## Learning curve: Bio − Base\n\nplanted row\n")
+        return {}
+
+    monkeypatch.setattr(learning_curve, "run", fake_run)
+    monkeypatch.setattr(reproduce.Progress, "run", lambda self: None)
+    monkeypatch.setattr(reproduce, "run_child", lambda *a, **k: pytest.fail(f"a stage was started: {a}"))
+    (tmp_path / "report").mkdir()
+    reproduce.main.__wrapped__(_tiny_flags(tmp_path, "--learning_curve", "--ds_pretrain", str(tmp_path / "ds.json")))
+    plan = json.loads((tmp_path / "work" / "plan.json").read_text())
+    (cfg,) = calls
+    assert isinstance(cfg, learning_curve.CurveConfig) and not cfg.dry_run
+    assert cfg.bio_model == plan["bio_model"] == str(tmp_path / "work" / "pretrain" / "hf")
+    assert (cfg.base_model, cfg.data_root) == (plan["base_model"], plan["data_root"])
+    assert cfg.work_dir == str(tmp_path / "work" / "learning_curve") and cfg.device == "cpu"
+    assert cfg.seeds == learning_curve.CurveConfig().seeds and cfg.datasets == ("ncbi_disease", "gad_1")
+    md = (tmp_path / "report" / "reproduce.md").read_text()
+    assert "## Learning curve: Bio − Base" in md and "planted row" in md
