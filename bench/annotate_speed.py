@@ -7,15 +7,20 @@ on the same sentences of real PubMed abstracts, with the same fine-tuned NER exp
 
 Sentences: the first --docs records of a PubMed file (default: the first one in ../shared/data/pubmed),
 read by data_prep's reader and split by its sentence splitter, as annotate.py reads them. Ours: windows of
-one tokenisation, sorted by length within chunks of 256 documents, batches of --batch_size (64), softmax and
-argmax on the device, entities chunked by conlleval's rules (finetune/annotate_core.py). Peer:
+one tokenisation, sorted by length within chunks of 256 documents, batches of --batch_size (16, annotate's CPU
+default), softmax and argmax on the device, entities chunked by conlleval's rules (finetune/annotate_core.py).
+Peer:
 `pipeline("token-classification", model=MODEL, aggregation_strategy="simple", batch_size=32)` called on the
 list of sentences (its documented batch use), in input order.
 
-Timing: both sides in THIS process, loaded once, interleaved (ours, peer, then peer, ours, ...) so that the
-load of a shared machine hits both; the best round of each is reported (the least disturbed), with every
-round's time. Memory: each side's peak RSS (ru_maxrss) in its own subprocess that loads its model and runs
-one round (`--side`), since one process' peak cannot be split between two sides.
+Sides (SIDES below): ours as `annotate.py` runs by default on CPU (float32, eager: evaluation's entities
+exactly), ours with `--compile`, ours with `--dtype bfloat16 --compile` (a CPU with native bf16), the peer, and
+the peer with aggregation_strategy="first" (to explain the entity differences). Timing: every side in THIS
+process, loaded once and warmed up (compiled sides compile there) on 40 other abstracts, then --rounds rounds
+each running every side once in a rotated order, so that the load of a shared machine hits all of them; the
+best round of each is reported (the least disturbed), with every round's time and the median. Memory: each
+side's peak RSS (ru_maxrss) in its own subprocess that loads its model and runs one round (`--side`), since
+one process' peak cannot be split between sides.
 
 Entities: sets of (sentence, start, end) character spans within the sentence. Typical differences: the
 pipeline labels every sub-token and "simple" aggregation groups sub-tokens, so a word whose later pieces
@@ -63,13 +68,19 @@ def load_docs(path: str, n: int) -> list:
 
 
 class Ours:
-    def __init__(self, model: str, batch_size: int):
+    """finetune/annotate.py's NER path with one of its settings: `dtype` (float32 = evaluation's entities exactly,
+    the CPU default; bfloat16 autocast) and `compile` (--compile: inductor with frozen weights)."""
+
+    def __init__(self, model: str, batch_size: int, dtype: str = "float32", compile: bool = False):
+        from finetune.annotate import compile_models
         from finetune.annotate_core import Settings
         from finetune.annotate_models import load_models
 
         self.models = load_models([model], None, "cpu")
+        if compile:
+            compile_models(self.models)
         run = self.models.ner[0].run
-        self.settings = Settings(run.get("max_seq_length") or 128, run.get("doc_stride", 32), batch_size)
+        self.settings = Settings(run.get("max_seq_length") or 128, run.get("doc_stride", 32), batch_size, dtype=dtype)
 
     def __call__(self, docs: list) -> set:
         from finetune.annotate_core import ner_entities
@@ -87,13 +98,13 @@ class Ours:
 
 
 class Peer:
-    def __init__(self, model: str, batch_size: int):
+    def __init__(self, model: str, batch_size: int, aggregation: str = "simple"):
         from transformers import pipeline
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         self.pipe = pipeline(
-            "token-classification", model=model, aggregation_strategy="simple", batch_size=batch_size, device="cpu"
+            "token-classification", model=model, aggregation_strategy=aggregation, batch_size=batch_size, device="cpu"
         )
 
     def __call__(self, docs: list) -> set:
@@ -105,18 +116,57 @@ class Peer:
         return found
 
 
+SIDES = {  # name -> (what it is, how to build it from args)
+    "ours": ("annotate.py as run by default on CPU: float32, eager", lambda a: Ours(a.model, a.batch_size)),
+    "ours_compiled": (
+        "annotate.py --compile: float32, inductor with frozen weights (the same entities)",
+        lambda a: Ours(a.model, a.batch_size, compile=True),
+    ),
+    "ours_bf16": (
+        "annotate.py --dtype bfloat16 --compile: bf16 autocast on this CPU's AVX512-BF16",
+        lambda a: Ours(a.model, a.batch_size, dtype="bfloat16", compile=True),
+    ),
+    "peer": (
+        'transformers pipeline("token-classification", aggregation_strategy="simple", batch_size=32)',
+        lambda a: Peer(a.model, 32),
+    ),
+    "peer_first": (
+        'the same pipeline with aggregation_strategy="first" (a word labelled by its first piece, as ours)',
+        lambda a: Peer(a.model, 32, "first"),
+    ),
+}
+
+
 def one_side(args) -> None:
-    """--side: load one side, run one round, print its peak RSS (a subprocess of the main run)."""
-    docs = load_docs(args.input, args.docs)
-    runner = (Ours if args.side == "ours" else Peer)(args.model, args.batch_size if args.side == "ours" else 32)
-    runner(docs)
-    print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+    """--side: load one side, run one round, print its peak RSS (a subprocess of the main run). The documents
+    come as JSON (--docs_json), not parsed from the XML here: parsing a baseline file would set the peak."""
+    from finetune.annotate_core import Doc
+
+    docs = [
+        Doc(d["id"], d["text"], [tuple(s) for s in d["sentences"]])
+        for d in json.loads(Path(args.docs_json).read_text())
+    ]
+    SIDES[args.side][1](args)(docs)
+    print(json.dumps({"peak_rss_mb": _peak_rss_mb()}))
 
 
-def peak_rss(args, side: str) -> float:
-    cmd = [sys.executable, __file__, "--side", side, "--model", args.model, "--input", args.input]
-    cmd += ["--docs", str(args.docs), "--threads", str(args.threads), "--batch_size", str(args.batch_size)]
+def _peak_rss_mb() -> float:
+    """This process' peak RSS: VmHWM, which starts afresh at exec. ru_maxrss would not do: Linux carries it
+    over from the forked parent, so every child would report the benchmark process' own size."""
+    try:
+        kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb / 1024, 1)
+
+
+def peak_rss(args, side: str, docs: list) -> float:
+    docs_json = Path(args.out).with_suffix(".docs.tmp.json")
+    docs_json.write_text(json.dumps([{"id": d.id, "text": d.text, "sentences": d.sentences} for d in docs]))
+    cmd = [sys.executable, __file__, "--side", side, "--model", args.model, "--docs_json", str(docs_json)]
+    cmd += ["--threads", str(args.threads), "--batch_size", str(args.batch_size)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    docs_json.unlink()
     return json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"]
 
 
@@ -134,42 +184,68 @@ def compare(ours: set, peer: set) -> dict:
 
 
 def measure(args) -> dict:
+    """Every side loaded once (compiled sides warmed up on other documents), then `rounds` rounds, each running
+    every side once in a rotated order, so a load on the shared machine falls on all of them."""
     import torch
 
     docs = load_docs(args.input, args.docs)
+    warm = load_docs(args.input, args.docs + 40)[args.docs :]  # compile on documents outside the timed set
     n_sent = sum(len(d.sentences) for d in docs)
-    sides = {"ours": Ours(args.model, args.batch_size), "peer": Peer(args.model, 32)}
-    times: dict[str, list[float]] = {"ours": [], "peer": []}
+    sides = {name: build(args) for name, (_, build) in SIDES.items()}
+    warmup = {}
+    for name, side in sides.items():
+        t0 = time.perf_counter()
+        side(warm)
+        warmup[name] = round(time.perf_counter() - t0, 1)
+    names = list(sides)
+    times: dict[str, list[float]] = {name: [] for name in names}
     found = {}
     for r in range(args.rounds):
-        for name in ("ours", "peer") if r % 2 == 0 else ("peer", "ours"):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             t0 = time.perf_counter()
             found[name] = sides[name](docs)
             times[name].append(round(time.perf_counter() - t0, 3))
     result = {"model": args.model, "input": args.input, "documents": len(docs), "sentences": n_sent}
     result |= {"threads": torch.get_num_threads(), "rounds": args.rounds, "batch_size_ours": args.batch_size}
-    for name in sides:
+    result["cpu"] = _cpu_name()
+    for name in names:
         best = min(times[name])
         result[name] = {
+            "what": SIDES[name][0],
+            "warmup_s": warmup[name],
             "round_s": times[name],
             "best_s": best,
+            "median_s": sorted(times[name])[len(times[name]) // 2],
             "sentences_per_s": round(n_sent / best, 1),
             "abstracts_per_s": round(len(docs) / best, 2),
-            "peak_rss_mb": peak_rss(args, name),
+            "peak_rss_mb": peak_rss(args, name, docs),
         }
-    result["ratio_sentences_per_s"] = round(result["ours"]["sentences_per_s"] / result["peer"]["sentences_per_s"], 2)
-    result["entities"] = compare(found["ours"], found["peer"])
+    peer = result["peer"]["sentences_per_s"]
+    result["ratio_to_peer"] = {n: round(result[n]["sentences_per_s"] / peer, 2) for n in names if n != "peer"}
+    result["entities"] = {
+        "ours_vs_peer": compare(found["ours"], found["peer"]),
+        "ours_vs_peer_first": compare(found["ours"], found["peer_first"]),
+        "ours_vs_ours_compiled": compare(found["ours"], found["ours_compiled"]),
+        "ours_vs_ours_bf16": compare(found["ours"], found["ours_bf16"]),
+    }
     procs = max(1, args.node_cores // args.threads)
     result["projection"] = {
         "node_cores": args.node_cores,
         "processes_per_node": procs,
         **{
             f"{name}_hours_{what}": round(total / result[name]["abstracts_per_s"] / 3600 / procs, 1)
-            for name in sides
+            for name in ("ours", "ours_bf16", "peer")
             for what, total in (("baseline_records", BASELINE_RECORDS), ("baseline_abstracts", BASELINE_ABSTRACTS))
         },
     }
     return result
+
+
+def _cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown"
 
 
 def main() -> None:
@@ -180,11 +256,12 @@ def main() -> None:
     p.add_argument("--docs", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--batch_size", type=int, default=64, help="ours (the peer's is 32)")
+    p.add_argument("--batch_size", type=int, default=16, help="ours (annotate's CPU default; the peer's is 32)")
     p.add_argument("--node_cores", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "annotate_speed.json"))
     p.add_argument("--dry_run", action="store_true", help="20 abstracts, 1 round: checks that it runs")
-    p.add_argument("--side", choices=("ours", "peer"), help=argparse.SUPPRESS)
+    p.add_argument("--side", choices=tuple(SIDES), help=argparse.SUPPRESS)
+    p.add_argument("--docs_json", help=argparse.SUPPRESS)
     args = p.parse_args()
     if not args.input:
         p.error("--input: no PubMed file found in ../shared/data/pubmed; pass one")
@@ -199,13 +276,14 @@ def main() -> None:
     result = measure(args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    o, q = result["ours"], result["peer"]
-    print(
-        f"{result['sentences']} sentences / {result['documents']} abstracts, {result['threads']} thread(s): ours "
-        f"{o['sentences_per_s']}/s ({o['peak_rss_mb']} MB), peer {q['sentences_per_s']}/s ({q['peak_rss_mb']} MB), "
-        f"ratio {result['ratio_sentences_per_s']}x; entities same {result['entities']['same']}, only ours "
-        f"{result['entities']['only_ours']}, only peer {result['entities']['only_peer']} -> {args.out}"
-    )
+    print(f"{result['sentences']} sentences / {result['documents']} abstracts, {result['threads']} thread(s):")
+    for name in SIDES:
+        r = result[name]
+        ratio = result["ratio_to_peer"].get(name, 1.0)
+        print(f"  {name:14s} {r['sentences_per_s']:7.1f} sentences/s  {ratio:4.2f}x peer  {r['peak_rss_mb']} MB")
+    for key, c in result["entities"].items():
+        print(f"  entities {key}: same {c['same']}, only first {c['only_ours']}, only second {c['only_peer']}")
+    print(f"-> {args.out}")
 
 
 if __name__ == "__main__":

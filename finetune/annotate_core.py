@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from biobert.errors import UserError
 from finetune.annotate_models import LoadedModel, ModelSet, entity_class
 from finetune.inference import length_batches
 from finetune.predict_tasks import entity_spans
@@ -39,25 +40,35 @@ class Settings:
     doc_stride: int
     batch_size: int
     re_max_seq_length: int = 128
+    dtype: str = "float32"  # "bfloat16": autocast (CUDA; CPUs with native bf16), "float32": exactly as evaluation
 
 
-def _autocast(device: str):
+def resolve_dtype(dtype: str, device: str) -> str:
+    """`--dtype auto`: bfloat16 on CUDA, float32 on CPU (entities exactly as evaluation scores them)."""
+    if dtype not in ("auto", "float32", "bfloat16"):
+        raise UserError(f"--dtype {dtype!r}: choose auto, float32 or bfloat16")
+    if dtype == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    return dtype
+
+
+def _autocast(device: str, dtype: str):
     import torch
 
-    if device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if dtype == "bfloat16":
+        return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def _run(models: list[LoadedModel], rows: list[list[int]], pad_id: int, batch_size: int, device: str, token: bool):
+def _run(models: list[LoadedModel], rows: list[list[int]], pad_id: int, cfg: Settings, device: str, token: bool):
     """Per model, per row: (best class ids, their probabilities) per position (token) or per row (sequence)."""
     import torch
 
     from finetune.tasks.base import pad_rows
 
     out = [[None] * len(rows) for _ in models]
-    with torch.inference_mode(), _autocast(device):
-        for ix in length_batches([len(r) for r in rows], batch_size):
+    with torch.inference_mode(), _autocast(device, cfg.dtype):
+        for ix in length_batches([len(r) for r in rows], cfg.batch_size):
             ids, mask = pad_rows([rows[i] for i in ix], pad_id)
             batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
             batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
@@ -98,7 +109,7 @@ def ner_entities(docs: list[Doc], models: ModelSet, cfg: Settings, stats: Counte
     features, enc = encode_ner(sentences, tok, {"O": 0}, cfg.max_seq_length, cfg.doc_stride)
     for k in ("sentences", "split_sentences", "words", "unk_words", "cut_words"):
         stats[k] += enc[k]
-    results = _run(models.ner, [f.input_ids for f in features], tok.pad_id, cfg.batch_size, models.device, True)
+    results = _run(models.ner, [f.input_ids for f in features], tok.pad_id, cfg, models.device, True)
     out: list[list[dict]] = [[] for _ in docs]
     for m, per_feature in zip(models.ner, results):
         best = [np.zeros(len(s.words), np.int64) for s in sentences]
@@ -193,7 +204,7 @@ def relations(docs: list[Doc], entities: list[list[dict]], models: ModelSet, cfg
     features, enc = encode_relations(examples, m.tokenizer, label2id, cfg.re_max_seq_length, markers)
     stats["truncated_pairs"] += enc["truncated"]
     stats["truncated_pairs_lost_marker"] += enc["truncated_lost_marker"]
-    (probs,) = _run([m], [f.input_ids for f in features], m.tokenizer.pad_id, cfg.batch_size, models.device, False)
+    (probs,) = _run([m], [f.input_ids for f in features], m.tokenizer.pad_id, cfg, models.device, False)
     for (d, h, t, _), p in zip(pairs, probs):
         best = int(p.argmax())
         out[d].append(

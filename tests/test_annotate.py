@@ -250,3 +250,22 @@ def test_max_docs_annotates_the_first_documents_of_each_unit(ner_run, tiny_asset
         annotate(args)
     with pytest.raises(UserError, match="--max_docs 0"):
         annotate([*args, "--max_docs", "0", "--overwrite"])
+
+
+def test_dtype_and_compile_are_recorded_and_compile_keeps_the_entities(ner_run, tiny_assets, tmp_path):  # noqa: F811
+    """--compile (inductor, frozen weights) finds the same entities as eager; --dtype bfloat16 runs on CPU
+    autocast; both are part of the run's identity, so a resume never mixes them."""
+    unit = tmp_path / "in"
+    unit.mkdir()
+    shutil.copy(next(Path(tiny_assets["pubmed"]).glob("*.xml.gz")), unit)
+    args = ["--input", str(unit), "--ner", str(ner_run["hf"]), "--max_docs", "30"]
+    eager = annotate([*args, "--out", str(tmp_path / "eager")])
+    assert eager["settings"]["dtype"] == "float32" and eager["settings"]["batch_size"] == 16  # CPU defaults
+    compiled = annotate([*args, "--out", str(tmp_path / "compiled"), "--compile"])
+    rows = {k: pq.read_table(next((tmp_path / k).glob("*.parquet"))).to_pylist() for k in ("eager", "compiled")}
+    spans = {k: [[(e["start"], e["end"], e["type"]) for e in r["entities"]] for r in v] for k, v in rows.items()}
+    assert spans["eager"] == spans["compiled"] and compiled["counts"]["entities"] == eager["counts"]["entities"]
+    bf16 = annotate([*args, "--out", str(tmp_path / "bf16"), "--dtype", "bfloat16"])
+    assert bf16["settings"]["dtype"] == "bfloat16" and bf16["counts"]["documents"] == 30
+    with pytest.raises(UserError):  # another dtype over a finished run's folder is another run
+        annotate([*args, "--out", str(tmp_path / "eager"), "--dtype", "bfloat16"])
