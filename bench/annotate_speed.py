@@ -191,7 +191,7 @@ def measure(args) -> dict:
     docs = load_docs(args.input, args.docs)
     warm = load_docs(args.input, args.docs + 40)[args.docs :]  # compile on documents outside the timed set
     n_sent = sum(len(d.sentences) for d in docs)
-    sides = {name: build(args) for name, (_, build) in SIDES.items()}
+    sides = {name: SIDES[name][1](args) for name in args.sides}
     warmup = {}
     for name, side in sides.items():
         t0 = time.perf_counter()
@@ -223,10 +223,7 @@ def measure(args) -> dict:
     peer = result["peer"]["sentences_per_s"]
     result["ratio_to_peer"] = {n: round(result[n]["sentences_per_s"] / peer, 2) for n in names if n != "peer"}
     result["entities"] = {
-        "ours_vs_peer": compare(found["ours"], found["peer"]),
-        "ours_vs_peer_first": compare(found["ours"], found["peer_first"]),
-        "ours_vs_ours_compiled": compare(found["ours"], found["ours_compiled"]),
-        "ours_vs_ours_bf16": compare(found["ours"], found["ours_bf16"]),
+        f"ours_vs_{other}": compare(found["ours"], found[other]) for other in names if other != "ours"
     }
     procs = max(1, args.node_cores // args.threads)
     result["projection"] = {
@@ -235,6 +232,7 @@ def measure(args) -> dict:
         **{
             f"{name}_hours_{what}": round(total / result[name]["abstracts_per_s"] / 3600 / procs, 1)
             for name in ("ours", "ours_bf16", "peer")
+            if name in result
             for what, total in (("baseline_records", BASELINE_RECORDS), ("baseline_abstracts", BASELINE_ABSTRACTS))
         },
     }
@@ -260,6 +258,9 @@ def main() -> None:
     p.add_argument("--node_cores", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "annotate_speed.json"))
     p.add_argument("--dry_run", action="store_true", help="20 abstracts, 1 round: checks that it runs")
+    p.add_argument(
+        "--sides", default=",".join(SIDES), help="comma-separated sides to measure (default: all; ours and peer needed)"
+    )
     p.add_argument("--side", choices=tuple(SIDES), help=argparse.SUPPRESS)
     p.add_argument("--docs_json", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -267,6 +268,9 @@ def main() -> None:
         p.error("--input: no PubMed file found in ../shared/data/pubmed; pass one")
     if args.dry_run:
         args.docs, args.rounds = min(args.docs, 20), 1
+    args.sides = [x for x in args.sides.split(",") if x]
+    if not {"ours", "peer"} <= set(args.sides) or not set(args.sides) <= set(SIDES):
+        p.error(f"--sides {args.sides}: choose from {list(SIDES)}, ours and peer included")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -277,7 +281,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"{result['sentences']} sentences / {result['documents']} abstracts, {result['threads']} thread(s):")
-    for name in SIDES:
+    for name in args.sides:
         r = result[name]
         ratio = result["ratio_to_peer"].get(name, 1.0)
         print(f"  {name:14s} {r['sentences_per_s']:7.1f} sentences/s  {ratio:4.2f}x peer  {r['peak_rss_mb']} MB")
