@@ -247,7 +247,8 @@ def _cpu_name() -> str:
 
 
 def main() -> None:
-    shared = sorted((REPO.parent / "shared" / "data" / "pubmed").glob("*.xml.gz"))
+    shared_data = Path(os.environ.get("BIOBERT_SHARED_DATA", REPO.parent / "shared" / "data"))
+    shared = sorted((shared_data / "pubmed").glob("*.xml.gz"))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="a fine-tuned NER export (run_dir/hf)")
     p.add_argument("--input", default=str(shared[0]) if shared else None, help="a PubMed XML file")
@@ -264,7 +265,7 @@ def main() -> None:
     p.add_argument("--side", choices=tuple(SIDES), help=argparse.SUPPRESS)
     p.add_argument("--docs_json", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if not args.input:
+    if not args.input and not args.side:  # a --side subprocess reads its documents from --docs_json
         p.error("--input: no PubMed file found in ../shared/data/pubmed; pass one")
     if args.dry_run:
         args.docs, args.rounds = min(args.docs, 20), 1

@@ -111,12 +111,16 @@ def test_models_types_relations_and_parquet(ner_run, tiny_assets, tmp_path, caps
     manifest = annotate(
         ["--input", str(xml), "--ner", str(hf), str(chem), str(gene), "--re", str(re_dir), "--out", str(out)]
     )
-    import pandas as pd
-
-    df = pd.read_parquet(out / "pubmed26n0009.parquet")
-    assert list(df.columns) == ["id", "text", "entities", "relations"]
-    assert list(df["id"]) == [f"pmid:{300 + i}" for i in range(12)]
-    rows = pq.read_table(out / "pubmed26n0009.parquet").to_pylist()
+    table = pq.read_table(out / "pubmed26n0009.parquet")
+    assert table.column_names == ["id", "text", "entities", "relations"]
+    assert table.column("id").to_pylist() == [f"pmid:{300 + i}" for i in range(12)]
+    try:  # pandas is the bench requirements' (not the suite's): where it is installed, it reads the file as is
+        import pandas as pd
+    except ImportError:
+        pd = None
+    if pd is not None:
+        assert list(pd.read_parquet(out / "pubmed26n0009.parquet")["id"]) == table.column("id").to_pylist()
+    rows = table.to_pylist()
     types = Counter((e["type"], e["model"]) for r in rows for e in r["entities"])
     assert {t for t, _ in types} == {"Disease", "Chemical", "Gene"}
     assert types[("Disease", "ncbi_disease")] == types[("Chemical", "bc5cdr_chem")] > 0  # same weights, both kept
