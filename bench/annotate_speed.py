@@ -4,6 +4,7 @@ on the same sentences of real PubMed abstracts, with the same fine-tuned NER exp
     .venv/bin/python bench/annotate_speed.py --model runs/ncbi/hf                 # 2,000 abstracts, 3 rounds
     .venv/bin/python bench/annotate_speed.py --model runs/ncbi/hf --threads 8 --docs 5000 --rounds 5
     .venv/bin/python bench/annotate_speed.py --model runs/ncbi/hf --dry_run       # 20 abstracts, 1 round
+    .venv/bin/python bench/annotate_speed.py --model runs/ncbi/hf --device cuda   # one GPU; 8-GPU projection
 
 Sentences: the first --docs records of a PubMed file (default: the first one in ../shared/data/pubmed),
 read by data_prep's reader and split by its sentence splitter, as annotate.py reads them. Ours: windows of
@@ -71,12 +72,14 @@ class Ours:
     """finetune/annotate.py's NER path with one of its settings: `dtype` (float32 = evaluation's entities exactly,
     the CPU default; bfloat16 autocast) and `compile` (--compile: inductor with frozen weights)."""
 
-    def __init__(self, model: str, batch_size: int, dtype: str = "float32", compile: bool = False):
+    def __init__(self, model: str, batch_size: int, dtype: str = "auto", compile: bool = False, device: str = "cpu"):
         from finetune.annotate import compile_models
-        from finetune.annotate_core import Settings
+        from finetune.annotate_core import Settings, resolve_dtype
         from finetune.annotate_models import load_models
 
-        self.models = load_models([model], None, "cpu")
+        self.models = load_models([model], None, device)
+        dtype = resolve_dtype(dtype, self.models.device)  # auto: float32 on CPU, bfloat16 on CUDA, as annotate
+        batch_size = batch_size or (128 if self.models.device.startswith("cuda") else 16)
         if compile:
             compile_models(self.models)
         run = self.models.ner[0].run
@@ -98,13 +101,13 @@ class Ours:
 
 
 class Peer:
-    def __init__(self, model: str, batch_size: int, aggregation: str = "simple"):
+    def __init__(self, model: str, batch_size: int, aggregation: str = "simple", device: str = "cpu"):
         from transformers import pipeline
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         self.pipe = pipeline(
-            "token-classification", model=model, aggregation_strategy=aggregation, batch_size=batch_size, device="cpu"
+            "token-classification", model=model, aggregation_strategy=aggregation, batch_size=batch_size, device=device
         )
 
     def __call__(self, docs: list) -> set:
@@ -117,22 +120,25 @@ class Peer:
 
 
 SIDES = {  # name -> (what it is, how to build it from args)
-    "ours": ("annotate.py as run by default on CPU: float32, eager", lambda a: Ours(a.model, a.batch_size)),
+    "ours": (
+        "annotate.py as run by default (CPU: float32, eager; CUDA: bf16 autocast)",
+        lambda a: Ours(a.model, a.batch_size, device=a.device),
+    ),
     "ours_compiled": (
-        "annotate.py --compile: float32, inductor with frozen weights (the same entities)",
-        lambda a: Ours(a.model, a.batch_size, compile=True),
+        "annotate.py --compile: inductor with frozen weights (the same entities)",
+        lambda a: Ours(a.model, a.batch_size, compile=True, device=a.device),
     ),
     "ours_bf16": (
-        "annotate.py --dtype bfloat16 --compile: bf16 autocast on this CPU's AVX512-BF16",
-        lambda a: Ours(a.model, a.batch_size, dtype="bfloat16", compile=True),
+        "annotate.py --dtype bfloat16 --compile: bf16 autocast (on a CPU: its AVX512-BF16 / AMX)",
+        lambda a: Ours(a.model, a.batch_size, dtype="bfloat16", compile=True, device=a.device),
     ),
     "peer": (
         'transformers pipeline("token-classification", aggregation_strategy="simple", batch_size=32)',
-        lambda a: Peer(a.model, 32),
+        lambda a: Peer(a.model, 32, device=a.device),
     ),
     "peer_first": (
         'the same pipeline with aggregation_strategy="first" (a word labelled by its first piece, as ours)',
-        lambda a: Peer(a.model, 32, "first"),
+        lambda a: Peer(a.model, 32, "first", device=a.device),
     ),
 }
 
@@ -164,7 +170,7 @@ def peak_rss(args, side: str, docs: list) -> float:
     docs_json = Path(args.out).with_suffix(".docs.tmp.json")
     docs_json.write_text(json.dumps([{"id": d.id, "text": d.text, "sentences": d.sentences} for d in docs]))
     cmd = [sys.executable, __file__, "--side", side, "--model", args.model, "--docs_json", str(docs_json)]
-    cmd += ["--threads", str(args.threads), "--batch_size", str(args.batch_size)]
+    cmd += ["--threads", str(args.threads), "--batch_size", str(args.batch_size), "--device", args.device]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     docs_json.unlink()
     return json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"]
@@ -225,6 +231,17 @@ def measure(args) -> dict:
     result["entities"] = {
         f"ours_vs_{other}": compare(found["ours"], found[other]) for other in names if other != "ours"
     }
+    result["device"] = args.device
+    if args.device.startswith("cuda"):  # one process per GPU: 8 GPUs, linear scaling (an upper bound)
+        import torch
+
+        result["gpu"] = torch.cuda.get_device_name()
+        result["projection"] = {
+            f"{name}_hours_8_gpus_{what}": round(total / result[name]["abstracts_per_s"] / 3600 / 8, 2)
+            for name in ("ours", "peer")
+            for what, total in (("baseline_records", BASELINE_RECORDS), ("baseline_abstracts", BASELINE_ABSTRACTS))
+        }
+        return result
     procs = max(1, args.node_cores // args.threads)
     result["projection"] = {
         "node_cores": args.node_cores,
@@ -255,7 +272,13 @@ def main() -> None:
     p.add_argument("--docs", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--batch_size", type=int, default=16, help="ours (annotate's CPU default; the peer's is 32)")
+    p.add_argument(
+        "--batch_size",
+        type=int,
+        default=0,
+        help="ours (0: annotate's default, 16 on CPU, 128 on CUDA; the peer's is 32)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, or cuda: the GPU numbers and the 8-GPU projection")
     p.add_argument("--node_cores", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "annotate_speed.json"))
     p.add_argument("--dry_run", action="store_true", help="20 abstracts, 1 round: checks that it runs")
