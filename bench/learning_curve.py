@@ -91,38 +91,30 @@ def sample_indices(n: int, fraction: float, task: str, seed: int) -> list[int]:
     return sorted(order[: max(1, round(n * fraction))])
 
 
-def train_blocks(task_name: str, data_dir: str | Path) -> tuple[list[str], list[list[str]], Path, dict]:
-    """(header lines, one block of raw lines per training example, the dataset folder, split files): the
-    task's own reader decides what an example is (an NER sentence, an RE row); the lines are copied as
+def train_blocks(task_name: str, data_dir: str | Path) -> tuple[str, list[str], Path, dict]:
+    """(header, one record per training example, the dataset folder, split files): an NER sentence or an RE
+    row as finetune.protocol_data reads them (the protocol's CV folds and train+devel use the same), copied as
     they are in the file."""
+    from finetune.protocol_data import records
     from finetune.tasks.registry import get_task
 
     task = get_task(task_name)
     files = task.splits(Path(data_dir))
-    examples = task.read(files["train"])
-    lines = files["train"].read_text(encoding="utf-8").split("\n")
-    width = (lambda ex: len(ex.words)) if task.kind == "ner" else (lambda ex: 1)
-    blocks = [lines[ex.line_no - 1 : ex.line_no - 1 + width(ex)] for ex in examples]
-    header = [x for x in lines[: examples[0].line_no - 1] if x.strip()] if task.kind == "re" else []
-    return header, blocks, files["train"].parent, files
+    header, rows = records(files["train"], task.kind)
+    return header, rows, files["train"].parent, files
 
 
 def write_subset(task_name: str, data_dir: str | Path, out_root: Path, indices: list[int]) -> dict:
     """A dataset folder under out_root in the task's layout (GAD/1/, NCBI-disease/): the sampled training
     examples, and links to the original devel and test files. Returns its counts."""
+    from finetune.protocol_data import layout, write_records
     from finetune.tasks.registry import get_task
 
-    header, blocks, folder, files = train_blocks(task_name, data_dir)
-    try:
-        rel = folder.relative_to(Path(data_dir))
-    except ValueError:
-        rel = Path(folder.name)
-    out = out_root / (rel if str(rel) != "." else Path(folder.name))
-    out.mkdir(parents=True, exist_ok=True)
-    chosen = [blocks[i] for i in indices]
-    sep = "\n\n" if get_task(task_name).kind == "ner" else "\n"
-    text = "\n".join(header + [""]) if header else ""
-    (out / "train.tsv").write_text(text + sep.join("\n".join(b) for b in chosen) + "\n", encoding="utf-8")
+    task = get_task(task_name)
+    header, rows, _, files = train_blocks(task_name, data_dir)
+    out = out_root / layout(task)
+    chosen = [rows[i] for i in indices]
+    write_records(out / "train.tsv", header, chosen, task.kind)
     for split, path in files.items():
         if split in ("train", "train_dev"):  # train_dev would bring the whole training set back
             continue
@@ -132,7 +124,7 @@ def write_subset(task_name: str, data_dir: str | Path, out_root: Path, indices: 
                 link.symlink_to(path.resolve())
             except OSError:
                 shutil.copyfile(path, link)
-    return {"train_examples": len(chosen), "of": len(blocks), "folder": str(out)}
+    return {"train_examples": len(chosen), "of": len(rows), "folder": str(out)}
 
 
 def subset_dir(work_dir: str | Path, task: str, fraction: float, seed: int) -> Path:

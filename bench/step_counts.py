@@ -103,25 +103,17 @@ def fixture(tmp: Path) -> tuple[Path, Path]:
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import write_pubmed_xml, write_tiny_bert, write_vocab
-    from data_prep.cli import main as data_prep
+    from data_prep import prepare
+    from data_prep.pipeline import PrepConfig
 
     vocab = write_vocab(tmp / "vocab.txt")
     model = write_tiny_bert(tmp / "bert", vocab)
     (tmp / "xml").mkdir()
     write_pubmed_xml(tmp / "xml" / "pubmed26n0001.xml.gz", 120, seed=1)
-    data_prep(
-        [
-            "--input",
-            str(tmp / "xml"),
-            "--vocab",
-            str(vocab),
-            "--out",
-            str(tmp / "shards"),
-            "--seq_len",
-            "64",
-            "--heldout_fraction",
-            "0.05",
-        ]
+    prepare(
+        PrepConfig(
+            inputs=[str(tmp / "xml")], vocab=str(vocab), out=str(tmp / "shards"), seq_len=64, heldout_fraction=0.05
+        )
     )
     return model, tmp / "shards"
 
