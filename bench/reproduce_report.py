@@ -271,33 +271,71 @@ def corpus_name(plan: dict) -> str:
     return "PubMed + PMC" if plan.get("pmc") else "PubMed"
 
 
-def plot_mlm(curve: list[dict], path: Path, corpus: str = "PubMed") -> None:
+def budget_curves(plan: dict) -> dict[str, list[dict]]:
+    """The held-out masked-LM curve of every pre-training budget on this reproduction's learning curve, by label:
+    each Bio of the curve's plan.json that is a reproduction's export (WORK/pretrain/hf beside WORK/plan.json),
+    this one included; this one alone without a curve. Curves of another corpus or held-out set say so in
+    their label (their losses are not on one held-out set)."""
+
+    def held_out(p: dict) -> str | None:
+        manifest = Path(p["work_dir"]) / "shards" / "manifest.json"
+        return json.dumps(read_json(manifest).get("counts", {}).get("heldout")) if manifest.is_file() else None
+
+    def name(p: dict) -> str:
+        return f"{p['pretrain_tokens'] / 1e6:.1f}M tokens"
+
+    found = [(plan["pretrain_tokens"], name(plan), mlm_curve(plan))]
+    cfg = plan.get("learning_curve") or {}
+    curve_plan = Path(cfg.get("work_dir", "")) / "plan.json"
+    models = read_json(curve_plan).get("models", {}) if cfg and curve_plan.is_file() else {}
+    for m, path in models.items():
+        work = Path(path).parent.parent
+        if m == "base" or Path(path) != work / "pretrain" / "hf" or not (work / "plan.json").is_file():
+            continue
+        if work.resolve() == Path(plan["work_dir"]).resolve():
+            continue
+        other = read_json(work / "plan.json")
+        tag = "" if held_out(other) == held_out(plan) else f", {corpus_name(other)}, another held-out set"
+        found.append((other["pretrain_tokens"], name(other) + tag, mlm_curve(other)))
+    return {label: curve for _, label, curve in sorted(found, key=lambda x: x[0])}
+
+
+def plot_mlm(curves: list[dict] | dict[str, list[dict]], path: Path, corpus: str = "PubMed") -> None:
+    """Held-out MLM loss (and accuracy, dashed) against pre-training tokens: one curve, or one per budget."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    top = max((p["tokens"] for p in curve), default=0)
+    curves = {"": curves} if isinstance(curves, list) else curves
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    top = max((p["tokens"] for c in curves.values() for p in c), default=0)
     scale, unit = next(
         ((f, u) for f, u in ((1e9, "billions"), (1e6, "millions"), (1e3, "thousands")) if top >= f), (1, "")
     )  # in the label, not as matplotlib's offset text over it
-    if curve:
+    acc = ax.twinx() if any(c and all("heldout_mlm_acc" in p for p in c) for c in curves.values()) else None
+    colors = ("tab:blue", "tab:red", "tab:green", "tab:purple")
+    for (label, curve), color in zip(curves.items(), colors):
+        if not curve:
+            continue
         x = [p["tokens"] / scale for p in curve]
-        ax.plot(x, [p.get("heldout_mlm_loss") for p in curve], "o-", color="tab:blue")
+        ax.plot(x, [p.get("heldout_mlm_loss") for p in curve], "o-", color=color, label=f"loss {label}".strip())
         heads = [p["tokens"] / scale for p in curve if p.get("phase") == "heads"]
         if heads:
             ax.axvline(heads[-1], color="gray", linestyle=":", linewidth=1)
             ax.text(heads[-1], ax.get_ylim()[1], " heads only | all weights", va="top", fontsize=8, color="gray")
-        ax.set_ylabel("held-out MLM loss", color="tab:blue")
-        if all("heldout_mlm_acc" in p for p in curve):
-            acc = ax.twinx()
-            acc.plot(x, [p["heldout_mlm_acc"] for p in curve], "s--", color="tab:orange")
-            acc.set_ylabel("held-out MLM accuracy", color="tab:orange")
-    else:
+        if acc is not None and all("heldout_mlm_acc" in p for p in curve):
+            acc.plot(x, [p["heldout_mlm_acc"] for p in curve], "s--", color=color, alpha=0.6, label=f"accuracy {label}")
+    if not any(curves.values()):
         ax.text(0.5, 0.5, "no held-out evaluation yet", ha="center", transform=ax.transAxes)
+    ax.set_ylabel("held-out MLM loss (solid)")
+    if acc is not None:
+        acc.set_ylabel("held-out MLM accuracy (dashed)")
+    if len(curves) > 1:
+        ax.legend(fontsize=8, loc="center right")
     ax.set_xlabel(f"pre-training tokens{f', {unit}' if unit else ''} (steps x train_batch_size x seq_len)")
-    ax.set_title(f"Continued pre-training from Base (step 0) on {corpus}")
+    budgets = f"{len(curves)} budgets, " if len(curves) > 1 else ""
+    ax.set_title(f"Continued pre-training from Base (step 0) on {corpus}: {budgets}held-out set", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -502,7 +540,8 @@ def write_report(plan: dict, report_dir: Path) -> dict:
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "results").mkdir(exist_ok=True)
     plot_delta(results, report_dir / "reproduce_delta.png")
-    plot_mlm(curve, report_dir / "reproduce_mlm_loss.png", corpus_name(plan))
+    curves = budget_curves(plan)
+    plot_mlm(curves, report_dir / "reproduce_mlm_loss.png", corpus_name(plan))
     paragraphs = summary(plan, results, curve, measured)
     data = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
@@ -512,6 +551,7 @@ def write_report(plan: dict, report_dir: Path) -> dict:
         "measured": measured,
         "decontamination": decon,
         "heldout_mlm": curve,
+        "heldout_mlm_budgets": curves,
         "complete": finished == planned,
         "runs_finished": finished,
         "runs_planned": planned,

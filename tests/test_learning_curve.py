@@ -1,6 +1,7 @@
 """bench/learning_curve.py: seeded nested subsets shared by both models, epochs scaling, the paired
 statistics against hand-computed values, verdicts, the one-GPU dry run, and a tiny end to end."""
 
+import dataclasses
 import json
 import random
 import sys
@@ -192,8 +193,8 @@ def test_tiny_end_to_end(tmp_path, ner_root):
     for seed in (1, 2):  # both models read the same subset folder
         assert len({r["data_dir"] for r in small if r["seed"] == seed}) == 1
     res = data["results"]["ncbi_disease"]
-    assert set(res["fractions"]) == {"0.25", "1"} and "bootstrap" in res["fractions"]["1"]
-    assert res["verdict"] in st.VERDICTS and res["pooled"]["n"] == 2
+    assert set(res["fractions"]) == {"0.25", "1"} and "bio" in res["fractions"]["1"]["bootstrap"]
+    assert res["verdict"]["bio"] in st.VERDICTS and res["pooled"]["bio"]["n"] == 2
     for r in runs:  # the fine-tuned weights are not kept
         assert (Path(r["run_dir"]) / "results.json").is_file() and not (Path(r["run_dir"]) / "checkpoints").exists()
     md = (tmp_path / "report" / "learning_curve.md").read_text()
@@ -202,3 +203,44 @@ def test_tiny_end_to_end(tmp_path, ner_root):
     assert (tmp_path / "report" / "results" / "learning_curve.json").is_file()
     again = lc.run(cfg)  # every run finished: nothing is trained again
     assert again["results"] == data["results"]
+
+
+def test_two_bios_share_the_base_runs_and_a_changed_bio_is_refused(tmp_path, ner_root):
+    """Two named Bios (two pre-training budgets): one set of Base runs, each Bio paired with it in the report;
+    the runs go cheapest point first; a Bio re-trained under the same name is refused, not mixed in."""
+    vocab = write_vocab(tmp_path / "vocab.txt")
+    base = write_tiny_bert(tmp_path / "base", vocab)
+    small = write_tiny_bert(tmp_path / "bio_small", vocab, layers=1)
+    cfg = lc.CurveConfig(
+        base_model=str(base),
+        data_root=str(ner_root),
+        work_dir=str(tmp_path / "work"),
+        report_dir=str(tmp_path / "report"),
+        datasets=("ncbi_disease",),
+        ner_fractions=(0.25, 1.0),
+        seeds=(1,),
+        epochs=1.0,
+        min_steps=2,
+        n_boot=50,
+        ft_args=("--max_seq_length", "24", "--doc_stride", "4", "--ds", "train_batch_size=8"),
+    )
+    one = lc.run(dataclasses.replace(cfg, bios={"bio_1M": str(small)}, workers=2))  # two runs at once
+    assert one["runs_finished"] == 4
+    base_result = tmp_path / "work" / "runs" / "ncbi_disease" / "f1" / "seed_1" / "base" / "results.json"
+    stamp = base_result.stat().st_mtime_ns
+    big = write_tiny_bert(tmp_path / "bio_big", vocab, layers=2)
+    two = lc.run(dataclasses.replace(cfg, bios={"bio_1M": str(small), "bio_5M": str(big)}))
+    assert two["runs_finished"] == 6 and base_result.stat().st_mtime_ns == stamp  # Base's runs were not redone
+    res = two["results"]["ncbi_disease"]
+    assert set(res["verdict"]) == set(res["fractions"]["1"]["bootstrap"]) == {"bio_1M", "bio_5M"}
+    md = (tmp_path / "report" / "learning_curve.md").read_text()
+    assert "### Bio 1M" in md and "### Bio 5M" in md and "Bio 5M − Base" in md
+    plan = json.loads((tmp_path / "work" / "plan.json").read_text())
+    order = [(r["fraction"], r["model"]) for r in lc.run_order(plan)]
+    assert order[:3] == [(0.25, "base"), (0.25, "bio_1M"), (0.25, "bio_5M")] and order[-1] == (1.0, "bio_5M")
+    retrained = write_tiny_bert(tmp_path / "bio_big2", vocab, layers=3)
+    with pytest.raises(UserError, match="bio_5M.*other weights"):
+        lc.run(dataclasses.replace(cfg, bios={"bio_1M": str(small), "bio_5M": str(retrained)}))
+    with pytest.raises(UserError, match="NAME=PATH"):
+        lc.parse_args(["--bio", "nopath"])
+    assert lc.parse_args(["--bio", "a=x", "--bio", "b=y"]).bios == {"a": "x", "b": "y"}

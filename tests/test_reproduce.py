@@ -411,6 +411,8 @@ def _tiny_flags(root, *extra):
         str(root / "report"),
         "--curve_datasets",
         "ncbi_disease,gad_1",
+        "--curve_dir",
+        str(root / "curve"),
         *extra,
     ]
 
@@ -425,7 +427,7 @@ def test_learning_curve_and_gpu_dry_runs_print_both_plans(tmp_path, capsys, monk
     write_data(tmp_path)
     plan = reproduce.main.__wrapped__(_tiny_flags(tmp_path, "--learning_curve", "--dry_run"))
     out = capsys.readouterr().out
-    assert plan["groups"] == [] and plan["learning_curve"]["bio_model"] == plan["bio_model"]
+    assert plan["groups"] == [] and plan["learning_curve"]["bios"] == {"bio_2.0M": plan["bio_model"]}
     assert plan["curve"]["runs"] == (4 + 2) * 5 * 2 and plan["curve"]["gpu"] is None  # fractions x seeds x models
     assert "fine-tuning: the learning curve below" in out and "60 of 60 runs left" in out and "CPU-hours" in out
     assert plan["nproc"] == 2 and plan["ds_pretrain"].endswith("cpu.json") and plan["ds_overrides"] == []
@@ -478,9 +480,54 @@ def test_learning_curve_mode_runs_the_curve_on_this_bio_and_reports_it(tmp_path,
     plan = json.loads((tmp_path / "work" / "plan.json").read_text())
     (cfg,) = calls
     assert isinstance(cfg, learning_curve.CurveConfig) and not cfg.dry_run
-    assert cfg.bio_model == plan["bio_model"] == str(tmp_path / "work" / "pretrain" / "hf")
+    assert cfg.bios == {reproduce.budget_name(plan["pretrain_tokens"]): plan["bio_model"]}
+    assert plan["bio_model"] == str(tmp_path / "work" / "pretrain" / "hf")
     assert (cfg.base_model, cfg.data_root) == (plan["base_model"], plan["data_root"])
-    assert cfg.work_dir == str(tmp_path / "work" / "learning_curve") and cfg.device == "cpu"
+    assert cfg.work_dir == str(tmp_path / "curve") and cfg.device == "cpu"
     assert cfg.seeds == learning_curve.CurveConfig().seeds and cfg.datasets == ("ncbi_disease", "gad_1")
     md = (tmp_path / "report" / "reproduce.md").read_text()
     assert "## Learning curve: Bio − Base" in md and "planted row" in md
+
+
+def test_a_second_budget_joins_the_curve_and_the_mlm_plot(tmp_path, monkeypatch):
+    """A reproduction of another budget on the same --curve_dir adds its Bio beside the first one's (one Base);
+    the report plots both budgets' held-out curves on one plot, and says when a held-out set differs."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import learning_curve
+    import reproduce
+    import reproduce_report as rr
+
+    assert reproduce.budget_name(2_002_944) == "bio_2.0M" and reproduce.budget_name(10_014_720) == "bio_10.0M"
+    write_data(tmp_path)
+    first = tmp_path / "first"
+    (first / "pretrain").mkdir(parents=True)
+    (first / "plan.json").write_text(
+        json.dumps({"work_dir": str(first), "pretrain_tokens": 10_014_720, "pmc": [], "tokens_per_step": 4096})
+    )
+    (first / "pretrain" / "metrics.jsonl").write_text(
+        json.dumps({"kind": "eval", "step": 10, "heldout_mlm_loss": 5.0, "heldout_mlm_acc": 0.2}) + "\n"
+    )
+    (tmp_path / "curve").mkdir()
+    (tmp_path / "curve" / "plan.json").write_text(
+        json.dumps({"models": {"base": "b", "bio_10.0M": str(first / "pretrain" / "hf")}})
+    )
+    calls = []
+    monkeypatch.setattr(learning_curve, "run", lambda cfg: calls.append(cfg) or {})
+    monkeypatch.setattr(reproduce.Progress, "run", lambda self: None)
+    (tmp_path / "report").mkdir()
+    reproduce.main.__wrapped__(_tiny_flags(tmp_path, "--learning_curve", "--ds_pretrain", str(tmp_path / "ds.json")))
+    (cfg,) = calls
+    plan = json.loads((tmp_path / "work" / "plan.json").read_text())
+    mine = reproduce.budget_name(plan["pretrain_tokens"])
+    assert cfg.bios == {"bio_10.0M": str(first / "pretrain" / "hf"), mine: plan["bio_model"]} and mine != "bio_10.0M"
+    (tmp_path / "curve" / "plan.json").write_text(json.dumps({"models": {"base": "b", **cfg.bios}}))
+    curves = rr.budget_curves(plan)
+    assert list(curves)[1] == "10.0M tokens" and len(curves) == 2  # smallest budget first; the same held-out set
+    assert curves["10.0M tokens"][0]["heldout_mlm_loss"] == 5.0
+    again = reproduce.curve_bios(cfg, plan)  # run again: the same Bios, not a second name for this one
+    assert again == cfg.bios
+    other = {**plan, "work_dir": str(tmp_path / "pubmed_only"), "bio_model": str(tmp_path / "pubmed_only" / "hf")}
+    assert reproduce.curve_bios(cfg, other)[f"{mine}_pubmed_only"] == other["bio_model"]
+    assert json.loads((tmp_path / "report" / "results" / "reproduce.json").read_text())["heldout_mlm_budgets"]
+    rr.plot_mlm(curves, tmp_path / "two.png")
+    assert (tmp_path / "two.png").stat().st_size > 1000
