@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 import learning_curve  # noqa: E402
-import learning_curve_gpu  # noqa: E402
+import reproduce_curve as rc  # noqa: E402
 import reproduce_report  # noqa: E402
 from reproduce_progress import HEAD_COST, KINDS, Progress, count_tokens, hms  # noqa: E402
 
@@ -635,66 +635,6 @@ def print_plan(plan: dict, stages: list[dict], progress: Progress) -> None:
     print(f"  remaining: about {hms(progress.eta(0))} (estimate{on}, refined as stages finish)", flush=True)
 
 
-def curve_config(a: argparse.Namespace) -> learning_curve.CurveConfig:
-    """The learning curve of this reproduction: its Base, its Bio export, its data root; the curve's own
-    defaults (seeds, fractions, epochs) unless --seeds / --curve_datasets are given."""
-    d, cuda = learning_curve.CurveConfig(), "_cuda" if a.device == "cuda" else ""
-    return learning_curve.CurveConfig(
-        base_model=str(Path(a.base_model or learning_curve.default_base_model()).resolve()),
-        bio_model=str(a.work_dir / "pretrain" / "hf"),
-        data_root=str(Path(a.data_root).resolve()),
-        work_dir=str(Path(a.curve_dir or REPO / "runs" / f"learning_curve{cuda}").resolve()),
-        report_dir=str(Path(a.report_dir).resolve()),
-        datasets=tuple(x for x in a.curve_datasets.split(",") if x) if a.curve_datasets else d.datasets,
-        seeds=tuple(a.seeds) if a.seeds_given else d.seeds,
-        device=a.device,
-        ft_args=tuple(shlex.split(a.ft_args)),
-        keep_checkpoints=a.keep_checkpoints,
-    )
-
-
-def budget_name(tokens: int) -> str:
-    """A Bio's name in the curve, from its pre-training tokens: 2,002,944 -> bio_2.0M."""
-    return f"bio_{tokens / 1e6:.1f}M" if tokens >= 100_000 else f"bio_{tokens}"
-
-
-def curve_bios(cfg: learning_curve.CurveConfig, plan: dict) -> dict[str, str]:
-    """The Bios of the curve's earlier plan (other budgets' reproductions) and this reproduction's, by name."""
-    path = Path(cfg.work_dir) / "plan.json"
-    earlier = read_json(path).get("models", {}) if path.is_file() else {}
-    bios = {k: v for k, v in earlier.items() if k != "base"}
-    if plan["bio_model"] not in bios.values():
-        name = budget_name(plan["pretrain_tokens"])
-        if name in bios:  # the same budget from another reproduction (another corpus, another Base head...)
-            name = f"{name}_{Path(plan['work_dir']).name}"
-        bios[name] = plan["bio_model"]
-    return bios
-
-
-def curve_plan(a: argparse.Namespace, cfg: learning_curve.CurveConfig) -> dict:
-    """The curve's runs and CPU estimate; on --device cuda also the one-GPU plan, whose pre-training tokens (and
-    a heads-only phase MIN_FACTOR x the CPU one) replace the CPU budget unless --pretrain_tokens / --head_tokens."""
-    plan = learning_curve.build_plan(cfg)
-    plan["estimate"] = learning_curve.estimate_cpu(plan, cfg.work_dir)
-    if cfg.device == "cuda":
-        plan["gpu"] = learning_curve_gpu.gpu_plan(plan, cfg)
-        a.pretrain_tokens = a.pretrain_tokens or plan["gpu"]["pretrain_tokens"]
-        a.head_default = DEFAULT_HEAD_TOKENS * learning_curve_gpu.MIN_FACTOR
-    return plan
-
-
-def print_curve(plan: dict, curve: dict, cfg: learning_curve.CurveConfig) -> None:
-    learning_curve.print_plan(curve, curve["estimate"], cfg)
-    if g := curve.get("gpu"):
-        learning_curve_gpu.print_gpu_plan(g)
-        head_s = HEAD_COST * plan["head_tokens"] / g["speeds"]["pretrain_tokens_per_s"]
-        print(
-            f"  + heads-only phase of {plan['head_tokens']:,} tokens: about {head_s:.0f} s; about "
-            f"{g['est_total_s'] + head_s:.0f} s in all (estimate)",
-            flush=True,
-        )
-
-
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict:
     a = parse_args(argv)
@@ -713,12 +653,12 @@ def main(argv: list[str] | None = None) -> dict:
             )
     if a.pretrain_only and (a.learning_curve or a.device == "cuda"):
         raise UserError("--pretrain_only with --learning_curve / --device cuda: choose one (the curve needs Bio)")
-    cfg = curve_config(a) if a.learning_curve else None
-    curve = curve_plan(a, cfg) if cfg else None
+    cfg = rc.curve_config(a) if a.learning_curve else None
+    curve = rc.curve_plan(a, cfg, DEFAULT_HEAD_TOKENS) if cfg else None
     plan = build_plan(a)
     if cfg and curve:
-        cfg.bios = curve_bios(cfg, plan)
-        curve = curve_plan(a, cfg)  # again, with every Bio of the curve (the GPU budget stays as set above)
+        cfg.bios = rc.curve_bios(cfg, plan)
+        curve = rc.curve_plan(a, cfg, DEFAULT_HEAD_TOKENS)  # again, every Bio of the curve (GPU budget as set)
         plan["learning_curve"] = dataclasses.asdict(cfg)
         plan["curve"] = {"runs": len(curve["runs"]), "estimate": curve["estimate"], "gpu": curve.get("gpu")}
     old = read_json(plan_path) if plan_path.is_file() else {}
@@ -739,7 +679,7 @@ def main(argv: list[str] | None = None) -> dict:
     progress = Progress(plan, stages)
     print_plan(plan, stages, progress)
     if cfg and curve:
-        print_curve(plan, curve, cfg)
+        rc.print_curve(plan, curve, cfg, HEAD_COST)
     if a.dry_run:
         return plan
     write_json(plan_path, plan)

@@ -463,6 +463,7 @@ def test_learning_curve_mode_runs_the_curve_on_this_bio_and_reports_it(tmp_path,
     sys.path.insert(0, str(REPO / "bench"))
     import learning_curve
     import reproduce
+    import reproduce_curve as rc
 
     write_data(tmp_path)
     calls = []
@@ -480,7 +481,7 @@ def test_learning_curve_mode_runs_the_curve_on_this_bio_and_reports_it(tmp_path,
     plan = json.loads((tmp_path / "work" / "plan.json").read_text())
     (cfg,) = calls
     assert isinstance(cfg, learning_curve.CurveConfig) and not cfg.dry_run
-    assert cfg.bios == {reproduce.budget_name(plan["pretrain_tokens"]): plan["bio_model"]}
+    assert cfg.bios == {rc.budget_name(plan["pretrain_tokens"]): plan["bio_model"]}
     assert plan["bio_model"] == str(tmp_path / "work" / "pretrain" / "hf")
     assert (cfg.base_model, cfg.data_root) == (plan["base_model"], plan["data_root"])
     assert cfg.work_dir == str(tmp_path / "curve") and cfg.device == "cpu"
@@ -495,9 +496,10 @@ def test_a_second_budget_joins_the_curve_and_the_mlm_plot(tmp_path, monkeypatch)
     sys.path.insert(0, str(REPO / "bench"))
     import learning_curve
     import reproduce
+    import reproduce_curve as rc
     import reproduce_report as rr
 
-    assert reproduce.budget_name(2_002_944) == "bio_2.0M" and reproduce.budget_name(10_014_720) == "bio_10.0M"
+    assert rc.budget_name(2_002_944) == "bio_2.0M" and rc.budget_name(10_014_720) == "bio_10.0M"
     write_data(tmp_path)
     first = tmp_path / "first"
     (first / "pretrain").mkdir(parents=True)
@@ -518,16 +520,16 @@ def test_a_second_budget_joins_the_curve_and_the_mlm_plot(tmp_path, monkeypatch)
     reproduce.main.__wrapped__(_tiny_flags(tmp_path, "--learning_curve", "--ds_pretrain", str(tmp_path / "ds.json")))
     (cfg,) = calls
     plan = json.loads((tmp_path / "work" / "plan.json").read_text())
-    mine = reproduce.budget_name(plan["pretrain_tokens"])
+    mine = rc.budget_name(plan["pretrain_tokens"])
     assert cfg.bios == {"bio_10.0M": str(first / "pretrain" / "hf"), mine: plan["bio_model"]} and mine != "bio_10.0M"
     (tmp_path / "curve" / "plan.json").write_text(json.dumps({"models": {"base": "b", **cfg.bios}}))
     curves = rr.budget_curves(plan)
     assert list(curves)[1] == "10.0M tokens" and len(curves) == 2  # smallest budget first; the same held-out set
     assert curves["10.0M tokens"][0]["heldout_mlm_loss"] == 5.0
-    again = reproduce.curve_bios(cfg, plan)  # run again: the same Bios, not a second name for this one
+    again = rc.curve_bios(cfg, plan)  # run again: the same Bios, not a second name for this one
     assert again == cfg.bios
     other = {**plan, "work_dir": str(tmp_path / "pubmed_only"), "bio_model": str(tmp_path / "pubmed_only" / "hf")}
-    assert reproduce.curve_bios(cfg, other)[f"{mine}_pubmed_only"] == other["bio_model"]
+    assert rc.curve_bios(cfg, other)[f"{mine}_pubmed_only"] == other["bio_model"]
     assert json.loads((tmp_path / "report" / "results" / "reproduce.json").read_text())["heldout_mlm_budgets"]
     rr.plot_mlm(curves, tmp_path / "two.png")
     assert (tmp_path / "two.png").stat().st_size > 1000
