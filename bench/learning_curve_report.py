@@ -174,7 +174,50 @@ def _mean(values: dict) -> str:
     return f"{statistics.fmean(values.values()):.2f}" if values else "–"
 
 
-def markdown(plan: dict, results: dict, png: str) -> list[str]:
+def summary(plan: dict, results: dict, finished: int) -> list[str]:
+    """What the curve says, per Bio, in sentences built from the verdicts (a difference counts only beyond
+    its interval)."""
+    out = []
+    planned = len(plan["runs"])
+    state = f"{finished} of {planned} runs finished" + ("" if finished == planned else ", curve unfinished")
+    for b in bios(plan):
+        pooled = {v: [] for v in (*st.VERDICTS, "no data")}
+        for r in results.values():
+            p = r["pooled"][b]
+            if not p["seeds"]:
+                pooled["no data"].append(r["name"])
+                continue
+            where = ", ".join(f"{f:.0%}" for f in p["fractions"])
+            pooled[r["verdict"][b]].append(f"{r['name']} {_ci(p)} at {where} over {p['n']} seeds")
+        points = [
+            (r["name"], f, e["verdict"][b])
+            for r in results.values()
+            for f, e in r["fractions"].items()
+            if e["paired"][b]["n"] >= 2
+        ]
+        count = {v: sum(1 for *_, x in points if x == v) for v in st.VERDICTS}
+        judged = len(results) - len(pooled["no data"])
+        text = (
+            f"**Learning curve, {delta(b)}** ({state}): pooled over each dataset's fractions, the effect is "
+            f"**shown on {len(pooled['shown'])} of {judged} datasets**"
+            + (f" ({'; '.join(pooled['shown'])})" if pooled["shown"] else "")
+            + f", not shown on {len(pooled['not shown'])}"
+            + (f" ({'; '.join(pooled['not shown'])})" if pooled["not shown"] else "")
+            + f" and reversed on {len(pooled['reversed'])}"
+            + (f" ({'; '.join(pooled['reversed'])})" if pooled["reversed"] else "")
+            + "."
+        )
+        if pooled["no data"]:
+            text += f" No paired runs yet: {', '.join(pooled['no data'])}."
+        text += (
+            f" Point by point (dataset x fraction, at least 2 seeds): shown at {count['shown']} of {len(points)}, "
+            f"reversed at {count['reversed']}."
+        )
+        out.append(text)
+    return out
+
+
+def markdown(plan: dict, results: dict, png: str, finished: int | None = None) -> list[str]:
     cfg = plan["config"]
     names = bios(plan)
     models = plan.get("models", {"base": plan["base_model"], "bio": plan["bio_model"]})
@@ -187,9 +230,12 @@ def markdown(plan: dict, results: dict, png: str) -> list[str]:
         "trained on train, scored on test. Bio − Base: mean over seeds with a 95% t-interval of the paired "
         "differences; pooled: each seed's mean difference over the fractions, then the t-interval over seeds; at "
         f"100%, also a paired bootstrap ({cfg['n_boot']} resamples of the test sentences). A difference counts "
-        "only when its interval excludes 0.",
+        "only when its interval excludes 0. Pooled over the fractions finished for the most seeds while the "
+        "curve is unfinished (every seed then averages the same fractions).",
         "",
     ]
+    if finished is not None:
+        out += [p + "\n" for p in summary(plan, results, finished)]
     for b in names:
         out += [
             f"### {label(b)}" if len(names) > 1 else "",
@@ -225,16 +271,18 @@ def markdown(plan: dict, results: dict, png: str) -> list[str]:
 
 def write_report(plan: dict, report_dir: Path) -> dict:
     results = collect(plan, plan["config"].get("n_boot", 2000))
+    finished = sum((Path(r["run_dir"]) / "results.json").is_file() for r in plan["runs"])
     png = report_dir / "learning_curve.png"
     plot(results, png)
-    lines = markdown(plan, results, png.name)
+    lines = markdown(plan, results, png.name, finished)
     (report_dir / "learning_curve.md").write_text("\n".join(lines), encoding="utf-8")
     data = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "plan": {k: v for k, v in plan.items() if k != "runs"},
         "runs_planned": len(plan["runs"]),
-        "runs_finished": sum((Path(r["run_dir"]) / "results.json").is_file() for r in plan["runs"]),
+        "runs_finished": finished,
         "results": results,
+        "summary": summary(plan, results, finished),
     }
     (report_dir / "results").mkdir(parents=True, exist_ok=True)
     (report_dir / "results" / "learning_curve.json").write_text(json.dumps(data, indent=1) + "\n")

@@ -71,16 +71,17 @@ def paired(base: dict[int, float], bio: dict[int, float]) -> dict:
 
 
 def pooled(by_fraction: dict[float, tuple[dict[int, float], dict[int, float]]]) -> dict:
-    """Over a dataset's fractions: each seed's mean Bio − Base over the fractions it finished for both
-    models, then the t-interval over seeds."""
-    per_seed: dict[int, list[float]] = {}
-    for base, bio in by_fraction.values():
-        for s in set(base) & set(bio):
-            per_seed.setdefault(s, []).append(bio[s] - base[s])
-    if not per_seed:
-        return {"n": 0, "mean": None, "sd": None, "lo": None, "hi": None, "seeds": []}
-    seeds = sorted(per_seed)
-    return {**t_interval([statistics.fmean(per_seed[s]) for s in seeds]), "seeds": seeds}
+    """Over a dataset's fractions: each seed's mean Bio − Base over the fractions, then the t-interval over
+    seeds. Every seed averages the same fractions: while a curve is unfinished, only the fractions finished
+    (both models) for the most seeds are pooled, over the seeds they share; `fractions` lists them."""
+    done = {f: set(base) & set(bio) for f, (base, bio) in by_fraction.items()}
+    most = max((len(s) for s in done.values()), default=0)
+    chosen = sorted(f for f, s in done.items() if s and len(s) == most)
+    seeds = sorted(set.intersection(*(done[f] for f in chosen))) if chosen else []
+    if not seeds:
+        return {"n": 0, "mean": None, "sd": None, "lo": None, "hi": None, "seeds": [], "fractions": []}
+    per_seed = [statistics.fmean(by_fraction[f][1][s] - by_fraction[f][0][s] for f in chosen) for s in seeds]
+    return {**t_interval(per_seed), "seeds": seeds, "fractions": chosen}
 
 
 # ------------------------------------------------------------------------------ per-sentence counts, bootstrap

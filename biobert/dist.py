@@ -49,6 +49,16 @@ def setup_env() -> None:
             os.environ["MASTER_PORT"] = str(free_port())
 
 
+def init_single_process(backend: str, timeout) -> None:
+    """torch.distributed for a world of one on an in-memory store, so that DeepSpeed finds it initialised: a
+    TCP store needs a port, and runs started side by side (the learning curve's workers) could both be handed
+    the same free one between free_port() and bind (EADDRINUSE)."""
+    import torch.distributed as tdist
+
+    if not tdist.is_initialized():
+        tdist.init_process_group(backend, store=tdist.HashStore(), rank=0, world_size=1, timeout=timeout)
+
+
 def first_slurm_host(nodelist: str) -> str:
     """The first host of a Slurm hostlist ("gpu[007-012,020],cpu3" -> "gpu007"), as `scontrol show hostnames`
     would print it; parsed here so that no Slurm client is needed on the compute node."""

@@ -143,9 +143,10 @@ class Engine:
         self.config = finalize(raw, world, total_steps, self.on_cpu, self.source, resume_stage)
         if load_universal:  # resuming a checkpoint written by a different number of ranks
             self.config.setdefault("checkpoint", {})["load_universal"] = True
-        deepspeed.init_distributed(
-            dist_backend="gloo" if self.on_cpu else "nccl", verbose=False, timeout=timedelta(seconds=timeout_s)
-        )
+        backend = "gloo" if self.on_cpu else "nccl"
+        if world == 1:  # no peer to meet: an in-memory store, no TCP port (two runs starting at once could race)
+            dist.init_single_process(backend, timedelta(seconds=timeout_s))
+        deepspeed.init_distributed(dist_backend=backend, verbose=False, timeout=timedelta(seconds=timeout_s))
         self.ds, _, _, _ = deepspeed.initialize(model=model, model_parameters=_param_groups(model), config=self.config)
         self.rank, self.world_size = dist.rank(), world
         if world == 1 and not self.ds.zero_optimization():

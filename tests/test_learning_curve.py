@@ -98,6 +98,10 @@ def test_paired_t_interval_against_hand_computed():
     pool = st.pooled({0.1: ({1: 0, 2: 0}, {1: 1, 2: 2}), 1.0: ({1: 0, 2: 0}, {1: 3, 2: 6})})
     assert pool["mean"] == pytest.approx(3.0) and pool["n"] == 2
     assert pool["hi"] - pool["mean"] == pytest.approx(12.7062 * 2**0.5 / 2**0.5, abs=1e-3)
+    # an unfinished curve: 1% has 3 seeds, 5% only seed 1; pooled over 1% alone (every seed averages the same
+    # fractions), not seed 1's mean of two fractions beside the others' one
+    part = st.pooled({0.01: ({1: 0, 2: 0, 3: 0}, {1: 1, 2: 2, 3: 3}), 0.05: ({1: 0}, {1: 100})})
+    assert part["fractions"] == [0.01] and part["seeds"] == [1, 2, 3] and part["mean"] == pytest.approx(2.0)
 
 
 def test_verdicts():
