@@ -126,7 +126,7 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = len(results)
+    n = max(1, len(results))
     cols = min(3, n)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
@@ -154,8 +154,10 @@ def plot(results: dict, path: Path) -> None:
         ax.set_xlabel("fraction of training sentences")
         ax.set_ylabel("test F1")
         ax.legend(fontsize=8)
-    for ax in list(axes.flat)[n:]:
+    for ax in list(axes.flat)[len(results) :]:
         ax.axis("off")
+    if not results:
+        axes.flat[0].text(0.5, 0.5, "no dataset in the plan", ha="center")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -29,6 +29,7 @@ def curve_config(a: argparse.Namespace) -> learning_curve.CurveConfig:
         datasets=tuple(x for x in a.curve_datasets.split(",") if x) if a.curve_datasets else d.datasets,
         seeds=tuple(a.seeds) if a.seeds_given else d.seeds,
         device=a.device,
+        workers=a.curve_workers,
         ft_args=tuple(shlex.split(a.ft_args)),
         keep_checkpoints=a.keep_checkpoints,
     )

@@ -516,6 +516,18 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def curve_section(plan: dict, report_dir: Path) -> dict:
+    """The learning curve's report (learning_curve.md, its PNG and results/learning_curve.json in report_dir),
+    rewritten from the curve's finished runs, when this reproduction ran the curve; {} otherwise."""
+    cfg = plan.get("learning_curve") or {}
+    path = Path(cfg.get("work_dir", "")) / "plan.json"
+    if not cfg or not path.is_file():
+        return {}
+    import learning_curve_report
+
+    return learning_curve_report.write_report(read_json(path), report_dir)
+
+
 def write_report(plan: dict, report_dir: Path) -> dict:
     from biobert.checkpoint import git_sha
 
@@ -543,6 +555,8 @@ def write_report(plan: dict, report_dir: Path) -> dict:
     curves = budget_curves(plan)
     plot_mlm(curves, report_dir / "reproduce_mlm_loss.png", corpus_name(plan))
     paragraphs = summary(plan, results, curve, measured)
+    lc = curve_section(plan, report_dir)
+    paragraphs = [*lc.get("summary", []), *paragraphs]
     data = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "git_sha": git_sha(),

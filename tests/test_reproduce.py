@@ -510,9 +510,15 @@ def test_a_second_budget_joins_the_curve_and_the_mlm_plot(tmp_path, monkeypatch)
         json.dumps({"kind": "eval", "step": 10, "heldout_mlm_loss": 5.0, "heldout_mlm_acc": 0.2}) + "\n"
     )
     (tmp_path / "curve").mkdir()
-    (tmp_path / "curve" / "plan.json").write_text(
-        json.dumps({"models": {"base": "b", "bio_10.0M": str(first / "pretrain" / "hf")}})
-    )
+    curve_plan = {  # an earlier budget's curve, its runs not begun
+        "config": {"seeds": [1], "epochs": 2, "min_steps": 100, "n_boot": 10, "work_dir": str(tmp_path / "curve")},
+        "base_model": "b",
+        "bio_model": str(first / "pretrain" / "hf"),
+        "models": {"base": "b", "bio_10.0M": str(first / "pretrain" / "hf")},
+        "datasets": [],
+        "runs": [],
+    }
+    (tmp_path / "curve" / "plan.json").write_text(json.dumps(curve_plan))
     calls = []
     monkeypatch.setattr(learning_curve, "run", lambda cfg: calls.append(cfg) or {})
     monkeypatch.setattr(reproduce.Progress, "run", lambda self: None)
@@ -522,7 +528,7 @@ def test_a_second_budget_joins_the_curve_and_the_mlm_plot(tmp_path, monkeypatch)
     plan = json.loads((tmp_path / "work" / "plan.json").read_text())
     mine = rc.budget_name(plan["pretrain_tokens"])
     assert cfg.bios == {"bio_10.0M": str(first / "pretrain" / "hf"), mine: plan["bio_model"]} and mine != "bio_10.0M"
-    (tmp_path / "curve" / "plan.json").write_text(json.dumps({"models": {"base": "b", **cfg.bios}}))
+    (tmp_path / "curve" / "plan.json").write_text(json.dumps({**curve_plan, "models": {"base": "b", **cfg.bios}}))
     curves = rr.budget_curves(plan)
     assert list(curves)[1] == "10.0M tokens" and len(curves) == 2  # smallest budget first; the same held-out set
     assert curves["10.0M tokens"][0]["heldout_mlm_loss"] == 5.0
@@ -531,5 +537,6 @@ def test_a_second_budget_joins_the_curve_and_the_mlm_plot(tmp_path, monkeypatch)
     other = {**plan, "work_dir": str(tmp_path / "pubmed_only"), "bio_model": str(tmp_path / "pubmed_only" / "hf")}
     assert rc.curve_bios(cfg, other)[f"{mine}_pubmed_only"] == other["bio_model"]
     assert json.loads((tmp_path / "report" / "results" / "reproduce.json").read_text())["heldout_mlm_budgets"]
+    assert (tmp_path / "report" / "learning_curve.md").is_file()  # the curve's section, rewritten by the report
     rr.plot_mlm(curves, tmp_path / "two.png")
     assert (tmp_path / "two.png").stat().st_size > 1000
