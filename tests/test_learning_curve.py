@@ -162,33 +162,25 @@ def test_gpu_dry_run_on_cpu(tmp_path, capsys):
     assert not slow["fits"] and slow["pretrain_tokens"] >= 100 * lcg.CPU_PRETRAIN_TOKENS
 
 
-def test_tiny_end_to_end(tmp_path, ner_root):
-    vocab = write_vocab(tmp_path / "vocab.txt")
-    base = write_tiny_bert(tmp_path / "base", vocab)
-    bio = write_tiny_bert(tmp_path / "bio", vocab, layers=1)
-    cfg = lc.CurveConfig(
-        base_model=str(base),
-        bio_model=str(bio),
+def _tiny_curve(tmp_path, ner_root, **kw) -> lc.CurveConfig:
+    """A curve of tiny BERTs on the NER fixture: NCBI at 25% and 100%, a few steps a run."""
+    return lc.CurveConfig(
+        base_model=str(write_tiny_bert(tmp_path / "base", write_vocab(tmp_path / "vocab.txt"))),
         data_root=str(ner_root),
         work_dir=str(tmp_path / "work"),
         report_dir=str(tmp_path / "report"),
         datasets=("ncbi_disease",),
         ner_fractions=(0.25, 1.0),
-        seeds=(1, 2),
         epochs=1.0,
-        min_steps=3,
-        n_boot=100,
-        ft_args=(
-            "--max_seq_length",
-            "24",
-            "--doc_stride",
-            "4",
-            "--ds",
-            "train_batch_size=8",
-            "--ds",
-            "optimizer.params.lr=1e-3",
-        ),
+        ft_args=("--max_seq_length", "24", "--doc_stride", "4", "--ds", "train_batch_size=8"),
+        **kw,
     )
+
+
+def test_tiny_end_to_end(tmp_path, ner_root):
+    cfg = _tiny_curve(tmp_path, ner_root, seeds=(1, 2), min_steps=3, n_boot=100)
+    cfg.bio_model = str(write_tiny_bert(tmp_path / "bio", tmp_path / "vocab.txt", layers=1))
+    cfg.ft_args += ("--ds", "optimizer.params.lr=1e-3")
     data = lc.run(cfg)
     runs = json.loads((tmp_path / "work" / "plan.json").read_text())["runs"]
     assert len(runs) == 8 and data["runs_finished"] == 8
@@ -212,22 +204,9 @@ def test_tiny_end_to_end(tmp_path, ner_root):
 def test_two_bios_share_the_base_runs_and_a_changed_bio_is_refused(tmp_path, ner_root):
     """Two named Bios (two pre-training budgets): one set of Base runs, each Bio paired with it in the report;
     the runs go cheapest point first; a Bio re-trained under the same name is refused, not mixed in."""
-    vocab = write_vocab(tmp_path / "vocab.txt")
-    base = write_tiny_bert(tmp_path / "base", vocab)
+    cfg = _tiny_curve(tmp_path, ner_root, seeds=(1,), min_steps=2, n_boot=50)
+    vocab = tmp_path / "vocab.txt"
     small = write_tiny_bert(tmp_path / "bio_small", vocab, layers=1)
-    cfg = lc.CurveConfig(
-        base_model=str(base),
-        data_root=str(ner_root),
-        work_dir=str(tmp_path / "work"),
-        report_dir=str(tmp_path / "report"),
-        datasets=("ncbi_disease",),
-        ner_fractions=(0.25, 1.0),
-        seeds=(1,),
-        epochs=1.0,
-        min_steps=2,
-        n_boot=50,
-        ft_args=("--max_seq_length", "24", "--doc_stride", "4", "--ds", "train_batch_size=8"),
-    )
     one = lc.run(dataclasses.replace(cfg, bios={"bio_1M": str(small)}, workers=2))  # two runs at once
     assert one["runs_finished"] == 4
     base_result = tmp_path / "work" / "runs" / "ncbi_disease" / "f1" / "seed_1" / "base" / "results.json"
