@@ -45,7 +45,7 @@ def curve_bios(cfg: learning_curve.CurveConfig, plan: dict) -> dict[str, str]:
     path = Path(cfg.work_dir) / "plan.json"
     earlier = read_json(path).get("models", {}) if path.is_file() else {}
     bios = {k: v for k, v in earlier.items() if k != "base"}
-    if plan["bio_model"] not in bios.values():
+    if Path(plan["bio_model"]).resolve() not in {Path(v).resolve() for v in bios.values()}:  # hf/ is a link
         name = budget_name(plan["pretrain_tokens"])
         if name in bios:  # the same budget from another reproduction (another corpus, another Base head...)
             name = f"{name}_{Path(plan['work_dir']).name}"

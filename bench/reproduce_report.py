@@ -271,11 +271,21 @@ def corpus_name(plan: dict) -> str:
     return "PubMed + PMC" if plan.get("pmc") else "PubMed"
 
 
+def reproduction_of(model: str | Path) -> Path | None:
+    """The work dir of the reproduction whose Bio export `model` is (the curve records the resolved path,
+    WORK/pretrain/checkpoints/step_N/hf, of WORK/pretrain/hf), or None."""
+    model = Path(model).resolve()
+    for parent in model.parents:
+        if (parent / "plan.json").is_file() and "bio_model" in read_json(parent / "plan.json"):
+            return parent if Path(read_json(parent / "plan.json")["bio_model"]).resolve() == model else None
+    return None
+
+
 def budget_curves(plan: dict) -> dict[str, list[dict]]:
-    """The held-out masked-LM curve of every pre-training budget on this reproduction's learning curve, by label:
-    each Bio of the curve's plan.json that is a reproduction's export (WORK/pretrain/hf beside WORK/plan.json),
-    this one included; this one alone without a curve. Curves of another corpus or held-out set say so in
-    their label (their losses are not on one held-out set)."""
+    """The held-out masked-LM curve of every pre-training budget on this reproduction's learning curve, by
+    label: each Bio of the curve's plan.json that is a reproduction's export (reproduction_of), this one
+    included; this one alone without a curve. Curves of another corpus or held-out set say so in their label
+    (their losses are not on one held-out set)."""
 
     def held_out(p: dict) -> str | None:
         manifest = Path(p["work_dir"]) / "shards" / "manifest.json"
@@ -289,10 +299,8 @@ def budget_curves(plan: dict) -> dict[str, list[dict]]:
     curve_plan = Path(cfg.get("work_dir", "")) / "plan.json"
     models = read_json(curve_plan).get("models", {}) if cfg and curve_plan.is_file() else {}
     for m, path in models.items():
-        work = Path(path).parent.parent
-        if m == "base" or Path(path) != work / "pretrain" / "hf" or not (work / "plan.json").is_file():
-            continue
-        if work.resolve() == Path(plan["work_dir"]).resolve():
+        work = reproduction_of(path) if m != "base" else None
+        if work is None or work.resolve() == Path(plan["work_dir"]).resolve():
             continue
         other = read_json(work / "plan.json")
         tag = "" if held_out(other) == held_out(plan) else f", {corpus_name(other)}, another held-out set"

@@ -501,10 +501,20 @@ def test_a_second_budget_joins_the_curve_and_the_mlm_plot(tmp_path, monkeypatch)
 
     assert rc.budget_name(2_002_944) == "bio_2.0M" and rc.budget_name(10_014_720) == "bio_10.0M"
     write_data(tmp_path)
-    first = tmp_path / "first"
-    (first / "pretrain").mkdir(parents=True)
+    first = tmp_path / "first"  # a 10M-token reproduction: its hf/ links its last checkpoint's export
+    (first / "pretrain" / "checkpoints" / "step_00000009" / "hf").mkdir(parents=True)
+    (first / "pretrain" / "hf").symlink_to("checkpoints/step_00000009/hf")
+    first_hf = str(first / "pretrain" / "checkpoints" / "step_00000009" / "hf")  # as the curve records it
     (first / "plan.json").write_text(
-        json.dumps({"work_dir": str(first), "pretrain_tokens": 10_014_720, "pmc": [], "tokens_per_step": 4096})
+        json.dumps(
+            {
+                "work_dir": str(first),
+                "bio_model": str(first / "pretrain" / "hf"),
+                "pretrain_tokens": 10_014_720,
+                "pmc": [],
+                "tokens_per_step": 4096,
+            }
+        )
     )
     (first / "pretrain" / "metrics.jsonl").write_text(
         json.dumps({"kind": "eval", "step": 10, "heldout_mlm_loss": 5.0, "heldout_mlm_acc": 0.2}) + "\n"
@@ -513,8 +523,8 @@ def test_a_second_budget_joins_the_curve_and_the_mlm_plot(tmp_path, monkeypatch)
     curve_plan = {  # an earlier budget's curve, its runs not begun
         "config": {"seeds": [1], "epochs": 2, "min_steps": 100, "n_boot": 10, "work_dir": str(tmp_path / "curve")},
         "base_model": "b",
-        "bio_model": str(first / "pretrain" / "hf"),
-        "models": {"base": "b", "bio_10.0M": str(first / "pretrain" / "hf")},
+        "bio_model": first_hf,
+        "models": {"base": "b", "bio_10.0M": first_hf},
         "datasets": [],
         "runs": [],
     }
@@ -527,13 +537,18 @@ def test_a_second_budget_joins_the_curve_and_the_mlm_plot(tmp_path, monkeypatch)
     (cfg,) = calls
     plan = json.loads((tmp_path / "work" / "plan.json").read_text())
     mine = rc.budget_name(plan["pretrain_tokens"])
-    assert cfg.bios == {"bio_10.0M": str(first / "pretrain" / "hf"), mine: plan["bio_model"]} and mine != "bio_10.0M"
+    assert cfg.bios == {"bio_10.0M": first_hf, mine: plan["bio_model"]} and mine != "bio_10.0M"
     (tmp_path / "curve" / "plan.json").write_text(json.dumps({**curve_plan, "models": {"base": "b", **cfg.bios}}))
     curves = rr.budget_curves(plan)
     assert list(curves)[1] == "10.0M tokens" and len(curves) == 2  # smallest budget first; the same held-out set
     assert curves["10.0M tokens"][0]["heldout_mlm_loss"] == 5.0
     again = rc.curve_bios(cfg, plan)  # run again: the same Bios, not a second name for this one
     assert again == cfg.bios
+    (tmp_path / "work" / "pretrain" / "checkpoints" / "step_00000002" / "hf").mkdir(parents=True)
+    (tmp_path / "work" / "pretrain" / "hf").symlink_to("checkpoints/step_00000002/hf")
+    resolved = {**cfg.bios, mine: str((tmp_path / "work" / "pretrain" / "hf").resolve())}
+    (tmp_path / "curve" / "plan.json").write_text(json.dumps({**curve_plan, "models": {"base": "b", **resolved}}))
+    assert rc.curve_bios(cfg, plan) == resolved  # the recorded, resolved path is this reproduction's Bio too
     other = {**plan, "work_dir": str(tmp_path / "pubmed_only"), "bio_model": str(tmp_path / "pubmed_only" / "hf")}
     assert rc.curve_bios(cfg, other)[f"{mine}_pubmed_only"] == other["bio_model"]
     assert json.loads((tmp_path / "report" / "results" / "reproduce.json").read_text())["heldout_mlm_budgets"]
