@@ -45,9 +45,19 @@ from reproduce_progress import PRIOR_S_PER_UNIT, RUN_OVERHEAD_S, count_tokens, h
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
 
 DATASETS = ("ncbi_disease", "bc5cdr_disease", "bc5cdr_chem", "s800", "gad_1", "chemprot")
-# CPU time per wall second of a fine-tuning run on the 2 shared cores (bench/results/reproduce.json, its
-# recorded stages: NER 1.68, RE 1.28): wall estimates become CPU-hours with it.
+# CPU time per wall second of one fine-tuning run on the 2 shared cores (bench/results/reproduce.json, its
+# recorded stages: NER 1.68, RE 1.28); a one-thread worker of several keeps its core busy (0.99 measured).
 CPU_PER_WALL = {"ner": 1.7, "re": 1.3}
+# CPU seconds per unit (reproduce_progress's units: training WordPieces x epochs + test WordPieces / 3) of a
+# curve run beyond its fixed RUN_OVERHEAD_S, measured on this machine's curve runs (bfloat16 autocast, two
+# one-thread workers; bench/results/learning_curve.json, "measured"). RE has no curve run measured yet: NER's
+# rate times the protocol's RE / NER ratio (reproduce_progress.PRIOR_S_PER_UNIT). A work dir's own finished
+# runs replace these (rates()).
+NER_CPU_S_PER_UNIT = 1.48e-3
+CURVE_CPU_S_PER_UNIT = {
+    "ner": NER_CPU_S_PER_UNIT,
+    "re": NER_CPU_S_PER_UNIT * PRIOR_S_PER_UNIT["re"] / PRIOR_S_PER_UNIT["ner"],
+}
 
 
 @dataclasses.dataclass
@@ -67,6 +77,9 @@ class CurveConfig:
     epochs: float = 2.0  # at 100%; smaller fractions: at least min_steps optimizer steps
     min_steps: int = 100
     device: str = "cpu"  # "cuda": the one-GPU plan (learning_curve_gpu.py)
+    # "auto": bfloat16 autocast on a GPU and on a CPU with bf16 instructions (AVX-512 BF16 / AMX: 1.41x a step,
+    # the same F1, bench/results/curve_dtype.json), else float32
+    dtype: str = "auto"
     workers: int = 0  # fine-tuning runs at once; 0: 1 on CPU, the GPU plan's on a GPU
     budget_cpu_h: float = 12.0  # the CPU plan is sized to this; the estimate is compared with it
     n_boot: int = 2000  # paired bootstrap resamples of the test sentences (100% point)
@@ -188,9 +201,43 @@ def base_job(cfg: CurveConfig, task: str, kind: str):
     flags = ["--task", task, "--data_dir", str(Path(cfg.data_root) / kind), "--init_from", cfg.base_model]
     flags += ["--run_dir", str(Path(cfg.work_dir) / "runs" / task), "--progress", "false", "--eval_split", ""]
     flags += ["--export_hf", "false", "--log_every", "50"]
-    if cfg.device == "cuda":  # finetune.json's advice for A100/H100
+    if resolve_dtype(cfg) == "bfloat16":  # finetune.json's advice for A100/H100; DeepSpeed's torch_autocast
         flags += ["--ds", "torch_autocast.enabled=true", "--ds", "torch_autocast.dtype=bfloat16"]
     return run_task.job_from_args([*flags, *cfg.ft_args])
+
+
+def cpu_has_bf16() -> bool:
+    """AVX-512 BF16 or AMX: oneDNN runs bf16 matmuls natively (elsewhere bf16 is emulated, and slower)."""
+    info = Path("/proc/cpuinfo")
+    flags = info.read_text() if info.is_file() else ""
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(cfg: CurveConfig) -> str:
+    if cfg.dtype not in ("auto", "float32", "bfloat16"):
+        raise UserError(f"--dtype {cfg.dtype}: expected auto, float32 or bfloat16")
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    return "bfloat16" if cfg.device == "cuda" or cpu_has_bf16() else "float32"
+
+
+# what a finished run's result depends on besides its model, data subset and seed: a curve's runs must share them
+RUN_SETTINGS = ("epochs", "min_steps", "ft_args", "dtype", "device", "data_root")
+
+
+def check_settings(plan: dict, old: dict) -> None:
+    """Refuse to mix runs of other settings into this work dir's curve (its earlier plan.json)."""
+    if not old.get("config"):
+        return
+    mine = {**plan["config"], "dtype": plan["dtype"]}
+    theirs = {**old["config"], "dtype": old.get("dtype", old["config"].get("dtype", "float32"))}
+    diff = [k for k in RUN_SETTINGS if json.dumps(mine.get(k)) != json.dumps(theirs.get(k))]
+    if diff:
+        raise UserError(
+            f"{plan['config']['work_dir']} holds runs with other settings ({', '.join(diff)}: "
+            f"{[theirs.get(k) for k in diff]} -> {[mine.get(k) for k in diff]}); use a new --work_dir or the "
+            "original settings"
+        )
 
 
 def build_plan(cfg: CurveConfig) -> dict:
@@ -241,35 +288,58 @@ def build_plan(cfg: CurveConfig) -> dict:
         "base_model": cfg.base_model,
         "bio_model": list(named.values())[1],  # the first Bio
         "models": named,
+        "dtype": resolve_dtype(cfg),
         "datasets": datasets,
         "runs": runs,
     }
 
 
 def rates(work_dir: str | Path) -> dict[str, float]:
-    """Wall seconds per unit: this work dir's finished runs (the fixed cost of each set apart), else the
-    recorded priors (reproduce_progress)."""
+    """CPU seconds per unit: this work dir's finished runs (the fixed cost of each set apart), else the
+    measured priors (CURVE_CPU_S_PER_UNIT)."""
     path = Path(work_dir) / "timings.jsonl"
     done = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
     out = {}
     for kind in ("ner", "re"):
         mine = [r for r in done if r["kind"] == kind]
         units = sum(r["units"] for r in mine)
-        wall = sum(max(0.05 * r["wall_s"], r["wall_s"] - RUN_OVERHEAD_S) for r in mine)
-        out[kind] = wall / units if units else PRIOR_S_PER_UNIT[kind]
+        cpu = sum(max(0.05 * r["cpu_s"], r["cpu_s"] - RUN_OVERHEAD_S) for r in mine)
+        out[kind] = cpu / units if units else CURVE_CPU_S_PER_UNIT[kind]
     return out
 
 
-def estimate_cpu(plan: dict, work_dir: str | Path) -> dict:
-    """Wall seconds and CPU-hours of the runs not finished yet, on this machine, run one at a time."""
+def measured(work_dir: str | Path) -> dict:
+    """The work dir's finished runs per kind: count, CPU and wall seconds, CPU seconds per unit (for the report)."""
+    path = Path(work_dir) / "timings.jsonl"
+    done = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
     r = rates(work_dir)
+    out = {}
+    for kind in ("ner", "re"):
+        mine = [x for x in done if x["kind"] == kind]
+        if mine:
+            out[kind] = {
+                "runs": len(mine),
+                "cpu_s": sum(x["cpu_s"] for x in mine),
+                "wall_s": sum(x["wall_s"] for x in mine),
+                "cpu_s_per_unit": r[kind],
+            }
+    return out
+
+
+def estimate_cpu(plan: dict, work_dir: str | Path, workers: int = 1) -> dict:
+    """CPU-hours and wall seconds of the runs not finished yet, on this machine: one run at a time on all
+    cores, or `workers` one-thread runs at once."""
+    r = rates(work_dir)
+    cores = os.cpu_count() or 1
     todo = [x for x in plan["runs"] if not (Path(x["run_dir"]) / "results.json").is_file()]
-    wall = {k: sum(RUN_OVERHEAD_S + r[k] * x["units"] for x in todo if x["kind"] == k) for k in r}
+    cpu = {k: sum(RUN_OVERHEAD_S + r[k] * x["units"] for x in todo if x["kind"] == k) for k in r}
+    busy = {k: CPU_PER_WALL[k] if workers <= 1 else min(workers, cores) * 0.99 for k in r}
     return {
         "runs_left": len(todo),
-        "wall_s": sum(wall.values()),
-        "cpu_h": sum(wall[k] * CPU_PER_WALL[k] for k in wall) / 3600,
-        "s_per_unit": r,
+        "wall_s": sum(cpu[k] / busy[k] for k in cpu),
+        "cpu_h": sum(cpu.values()) / 3600,
+        "cpu_s_per_unit": r,
+        "workers": workers,
     }
 
 
@@ -277,7 +347,10 @@ def print_plan(plan: dict, est: dict, cfg: CurveConfig) -> None:
     print(f"Learning curve ({cfg.work_dir}):", flush=True)
     for name, path in plan["models"].items():
         print(f"  {name}: {path}")
-    print(f"  seeds {list(cfg.seeds)}; epochs max({cfg.epochs:g}, ceil({cfg.min_steps} steps / steps per epoch))")
+    print(
+        f"  seeds {list(cfg.seeds)}; epochs max({cfg.epochs:g}, ceil({cfg.min_steps} steps / steps per epoch)); "
+        f"{plan['dtype']}"
+    )
     print(f"  {'dataset':<16} {'fraction':>8} {'sentences':>9} {'epochs':>6} {'steps':>6} {'runs':>4}")
     for d in plan["datasets"]:
         for f in d["fractions"]:
@@ -289,6 +362,12 @@ def print_plan(plan: dict, est: dict, cfg: CurveConfig) -> None:
         f"{est['cpu_h']:.1f} CPU-hours on this machine (estimate; budget {cfg.budget_cpu_h:g})",
         flush=True,
     )
+    if est["cpu_h"] > 1.25 * cfg.budget_cpu_h:
+        print(
+            f"  note: the plan is over its budget ({est['cpu_h']:.1f} > {cfg.budget_cpu_h:g} CPU-hours); "
+            "--seeds, --datasets, --*_fractions or --min_steps make it smaller",
+            flush=True,
+        )
 
 
 # ------------------------------------------------------------------------------------------- execution
@@ -368,8 +447,8 @@ def run_all(plan: dict, cfg: CurveConfig, workers: int) -> None:
         if rec:
             with ledger.open("a") as fh:
                 fh.write(json.dumps(rec) + "\n")
-        left = estimate_cpu(plan, cfg.work_dir)
-        print(f"[{i}/{total}] elapsed {hms(time.time() - t0)} | ETA {hms(left['wall_s'] / workers)}", flush=True)
+        left = estimate_cpu(plan, cfg.work_dir, workers)
+        print(f"[{i}/{total}] elapsed {hms(time.time() - t0)} | ETA {hms(left['wall_s'])}", flush=True)
 
     if workers <= 1:
         for i, item in enumerate(items, 1):
@@ -403,10 +482,10 @@ def run(cfg: CurveConfig) -> dict:
             raise UserError(f"--report_only: {plan_path} not found; nothing has run in {cfg.work_dir} yet")
         return learning_curve_report.write_report(json.loads(plan_path.read_text()), Path(cfg.report_dir))
     plan = build_plan(cfg)
-    est = estimate_cpu(plan, cfg.work_dir)
+    workers = cfg.workers or 1
+    est = estimate_cpu(plan, cfg.work_dir, workers)
     plan["estimate"] = est
     print_plan(plan, est, cfg)
-    workers = cfg.workers or 1
     if cfg.device == "cuda":
         plan["gpu"] = learning_curve_gpu.gpu_plan(plan, cfg)
         learning_curve_gpu.print_gpu_plan(plan["gpu"])
@@ -420,7 +499,9 @@ def run(cfg: CurveConfig) -> dict:
                 "pre-training export, WORK_DIR/pretrain/hf) or pass a Hugging Face BERT directory"
             )
     plan["fingerprints"] = {name: weights_sha256(path) for name, path in plan["models"].items()}
-    check_models(plan, json.loads(plan_path.read_text()) if plan_path.is_file() else {})
+    old = json.loads(plan_path.read_text()) if plan_path.is_file() else {}
+    check_settings(plan, old)
+    check_models(plan, old)
     plan_path.parent.mkdir(parents=True, exist_ok=True)
     plan_path.write_text(json.dumps(plan, indent=1) + "\n")
     plan["subsets"] = prepare_subsets(plan, cfg)
@@ -455,6 +536,12 @@ def parse_args(argv: list[str] | None) -> CurveConfig:
     p.add_argument("--epochs", type=float, default=d.epochs, help="epochs at 100%% (default %(default)s)")
     p.add_argument("--min_steps", type=int, default=d.min_steps, help="steps of the smallest runs (%(default)s)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="fine-tuning precision (default auto: bfloat16 autocast on a GPU or a CPU with bf16 instructions)",
+    )
     p.add_argument("--workers", type=int, default=0, help="runs at once (default: 1 on CPU; the GPU plan's)")
     p.add_argument("--budget_cpu_h", type=float, default=d.budget_cpu_h)
     p.add_argument("--n_boot", type=int, default=d.n_boot)
@@ -476,7 +563,8 @@ def parse_args(argv: list[str] | None) -> CurveConfig:
         bios[name] = path
     return CurveConfig(
         **{k: getattr(a, k) for k in ("base_model", "bio_model", "data_root", "work_dir", "report_dir", "epochs")},
-        **{k: getattr(a, k) for k in ("min_steps", "device", "workers", "budget_cpu_h", "n_boot", "keep_checkpoints")},
+        **{k: getattr(a, k) for k in ("min_steps", "device", "dtype", "workers", "budget_cpu_h", "n_boot")},
+        keep_checkpoints=a.keep_checkpoints,
         datasets=tuple(x for x in a.datasets.split(",") if x),
         ner_fractions=ner_f,
         re_fractions=re_f,

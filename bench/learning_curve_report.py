@@ -272,6 +272,8 @@ def markdown(plan: dict, results: dict, png: str, finished: int | None = None) -
 
 
 def write_report(plan: dict, report_dir: Path) -> dict:
+    import learning_curve  # imports this module
+
     results = collect(plan, plan["config"].get("n_boot", 2000))
     finished = sum((Path(r["run_dir"]) / "results.json").is_file() for r in plan["runs"])
     png = report_dir / "learning_curve.png"
@@ -283,6 +285,7 @@ def write_report(plan: dict, report_dir: Path) -> dict:
         "plan": {k: v for k, v in plan.items() if k != "runs"},
         "runs_planned": len(plan["runs"]),
         "runs_finished": finished,
+        "measured": learning_curve.measured(plan["config"]["work_dir"]),
         "results": results,
         "summary": summary(plan, results, finished),
     }
