@@ -524,6 +524,24 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def readme_paragraph(plan: dict, curve: list[dict], findings: list[str]) -> str:
+    """One paragraph for the README: the budget, the held-out loss, then what the fine-tuning found."""
+    tokens = plan["pretrain_tokens"] + plan.get("head_tokens", 0)
+    loss = (
+        f"; held-out masked-LM loss {curve[0]['heldout_mlm_loss']:.2f} -> {curve[-1]['heldout_mlm_loss']:.2f}"
+        if len(curve) > 1
+        else ""
+    )
+    base = Path(plan["base_model"]).name  # a package's model/ folder: the package's name
+    base = Path(plan["base_model"]).parent.name if base == "model" else base
+    return (
+        f"Bio = Base ({base}) + {tokens:,} tokens of continued pre-training on {corpus_name(plan)} "
+        f"(1/{plan['paper']['tokens'] / tokens:,.0f} of BioBERT's budget){loss}. "
+        + " ".join(findings)
+        + " Intervals, plots and every run: [bench/reproduce.md](bench/reproduce.md)."
+    )
+
+
 def curve_section(plan: dict, report_dir: Path) -> dict:
     """The learning curve's report (learning_curve.md, its PNG and results/learning_curve.json in report_dir),
     rewritten from the curve's finished runs, when this reproduction ran the curve; {} otherwise."""
@@ -559,7 +577,9 @@ def write_report(plan: dict, report_dir: Path) -> dict:
     decon = read_json(manifest).get("decontamination") if manifest.is_file() else None
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "results").mkdir(exist_ok=True)
-    plot_delta(results, report_dir / "reproduce_delta.png")
+    protocol = bool(results) or not plan.get("learning_curve")  # the protocol's tables, or the curve alone
+    if protocol:
+        plot_delta(results, report_dir / "reproduce_delta.png")
     curves = budget_curves(plan)
     plot_mlm(curves, report_dir / "reproduce_mlm_loss.png", corpus_name(plan))
     paragraphs = summary(plan, results, curve, measured)
@@ -579,6 +599,7 @@ def write_report(plan: dict, report_dir: Path) -> dict:
         "runs_planned": planned,
         "results": results,
         "summary": paragraphs,
+        "readme": readme_paragraph(plan, curve, lc.get("summary", []) or paragraphs[:1]),
     }
     write_json(report_dir / "results" / "reproduce.json", data)
     found = (decon or {}).get("dropped", (decon or {}).get("flagged", {}))
@@ -616,8 +637,13 @@ def write_report(plan: dict, report_dir: Path) -> dict:
         "",
     ]
     md += ["## What the numbers say", "", *[p + "\n" for p in paragraphs]]
-    md += ["## Fine-tuning (test sets)", "", *tables(results)]
-    md += ["## Plots", "", f"![{DELTA}](reproduce_delta.png)", "", "![held-out MLM loss](reproduce_mlm_loss.png)", ""]
+    md += ["The README's summary, from these numbers:", "", f"> {data['readme']}", ""]
+    if protocol:
+        md += ["## Fine-tuning (test sets)", "", *tables(results)]
+        md += ["## Plots", "", f"![{DELTA}](reproduce_delta.png)", "", "![held-out MLM loss](reproduce_mlm_loss.png)"]
+    else:
+        md += ["## Pre-training", "", "![held-out MLM loss](reproduce_mlm_loss.png)"]
+    md += [""]
     if plan.get("learning_curve"):  # bench/learning_curve_report.py's section, written by the curve's run
         section = report_dir / "learning_curve.md"
         md += section.read_text(encoding="utf-8").splitlines() if section.is_file() else ["## Learning curve", ""]

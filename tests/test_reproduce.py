@@ -553,5 +553,7 @@ def test_a_second_budget_joins_the_curve_and_the_mlm_plot(tmp_path, monkeypatch)
     assert rc.curve_bios(cfg, other)[f"{mine}_pubmed_only"] == other["bio_model"]
     assert json.loads((tmp_path / "report" / "results" / "reproduce.json").read_text())["heldout_mlm_budgets"]
     assert (tmp_path / "report" / "learning_curve.md").is_file()  # the curve's section, rewritten by the report
+    md = (tmp_path / "report" / "reproduce.md").read_text()  # the curve alone: no protocol tables, no delta plot
+    assert "## Pre-training" in md and "## Fine-tuning (test sets)" not in md and "> Bio = Base (base) + " in md
     rr.plot_mlm(curves, tmp_path / "two.png")
     assert (tmp_path / "two.png").stat().st_size > 1000
