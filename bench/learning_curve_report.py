@@ -190,7 +190,8 @@ def summary(plan: dict, results: dict, finished: int) -> list[str]:
                 pooled["no data"].append(r["name"])
                 continue
             where = ", ".join(f"{f:.0%}" for f in p["fractions"])
-            pooled[r["verdict"][b]].append(f"{r['name']} {_ci(p)} at {where} over {p['n']} seeds")
+            seeds = f"{p['n']} seed{'s' if p['n'] != 1 else ''}"
+            pooled[r["verdict"][b]].append(f"{r['name']} {_ci(p)} at {where} over {seeds}")
         points = [
             (r["name"], f, e["verdict"][b])
             for r in results.values()

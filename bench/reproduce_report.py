@@ -527,9 +527,12 @@ def _version(package: str) -> str:
 def readme_paragraph(plan: dict, curve: list[dict], findings: list[str]) -> str:
     """One paragraph for the README: the budget, the held-out loss, then what the fine-tuning found."""
     tokens = plan["pretrain_tokens"] + plan.get("head_tokens", 0)
+    heads = [p for p in curve if p.get("phase") == "heads"]
+    start = heads[-1] if heads else curve[0] if curve else None  # not a freshly initialised head's loss
     loss = (
-        f"; held-out masked-LM loss {curve[0]['heldout_mlm_loss']:.2f} -> {curve[-1]['heldout_mlm_loss']:.2f}"
-        if len(curve) > 1
+        f"; held-out masked-LM loss {start['heldout_mlm_loss']:.2f} -> {curve[-1]['heldout_mlm_loss']:.2f}"
+        + (" (from the end of the heads-only phase)" if heads else "")
+        if start and curve[-1] is not start
         else ""
     )
     base = Path(plan["base_model"]).name  # a package's model/ folder: the package's name
