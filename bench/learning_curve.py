@@ -45,8 +45,9 @@ from reproduce_progress import PRIOR_S_PER_UNIT, RUN_OVERHEAD_S, count_tokens, h
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
 
 DATASETS = ("ncbi_disease", "bc5cdr_disease", "bc5cdr_chem", "s800", "gad_1", "chemprot")
-# CPU time per wall second of one fine-tuning run on the 2 shared cores (bench/results/reproduce.json, its
-# recorded stages: NER 1.68, RE 1.28); a one-thread worker of several keeps its core busy (0.99 measured).
+# CPU time per wall second of one fine-tuning run on the 2 shared cores (bench/reproduce_protocol/results/
+# reproduce.json, its recorded stages: NER 1.68, RE 1.28); a one-thread worker of several keeps its core busy
+# (measured in results/learning_curve.json, "measured": CPU over wall seconds).
 CPU_PER_WALL = {"ner": 1.7, "re": 1.3}
 # CPU seconds per unit (reproduce_progress's units: training WordPieces x epochs + test WordPieces / 3) of a
 # curve run beyond its fixed RUN_OVERHEAD_S, measured on this machine's curve runs (bfloat16 autocast, two
