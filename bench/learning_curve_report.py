@@ -140,8 +140,8 @@ def plot(results: dict, path: Path) -> None:
                     xs.append(float(f))
                     means.append(m)
                     halves.append(h)
-            if xs:
-                ax.plot(xs, means, "o-", color=color, label=label(model))
+            if xs:  # the band, and error bars so that a single point shows its interval too
+                ax.errorbar(xs, means, yerr=halves, fmt="o-", color=color, capsize=3, label=label(model))
                 lo = [max(0.0, m - h) for m, h in zip(means, halves)]  # F1 lives in [0, 100]
                 hi = [min(100.0, m + h) for m, h in zip(means, halves)]
                 ax.fill_between(xs, lo, hi, color=color, alpha=0.2)
@@ -153,7 +153,10 @@ def plot(results: dict, path: Path) -> None:
         ax.set_title(f"{r['name']}\n{verdicts}", fontsize=9)
         ax.set_xlabel("fraction of training sentences")
         ax.set_ylabel("test F1")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no finished runs yet", ha="center", transform=ax.transAxes, color="gray")
     for ax in list(axes.flat)[len(results) :]:
         ax.axis("off")
     if not results:
