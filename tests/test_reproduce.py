@@ -557,3 +557,10 @@ def test_a_second_budget_joins_the_curve_and_the_mlm_plot(tmp_path, monkeypatch)
     assert "## Pre-training" in md and "## Fine-tuning (test sets)" not in md and "> Bio = Base (base) + " in md
     rr.plot_mlm(curves, tmp_path / "two.png")
     assert (tmp_path / "two.png").stat().st_size > 1000
+
+
+def test_readme_summary_is_the_reports_paragraph():
+    """The README's result paragraph is the committed report's own `readme` text, not a hand-edited copy."""
+    data = json.loads((REPO / "bench" / "results" / "reproduce.json").read_text())
+    assert data["readme"] and data["readme"] in (REPO / "README.md").read_text()
+    assert data["readme"] in (REPO / "bench" / "reproduce.md").read_text()
