@@ -497,7 +497,8 @@ def run(cfg: CurveConfig) -> dict:
         if not Path(path).is_dir():
             raise UserError(
                 f"{name} model {path}: no such model directory; run bench/reproduce.py first (its "
-                "pre-training export, WORK_DIR/pretrain/hf) or pass a Hugging Face BERT directory"
+                "pre-training export, WORK_DIR/pretrain/hf) or pass a Hugging Face BERT directory (a Bio of an "
+                f"earlier budget that is gone: another --curve_dir, or take it out of {plan_path}'s models)"
             )
     plan["fingerprints"] = {name: weights_sha256(path) for name, path in plan["models"].items()}
     old = json.loads(plan_path.read_text()) if plan_path.is_file() else {}
