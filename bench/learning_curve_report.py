@@ -275,6 +275,22 @@ def markdown(plan: dict, results: dict, png: str, finished: int | None = None) -
     return [*out, "", f"![F1 vs training fraction]({png})", ""]
 
 
+def cost(plan: dict, lc) -> dict:
+    """The whole plan's CPU-hours at the rates measured so far: the finished runs' CPU time plus the estimate
+    of the rest (learning_curve.estimate_cpu), against the budget it was sized to."""
+    work = plan["config"]["work_dir"]
+    done = sum(m["cpu_s"] for m in lc.measured(work).values()) / 3600
+    left = lc.estimate_cpu(plan, work, plan["config"].get("workers") or 1)
+    return {
+        "cpu_h_finished_runs": done,
+        "cpu_h_remaining_estimate": left["cpu_h"],
+        "cpu_h_plan_estimate": done + left["cpu_h"],
+        "budget_cpu_h": plan["config"].get("budget_cpu_h"),
+        "runs_left": left["runs_left"],
+        "cpu_s_per_unit": left["cpu_s_per_unit"],
+    }
+
+
 def write_report(plan: dict, report_dir: Path) -> dict:
     import learning_curve  # imports this module
 
@@ -290,6 +306,7 @@ def write_report(plan: dict, report_dir: Path) -> dict:
         "runs_planned": len(plan["runs"]),
         "runs_finished": finished,
         "measured": learning_curve.measured(plan["config"]["work_dir"]),
+        "cost": cost(plan, learning_curve),
         "results": results,
         "summary": summary(plan, results, finished),
     }

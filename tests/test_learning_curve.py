@@ -185,6 +185,10 @@ def test_tiny_end_to_end(tmp_path, ner_root):
     data = lc.run(cfg)
     runs = json.loads((tmp_path / "work" / "plan.json").read_text())["runs"]
     assert len(runs) == 8 and data["runs_finished"] == 8
+    # the plan's cost at the measured rates: every run finished, nothing left to estimate
+    assert data["cost"]["runs_left"] == 0 and data["cost"]["cpu_h_remaining_estimate"] == 0
+    assert data["cost"]["cpu_h_plan_estimate"] == data["cost"]["cpu_h_finished_runs"] > 0
+    assert data["measured"]["ner"]["runs"] == 8
     small = [r for r in runs if r["fraction"] == 0.25]
     assert {r["n_train"] for r in small} == {10} and {r["steps"] for r in small} == {4}
     for seed in (1, 2):  # both models read the same subset folder
