@@ -54,7 +54,7 @@ CPU_PER_WALL = {"ner": 1.7, "re": 1.3}
 # one-thread workers; bench/results/learning_curve.json, "measured"). RE has no curve run measured yet: NER's
 # rate times the protocol's RE / NER ratio (reproduce_progress.PRIOR_S_PER_UNIT). A work dir's own finished
 # runs replace these (rates()).
-NER_CPU_S_PER_UNIT = 1.48e-3
+NER_CPU_S_PER_UNIT = 1.84e-3  # 26 runs at 1 %, results/learning_curve.json
 CURVE_CPU_S_PER_UNIT = {
     "ner": NER_CPU_S_PER_UNIT,
     "re": NER_CPU_S_PER_UNIT * PRIOR_S_PER_UNIT["re"] / PRIOR_S_PER_UNIT["ner"],
