@@ -661,11 +661,15 @@ def main(argv: list[str] | None = None) -> dict:
     if a.pretrain_only and (a.learning_curve or a.device == "cuda"):
         raise UserError("--pretrain_only with --learning_curve / --device cuda: choose one (the curve needs Bio)")
     cfg = rc.curve_config(a) if a.learning_curve else None
-    curve = rc.curve_plan(a, cfg, DEFAULT_HEAD_TOKENS) if cfg else None
+    # on a GPU the pre-training budget is sized from the curve, so the curve is planned first (then again below,
+    # with every Bio); on CPU once, after the budget names this Bio
+    if cfg and a.device == "cuda":
+        rc.curve_plan(a, cfg, DEFAULT_HEAD_TOKENS)
     plan = build_plan(a)
-    if cfg and curve:
+    curve = None
+    if cfg:
         cfg.bios = rc.curve_bios(cfg, plan)
-        curve = rc.curve_plan(a, cfg, DEFAULT_HEAD_TOKENS)  # again, every Bio of the curve (GPU budget as set)
+        curve = rc.curve_plan(a, cfg, DEFAULT_HEAD_TOKENS)  # every Bio of the curve (GPU budget as set above)
         plan["learning_curve"] = dataclasses.asdict(cfg)
         plan["curve"] = {"runs": len(curve["runs"]), "estimate": curve["estimate"], "gpu": curve.get("gpu")}
     old = read_json(plan_path) if plan_path.is_file() else {}
