@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
         "difference": round(ours - reported, 2),
         "annotate_seconds": round(seconds, 1),
         "annotate_counts": manifest["counts"],
+        "annotate_settings": manifest["settings"],
     }
     out = Path(a.out)
     history = json.loads(out.read_text()) if out.is_file() else []

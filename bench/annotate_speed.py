@@ -14,9 +14,10 @@ Peer:
 `pipeline("token-classification", model=MODEL, aggregation_strategy="simple", batch_size=32)` called on the
 list of sentences (its documented batch use), in input order.
 
-Sides (SIDES below): ours as `annotate.py` runs by default on CPU (float32, eager: evaluation's entities
-exactly), ours with `--compile`, ours with `--dtype bfloat16 --compile` (a CPU with native bf16), the peer, and
-the peer with aggregation_strategy="first" (to explain the entity differences). Timing: every side in THIS
+Sides (SIDES below): ours as `annotate.py` runs by default on CPU (float32, eager, its linear layers by oneDNN
+on packed weights: finetune/packed_linear.py), ours with `--linear torch` (aten's kernels: evaluation's
+arithmetic exactly), ours with `--compile`, ours with `--dtype bfloat16 --compile` (a CPU with native bf16), the
+peer, and the peer with aggregation_strategy="first" (to explain the entity differences). Timing: every side in THIS
 process, loaded once and warmed up (compiled sides compile there) on 40 other abstracts, then --rounds rounds
 each running every side once in a rotated order, so that the load of a shared machine hits all of them; the
 best round of each is reported (the least disturbed), with every round's time and the median. Memory: each
@@ -69,21 +70,33 @@ def load_docs(path: str, n: int) -> list:
 
 
 class Ours:
-    """finetune/annotate.py's NER path with one of its settings: `dtype` (float32 = evaluation's entities exactly,
-    the CPU default; bfloat16 autocast) and `compile` (--compile: inductor with frozen weights)."""
+    """finetune/annotate.py's NER path with one of its settings: `dtype` (float32, the CPU default; bfloat16
+    autocast), `compile` (--compile: inductor with frozen weights) and `linear` (auto: float32 on CPU on oneDNN's
+    packed linear layers, annotate's default; torch: aten's kernels, evaluation's arithmetic exactly)."""
 
-    def __init__(self, model: str, batch_size: int, dtype: str = "auto", compile: bool = False, device: str = "cpu"):
-        from finetune.annotate import compile_models
+    def __init__(
+        self,
+        model: str,
+        batch_size: int,
+        dtype: str = "auto",
+        compile: bool = False,
+        device: str = "cpu",
+        linear: str = "auto",
+    ):
+        from finetune.annotate import compile_models, pack_models
         from finetune.annotate_core import Settings, resolve_dtype
         from finetune.annotate_models import load_models
 
         self.models = load_models([model], None, device)
         dtype = resolve_dtype(dtype, self.models.device)  # auto: float32 on CPU, bfloat16 on CUDA, as annotate
         batch_size = batch_size or (128 if self.models.device.startswith("cuda") else 16)
-        if compile:
-            compile_models(self.models)
         run = self.models.ner[0].run
         self.settings = Settings(run.get("max_seq_length") or 128, run.get("doc_stride", 32), batch_size, dtype=dtype)
+        self.linear = "torch"
+        if compile:
+            compile_models(self.models)
+        elif linear == "auto":
+            self.linear = pack_models(self.models, self.settings)
 
     def __call__(self, docs: list) -> set:
         from finetune.annotate_core import ner_entities
@@ -121,8 +134,12 @@ class Peer:
 
 SIDES = {  # name -> (what it is, how to build it from args)
     "ours": (
-        "annotate.py as run by default (CPU: float32, eager; CUDA: bf16 autocast)",
+        "annotate.py as run by default (CPU: float32, eager, oneDNN packed linear layers; CUDA: bf16 autocast)",
         lambda a: Ours(a.model, a.batch_size, device=a.device),
+    ),
+    "ours_torch_linear": (
+        "annotate.py --linear torch: float32 eager on aten's kernels (evaluation's arithmetic exactly)",
+        lambda a: Ours(a.model, a.batch_size, device=a.device, linear="torch"),
     ),
     "ours_compiled": (
         "annotate.py --compile: inductor with frozen weights (the same entities)",

@@ -20,6 +20,7 @@ from test_predict import ner_run  # noqa: F401  (the module-scoped fixture: a ti
 
 from biobert.errors import UserError
 from conftest import REPO, subprocess_env, write_pubmed_xml
+from finetune import packed_linear
 from finetune.annotate import main as annotate_main
 from finetune.annotate_core import Doc, candidate_pairs
 from finetune.annotate_models import LoadedModel, re_roles
@@ -262,18 +263,28 @@ def test_max_docs_annotates_the_first_documents_of_each_unit(ner_run, tiny_asset
 
 
 def test_dtype_and_compile_are_recorded_and_compile_keeps_the_entities(ner_run, tiny_assets, tmp_path):  # noqa: F811
-    """--compile (inductor, frozen weights) finds the same entities as eager; --dtype bfloat16 runs on CPU
-    autocast; both are part of the run's identity, so a resume never mixes them."""
+    """--compile (inductor, frozen weights) and --linear torch (aten's kernels) find the same entities as the
+    default (oneDNN packed linear layers); --dtype bfloat16 runs on CPU autocast; each is part of the run's
+    identity, so a resume never mixes them."""
     unit = tmp_path / "in"
     unit.mkdir()
     shutil.copy(next(Path(tiny_assets["pubmed"]).glob("*.xml.gz")), unit)
     args = ["--input", str(unit), "--ner", str(ner_run["hf"]), "--max_docs", "30"]
     eager = annotate([*args, "--out", str(tmp_path / "eager")])
     assert eager["settings"]["dtype"] == "float32" and eager["settings"]["batch_size"] == 16  # CPU defaults
+    assert eager["settings"]["linear"] == ("onednn" if packed_linear.available() else "torch")
+    aten = annotate([*args, "--out", str(tmp_path / "aten"), "--linear", "torch"])
+    assert aten["settings"]["linear"] == "torch" and aten["identity"] != eager["identity"]
     compiled = annotate([*args, "--out", str(tmp_path / "compiled"), "--compile"])
-    rows = {k: pq.read_table(next((tmp_path / k).glob("*.parquet"))).to_pylist() for k in ("eager", "compiled")}
+    assert compiled["settings"]["linear"] == "torch"  # inductor packs the weights itself
+    rows = {k: pq.read_table(next((tmp_path / k).glob("*.parquet"))).to_pylist() for k in ("eager", "aten", "compiled")}
     spans = {k: [[(e["start"], e["end"], e["type"]) for e in r["entities"]] for r in v] for k, v in rows.items()}
-    assert spans["eager"] == spans["compiled"] and compiled["counts"]["entities"] == eager["counts"]["entities"]
+    assert spans["eager"] == spans["aten"] == spans["compiled"] and eager["counts"]["entities"] > 0
+    assert compiled["counts"]["entities"] == eager["counts"]["entities"] == aten["counts"]["entities"]
+    scores = {k: [e["score"] for r in v for e in r["entities"]] for k, v in rows.items()}
+    assert scores["eager"] == pytest.approx(scores["aten"], abs=1e-4)  # oneDNN: the last bits differ at most
+    with pytest.raises(UserError):  # aten's kernels over oneDNN's finished run: another run
+        annotate([*args, "--out", str(tmp_path / "eager"), "--linear", "torch"])
     bf16 = annotate([*args, "--out", str(tmp_path / "bf16"), "--dtype", "bfloat16"])
     assert bf16["settings"]["dtype"] == "bfloat16" and bf16["counts"]["documents"] == 30
     with pytest.raises(UserError):  # another dtype over a finished run's folder is another run
