@@ -14,6 +14,7 @@ import json
 import statistics
 from pathlib import Path
 
+import learning_curve_plan as lcp
 import learning_curve_stats as st
 
 COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange")
@@ -275,12 +276,12 @@ def markdown(plan: dict, results: dict, png: str, finished: int | None = None) -
     return [*out, "", f"![F1 vs training fraction]({png})", ""]
 
 
-def cost(plan: dict, lc) -> dict:
-    """The whole plan's CPU-hours at the rates measured so far: the finished runs' CPU time plus the estimate
-    of the rest (learning_curve.estimate_cpu), against the budget it was sized to."""
+def cost(plan: dict, measured: dict) -> dict:
+    """The whole plan's CPU-hours at the rates measured so far: the finished runs' CPU time (`measured`, from
+    learning_curve_plan.measured) plus the estimate of the rest, against the budget it was sized to."""
     work = plan["config"]["work_dir"]
-    done = sum(m["cpu_s"] for m in lc.measured(work).values()) / 3600
-    left = lc.estimate_cpu(plan, work, plan["config"].get("workers") or 1)
+    done = sum(m["cpu_s"] for m in measured.values()) / 3600
+    left = lcp.estimate_cpu(plan, work, plan["config"].get("workers") or 1)
     return {
         "cpu_h_finished_runs": done,
         "cpu_h_remaining_estimate": left["cpu_h"],
@@ -292,8 +293,6 @@ def cost(plan: dict, lc) -> dict:
 
 
 def write_report(plan: dict, report_dir: Path) -> dict:
-    import learning_curve  # imports this module
-
     results = collect(plan, plan["config"].get("n_boot", 2000))
     finished = sum((Path(r["run_dir"]) / "results.json").is_file() for r in plan["runs"])
     png = report_dir / "learning_curve.png"
@@ -305,8 +304,8 @@ def write_report(plan: dict, report_dir: Path) -> dict:
         "plan": {k: v for k, v in plan.items() if k != "runs"},
         "runs_planned": len(plan["runs"]),
         "runs_finished": finished,
-        "measured": learning_curve.measured(plan["config"]["work_dir"]),
-        "cost": cost(plan, learning_curve),
+        "measured": (measured := lcp.measured(plan["config"]["work_dir"])),
+        "cost": cost(plan, measured),
         "results": results,
         "summary": summary(plan, results, finished),
     }

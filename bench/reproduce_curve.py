@@ -10,6 +10,7 @@ from pathlib import Path
 
 import learning_curve
 import learning_curve_gpu
+import learning_curve_plan
 
 from biobert.config import read_json
 
@@ -57,7 +58,7 @@ def curve_plan(a: argparse.Namespace, cfg: learning_curve.CurveConfig, cpu_head_
     """The curve's runs and CPU estimate; on --device cuda also the one-GPU plan, whose pre-training tokens (and
     a heads-only phase MIN_FACTOR x the CPU one) replace the CPU budget unless --pretrain_tokens / --head_tokens."""
     plan = learning_curve.build_plan(cfg)
-    plan["estimate"] = learning_curve.estimate_cpu(plan, cfg.work_dir, cfg.workers or 1)
+    plan["estimate"] = learning_curve_plan.estimate_cpu(plan, cfg.work_dir, cfg.workers or 1)
     if cfg.device == "cuda":
         plan["gpu"] = learning_curve_gpu.gpu_plan(plan, cfg)
         a.pretrain_tokens = a.pretrain_tokens or plan["gpu"]["pretrain_tokens"]

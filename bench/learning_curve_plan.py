@@ -1,0 +1,129 @@
+"""The learning curve's cost and guards: CPU seconds per unit measured from a work dir's finished runs, the
+estimate of the runs left, and the checks that keep one curve's runs comparable (the same weights under a
+model's name, the same run settings).
+
+Split from learning_curve.py, which plans, runs and reports; reproduce_curve.py and learning_curve_report.py
+read the estimate and the measured rates from here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from reproduce_progress import PRIOR_S_PER_UNIT, RUN_OVERHEAD_S
+
+from biobert.errors import UserError
+
+# CPU time per wall second of one fine-tuning run on the 2 shared cores (bench/reproduce_protocol/results/
+# reproduce.json, its recorded stages: NER 1.68, RE 1.28); a one-thread worker of several keeps its core busy
+# (measured in results/learning_curve.json, "measured": CPU over wall seconds).
+CPU_PER_WALL = {"ner": 1.7, "re": 1.3}
+# CPU seconds per unit (reproduce_progress's units: training WordPieces x epochs + test WordPieces / 3) of a
+# curve run beyond its fixed RUN_OVERHEAD_S, measured on this machine's curve runs (bfloat16 autocast, two
+# one-thread workers; bench/results/learning_curve.json, "measured"). RE has no curve run measured yet: NER's
+# rate times the protocol's RE / NER ratio (reproduce_progress.PRIOR_S_PER_UNIT). A work dir's own finished
+# runs replace these (rates()).
+NER_CPU_S_PER_UNIT = 1.84e-3  # 26 runs at 1 %, results/learning_curve.json
+CURVE_CPU_S_PER_UNIT = {
+    "ner": NER_CPU_S_PER_UNIT,
+    "re": NER_CPU_S_PER_UNIT * PRIOR_S_PER_UNIT["re"] / PRIOR_S_PER_UNIT["ner"],
+}
+
+
+def weights_sha256(model_dir: str | Path) -> str:
+    """The sha256 of a model directory's weights file: a Bio re-trained under the same name is not the model its
+    finished runs fine-tuned."""
+    from biobert.files import file_sha256
+
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (Path(model_dir) / name).is_file():
+            return file_sha256(Path(model_dir) / name)
+    raise UserError(f"{model_dir}: no model.safetensors or pytorch_model.bin; expected a Hugging Face BERT directory")
+
+
+def check_models(plan: dict, old: dict) -> None:
+    """Refuse to mix runs of different weights under one model name (this work dir's earlier plan.json)."""
+    for name, sha in plan["fingerprints"].items():
+        before = old.get("fingerprints", {}).get(name)
+        if before and before != sha:
+            raise UserError(
+                f"{plan['config']['work_dir']}: model '{name}' ({plan['models'][name]}) has other weights than the "
+                f"model its finished runs fine-tuned (sha256 {before[:12]} -> {sha[:12]}); give it another name "
+                "(--bio NAME=PATH), use a new --work_dir, or delete its runs (runs/*/*/*/" + name + ")"
+            )
+
+
+# what a finished run's result depends on besides its model, data subset and seed: a curve's runs must share them
+RUN_SETTINGS = ("epochs", "min_steps", "ft_args", "dtype", "device", "data_root")
+
+
+def check_settings(plan: dict, old: dict) -> None:
+    """Refuse to mix runs of other settings into this work dir's curve (its earlier plan.json)."""
+    if not old.get("config"):
+        return
+    mine = {**plan["config"], "dtype": plan["dtype"]}
+    theirs = {**old["config"], "dtype": old.get("dtype", old["config"].get("dtype", "float32"))}
+    diff = [k for k in RUN_SETTINGS if json.dumps(mine.get(k)) != json.dumps(theirs.get(k))]
+    if diff:
+        raise UserError(
+            f"{plan['config']['work_dir']} holds runs with other settings ({', '.join(diff)}: "
+            f"{[theirs.get(k) for k in diff]} -> {[mine.get(k) for k in diff]}); use a new --work_dir or the "
+            "original settings"
+        )
+
+
+def _timings(work_dir: str | Path) -> list[dict]:
+    path = Path(work_dir) / "timings.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+
+
+def rates(work_dir: str | Path) -> dict[str, float]:
+    """CPU seconds per unit: this work dir's finished runs (the fixed cost of each set apart), else the
+    measured priors (CURVE_CPU_S_PER_UNIT)."""
+    return _rates(_timings(work_dir))
+
+
+def _rates(done: list[dict]) -> dict[str, float]:
+    out = {}
+    for kind in ("ner", "re"):
+        mine = [r for r in done if r["kind"] == kind]
+        units = sum(r["units"] for r in mine)
+        cpu = sum(max(0.05 * r["cpu_s"], r["cpu_s"] - RUN_OVERHEAD_S) for r in mine)
+        out[kind] = cpu / units if units else CURVE_CPU_S_PER_UNIT[kind]
+    return out
+
+
+def measured(work_dir: str | Path) -> dict:
+    """The work dir's finished runs per kind: count, CPU and wall seconds, CPU seconds per unit (for the report)."""
+    done = _timings(work_dir)
+    r = _rates(done)
+    out = {}
+    for kind in ("ner", "re"):
+        mine = [x for x in done if x["kind"] == kind]
+        if mine:
+            out[kind] = {
+                "runs": len(mine),
+                "cpu_s": sum(x["cpu_s"] for x in mine),
+                "wall_s": sum(x["wall_s"] for x in mine),
+                "cpu_s_per_unit": r[kind],
+            }
+    return out
+
+
+def estimate_cpu(plan: dict, work_dir: str | Path, workers: int = 1) -> dict:
+    """CPU-hours and wall seconds of the runs not finished yet, on this machine: one run at a time on all
+    cores, or `workers` one-thread runs at once."""
+    r = rates(work_dir)
+    cores = os.cpu_count() or 1
+    todo = [x for x in plan["runs"] if not (Path(x["run_dir"]) / "results.json").is_file()]
+    cpu = {k: sum(RUN_OVERHEAD_S + r[k] * x["units"] for x in todo if x["kind"] == k) for k in r}
+    busy = {k: CPU_PER_WALL[k] if workers <= 1 else min(workers, cores) * 0.99 for k in r}
+    return {
+        "runs_left": len(todo),
+        "wall_s": sum(cpu[k] / busy[k] for k in cpu),
+        "cpu_h": sum(cpu.values()) / 3600,
+        "cpu_s_per_unit": r,
+        "workers": workers,
+    }
