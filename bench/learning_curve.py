@@ -359,14 +359,11 @@ def run_all(plan: dict, cfg: CurveConfig, workers: int) -> None:
 
 
 def _worker_init(workers: int) -> None:
-    """A worker's share of the cores. OMP_NUM_THREADS as well as torch's setting: the engine sizes its
-    threads from OMP_NUM_THREADS when set, else from all cores (two workers x all cores oversubscribe them,
-    about 2x slower a step here)."""
+    """A worker's share of the cores (the engine keeps it: two workers x all cores oversubscribe them, about 2x
+    slower a step here)."""
     import torch
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def run(cfg: CurveConfig) -> dict:

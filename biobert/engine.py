@@ -24,11 +24,14 @@ _NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm.weight", 
 
 
 def _cpu_threads() -> None:
-    """The `deepspeed` launcher leaves OMP_NUM_THREADS unset; N ranks x all cores oversubscribe the CPU."""
+    """The `deepspeed` launcher leaves OMP_NUM_THREADS unset; N ranks x all cores oversubscribe the CPU. A rank
+    gets its share of the cores, and never more threads than its process already has: a caller's
+    torch.set_num_threads (one of several workers in a process pool) is kept."""
     if "OMP_NUM_THREADS" in os.environ:
         return
     local = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("LOCAL_SIZE") or dist.world_size())
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local)))
+    share = max(1, (os.cpu_count() or 1) // max(1, local))
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), share)))
 
 
 def _cpu_malloc() -> None:
