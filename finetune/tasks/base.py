@@ -128,16 +128,21 @@ def token_outputs(model_output: Any, batch: dict[str, torch.Tensor]) -> list[np.
 
 @torch.no_grad()
 def predict_outputs(engine: Any, task: TaskSpec, features: list[Any], pad_id: int, batch_size: int) -> list[Any]:
-    """`task.outputs` for every feature, each rank computing a contiguous share, gathered on every rank."""
+    """`task.outputs` for every feature, each rank computing a contiguous share, gathered on every rank.
+
+    A rank batches its share by length (inference.length_batches), so a batch pads to about its own length
+    rather than to the longest of 64 neighbours in file order, and returns the outputs in input order."""
+    from finetune.inference import length_batches
+
     world, rank = engine.world_size, engine.rank
     share = -(-len(features) // world)
-    mine = range(rank * share, min(len(features), (rank + 1) * share))
-    outputs: list[np.ndarray] = []
-    for start in range(mine.start, mine.stop, batch_size):
-        chunk = features[start : min(start + batch_size, mine.stop)]
-        batch = task.collate(chunk, pad_id)
+    mine = features[rank * share : (rank + 1) * share]
+    outputs: list[Any] = [None] * len(mine)
+    for ix in length_batches([len(f.input_ids) for f in mine], batch_size):
+        batch = task.collate([mine[i] for i in ix], pad_id)
         for key in [k for k in batch if k in ("labels", "start_positions", "end_positions")]:
             batch.pop(key)
-        outputs.extend(task.outputs(engine(batch), batch))
+        for i, row in zip(ix, task.outputs(engine(batch), batch), strict=True):
+            outputs[i] = row
     gathered = engine.gather_objects(outputs)
     return [x for part in gathered for x in part]
