@@ -436,6 +436,12 @@ def pretrained(steps: int):
     return done
 
 
+def checkpointed_step(run_dir: Path) -> int:
+    """The step of a pre-training run's latest checkpoint (0 before its first): what a resumed run starts at."""
+    tag = checkpoint.latest_tag(run_dir)
+    return int(tag.removeprefix("step_")) if tag and tag.removeprefix("step_").isdigit() else 0
+
+
 def pretrain_stages(plan: dict) -> list[dict]:
     work = Path(plan["work_dir"])
     run_dir, heads_dir, base_json = work / "pretrain", work / "pretrain_heads", work / "base_heldout.json"
@@ -456,6 +462,7 @@ def pretrain_stages(plan: dict) -> list[dict]:
                 "kind": "pretrain_heads",
                 "units": head_steps,
                 "done": lambda: checkpoint.run_done(heads_dir, pretrained(head_steps)),
+                "progress": lambda: checkpointed_step(heads_dir),
                 "run": lambda: launch_pretrain(
                     plan,
                     heads_dir,
@@ -474,6 +481,7 @@ def pretrain_stages(plan: dict) -> list[dict]:
             "kind": "pretrain",
             "units": steps,
             "done": lambda: checkpoint.run_done(run_dir, pretrained(steps)),
+            "progress": lambda: checkpointed_step(run_dir),
             "run": lambda: launch_pretrain(plan, run_dir, init, steps, plan["eval_every"]),
         }
     )

@@ -64,6 +64,11 @@ def hms(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+def unfinished(name: str) -> str:
+    """timings.json's key for a stage's attempts that did not finish (preempted, failed)."""
+    return f"{name} (unfinished)"
+
+
 class Progress:
     """A line per stage start and end with the elapsed time and an ETA of what is left: seconds per unit of
     work (per kind) measured in this work dir, priors until there is a measurement."""
@@ -93,7 +98,8 @@ class Progress:
         """(wall seconds less the runs' fixed cost, units) of each finished stage of `kind`."""
         out = []
         for name, t in self.timings.items():
-            if t.get("kind") == kind and (units := self.units(name, t)):
+            units = t["units_measured"] if "units_measured" in t else self.units(name, t)
+            if t.get("kind") == kind and units:
                 fixed = RUN_OVERHEAD_S * self.runs(name, t) if kind in KINDS else 0.0
                 out.append((max(0.05 * t["wall_s"], t["wall_s"] - fixed), units))
         return out
@@ -129,11 +135,12 @@ class Progress:
             flush=True,
         )
 
-    def record(self, name: str, rec: dict) -> None:
-        """Add a finished stage to timings.json as it is now on disk: another invocation in the same work dir
-        (Base and Bio side by side) may have added its own stages since this one read the file."""
+    def record(self, name: str, rec: dict, drop: str = "") -> None:
+        """Add a stage to timings.json as it is now on disk: another invocation in the same work dir (Base and
+        Bio side by side) may have added its own stages since this one read the file. `drop`: the stage's
+        unfinished attempts, now counted in `rec`."""
         on_disk = read_json(self.path, "timings") if self.path.is_file() else {}
-        self.timings = {**self.timings, **on_disk, name: rec}
+        self.timings = {k: v for k, v in {**self.timings, **on_disk, name: rec}.items() if k != drop}
         write_json(self.path, self.timings)
 
     def run(self) -> None:
@@ -142,16 +149,33 @@ class Progress:
                 self.line(i, "skip", ": finished before")
                 continue
             self.line(i, "start")
+            before = s["progress"]() if "progress" in s else 0
             t, c = time.time(), cpu_seconds()
-            s["run"]()
-            rec = {
-                "kind": s["kind"],
-                "units": s["units"],
-                "units_of": UNITS,
-                "runs": s.get("runs", 0),
-                "wall_s": time.time() - t,
-                "cpu_s": cpu_seconds() - c,
-                "finished": dt.datetime.now().isoformat(timespec="seconds"),
-            }
-            self.record(s["name"], rec)
+            try:
+                s["run"]()
+            except BaseException:  # preempted or failed: its time so far is kept, with the units it did
+                after = s["progress"]() if "progress" in s else before
+                self.record(unfinished(s["name"]), self._attempt(s, t, c, after - before, unfinished(s["name"])))
+                raise
+            rec = self._attempt(s, t, c, s["units"] - before, unfinished(s["name"]))
+            rec["finished"] = dt.datetime.now().isoformat(timespec="seconds")
+            self.record(s["name"], rec, drop=unfinished(s["name"]))
             self.line(i, "done", f" in {hms(rec['wall_s'])} (CPU {hms(rec['cpu_s'])})")
+
+    def _attempt(self, s: dict, t: float, c: float, units_done: float, earlier: str) -> dict:
+        """This invocation's time on a stage, added to its earlier unfinished attempts (timings.json's
+        "<name> (unfinished)"). `units_measured` is what that time covers: a stage resumed from a checkpoint
+        written by an attempt that was never timed (an older version, a killed process) covers less than its
+        units, and its rate is the time over the units measured."""
+        on_disk = read_json(self.path, "timings") if self.path.is_file() else {}
+        old = on_disk.get(earlier, {})
+        return {
+            "kind": s["kind"],
+            "units": s["units"],
+            "units_of": UNITS,
+            "runs": s.get("runs", 0),
+            "wall_s": old.get("wall_s", 0.0) + time.time() - t,
+            "cpu_s": old.get("cpu_s", 0.0) + cpu_seconds() - c,
+            "units_measured": old.get("units_measured", 0) + max(0, units_done),
+            "attempts": old.get("attempts", 0) + 1,
+        }

@@ -435,7 +435,7 @@ def summary(plan: dict, results: dict, curve: list[dict], measured: dict) -> lis
         f"{plan['tokens_per_step']:,}), {measured['cpu_hours_total']:.2f} CPU-hours measured for the whole plan "
         "so far "
         f"({measured['cpu_hours'].get('pretrain', 0) + measured['cpu_hours'].get('pretrain_heads', 0):.2f} of "
-        f"them pre-training; planned estimate "
+        f"them pre-training{_untimed(measured)}; planned estimate "
         f"{plan['est_pretrain_cpu_h']:.2f}). BioBERT pre-trained for {plan['paper']['steps']:,} steps x "
         f"{plan['paper']['tokens_per_step']:,} tokens = {paper:.3g} tokens on {plan['paper']['hardware']}: this "
         f"run is {tokens / paper:.2e} of that (1/{paper / tokens:,.0f}), on a "
@@ -446,6 +446,18 @@ def summary(plan: dict, results: dict, curve: list[dict], measured: dict) -> lis
     if nxt := next_budget(plan, curve, measured):
         out.append(nxt)
     return out
+
+
+def _untimed(measured: dict) -> str:
+    """The pre-training steps the measured time does not cover, said."""
+    t = measured.get("pretrain_timed") or {}
+    if not t or t["steps_measured"] >= t["steps"]:
+        return ""
+    rate = f"{t['cpu_s_per_step']:.2f} CPU-seconds per step" if t["cpu_s_per_step"] else "no rate yet"
+    return (
+        f", timed over {t['steps_measured']:,} of its {t['steps']:,} full steps ({rate}): the other steps ran in "
+        "invocations that were stopped before their time was recorded"
+    )
 
 
 def next_budget(plan: dict, curve: list[dict], measured: dict, factor: int = 5) -> str:
@@ -465,7 +477,8 @@ def next_budget(plan: dict, curve: list[dict], measured: dict, factor: int = 5) 
     )
     if rel > 0.01:
         tokens = factor * plan["pretrain_tokens"]
-        cpu_h = measured["cpu_hours"].get("pretrain", 0.0) / max(1, plan["pretrain_tokens"]) * tokens
+        per_step = measured.get("pretrain_timed", {}).get("cpu_s_per_step") or 0.0
+        cpu_h = per_step * tokens / plan["tokens_per_step"] / 3600
         price = f"about {cpu_h:.1f} CPU-hours of pre-training at this run's measured rate" if cpu_h else "unmeasured"
         return (
             f"Where the benchmark expects the effect: the held-out loss was still falling in the second half of "
@@ -557,6 +570,25 @@ def curve_section(plan: dict, report_dir: Path) -> dict:
     return learning_curve_report.write_report(read_json(path), report_dir)
 
 
+def pretrain_timed(timings: dict) -> dict:
+    """The full pre-training phase's measured time and the steps it covers: finished, or unfinished attempts so
+    far. Steps run by an invocation that was never timed (killed, or an older version) are not in it, so the
+    rate is CPU seconds per measured step, not per step of the run."""
+    from reproduce_progress import unfinished
+
+    t = timings.get("pretrain") or timings.get(unfinished("pretrain"))
+    if not t:
+        return {}
+    steps = t.get("units_measured", t["units"])
+    return {
+        "steps": t["units"],
+        "steps_measured": steps,
+        "cpu_s": t["cpu_s"],
+        "cpu_s_per_step": t["cpu_s"] / steps if steps else None,
+        "finished": "pretrain" in timings,
+    }
+
+
 def write_report(plan: dict, report_dir: Path) -> dict:
     from biobert.checkpoint import git_sha
 
@@ -572,6 +604,7 @@ def write_report(plan: dict, report_dir: Path) -> dict:
         "cpu_hours_total": sum(by_kind.values()),
         "wall_hours_total": sum(t["wall_s"] for t in timings.values()) / 3600,
         "stages": timings,
+        "pretrain_timed": pretrain_timed(timings),
     }
     pre = work / "pretrain" / "result.json"
     if pre.is_file():

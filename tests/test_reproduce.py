@@ -295,14 +295,57 @@ def test_pmc_joins_the_corpus_and_an_older_plan_without_it_still_matches(tmp_pat
     assert "PubMed + PMC" in __import__("reproduce_report").corpus_name(plan)
 
 
+def test_a_preempted_stage_keeps_its_time_and_the_steps_it_covers(tmp_path):
+    """A pre-training stage stopped by preemption records its time so far as "<name> (unfinished)"; the
+    invocation that finishes it adds its own and replaces that record. Steps run before any timed attempt (a
+    checkpoint an untimed process wrote) are not in `units_measured`, so the rate per step stays right, and the
+    report says how many steps the time covers."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import reproduce_progress as r
+    import reproduce_report as rr
+
+    plan = {"work_dir": str(tmp_path), "nproc": 1, "gpus": 0, "tokens_per_step": 1, "pretrain_steps": 1000}
+    plan["est_pretrain_cpu_h"] = 1.0
+    step = {"now": 300}  # an untimed invocation reached step 300
+
+    def preempted():
+        step["now"] = 700
+        raise UserError("pre-training failed (exit status 75)")
+
+    def finish():
+        step["now"] = 1000
+
+    stage = {"name": "pretrain", "kind": "pretrain", "units": 1000, "done": lambda: step["now"] == 1000}
+    stage["progress"] = lambda: step["now"]
+    with pytest.raises(UserError):
+        r.Progress(plan, [{**stage, "run": preempted}]).run()
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    assert set(timings) == {"pretrain (unfinished)"}
+    first = timings["pretrain (unfinished)"]
+    assert (first["units_measured"], first["attempts"]) == (400, 1)
+    assert rr.pretrain_timed(timings)["steps_measured"] == 400 and not rr.pretrain_timed(timings)["finished"]
+    r.Progress(plan, [{**stage, "run": finish}]).run()
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    assert set(timings) == {"pretrain"}
+    done = timings["pretrain"]
+    assert (done["units"], done["units_measured"], done["attempts"]) == (1000, 700, 2)
+    assert done["wall_s"] >= first["wall_s"] and done["cpu_s"] >= first["cpu_s"]
+    timed = rr.pretrain_timed(timings)
+    assert timed["finished"] and timed["cpu_s_per_step"] == pytest.approx(done["cpu_s"] / 700)
+    assert r.Progress(plan, [stage]).measured("pretrain") == [(done["wall_s"], 700)]
+    said = rr._untimed({"pretrain_timed": timed})
+    assert "timed over 700 of its 1,000 full steps" in said
+    assert rr._untimed({"pretrain_timed": {**timed, "steps_measured": 1000}}) == ""
+
+
 def test_report_names_the_next_budget_from_the_second_half_of_the_curve():
     """The last stretch of a linearly decayed run is flat whatever the budget: the judgement uses the second
     half of the full phase, and prices the next budget at the run's measured CPU rate."""
     sys.path.insert(0, str(REPO / "bench"))
     import reproduce_report as rr
 
-    plan = {"pretrain_tokens": 2_000_000}
-    measured = {"cpu_hours": {"pretrain": 0.5}}
+    plan = {"pretrain_tokens": 2_000_000, "tokens_per_step": 4_000}
+    measured = {"pretrain_timed": {"cpu_s_per_step": 0.5 * 3600 / 500}}  # 0.5 CPU-hours for its 500 steps
 
     def curve(losses):
         return [
