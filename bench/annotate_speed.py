@@ -230,7 +230,9 @@ def measure(args) -> dict:
             times[name].append(round(time.perf_counter() - t0, 3))
     result = {"model": args.model, "input": args.input, "documents": len(docs), "sentences": n_sent}
     result |= {"threads": torch.get_num_threads(), "rounds": args.rounds, "batch_size_ours": args.batch_size}
-    result["cpu"] = _cpu_name()
+    from cpu_info import cpu_name
+
+    result["cpu"] = cpu_name()
     for name in names:
         best = min(times[name])
         result[name] = {
@@ -271,13 +273,6 @@ def measure(args) -> dict:
         },
     }
     return result
-
-
-def _cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown"
 
 
 def main() -> None:

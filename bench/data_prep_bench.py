@@ -204,14 +204,9 @@ def make_copies(source: Path, copies: int, dest: Path, first: int = 0, offset: i
 def machine() -> dict:
     from importlib import metadata
 
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    from cpu_info import cpu_name
+
+    model = cpu_name(platform.processor())
     versions = {}
     for pkg in ("tokenizers", "lxml", "pyarrow", "numpy", "isal"):
         try:

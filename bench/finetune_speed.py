@@ -376,12 +376,9 @@ def machine_info() -> dict:
     import deepspeed
     import torch
     import transformers
+    from cpu_info import cpu_name
 
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    cpu = cpu_name()
     versions = {
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -125,7 +125,7 @@ def main() -> None:
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "linear_kernels.json"))
     a = p.parse_args()
     import torch
-    from annotate_speed import _cpu_name  # bench/ is first on sys.path when run by path
+    from cpu_info import cpu_name  # bench/ is first on sys.path when run by path
 
     from biobert.models import load_bert_config
     from finetune.packed_linear import available
@@ -136,7 +136,7 @@ def main() -> None:
     config = load_bert_config(a.model)
     h, i = config.hidden_size, config.intermediate_size
     shapes = [(h, h), (i, h), (h, i)]  # q/k/v/attention output; intermediate; output
-    result = {"model": a.model, "threads": a.threads, "cpu": _cpu_name(), "torch": torch.__version__}
+    result = {"model": a.model, "threads": a.threads, "cpu": cpu_name(), "torch": torch.__version__}
     result["model_check"] = model_check(a.model)  # first: the RSS numbers of a fresh process
     result["gemm"] = gemms(shapes, [int(x) for x in a.rows.split(",")], a.repeat, a.blocks)
     plain = [r["speedup"] for r in result["gemm"] if r["act"] == "none"]

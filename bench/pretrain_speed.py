@@ -305,17 +305,9 @@ def machine_info() -> dict:
     import deepspeed
     import torch
     import transformers
+    from cpu_info import cpu_flags, cpu_name
 
-    cpu = "unknown"
-    flags = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    cpu, flags = cpu_name(), cpu_flags()
     versions = {
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -495,18 +495,9 @@ def next_budget(plan: dict, curve: list[dict], measured: dict, factor: int = 5) 
 
 
 def machine(plan: dict) -> dict:
-    cpu = (
-        next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            platform.processor(),
-        )
-        if Path("/proc/cpuinfo").is_file()
-        else ""
-    )
+    from cpu_info import cpu_name
+
+    cpu = cpu_name(platform.processor() if Path("/proc/cpuinfo").is_file() else "")
     mem = (
         next(
             (

@@ -263,3 +263,28 @@ def test_errors(ner_run, tiny_assets, tmp_path):
     with pytest.raises(UserError, match=r"broken\.xml\.gz"):
         predict(["--model", str(ner_run["hf"]), "--input", str(broken), "--out", str(out)])
     assert not out.exists() and not (tmp_path / "o.jsonl.tmp").exists()  # nothing half-written is left
+
+
+def test_eval_batching_benchmark_runs_both_orders(ner_run, tmp_path, monkeypatch):
+    """bench/eval_batching.py on the fixture: evaluation in file order and by length, timed and compared; the
+    test sets this data root lacks are named, not counted."""
+    import shutil
+
+    from conftest import REPO
+
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import eval_batching
+
+    data = tmp_path / "data" / "ner" / "NCBI-disease"
+    shutil.copytree(ner_run["test"].parent, data)
+    out = tmp_path / "eval_batching.json"
+    argv = ["--model", str(ner_run["hf"]), "--tasks", "ncbi_disease", "--data_root", str(tmp_path / "data")]
+    record = eval_batching.main([*argv, "--rounds", "2", "--dtype", "float32", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(record))
+    assert set(record["padding"]) == {"ncbi_disease"}  # the other five test sets are not in this data root
+    pad = record["padding"]["ncbi_disease"]
+    assert pad["real_tokens"] <= pad["by_length_tokens"] <= pad["file_order_tokens"]
+    timed = record["timed"]["ncbi_disease"]
+    assert [len(v) for v in timed["predict_s"].values()] == [2, 2]
+    assert timed["same_predictions"]  # float32: the order does not change a prediction
+    assert len(set(timed["f1"]["file_order"] + timed["f1"]["by_length"])) == 1
