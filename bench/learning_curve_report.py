@@ -36,6 +36,26 @@ def bios(plan: dict) -> list[str]:
     return [m for m in plan.get("models", {"base": 0, "bio": 0}) if m != "base"]
 
 
+def _tokens(name: str) -> float | None:
+    """A budget-named Bio's pre-training tokens (bio_10.0M -> 1.0e7), else None."""
+    body = name.removeprefix("bio_")
+    try:
+        return float(body[:-1]) * 1e6 if body.endswith("M") else float(body)
+    except ValueError:
+        return None
+
+
+def budget_pairs(plan: dict) -> list[tuple[str, str]]:
+    """(smaller, larger) for each pair of consecutive pre-training budgets among the curve's Bios (named by
+    their tokens, on the same corpus: bio_2.0M and bio_10.0M, not bio_2.0M_pubmed_only)."""
+    sized = sorted((t, b) for b in bios(plan) if (t := _tokens(b)) is not None)
+    return [(a, b) for (_, a), (_, b) in zip(sized, sized[1:])]
+
+
+def budget_delta(pair: tuple[str, str]) -> str:
+    return f"{label(pair[1])} − {label(pair[0])}"
+
+
 def _run_score(run: dict) -> tuple[float, str | None] | None:
     """(test F1, why the run is a constant classifier or None) of a finished run, else None."""
     path = Path(run["run_dir"]) / "results.json"
@@ -111,6 +131,27 @@ def collect(plan: dict, n_boot: int = 2000) -> dict:
             "fractions": fractions,
             "pooled": pooled,
             "verdict": {b: st.verdict(p) for b, p in pooled.items()},
+            "budgets": _budgets(plan, fractions),
+        }
+    return out
+
+
+def _budgets(plan: dict, fractions: dict) -> dict:
+    """The larger budget's Bio against the smaller one's, paired over seeds per fraction and pooled: what more
+    pre-training on the same corpus changed."""
+    out = {}
+    for small, large in budget_pairs(plan):
+        pool, points = {}, {}
+        for f, e in fractions.items():
+            pair = st.paired(e["scores"][small], e["scores"][large])
+            points[f] = {**pair, "verdict": st.verdict(pair)}
+            pool[float(f)] = (e["scores"][small], e["scores"][large])
+        pooled = st.pooled(pool)
+        out[f"{large}-{small}"] = {
+            "pair": [small, large],
+            "fractions": points,
+            "pooled": pooled,
+            "verdict": st.verdict(pooled),
         }
     return out
 
@@ -221,7 +262,36 @@ def summary(plan: dict, results: dict, finished: int) -> list[str]:
             f"reversed at {count['reversed']}."
         )
         out.append(text)
+    for pair in budget_pairs(plan):
+        out.append(_budget_summary(pair, results))
     return out
+
+
+def _budget_summary(pair: tuple[str, str], results: dict) -> str:
+    key = f"{pair[1]}-{pair[0]}"
+    said = {v: [] for v in (*st.VERDICTS, "no data")}
+    for r in results.values():
+        p = r["budgets"][key]["pooled"]
+        if not p["seeds"]:
+            said["no data"].append(r["name"])
+            continue
+        where = ", ".join(f"{f:.0%}" for f in p["fractions"])
+        said[r["budgets"][key]["verdict"]].append(f"{r['name']} {_ci(p)} at {where} over {p['n']} seeds")
+    judged = len(results) - len(said["no data"])
+    text = (
+        f"**More pre-training, {budget_delta(pair)}** (the same corpus, {_tokens(pair[1]) / _tokens(pair[0]):g}x "
+        f"the tokens): pooled over each dataset's fractions, a gain is **shown on {len(said['shown'])} of {judged} "
+        "datasets**"
+        + (f" ({'; '.join(said['shown'])})" if said["shown"] else "")
+        + f", not shown on {len(said['not shown'])}"
+        + (f" ({'; '.join(said['not shown'])})" if said["not shown"] else "")
+        + f" and reversed on {len(said['reversed'])}"
+        + (f" ({'; '.join(said['reversed'])})" if said["reversed"] else "")
+        + "."
+    )
+    if said["no data"]:
+        text += f" No paired runs yet: {', '.join(said['no data'])}."
+    return text
 
 
 def markdown(plan: dict, results: dict, png: str, finished: int | None = None) -> list[str]:
@@ -264,6 +334,27 @@ def markdown(plan: dict, results: dict, png: str, finished: int | None = None) -
         out += ["", "Per dataset, pooled over its fractions:", ""]
         for r in results.values():
             out.append(f"- **{r['name']}: effect {r['verdict'][b]}** ({delta(b)} {_ci(r['pooled'][b])} F1)")
+        out.append("")
+    for pair in budget_pairs(plan):
+        key = f"{pair[1]}-{pair[0]}"
+        out += [
+            f"### {budget_delta(pair)}: more pre-training on the same corpus",
+            "",
+            f"| Dataset | Fraction | Seeds | {label(pair[0])} F1 | {label(pair[1])} F1 | {budget_delta(pair)} [95% CI] "
+            "| Verdict |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in results.values():
+            for f, p in r["budgets"][key]["fractions"].items():
+                e = r["fractions"][f]
+                out.append(
+                    f"| {r['name']} | {float(f):.0%} | {p['n']} of {len(cfg['seeds'])} | "
+                    f"{_mean(e['scores'][pair[0]])} | {_mean(e['scores'][pair[1]])} | {_ci(p)} | {p['verdict']} |"
+                )
+        out += ["", "Per dataset, pooled over its fractions:", ""]
+        for r in results.values():
+            b = r["budgets"][key]
+            out.append(f"- **{r['name']}: gain {b['verdict']}** ({budget_delta(pair)} {_ci(b['pooled'])} F1)")
         out.append("")
     for r in results.values():
         for f, e in r["fractions"].items():

@@ -223,6 +223,8 @@ def test_two_bios_share_the_base_runs_and_a_changed_bio_is_refused(tmp_path, ner
     assert set(res["verdict"]) == set(res["fractions"]["1"]["bootstrap"]) == {"bio_1M", "bio_5M"}
     md = (tmp_path / "report" / "learning_curve.md").read_text()
     assert "### Bio 1M" in md and "### Bio 5M" in md and "Bio 5M − Base" in md
+    assert res["budgets"]["bio_5M-bio_1M"]["pooled"]["n"] == 1  # the larger budget paired with the smaller
+    assert "### Bio 5M − Bio 1M: more pre-training" in md and "**More pre-training, Bio 5M − Bio 1M**" in md
     plan = json.loads((tmp_path / "work" / "plan.json").read_text())
     order = [(r["fraction"], r["model"]) for r in lc.run_order(plan)]
     assert order[:3] == [(0.25, "base"), (0.25, "bio_1M"), (0.25, "bio_5M")] and order[-1] == (1.0, "bio_5M")
@@ -238,3 +240,28 @@ def test_two_bios_share_the_base_runs_and_a_changed_bio_is_refused(tmp_path, ner
     with pytest.raises(UserError, match="NAME=PATH"):
         lc.parse_args(["--bio", "nopath"])
     assert lc.parse_args(["--bio", "a=x", "--bio", "b=y"]).bios == {"a": "x", "b": "y"}
+
+
+def test_budgets_compare_consecutive_pre_training_budgets_of_one_corpus():
+    """Bio 10.0M − Bio 2.0M, paired over seeds and pooled over fractions as Bio − Base is; a Bio of another
+    corpus (bio_2.0M_pubmed_only) is not a budget of this one."""
+    import learning_curve_report as lcr
+
+    plan = {"models": {"base": "b", "bio_10.0M": "x", "bio_2.0M": "y", "bio_2.0M_pubmed_only": "z"}}
+    assert lcr.budget_pairs(plan) == [("bio_2.0M", "bio_10.0M")]
+    small = {1: 40.0, 2: 42.0, 3: 41.0}
+    fractions = {
+        "0.01": {"scores": {"bio_2.0M": small, "bio_10.0M": {1: 43.0, 2: 44.0, 3: 45.0}}},
+        "0.05": {"scores": {"bio_2.0M": small, "bio_10.0M": {1: 42.0, 2: 45.0}}},  # seed 3 not finished
+    }
+    got = lcr._budgets(plan, fractions)["bio_10.0M-bio_2.0M"]
+    assert got["pair"] == ["bio_2.0M", "bio_10.0M"]
+    assert got["fractions"]["0.01"]["mean"] == pytest.approx(3.0) and got["fractions"]["0.05"]["n"] == 2
+    # pooled over the fractions every seed finished: only 1 % has all three seeds
+    assert got["pooled"]["fractions"] == [0.01] and got["pooled"]["n"] == 3
+    expected = st.t_interval([3.0, 2.0, 4.0])
+    assert got["pooled"]["lo"] == pytest.approx(expected["lo"]) and got["verdict"] == "shown"
+    results = {"ncbi_disease": {"name": "NCBI disease", "budgets": {"bio_10.0M-bio_2.0M": got}}}
+    text = lcr._budget_summary(("bio_2.0M", "bio_10.0M"), results)
+    assert text.startswith("**More pre-training, Bio 10.0M − Bio 2.0M** (the same corpus, 5x the tokens)")
+    assert "shown on 1 of 1 datasets** (NCBI disease +3.00" in text
