@@ -247,16 +247,8 @@ def summary(plan: dict, results: dict, finished: int) -> list[str]:
         judged = len(results) - len(pooled["no data"])
         text = (
             f"**Learning curve, {delta(b)}** ({state}): pooled over each dataset's fractions, the effect is "
-            f"**shown on {len(pooled['shown'])} of {judged} datasets**"
-            + (f" ({'; '.join(pooled['shown'])})" if pooled["shown"] else "")
-            + f", not shown on {len(pooled['not shown'])}"
-            + (f" ({'; '.join(pooled['not shown'])})" if pooled["not shown"] else "")
-            + f" and reversed on {len(pooled['reversed'])}"
-            + (f" ({'; '.join(pooled['reversed'])})" if pooled["reversed"] else "")
-            + "."
+            + _verdicts(pooled, judged)
         )
-        if pooled["no data"]:
-            text += f" No paired runs yet: {', '.join(pooled['no data'])}."
         text += (
             f" Point by point (dataset x fraction, at least 2 seeds): shown at {count['shown']} of {len(points)}, "
             f"reversed at {count['reversed']}."
@@ -278,10 +270,17 @@ def _budget_summary(pair: tuple[str, str], results: dict) -> str:
         where = ", ".join(f"{f:.0%}" for f in p["fractions"])
         said[r["budgets"][key]["verdict"]].append(f"{r['name']} {_ci(p)} at {where} over {p['n']} seeds")
     judged = len(results) - len(said["no data"])
-    text = (
+    return (
         f"**More pre-training, {budget_delta(pair)}** (the same corpus, {_tokens(pair[1]) / _tokens(pair[0]):g}x "
-        f"the tokens): pooled over each dataset's fractions, a gain is **shown on {len(said['shown'])} of {judged} "
-        "datasets**"
+        "the tokens): pooled over each dataset's fractions, a gain is " + _verdicts(said, judged)
+    )
+
+
+def _verdicts(said: dict[str, list[str]], judged: int) -> str:
+    """ "**shown on k of n datasets** (...), not shown on ... and reversed on ... ." and the datasets without
+    paired runs: the datasets' pooled differences grouped by verdict."""
+    text = (
+        f"**shown on {len(said['shown'])} of {judged} datasets**"
         + (f" ({'; '.join(said['shown'])})" if said["shown"] else "")
         + f", not shown on {len(said['not shown'])}"
         + (f" ({'; '.join(said['not shown'])})" if said["not shown"] else "")
@@ -289,9 +288,7 @@ def _budget_summary(pair: tuple[str, str], results: dict) -> str:
         + (f" ({'; '.join(said['reversed'])})" if said["reversed"] else "")
         + "."
     )
-    if said["no data"]:
-        text += f" No paired runs yet: {', '.join(said['no data'])}."
-    return text
+    return text + (f" No paired runs yet: {', '.join(said['no data'])}." if said["no data"] else "")
 
 
 def markdown(plan: dict, results: dict, png: str, finished: int | None = None) -> list[str]:
