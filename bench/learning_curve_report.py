@@ -111,29 +111,46 @@ def collect(plan: dict, n_boot: int = 2000) -> dict:
             by = {(r["model"], r["seed"]): r for r in runs}
             for b in names[1:]:
                 pair = st.paired(scores["base"], scores[b])
-                all_constant = bool(pair["seeds"]) and all(
-                    s in constant["base"] and s in constant[b] for s in pair["seeds"]
-                )
                 entry["paired"][b] = pair
-                entry["verdict"][b] = "no verdict (constant classifiers)" if all_constant else st.verdict(pair)
+                entry["verdict"][b] = _point_verdict(pair, constant, "base", b)
                 if f >= 1 and pair["seeds"]:
                     base = [_counts(by["base", s]) for s in pair["seeds"]]
                     bio = [_counts(by[b, s]) for s in pair["seeds"]]
                     boot = st.paired_bootstrap(base, bio, n_boot=n_boot)
                     entry.setdefault("bootstrap", {})[b] = {**boot, "verdict": st.verdict(boot)}
-                pool[b][f] = (scores["base"], scores[b])
+                pool[b][f] = (scores["base"], scores[b], entry["verdict"][b] == st.CONSTANT)
             fractions[f"{f:g}"] = entry
-        pooled = {b: st.pooled(pool[b]) for b in names[1:]}
+        pooled = {b: _pool(pool[b]) for b in names[1:]}
         out[d["task"]] = {
             "name": d["name"],
             "kind": d["kind"],
             "n_train": d["n_train"],
             "fractions": fractions,
-            "pooled": pooled,
-            "verdict": {b: st.verdict(p) for b, p in pooled.items()},
+            "pooled": {b: p for b, (p, _) in pooled.items()},
+            "verdict": {b: v for b, (_, v) in pooled.items()},
             "budgets": _budgets(plan, fractions),
         }
     return out
+
+
+def _point_verdict(pair: dict, constant: dict, a: str, b: str) -> str:
+    """A point's verdict: no verdict when every paired run of both models was a constant classifier (their F1
+    says nothing about the encoders), else the interval's."""
+    seeds = pair["seeds"]
+    if seeds and all(s in constant.get(a, {}) and s in constant.get(b, {}) for s in seeds):
+        return st.CONSTANT
+    return st.verdict(pair)
+
+
+def _pool(points: dict[float, tuple[dict, dict, bool]]) -> tuple[dict, str]:
+    """(pooled difference, its verdict) over a dataset's fractions, leaving out the points where both models
+    were constant classifiers (a 0 there would pull the mean toward no effect); no verdict when only those
+    points have paired runs."""
+    informative = {f: (x, y) for f, (x, y, const) in points.items() if not const}
+    pooled = st.pooled(informative)
+    if not pooled["seeds"] and any(const and set(x) & set(y) for x, y, const in points.values()):
+        return pooled, st.CONSTANT
+    return pooled, st.verdict(pooled)
 
 
 def _budgets(plan: dict, fractions: dict) -> dict:
@@ -144,15 +161,10 @@ def _budgets(plan: dict, fractions: dict) -> dict:
         pool, points = {}, {}
         for f, e in fractions.items():
             pair = st.paired(e["scores"][small], e["scores"][large])
-            points[f] = {**pair, "verdict": st.verdict(pair)}
-            pool[float(f)] = (e["scores"][small], e["scores"][large])
-        pooled = st.pooled(pool)
-        out[f"{large}-{small}"] = {
-            "pair": [small, large],
-            "fractions": points,
-            "pooled": pooled,
-            "verdict": st.verdict(pooled),
-        }
+            points[f] = {**pair, "verdict": _point_verdict(pair, e.get("constant", {}), small, large)}
+            pool[float(f)] = (e["scores"][small], e["scores"][large], points[f]["verdict"] == st.CONSTANT)
+        pooled, verdict = _pool(pool)
+        out[f"{large}-{small}"] = {"pair": [small, large], "fractions": points, "pooled": pooled, "verdict": verdict}
     return out
 
 
@@ -228,30 +240,20 @@ def summary(plan: dict, results: dict, finished: int) -> list[str]:
     planned = len(plan["runs"])
     state = f"{finished} of {planned} runs finished" + ("" if finished == planned else ", curve unfinished")
     for b in bios(plan):
-        pooled = {v: [] for v in (*st.VERDICTS, "no data")}
+        said = {v: [] for v in GROUPS}
         for r in results.values():
-            p = r["pooled"][b]
-            if not p["seeds"]:
-                pooled["no data"].append(r["name"])
-                continue
-            where = ", ".join(f"{f:.0%}" for f in p["fractions"])
-            seeds = f"{p['n']} seed{'s' if p['n'] != 1 else ''}"
-            pooled[r["verdict"][b]].append(f"{r['name']} {_ci(p)} at {where} over {seeds}")
+            said[_group(r["pooled"][b], r["verdict"][b])].append(_pooled_text(r["name"], r["pooled"][b]))
         points = [
-            (r["name"], f, e["verdict"][b])
+            e["verdict"][b]
             for r in results.values()
-            for f, e in r["fractions"].items()
-            if e["paired"][b]["n"] >= 2
+            for e in r["fractions"].values()
+            if e["paired"][b]["n"] >= 2 and e["verdict"][b] in st.VERDICTS
         ]
-        count = {v: sum(1 for *_, x in points if x == v) for v in st.VERDICTS}
-        judged = len(results) - len(pooled["no data"])
-        text = (
-            f"**Learning curve, {delta(b)}** ({state}): pooled over each dataset's fractions, the effect is "
-            + _verdicts(pooled, judged)
-        )
+        text = f"**Learning curve, {delta(b)}** ({state}): pooled over each dataset's fractions, the effect is "
+        text += _verdicts(said)
         text += (
-            f" Point by point (dataset x fraction, at least 2 seeds): shown at {count['shown']} of {len(points)}, "
-            f"reversed at {count['reversed']}."
+            f" Point by point (dataset x fraction, at least 2 seeds, constant classifiers left out): shown at "
+            f"{points.count('shown')} of {len(points)}, reversed at {points.count('reversed')}."
         )
         out.append(text)
     for pair in budget_pairs(plan):
@@ -259,26 +261,42 @@ def summary(plan: dict, results: dict, finished: int) -> list[str]:
     return out
 
 
+# a dataset's pooled result is grouped by its verdict; "no data": no seed has paired runs yet
+GROUPS = (*st.VERDICTS, st.PENDING, st.CONSTANT, "no data")
+
+
+def _group(pooled: dict, verdict: str) -> str:
+    return "no data" if not pooled["seeds"] and verdict != st.CONSTANT else verdict
+
+
+def _said(what: str, verdict: str) -> str:
+    """ "effect shown", "gain not shown", "effect pending"; a verdict that is not about the effect as it is."""
+    return f"{what} {verdict}" if verdict in (*st.VERDICTS, st.PENDING) else verdict
+
+
+def _pooled_text(name: str, p: dict) -> str:
+    if not p["seeds"]:
+        return name
+    where = ", ".join(f"{f:.0%}" for f in p["fractions"])
+    return f"{name} {_ci(p)} at {where} over {p['n']} seed{'s' if p['n'] != 1 else ''}"
+
+
 def _budget_summary(pair: tuple[str, str], results: dict) -> str:
     key = f"{pair[1]}-{pair[0]}"
-    said = {v: [] for v in (*st.VERDICTS, "no data")}
+    said = {v: [] for v in GROUPS}
     for r in results.values():
-        p = r["budgets"][key]["pooled"]
-        if not p["seeds"]:
-            said["no data"].append(r["name"])
-            continue
-        where = ", ".join(f"{f:.0%}" for f in p["fractions"])
-        said[r["budgets"][key]["verdict"]].append(f"{r['name']} {_ci(p)} at {where} over {p['n']} seeds")
-    judged = len(results) - len(said["no data"])
+        b = r["budgets"][key]
+        said[_group(b["pooled"], b["verdict"])].append(_pooled_text(r["name"], b["pooled"]))
     return (
         f"**More pre-training, {budget_delta(pair)}** (the same corpus, {_tokens(pair[1]) / _tokens(pair[0]):g}x "
-        "the tokens): pooled over each dataset's fractions, a gain is " + _verdicts(said, judged)
+        "the tokens): pooled over each dataset's fractions, a gain is " + _verdicts(said)
     )
 
 
-def _verdicts(said: dict[str, list[str]], judged: int) -> str:
-    """ "**shown on k of n datasets** (...), not shown on ... and reversed on ... ." and the datasets without
-    paired runs: the datasets' pooled differences grouped by verdict."""
+def _verdicts(said: dict[str, list[str]]) -> str:
+    """ "**shown on k of n datasets** (...), not shown on ... and reversed on ... ." over the datasets with a
+    verdict, then those without one: constant classifiers, one seed so far, no paired runs yet."""
+    judged = sum(len(said[v]) for v in st.VERDICTS)
     text = (
         f"**shown on {len(said['shown'])} of {judged} datasets**"
         + (f" ({'; '.join(said['shown'])})" if said["shown"] else "")
@@ -288,6 +306,10 @@ def _verdicts(said: dict[str, list[str]], judged: int) -> str:
         + (f" ({'; '.join(said['reversed'])})" if said["reversed"] else "")
         + "."
     )
+    if said[st.CONSTANT]:
+        text += f" No verdict on {', '.join(said[st.CONSTANT])}: every paired run of both models predicted one class."
+    if said[st.PENDING]:
+        text += f" One seed so far, no interval: {'; '.join(said[st.PENDING])}."
     return text + (f" No paired runs yet: {', '.join(said['no data'])}." if said["no data"] else "")
 
 
@@ -323,14 +345,14 @@ def markdown(plan: dict, results: dict, png: str, finished: int | None = None) -
                 out.append(
                     f"| {r['name']} | {float(f):.0%} | {e['n_train']:,} | {e['steps']:,} | {seeds} of "
                     f"{len(cfg['seeds'])} | {_mean(e['scores']['base'])} | {_mean(e['scores'][b])} | "
-                    f"{_ci(e['paired'][b])} | {e['verdict'][b]} |"
+                    f"{_ci(e['paired'][b])} | {e['verdict'][b] if seeds else '–'} |"
                 )
                 if b in e.get("bootstrap", {}):
                     boot = e["bootstrap"][b]
                     out.append(f"| {r['name']} | 100%, bootstrap | | | | | | {_ci(boot)} | {boot['verdict']} |")
         out += ["", "Per dataset, pooled over its fractions:", ""]
         for r in results.values():
-            out.append(f"- **{r['name']}: effect {r['verdict'][b]}** ({delta(b)} {_ci(r['pooled'][b])} F1)")
+            out.append(f"- **{r['name']}: {_said('effect', r['verdict'][b])}** ({delta(b)} {_ci(r['pooled'][b])} F1)")
         out.append("")
     for pair in budget_pairs(plan):
         key = f"{pair[1]}-{pair[0]}"
@@ -346,12 +368,13 @@ def markdown(plan: dict, results: dict, png: str, finished: int | None = None) -
                 e = r["fractions"][f]
                 out.append(
                     f"| {r['name']} | {float(f):.0%} | {p['n']} of {len(cfg['seeds'])} | "
-                    f"{_mean(e['scores'][pair[0]])} | {_mean(e['scores'][pair[1]])} | {_ci(p)} | {p['verdict']} |"
+                    f"{_mean(e['scores'][pair[0]])} | {_mean(e['scores'][pair[1]])} | {_ci(p)} | "
+                    f"{p['verdict'] if p['n'] else '–'} |"
                 )
         out += ["", "Per dataset, pooled over its fractions:", ""]
         for r in results.values():
             b = r["budgets"][key]
-            out.append(f"- **{r['name']}: gain {b['verdict']}** ({budget_delta(pair)} {_ci(b['pooled'])} F1)")
+            out.append(f"- **{r['name']}: {_said('gain', b['verdict'])}** ({budget_delta(pair)} {_ci(b['pooled'])} F1)")
         out.append("")
     for r in results.values():
         for f, e in r["fractions"].items():

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-VERDICTS = ("shown", "not shown", "reversed")
+VERDICTS = ("shown", "not shown", "reversed")  # the verdicts of a difference with an interval
+PENDING = "pending"  # fewer than 2 paired seeds: no interval, so no verdict yet
+CONSTANT = "no verdict (constant classifiers)"  # every paired run of both models predicted one class
 
 
 def t_quantile(p: float, df: int) -> float:
@@ -52,9 +54,10 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> dict:
 
 
 def verdict(interval: dict) -> str:
-    """ "shown" when the whole interval is above 0, "reversed" when below, else "not shown"."""
+    """ "shown" when the whole interval is above 0, "reversed" when below, "not shown" when it holds 0; "pending"
+    without an interval (fewer than 2 seeds)."""
     if interval.get("lo") is None:
-        return "not shown"
+        return PENDING
     if interval["lo"] > 0:
         return "shown"
     if interval["hi"] < 0:

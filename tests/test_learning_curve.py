@@ -108,7 +108,7 @@ def test_verdicts():
     assert st.verdict({"lo": 0.1, "hi": 2.0}) == "shown"
     assert st.verdict({"lo": -2.0, "hi": -0.1}) == "reversed"
     assert st.verdict({"lo": -0.1, "hi": 2.0}) == "not shown"
-    assert st.verdict({"lo": None, "hi": None}) == "not shown"
+    assert st.verdict({"lo": None, "hi": None}) == st.PENDING == "pending"  # one seed: no interval, no verdict yet
 
 
 def test_paired_bootstrap_over_sentences():
@@ -265,3 +265,29 @@ def test_budgets_compare_consecutive_pre_training_budgets_of_one_corpus():
     text = lcr._budget_summary(("bio_2.0M", "bio_10.0M"), results)
     assert text.startswith("**More pre-training, Bio 10.0M − Bio 2.0M** (the same corpus, 5x the tokens)")
     assert "shown on 1 of 1 datasets** (NCBI disease +3.00" in text
+
+
+def test_constant_classifier_points_have_no_verdict_and_are_left_out_of_the_pool():
+    """A point where every paired run of both models predicted one class says nothing about the encoders: no
+    verdict there, left out of the dataset's pooled difference (its 0 would pull it toward no effect), and the
+    dataset has no verdict when only such points have runs. The summary names it apart from the verdicts."""
+    import learning_curve_report as lcr
+
+    base, bio = {1: 50.0, 2: 51.0, 3: 52.0}, {1: 53.0, 2: 54.0, 3: 56.0}
+    zero = {1: 0.0, 2: 0.0, 3: 0.0}
+    constant = {"base": dict.fromkeys(zero, "class False for every example"), "bio": dict.fromkeys(zero, "x")}
+    pair = st.paired(zero, zero)
+    assert lcr._point_verdict(pair, constant, "base", "bio") == st.CONSTANT
+    assert lcr._point_verdict(pair, {"base": constant["base"]}, "base", "bio") == "not shown"  # Bio varied
+    pooled, verdict = lcr._pool({0.05: (zero, zero, True), 0.2: (base, bio, False)})
+    assert pooled["fractions"] == [0.2] and pooled["mean"] == pytest.approx(10 / 3) and verdict == "shown"
+    pooled, verdict = lcr._pool({0.05: (zero, zero, True), 0.2: ({}, {}, False)})
+    assert not pooled["seeds"] and verdict == st.CONSTANT
+    said = {v: [] for v in lcr.GROUPS}
+    said["shown"].append("NCBI disease +3.33 [+0.46, +6.20] at 20% over 3 seeds")
+    said[st.CONSTANT].append("CHEMPROT")
+    said[st.PENDING].append("GAD (fold 1) +1.00 (one seed: no interval) at 5% over 1 seed")
+    text = lcr._verdicts(said)
+    assert text.startswith("**shown on 1 of 1 datasets** (NCBI disease")  # ChemProt and GAD are not counted
+    assert "No verdict on CHEMPROT: every paired run of both models predicted one class." in text
+    assert "One seed so far, no interval: GAD (fold 1)" in text
