@@ -255,6 +255,8 @@ def test_pmc_joins_the_corpus_and_an_older_plan_without_it_still_matches(tmp_pat
     is the PubMed-only one that work dirs made before the flag existed recorded."""
     sys.path.insert(0, str(REPO / "bench"))
     import reproduce
+    import reproduce_plan
+    import reproduce_stages
 
     write_data(tmp_path)
     pmc = tmp_path / "data" / "pmc"
@@ -274,16 +276,16 @@ def test_pmc_joins_the_corpus_and_an_older_plan_without_it_still_matches(tmp_pat
         "--nproc",
         "1",
     ]
-    plain = reproduce.build_plan(reproduce.parse_args(flags))
+    plain = reproduce_plan.build_plan(reproduce.parse_args(flags))
     assert plain["pmc"] == []
     older = {k: v for k, v in plain.items() if k != "pmc"}  # written before --pmc existed
-    assert reproduce.pretrain_settings(older) == reproduce.pretrain_settings(plain)
+    assert reproduce_plan.pretrain_settings(older) == reproduce_plan.pretrain_settings(plain)
 
-    plan = reproduce.build_plan(reproduce.parse_args([*flags, "--pmc"]))
+    plan = reproduce_plan.build_plan(reproduce.parse_args([*flags, "--pmc"]))
     assert plan["pmc"] == [str(pmc)]
-    assert reproduce.pretrain_settings(plan) != reproduce.pretrain_settings(plain)  # another Bio model
-    stage = reproduce.data_prep_stage(plan)
-    pubmed_only = reproduce.data_prep_stage(plain)["units"]
+    assert reproduce_plan.pretrain_settings(plan) != reproduce_plan.pretrain_settings(plain)  # another Bio model
+    stage = reproduce_stages.data_prep_stage(plan)
+    pubmed_only = reproduce_stages.data_prep_stage(plain)["units"]
     assert stage["units"] > pubmed_only  # the articles count in the ETA's bytes
     stage["run"]()
     manifest = json.loads((tmp_path / "work" / "shards" / "manifest.json").read_text())
@@ -392,6 +394,8 @@ def test_finetuning_calls_the_protocol_in_process_with_a_config(tmp_path, monkey
     a child); --ft_args are run_task flags parsed once into the config's job, when the plan is made."""
     sys.path.insert(0, str(REPO / "bench"))
     import reproduce
+    import reproduce_plan
+    import reproduce_stages
 
     from finetune import protocol
 
@@ -415,11 +419,11 @@ def test_finetuning_calls_the_protocol_in_process_with_a_config(tmp_path, monkey
         "--models",
         "base",
     ]
-    plan = reproduce.build_plan(reproduce.parse_args(flags))
+    plan = reproduce_plan.build_plan(reproduce.parse_args(flags))
     calls = []
     monkeypatch.setattr(protocol, "run", lambda cfg: calls.append(cfg) or {})
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail(f"a child process was started: {a}"))
-    ner, gad = (reproduce.finetune_stage(plan, g) for g in plan["groups"])
+    ner, gad = (reproduce_stages.finetune_stage(plan, g) for g in plan["groups"])
     assert not ner["done"]()
     ner["run"](), gad["run"]()
     (ner_cfg, gad_cfg) = calls
@@ -439,7 +443,7 @@ def test_finetuning_calls_the_protocol_in_process_with_a_config(tmp_path, monkey
     assert ner["done"]()
     # a run_task flag the protocol sets for each sub-run is refused when the plan is made
     with pytest.raises(UserError, match="--seed is set by reproduce.py"):
-        reproduce.finetune_stage({**plan, "ft_args": "--seed 3"}, plan["groups"][0])
+        reproduce_stages.finetune_stage({**plan, "ft_args": "--seed 3"}, plan["groups"][0])
 
 
 def _tiny_flags(root, *extra):
@@ -466,6 +470,8 @@ def test_learning_curve_and_gpu_dry_runs_print_both_plans(tmp_path, capsys, monk
     without --dry_run is a user error."""
     sys.path.insert(0, str(REPO / "bench"))
     import reproduce
+    import reproduce_plan
+    import reproduce_stages
 
     write_data(tmp_path)
     plan = reproduce.main.__wrapped__(_tiny_flags(tmp_path, "--learning_curve", "--dry_run"))
@@ -479,15 +485,15 @@ def test_learning_curve_and_gpu_dry_runs_print_both_plans(tmp_path, capsys, monk
     out = capsys.readouterr().out
     assert plan["pretrain_tokens"] >= 100 * 2_002_944 and plan["tokens_per_step"] == 131_072
     assert plan["nproc"] == 1 and plan["train_batch_size"] == 1024 and plan["ds_pretrain"].endswith("h100x8.json")
-    assert plan["ds_overrides"] == reproduce.GPU_DS and plan["work_dir"] == str(tmp_path / "work")
+    assert plan["ds_overrides"] == reproduce_plan.GPU_DS and plan["work_dir"] == str(tmp_path / "work")
     gpu = plan["curve"]["gpu"]
     assert gpu["pretrain_tokens"] == plan["pretrain_tokens"] and gpu["workers"] >= 1
     assert "One-GPU plan (speeds" in out and f"{plan['pretrain_tokens']:,} tokens" in out and "in all" in out
     assert not list(tmp_path.glob("work/**/plan.json"))  # a dry run writes nothing
     # pre-training gets the one-GPU batch arithmetic and a warmup within its steps
     cmds = []
-    monkeypatch.setattr(reproduce, "run_child", lambda cmd, *a, **k: cmds.append(cmd))
-    reproduce.launch_pretrain(plan, tmp_path / "run", plan["base_model"], 1000, 100)
+    monkeypatch.setattr(reproduce_stages, "run_child", lambda cmd, *a, **k: cmds.append(cmd))
+    reproduce_stages.launch_pretrain(plan, tmp_path / "run", plan["base_model"], 1000, 100)
     flags = " ".join(cmds[0])
     assert "--num_gpus 1" in flags and "--ds gradient_accumulation_steps=4" in flags
     assert flags.endswith("--ds scheduler.params.warmup_num_steps=20")
@@ -507,6 +513,7 @@ def test_learning_curve_mode_runs_the_curve_on_this_bio_and_reports_it(tmp_path,
     import learning_curve
     import reproduce
     import reproduce_curve as rc
+    import reproduce_stages
 
     write_data(tmp_path)
     calls = []
@@ -518,7 +525,7 @@ def test_learning_curve_mode_runs_the_curve_on_this_bio_and_reports_it(tmp_path,
 
     monkeypatch.setattr(learning_curve, "run", fake_run)
     monkeypatch.setattr(reproduce.Progress, "run", lambda self: None)
-    monkeypatch.setattr(reproduce, "run_child", lambda *a, **k: pytest.fail(f"a stage was started: {a}"))
+    monkeypatch.setattr(reproduce_stages, "run_child", lambda *a, **k: pytest.fail(f"a stage was started: {a}"))
     (tmp_path / "report").mkdir()
     reproduce.main.__wrapped__(_tiny_flags(tmp_path, "--learning_curve", "--ds_pretrain", str(tmp_path / "ds.json")))
     plan = json.loads((tmp_path / "work" / "plan.json").read_text())

@@ -102,7 +102,7 @@ def test_reproduce_pretraining_follows_it(tmp_path, monkeypatch, state):
     """launch_pretrain decides by the same policy, with the stage's own "finished" test (result.json at the
     planned step), and hands the launched ranks a written run config."""
     sys.path.insert(0, str(REPO / "bench"))
-    import reproduce
+    import reproduce_stages
 
     run_dir = tmp_path / "pretrain"
     make(run_dir, state, "result.json", {"step": 5})
@@ -112,7 +112,7 @@ def test_reproduce_pretraining_follows_it(tmp_path, monkeypatch, state):
         config = json.loads((run_dir / "launch_config.json").read_text())
         launched.append((cmd, config, sorted(p.name for p in run_dir.iterdir())))
 
-    monkeypatch.setattr(reproduce, "run_child", fake_launch)
+    monkeypatch.setattr(reproduce_stages, "run_child", fake_launch)
     plan = {
         "work_dir": str(tmp_path),
         "eval_batches": 2,
@@ -123,12 +123,12 @@ def test_reproduce_pretraining_follows_it(tmp_path, monkeypatch, state):
         "ds_pretrain": "ds.json",
         "pretrain_args": "--log_every 7",
     }
-    assert checkpoint.run_done(run_dir, reproduce.pretrained(5)) == (state == "done")
-    reproduce.launch_pretrain(plan, run_dir, "base", 5, 2, {"train_only_heads": True}, ["--ds", "x=1"])
+    assert checkpoint.run_done(run_dir, reproduce_stages.pretrained(5)) == (state == "done")
+    reproduce_stages.launch_pretrain(plan, run_dir, "base", 5, 2, {"train_only_heads": True}, ["--ds", "x=1"])
     if state == "done":
         assert launched == []
         # finished at another step count: not done for a plan of 6 steps, so its checkpoint is continued
-        assert checkpoint.run_or_resume(run_dir, reproduce.pretrained(6)) == "resume"
+        assert checkpoint.run_or_resume(run_dir, reproduce_stages.pretrained(6)) == "resume"
         return
     ((cmd, config, held),) = launched
     assert cmd[cmd.index("--config") + 1] == str(run_dir / "launch_config.json")
