@@ -24,10 +24,8 @@ Writes bench/results/data_prep.json and prints a table; the 64-core projection u
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import re
 import resource
 import subprocess
@@ -202,27 +200,10 @@ def make_copies(source: Path, copies: int, dest: Path, first: int = 0, offset: i
 
 # ---------------------------------------------------------------------------------------------- report
 def machine() -> dict:
-    from importlib import metadata
+    from cpu_info import machine as record
 
-    from cpu_info import cpu_name
-
-    model = cpu_name(platform.processor())
-    versions = {}
-    for pkg in ("tokenizers", "lxml", "pyarrow", "numpy", "isal"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "versions": versions,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git": sha.strip(),
-        "load_avg_at_start": os.getloadavg(),
-    }
+    return {**record(("tokenizers", "lxml", "pyarrow", "numpy", "isal")), "git": sha.strip()}
 
 
 def _spin(n: int) -> tuple[float, float]:

@@ -39,7 +39,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -373,28 +372,9 @@ def subset(src: Path, dst: Path, n: int) -> Path:
 
 
 def machine_info() -> dict:
-    import deepspeed
-    import torch
-    import transformers
-    from cpu_info import cpu_name
+    from cpu_info import machine
 
-    cpu = cpu_name()
-    versions = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "deepspeed": deepspeed.__version__,
-        "transformers": transformers.__version__,
-    }
-    for pkg in ("datasets", "accelerate", "tokenizers"):
-        versions[pkg] = __import__(pkg).__version__
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "versions": versions,
-        "load_avg_start": [round(x, 1) for x in os.getloadavg()],
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    return machine(("torch", "deepspeed", "transformers", "datasets", "accelerate", "tokenizers"))
 
 
 def summarize_ner(runs: list[dict]) -> dict:

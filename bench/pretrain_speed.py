@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import datetime as dt
 import json
 import os
-import platform
 import select
 import shutil
 import signal
@@ -302,33 +300,9 @@ def summarize(w: Worker, warmup: int) -> dict:
 
 
 def machine_info() -> dict:
-    import deepspeed
-    import torch
-    import transformers
-    from cpu_info import cpu_flags, cpu_name
+    from cpu_info import machine
 
-    cpu, flags = cpu_name(), cpu_flags()
-    versions = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "deepspeed": deepspeed.__version__,
-        "transformers": transformers.__version__,
-    }
-    for pkg in ("datasets", "accelerate"):
-        try:
-            versions[pkg] = __import__(pkg).__version__
-        except ImportError:
-            pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "isa": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}),
-        "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "platform": platform.platform(),
-        "versions": versions,
-        "load_avg_start": os.getloadavg(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    return machine(("torch", "deepspeed", "transformers", "datasets", "accelerate"))
 
 
 def derive(group: dict) -> None:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import reproduce_report
+import reproduce_mlm
 from reproduce_plan import GPU_WARMUP
 
 from biobert import checkpoint
@@ -103,7 +103,7 @@ def pretrain_stages(plan: dict) -> list[dict]:
             "kind": "base_heldout",
             "units": 1,
             "done": base_json.is_file,
-            "run": lambda: write_json(base_json, reproduce_report.heldout_at_start(plan)),
+            "run": lambda: write_json(base_json, reproduce_mlm.heldout_at_start(plan)),
         }
     ]
     if head_steps:

@@ -294,7 +294,7 @@ def test_pmc_joins_the_corpus_and_an_older_plan_without_it_still_matches(tmp_pat
     from_pmc = sum(i["documents"] for i in manifest["inputs"] if i["path"] == str(pmc))
     assert from_pmc == 1, manifest["inputs"]  # PMC1000003 has no body text: counted as skipped, not lost
     assert manifest["skipped"].get("no_text") == 1, manifest["skipped"]
-    assert "PubMed + PMC" in __import__("reproduce_report").corpus_name(plan)
+    assert "PubMed + PMC" in __import__("reproduce_mlm").corpus_name(plan)
 
 
 def test_a_preempted_stage_keeps_its_time_and_the_steps_it_covers(tmp_path):
@@ -303,8 +303,8 @@ def test_a_preempted_stage_keeps_its_time_and_the_steps_it_covers(tmp_path):
     checkpoint an untimed process wrote) are not in `units_measured`, so the rate per step stays right, and the
     report says how many steps the time covers."""
     sys.path.insert(0, str(REPO / "bench"))
+    import reproduce_mlm
     import reproduce_progress as r
-    import reproduce_report as rr
 
     plan = {"work_dir": str(tmp_path), "nproc": 1, "gpus": 0, "tokens_per_step": 1, "pretrain_steps": 1000}
     plan["est_pretrain_cpu_h"] = 1.0
@@ -325,26 +325,29 @@ def test_a_preempted_stage_keeps_its_time_and_the_steps_it_covers(tmp_path):
     assert set(timings) == {"pretrain (unfinished)"}
     first = timings["pretrain (unfinished)"]
     assert (first["units_measured"], first["attempts"]) == (400, 1)
-    assert rr.pretrain_timed(timings)["steps_measured"] == 400 and not rr.pretrain_timed(timings)["finished"]
+    assert (
+        reproduce_mlm.pretrain_timed(timings)["steps_measured"] == 400
+        and not reproduce_mlm.pretrain_timed(timings)["finished"]
+    )
     r.Progress(plan, [{**stage, "run": finish}]).run()
     timings = json.loads((tmp_path / "timings.json").read_text())
     assert set(timings) == {"pretrain"}
     done = timings["pretrain"]
     assert (done["units"], done["units_measured"], done["attempts"]) == (1000, 700, 2)
     assert done["wall_s"] >= first["wall_s"] and done["cpu_s"] >= first["cpu_s"]
-    timed = rr.pretrain_timed(timings)
+    timed = reproduce_mlm.pretrain_timed(timings)
     assert timed["finished"] and timed["cpu_s_per_step"] == pytest.approx(done["cpu_s"] / 700)
     assert r.Progress(plan, [stage]).measured("pretrain") == [(done["wall_s"], 700)]
-    said = rr._untimed({"pretrain_timed": timed})
+    said = reproduce_mlm.untimed_steps({"pretrain_timed": timed})
     assert "timed over 700 of its 1,000 full steps" in said
-    assert rr._untimed({"pretrain_timed": {**timed, "steps_measured": 1000}}) == ""
+    assert reproduce_mlm.untimed_steps({"pretrain_timed": {**timed, "steps_measured": 1000}}) == ""
 
 
 def test_report_names_the_next_budget_from_the_second_half_of_the_curve():
     """The last stretch of a linearly decayed run is flat whatever the budget: the judgement uses the second
     half of the full phase, and prices the next budget at the run's measured CPU rate."""
     sys.path.insert(0, str(REPO / "bench"))
-    import reproduce_report as rr
+    import reproduce_mlm
 
     plan = {"pretrain_tokens": 2_000_000, "tokens_per_step": 4_000}
     measured = {"pretrain_timed": {"cpu_s_per_step": 0.5 * 3600 / 500}}  # 0.5 CPU-hours for its 500 steps
@@ -358,12 +361,12 @@ def test_report_names_the_next_budget_from_the_second_half_of_the_curve():
             for i, v in enumerate(losses, 1)
         ]
 
-    falling = rr.next_budget(plan, curve([6.0, 5.5, 5.2, 5.0, 4.99]), measured)  # flat only at the very end
+    falling = reproduce_mlm.next_budget(plan, curve([6.0, 5.5, 5.2, 5.0, 4.99]), measured)  # flat only at the very end
     assert "still falling" in falling and "`--pretrain_tokens 10,000,000`" in falling
     assert "about 2.5 CPU-hours" in falling and "5.200 -> 4.990" in falling
-    flat = rr.next_budget(plan, curve([6.0, 5.0, 4.99, 4.985, 4.98]), measured)
+    flat = reproduce_mlm.next_budget(plan, curve([6.0, 5.0, 4.99, 4.985, 4.98]), measured)
     assert "flat in the second half" in flat and "--pretrain_tokens" not in flat
-    assert rr.next_budget(plan, curve([6.0, 5.0]), measured) == ""  # too few points to judge
+    assert reproduce_mlm.next_budget(plan, curve([6.0, 5.0]), measured) == ""  # too few points to judge
 
 
 def test_summary_judges_a_difference_as_printed():
@@ -547,7 +550,7 @@ def test_a_second_budget_joins_the_curve_and_the_mlm_plot(tmp_path, monkeypatch)
     import learning_curve
     import reproduce
     import reproduce_curve as rc
-    import reproduce_report as rr
+    import reproduce_mlm
 
     assert rc.budget_name(2_002_944) == "bio_2.0M" and rc.budget_name(10_014_720) == "bio_10.0M"
     write_data(tmp_path)
@@ -589,7 +592,7 @@ def test_a_second_budget_joins_the_curve_and_the_mlm_plot(tmp_path, monkeypatch)
     mine = rc.budget_name(plan["pretrain_tokens"])
     assert cfg.bios == {"bio_10.0M": first_hf, mine: plan["bio_model"]} and mine != "bio_10.0M"
     (tmp_path / "curve" / "plan.json").write_text(json.dumps({**curve_plan, "models": {"base": "b", **cfg.bios}}))
-    curves = rr.budget_curves(plan)
+    curves = reproduce_mlm.budget_curves(plan)
     assert list(curves)[1] == "10.0M tokens" and len(curves) == 2  # smallest budget first; the same held-out set
     assert curves["10.0M tokens"][0]["heldout_mlm_loss"] == 5.0
     again = rc.curve_bios(cfg, plan)  # run again: the same Bios, not a second name for this one
@@ -605,7 +608,7 @@ def test_a_second_budget_joins_the_curve_and_the_mlm_plot(tmp_path, monkeypatch)
     assert (tmp_path / "report" / "learning_curve.md").is_file()  # the curve's section, rewritten by the report
     md = (tmp_path / "report" / "reproduce.md").read_text()  # the curve alone: no protocol tables, no delta plot
     assert "## Pre-training" in md and "## Fine-tuning (test sets)" not in md and "> Bio = Base (base) + " in md
-    rr.plot_mlm(curves, tmp_path / "two.png")
+    reproduce_mlm.plot_mlm(curves, tmp_path / "two.png")
     assert (tmp_path / "two.png").stat().st_size > 1000
 
 
