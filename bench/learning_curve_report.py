@@ -168,6 +168,9 @@ def _budgets(plan: dict, fractions: dict) -> dict:
     return out
 
 
+SHORT = {st.CONSTANT: "constant classifiers"}  # a panel title's room
+
+
 def _band(values: list[float]) -> tuple[float, float]:
     ci = st.t_interval(values)
     return ci["mean"], (ci["hi"] - ci["mean"]) if ci["hi"] is not None else 0.0
@@ -203,7 +206,7 @@ def plot(results: dict, path: Path) -> None:
         ticks = [float(f) for f in r["fractions"]]
         ax.set_xticks(ticks, [f"{t:.0%}" for t in ticks])
         ax.minorticks_off()
-        verdicts = "; ".join(f"{label(b)}: {v}" for b, v in r["verdict"].items())
+        verdicts = "; ".join(f"{label(b)}: {SHORT.get(v, v)}" for b, v in r["verdict"].items())
         ax.set_title(f"{r['name']}\n{verdicts}", fontsize=9)
         ax.set_xlabel("fraction of training sentences")
         ax.set_ylabel("test F1")
