@@ -55,12 +55,15 @@ def check_models(plan: dict, old: dict) -> None:
             )
 
 
-# what a finished run's result depends on besides its model, data subset and seed: a curve's runs must share them
-RUN_SETTINGS = ("epochs", "min_steps", "ft_args", "dtype", "device", "data_root")
+# what a finished run's result depends on besides its model, data subset, seed and step count (checked run by
+# run, check_runs): a curve's runs must share them
+RUN_SETTINGS = ("ft_args", "dtype", "device", "data_root")
 
 
 def check_settings(plan: dict, old: dict) -> None:
-    """Refuse to mix runs of other settings into this work dir's curve (its earlier plan.json)."""
+    """Refuse to mix runs of other settings into this work dir's curve (its earlier plan.json), and finished
+    runs trained for other step counts than this plan's (check_runs)."""
+    check_runs(plan)
     if not old.get("config"):
         return
     mine = {**plan["config"], "dtype": plan["dtype"]}
@@ -71,6 +74,24 @@ def check_settings(plan: dict, old: dict) -> None:
             f"{plan['config']['work_dir']} holds runs with other settings ({', '.join(diff)}: "
             f"{[theirs.get(k) for k in diff]} -> {[mine.get(k) for k in diff]}); use a new --work_dir or the "
             "original settings"
+        )
+
+
+def check_runs(plan: dict) -> None:
+    """Every finished run (its results.json) trained for the steps and epochs this plan gives it: --epochs,
+    --min_steps and --task_min_steps decide them, and a run of other ones is another experiment."""
+    other = []
+    for r in plan["runs"]:
+        path = Path(r["run_dir"]) / "results.json"
+        if path.is_file():
+            got = json.loads(path.read_text())
+            if (got.get("steps"), float(got.get("epochs", 0))) != (r["steps"], float(r["epochs"])):
+                other.append(f"{r['run_dir']} ({got.get('steps')} steps, planned {r['steps']})")
+    if other:
+        raise UserError(
+            f"{len(other)} finished run(s) trained for other steps than this plan's --epochs / --min_steps / "
+            f"--task_min_steps give them, e.g. {other[0]}; use the original settings, a new --work_dir, or delete "
+            "those runs' folders to run them again"
         )
 
 

@@ -56,7 +56,7 @@ def budget_delta(pair: tuple[str, str]) -> str:
     return f"{label(pair[1])} − {label(pair[0])}"
 
 
-def _run_score(run: dict) -> tuple[float, str | None] | None:
+def run_score(run: dict) -> tuple[float, str | None] | None:
     """(test F1, why the run is a constant classifier or None) of a finished run, else None."""
     path = Path(run["run_dir"]) / "results.json"
     if not path.is_file():
@@ -94,7 +94,7 @@ def collect(plan: dict, n_boot: int = 2000) -> dict:
             scores = {m: {} for m in names}
             constant = {m: {} for m in names}
             for r in runs:
-                got = _run_score(r)
+                got = run_score(r)
                 if got is not None:
                     scores[r["model"]][r["seed"]] = got[0]
                     if got[1]:
@@ -325,7 +325,14 @@ def markdown(plan: dict, results: dict, png: str, finished: int | None = None) -
         "",
         "; ".join(f"{label(m)} `{p}`" for m, p in models.items())
         + f"; seeds {list(cfg['seeds'])}. Seed s draws one subset of each training set (fractions nest) and every "
-        f"model trains on it; epochs max({cfg['epochs']:g}, ceil({cfg['min_steps']} steps / steps per epoch)); "
+        f"model trains on it; epochs max({cfg['epochs']:g}, ceil({cfg['min_steps']} steps / steps per epoch))"
+        + "".join(
+            f"; {d['name']}: at least {cfg['task_min_steps'][d['task']]} steps (fewer left every model a constant "
+            "classifier)"
+            for d in plan["datasets"]
+            if d["task"] in (cfg.get("task_min_steps") or {})
+        )
+        + "; "
         "trained on train, scored on test. Bio − Base: mean over seeds with a 95% t-interval of the paired "
         "differences; pooled: each seed's mean difference over the fractions, then the t-interval over seeds; at "
         f"100%, also a paired bootstrap ({cfg['n_boot']} resamples of the test sentences). A difference counts "

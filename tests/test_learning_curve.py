@@ -231,8 +231,22 @@ def test_two_bios_share_the_base_runs_and_a_changed_bio_is_refused(tmp_path, ner
     retrained = write_tiny_bert(tmp_path / "bio_big2", vocab, layers=3)
     with pytest.raises(UserError, match="bio_5M.*other weights"):
         lc.run(dataclasses.replace(cfg, bios={"bio_1M": str(small), "bio_5M": str(retrained)}))
-    with pytest.raises(UserError, match="other settings.*min_steps"):  # runs of other settings are not mixed in
-        lc.run(dataclasses.replace(cfg, bios={"bio_1M": str(small), "bio_5M": str(big)}, min_steps=3))
+    both = {"bio_1M": str(small), "bio_5M": str(big)}
+    with pytest.raises(
+        UserError, match=r"3 finished run.*other steps.*f0.25/seed_1/base \(2 steps, planned 4\)"
+    ):  # not mixed in
+        lc.run(dataclasses.replace(cfg, bios=both, min_steps=3))
+    with pytest.raises(UserError, match="other settings.*ft_args"):
+        lc.run(dataclasses.replace(cfg, bios=both, ft_args=(*cfg.ft_args, "--max_seq_length", "20")))
+    # a dataset's own minimum moves only its runs: here NCBI's 25% (10 sentences, 2 steps an epoch) to 6 steps
+    own = lc.build_plan(dataclasses.replace(cfg, bios=both, task_min_steps={"ncbi_disease": 6, "chemprot": 500}))
+    assert {(r["fraction"], r["steps"], r["epochs"]) for r in own["runs"]} == {(0.25, 6, 3.0), (1.0, 10, 2.0)}
+    assert lc.parse_args(["--task_min_steps", "chemprot=400,gad_1=200"]).task_min_steps == {
+        "chemprot": 400,
+        "gad_1": 200,
+    }
+    assert lc.parse_args(["--task_min_steps", ""]).task_min_steps == {}
+    assert lc.parse_args([]).task_min_steps == lc.TASK_MIN_STEPS
     assert (
         plan["dtype"] == lc.resolve_dtype(cfg)
         and lc.resolve_dtype(dataclasses.replace(cfg, device="cuda")) == "bfloat16"
@@ -291,3 +305,25 @@ def test_constant_classifier_points_have_no_verdict_and_are_left_out_of_the_pool
     assert text.startswith("**shown on 1 of 1 datasets** (NCBI disease")  # ChemProt and GAD are not counted
     assert "No verdict on CHEMPROT: every paired run of both models predicted one class." in text
     assert "One seed so far, no interval: GAD (fold 1)" in text
+
+
+def test_min_steps_bench_runs_the_curves_subset_and_names_constant_classifiers(tmp_path, ner_root):
+    """bench/min_steps.py: the curve's subset at a fraction, one run per minimum step count, steps as the curve
+    plans them, a seeded test sample, F1 and the constant-classifier check in its record."""
+    import min_steps
+
+    model = write_tiny_bert(tmp_path / "base", write_vocab(tmp_path / "vocab.txt"), layers=1)
+    out = tmp_path / "min_steps.json"
+    data = min_steps.main(
+        ["--task", "ncbi_disease", "--fractions", "0.5", "--min_steps", "2,12", "--test_sample", "5"]
+        + ["--model", str(model), "--data_root", str(ner_root), "--out", str(out)]
+        + ["--ft_args", "--max_seq_length 24 --doc_stride 4 --ds train_batch_size=8"]
+    )
+    assert json.loads(out.read_text()) == data and data["test_sample"] == 5
+    first, second = data["runs"]
+    # 20 sentences, batch 8: 3 steps an epoch; at least 2 epochs (the curve's --epochs), else the minimum
+    assert (first["n_train"], first["steps"], first["epochs"]) == (20, 6, 2.0)
+    assert (second["min_steps"], second["steps"], second["epochs"]) == (12, 12, 4.0)
+    for r in data["runs"]:
+        assert 0 <= r["f1"] <= 100 and r["constant"] in (None, "no entity predicted")
+        assert r["cpu_s"] > 0 and r["wall_s"] > 0
