@@ -13,7 +13,8 @@ The four shared NER sets at 1%, 5%, 20% and 100% of their training sentences, GA
 budgets, each compared with the one Base). Seed s draws one subset per dataset (a fixed permutation; fractions
 are its prefixes, so they nest) and every model trains on it; runs go cheapest point first (run_order).
 Epochs: max(--epochs, ceil(--min_steps / steps per epoch)), so a small fraction still takes --min_steps optimizer
-steps. Runs train on `train` alone and are
+steps; --task_min_steps raises that minimum for a dataset where it leaves every model a constant classifier
+(ChemProt: 500, bench/min_steps.py). Runs train on `train` alone and are
 scored on `test` (no devel evaluation); each is a finetune/run_task.py run in its own folder, skipped when its
 results.json exists and resumed from its checkpoint when it stopped. Writes learning_curve.md and .png to
 --report_dir and results/learning_curve.json under it (bench/learning_curve_report.py).
