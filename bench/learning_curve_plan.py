@@ -78,18 +78,28 @@ def check_settings(plan: dict, old: dict) -> None:
 
 
 def check_runs(plan: dict) -> None:
-    """Every finished run (its results.json) trained for the steps and epochs this plan gives it: --epochs,
-    --min_steps and --task_min_steps decide them, and a run of other ones is another experiment."""
+    """Every finished run (its results.json) trained for the steps and epochs this plan gives it, and every
+    interrupted one (its latest checkpoint's run_config.json) for its epochs: --epochs, --min_steps and
+    --task_min_steps decide them, and a run of other ones is another experiment (an interrupted one would resume
+    under another learning-rate schedule)."""
     other = []
     for r in plan["runs"]:
-        path = Path(r["run_dir"]) / "results.json"
+        run_dir = Path(r["run_dir"])
+        path = run_dir / "results.json"
         if path.is_file():
             got = json.loads(path.read_text())
             if (got.get("steps"), float(got.get("epochs", 0))) != (r["steps"], float(r["epochs"])):
-                other.append(f"{r['run_dir']} ({got.get('steps')} steps, planned {r['steps']})")
+                other.append(f"{run_dir} ({got.get('steps')} steps, planned {r['steps']})")
+            continue
+        latest = run_dir / "checkpoints" / "latest"
+        config = run_dir / "checkpoints" / latest.read_text().strip() / "run_config.json" if latest.is_file() else None
+        if config is not None and config.is_file():
+            epochs = json.loads(config.read_text()).get("run", {}).get("epochs")
+            if epochs is not None and float(epochs) != float(r["epochs"]):
+                other.append(f"{config.parent} (an interrupted run of {epochs:g} epochs, planned {r['epochs']:g})")
     if other:
         raise UserError(
-            f"{len(other)} finished run(s) trained for other steps than this plan's --epochs / --min_steps / "
+            f"{len(other)} run(s) trained for other steps than this plan's --epochs / --min_steps / "
             f"--task_min_steps give them, e.g. {other[0]}; use the original settings, a new --work_dir, or delete "
             "those runs' folders to run them again"
         )

@@ -31,6 +31,7 @@ ALLOWED_GLOBALS = frozenset(
         "deepspeed.utils.tensor_fragment.fragment_address",
     }
 )
+MODEL_STATES = "*model_states.pt"  # DeepSpeed's weights file(s) of a step: mp_rank_00_*, zero_pp_rank_*_mp_rank_00_*
 _DERIVED = ("universal",)  # made from a verified step at resume time, not part of the step as written
 
 
@@ -45,17 +46,30 @@ def _files(tag_dir: Path) -> list[Path]:
     )
 
 
+def _check_weights(tag_dir: Path, names: list[str], when: str) -> None:
+    """A step without DeepSpeed's model-states file has no weights to load: a save cut short, or a folder moved
+    while it was being written. Named here rather than left to DeepSpeed's bare `assert len(ckpt_list) > 0`."""
+    if not any(Path(n).match(MODEL_STATES) for n in names):
+        raise UserError(
+            f"{tag_dir}: holds no model weights (no {MODEL_STATES} file{when}); the checkpoint is incomplete, "
+            f"cut short while saving or moved while it was written. {_earlier(tag_dir)}"
+        )
+
+
 def write_record(tag_dir: Path) -> None:
     """Rank 0, after every rank's files are on disk and before `latest` points here."""
     files = {
         str(p.relative_to(tag_dir)): {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in _files(tag_dir)
     }
+    _check_weights(tag_dir, list(files), " was written; `latest` still points to the previous one")
     write_json(tag_dir / RECORD, {"algorithm": "sha256", "files": files})
 
 
 def verify(tag_dir: Path, trust: bool = False) -> None:
-    """Raise UserError unless every recorded file is present and unchanged, no unrecorded tensor file has
-    appeared, and no pickle names a global outside ALLOWED_GLOBALS (`trust`: skip both checks)."""
+    """Raise UserError unless the step holds model weights (checked even with `trust`), every recorded file is
+    present and unchanged, no unrecorded tensor file has appeared, and no pickle names a global outside
+    ALLOWED_GLOBALS (`trust`: skip those last checks)."""
+    _check_weights(tag_dir, [p.name for p in tag_dir.glob(MODEL_STATES)], "")
     if trust:
         return
     record_path = tag_dir / RECORD

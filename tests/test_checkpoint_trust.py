@@ -91,6 +91,33 @@ def test_a_damaged_checkpoint_is_refused_and_an_earlier_one_resumes(tiny_assets,
     assert json.loads((run / "checkpoints" / "step_00000004" / "integrity.json").read_text())  # rewritten
 
 
+def test_a_checkpoint_without_its_weights_is_refused_even_with_trust(tiny_assets, finished, tmp_path):
+    # a step folder moved while it was being saved: the JSON files and the record, no model-states file
+    run = copy_run(finished, tmp_path)
+    step = run / "checkpoints" / "step_00000004"
+    record = json.loads((step / "integrity.json").read_text())
+    record["files"] = {k: v for k, v in record["files"].items() if "model_states" not in k}
+    (step / "integrity.json").write_text(json.dumps(record))
+    (step / "mp_rank_00_model_states.pt").unlink()
+    for trust in ("false", "true"):
+        with pytest.raises(UserError, match=r"step_00000004: holds no model weights.*--resume_from step_00000002"):
+            pretrain(args(tiny_assets, run, "--resume", "--max_steps", "5", "--trust_checkpoint", trust))
+
+
+def test_a_save_that_wrote_no_weights_is_not_recorded(tmp_path):
+    from biobert import integrity
+
+    step = tmp_path / "checkpoints" / "step_00000002"
+    step.mkdir(parents=True)
+    (step / "train_state.json").write_text("{}")
+    with pytest.raises(UserError, match="holds no model weights.*`latest` still points to the previous one"):
+        integrity.write_record(step)
+    assert not (step / "integrity.json").exists()
+    (step / "zero_pp_rank_0_mp_rank_00_model_states.pt").write_bytes(b"x")  # ZeRO >= 1's name
+    integrity.write_record(step)
+    assert (step / "integrity.json").is_file()
+
+
 def test_a_checkpoint_without_a_record_needs_trust(tiny_assets, finished, tmp_path):
     run = copy_run(finished, tmp_path)
     (run / "checkpoints" / "step_00000004" / "integrity.json").unlink()

@@ -4,6 +4,7 @@ statistics against hand-computed values, verdicts, the one-GPU dry run, and a ti
 import dataclasses
 import json
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import learning_curve as lc  # noqa: E402
 import learning_curve_gpu as lcg  # noqa: E402
+import learning_curve_plan as lcp  # noqa: E402
 import learning_curve_stats as st  # noqa: E402
 import learning_curve_subsets as lcs  # noqa: E402
 
@@ -234,9 +236,24 @@ def test_two_bios_share_the_base_runs_and_a_changed_bio_is_refused(tmp_path, ner
         lc.run(dataclasses.replace(cfg, bios={"bio_1M": str(small), "bio_5M": str(retrained)}))
     both = {"bio_1M": str(small), "bio_5M": str(big)}
     with pytest.raises(
-        UserError, match=r"3 finished run.*other steps.*f0.25/seed_1/base \(2 steps, planned 4\)"
+        UserError, match=r"3 run.*other steps.*f0.25/seed_1/base \(2 steps, planned 4\)"
     ):  # not mixed in
         lc.run(dataclasses.replace(cfg, bios=both, min_steps=3))
+    # an interrupted run whose checkpoint was written under other epochs is refused too, not resumed
+    plan = lc.build_plan(dataclasses.replace(cfg, bios=both))
+    run = plan["runs"][0]
+    result = Path(run["run_dir"]) / "results.json"
+    result.rename(result.with_suffix(".aside"))  # as if it had stopped after its first checkpoint
+    step = Path(run["run_dir"]) / "checkpoints" / "step_00000001"
+    step.mkdir(parents=True)
+    (step.parent / "latest").write_text("step_00000001")
+    (step / "run_config.json").write_text(json.dumps({"run": {"epochs": run["epochs"] + 3}}))
+    with pytest.raises(UserError, match=r"1 run.*step_00000001 \(an interrupted run of \d+ epochs, planned"):
+        lcp.check_runs(plan)
+    (step / "run_config.json").write_text(json.dumps({"run": {"epochs": run["epochs"]}}))
+    lcp.check_runs(plan)  # same epochs: it resumes
+    shutil.rmtree(step.parent)
+    result.with_suffix(".aside").rename(result)
     with pytest.raises(UserError, match="other settings.*ft_args"):
         lc.run(dataclasses.replace(cfg, bios=both, ft_args=(*cfg.ft_args, "--max_seq_length", "20")))
     # a dataset's own minimum moves only its runs: here NCBI's 25% (10 sentences, 2 steps an epoch) to 6 steps
