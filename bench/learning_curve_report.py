@@ -16,8 +16,7 @@ from pathlib import Path
 
 import learning_curve_plan as lcp
 import learning_curve_stats as st
-
-COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange")
+from learning_curve_plot import plot
 
 
 def label(name: str) -> str:
@@ -73,6 +72,32 @@ def run_score(run: dict) -> tuple[float, str | None] | None:
     return float(scores["f1"]), constant
 
 
+def predicted_classes(run: dict) -> tuple[list[str], list[str]] | None:
+    """(classes a finished multi-class RE run predicted, all its classes), from results.json's per-class counts."""
+    path = Path(run["run_dir"]) / "results.json"
+    per_class = json.loads(path.read_text())["scores"]["test"].get("per_class") if path.is_file() else None
+    if not per_class or len(per_class) < 2:
+        return None
+    return sorted(c for c, v in per_class.items() if v.get("predicted", 0) > 0), sorted(per_class)
+
+
+def _classes_note(name: str, fraction: str, runs: list[dict]) -> str | None:
+    """A point whose runs, all together, never predicted some relation classes: its micro-F1 is that of the few
+    classes learnt at this size (ChemProt's small fractions learn CPR:4 alone), which the reader should know."""
+    got = [x for x in map(predicted_classes, runs) if x is not None]
+    if not got:
+        return None
+    every = got[0][1]
+    union = sorted(set().union(*(set(p) for p, _ in got)))
+    if len(union) == len(every):
+        return None
+    return (
+        f"- **{name} at {float(fraction):.0%}: the {len(got)} runs predicted {len(union)} of the {len(every)} "
+        f"relation classes** ({', '.join(union) or 'none'}; never {', '.join(c for c in every if c not in union)}); "
+        f"the micro-F1 over all {len(every)} is that of the classes learnt at this size."
+    )
+
+
 def _counts(run: dict) -> object:
     from finetune.tasks.registry import get_task
 
@@ -105,6 +130,7 @@ def collect(plan: dict, n_boot: int = 2000) -> dict:
                 "steps": runs[0]["steps"],
                 "scores": scores,
                 "constant": {m: v for m, v in constant.items() if v},
+                "classes_note": _classes_note(d["name"], f"{f:g}", runs),
                 "paired": {},
                 "verdict": {},
             }
@@ -168,62 +194,6 @@ def _budgets(plan: dict, fractions: dict) -> dict:
     return out
 
 
-SHORT = {st.CONSTANT: "constant classifiers"}  # a panel title's room
-
-
-def _band(values: list[float]) -> tuple[float, float]:
-    ci = st.t_interval(values)
-    return ci["mean"], (ci["hi"] - ci["mean"]) if ci["hi"] is not None else 0.0
-
-
-def plot(results: dict, path: Path) -> None:
-    """F1 vs training fraction (log x), Base and Bio, mean over seeds with its 95% t-band; a panel per dataset."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = max(1, len(results))
-    cols = min(3, n)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
-    for ax, r in zip(axes.flat, results.values()):
-        for model, color in zip(next(iter(r["fractions"].values()))["scores"], COLORS):
-            xs, means, halves = [], [], []
-            for f, e in r["fractions"].items():
-                vals = list(e["scores"][model].values())
-                if vals:
-                    m, h = _band(vals)
-                    xs.append(float(f))
-                    means.append(m)
-                    halves.append(h)
-            if xs:  # the band, and error bars so that a single point shows its interval too
-                ax.errorbar(xs, means, yerr=halves, fmt="o-", color=color, capsize=3, label=label(model))
-                lo = [max(0.0, m - h) for m, h in zip(means, halves)]  # F1 lives in [0, 100]
-                hi = [min(100.0, m + h) for m, h in zip(means, halves)]
-                ax.fill_between(xs, lo, hi, color=color, alpha=0.2)
-        ax.set_xscale("log")
-        ticks = [float(f) for f in r["fractions"]]
-        ax.set_xticks(ticks, [f"{t:.0%}" for t in ticks])
-        ax.minorticks_off()
-        verdicts = "; ".join(f"{label(b)}: {SHORT.get(v, v)}" for b, v in r["verdict"].items())
-        ax.set_title(f"{r['name']}\n{verdicts}", fontsize=9)
-        ax.set_xlabel("fraction of training sentences")
-        ax.set_ylabel("test F1")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "no finished runs yet", ha="center", transform=ax.transAxes, color="gray")
-    for ax in list(axes.flat)[len(results) :]:
-        ax.axis("off")
-    if not results:
-        axes.flat[0].text(0.5, 0.5, "no dataset in the plan", ha="center")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def _ci(x: dict) -> str:
     if x.get("mean") is None:
         return "–"
@@ -232,8 +202,10 @@ def _ci(x: dict) -> str:
     return f"{x['mean']:+.2f} [{x['lo']:+.2f}, {x['hi']:+.2f}]"
 
 
-def _mean(values: dict) -> str:
-    return f"{statistics.fmean(values.values()):.2f}" if values else "–"
+def _mean(values: dict, seeds: list) -> str:
+    """A model's mean F1 over the seeds of the pair it is compared in (the ones the difference is over)."""
+    got = [values[s] if s in values else values[str(s)] for s in seeds]
+    return f"{statistics.fmean(got):.2f}" if got else "–"
 
 
 def summary(plan: dict, results: dict, finished: int) -> list[str]:
@@ -334,7 +306,8 @@ def markdown(plan: dict, results: dict, png: str, finished: int | None = None) -
         )
         + "; "
         "trained on train, scored on test. Bio − Base: mean over seeds with a 95% t-interval of the paired "
-        "differences; pooled: each seed's mean difference over the fractions, then the t-interval over seeds; at "
+        "differences (the F1 columns: each model's mean over the same seeds); pooled: each seed's mean difference "
+        "over the fractions, then the t-interval over seeds; at "
         f"100%, also a paired bootstrap ({cfg['n_boot']} resamples of the test sentences). A difference counts "
         "only when its interval excludes 0. Pooled over the fractions finished for the most seeds while the "
         "curve is unfinished (every seed then averages the same fractions).",
@@ -354,7 +327,8 @@ def markdown(plan: dict, results: dict, png: str, finished: int | None = None) -
                 seeds = len(e["paired"][b]["seeds"])
                 out.append(
                     f"| {r['name']} | {float(f):.0%} | {e['n_train']:,} | {e['steps']:,} | {seeds} of "
-                    f"{len(cfg['seeds'])} | {_mean(e['scores']['base'])} | {_mean(e['scores'][b])} | "
+                    f"{len(cfg['seeds'])} | {_mean(e['scores']['base'], e['paired'][b]['seeds'])} | "
+                    f"{_mean(e['scores'][b], e['paired'][b]['seeds'])} | "
                     f"{_ci(e['paired'][b])} | {e['verdict'][b] if seeds else '–'} |"
                 )
                 if b in e.get("bootstrap", {}):
@@ -378,7 +352,8 @@ def markdown(plan: dict, results: dict, png: str, finished: int | None = None) -
                 e = r["fractions"][f]
                 out.append(
                     f"| {r['name']} | {float(f):.0%} | {p['n']} of {len(cfg['seeds'])} | "
-                    f"{_mean(e['scores'][pair[0]])} | {_mean(e['scores'][pair[1]])} | {_ci(p)} | "
+                    f"{_mean(e['scores'][pair[0]], p['seeds'])} | {_mean(e['scores'][pair[1]], p['seeds'])} | "
+                    f"{_ci(p)} | "
                     f"{p['verdict'] if p['n'] else '–'} |"
                 )
         out += ["", "Per dataset, pooled over its fractions:", ""]
@@ -394,6 +369,8 @@ def markdown(plan: dict, results: dict, png: str, finished: int | None = None) -
                     f"{len(seeds)} of {len(e['scores'][m])} runs ({'; '.join(sorted(set(seeds.values())))}); "
                     "its F1 says nothing about the encoder."
                 )
+            if e.get("classes_note"):
+                out.append(e["classes_note"])
     return [*out, "", f"![F1 vs training fraction]({png})", ""]
 
 

@@ -325,6 +325,33 @@ def test_constant_classifier_points_have_no_verdict_and_are_left_out_of_the_pool
     assert "One seed so far, no interval: GAD (fold 1)" in text
 
 
+def test_relation_classes_never_predicted_at_a_point_are_named_and_means_are_over_the_paired_seeds(tmp_path):
+    """A multi-class RE point whose runs together predicted only some classes gets a note naming them (its
+    micro-F1 is that of the classes learnt); the table's F1 columns average the seeds the difference is over."""
+    import learning_curve_report as lcr
+
+    def run(name, predicted):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        per_class = {c: {"predicted": n, "f1": 0.0} for c, n in zip(("CPR:3", "CPR:4", "CPR:9"), predicted)}
+        (run_dir / "results.json").write_text(json.dumps({"scores": {"test": {"f1": 20.0, "per_class": per_class}}}))
+        return {"run_dir": str(run_dir), "kind": "re"}
+
+    runs = [run("a", (0, 40, 0)), run("b", (0, 12, 3))]
+    assert lcr.predicted_classes(runs[0]) == (["CPR:4"], ["CPR:3", "CPR:4", "CPR:9"])
+    note = lcr._classes_note("ChemProt", "0.05", runs)
+    assert note.startswith("- **ChemProt at 5%: the 2 runs predicted 2 of the 3 relation classes** (CPR:4, CPR:9;")
+    assert "never CPR:3)" in note
+    assert lcr._classes_note("ChemProt", "0.05", [*runs, run("c", (1, 0, 0))]) is None  # every class somewhere
+    binary = tmp_path / "gad"
+    binary.mkdir()
+    (binary / "results.json").write_text(json.dumps({"scores": {"test": {"f1": 70.0}}}))
+    assert lcr._classes_note("GAD", "0.05", [{"run_dir": str(binary), "kind": "re"}]) is None
+    # Base has a 4th seed its partner has not finished: not in the mean the difference is over
+    assert lcr._mean({1: 29.0, 2: 28.0, 3: 30.0, 4: 10.0}, [1, 2, 3]) == "29.00"
+    assert lcr._mean({"1": 29.0}, [1]) == "29.00" and lcr._mean({4: 10.0}, []) == "–"  # keys read from JSON
+
+
 def test_min_steps_bench_runs_the_curves_subset_and_names_constant_classifiers(tmp_path, ner_root):
     """bench/min_steps.py: the curve's subset at a fraction, one run per minimum step count, steps as the curve
     plans them, a seeded test sample, F1 and the constant-classifier check in its record."""
