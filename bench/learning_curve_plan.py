@@ -126,10 +126,13 @@ def _rates(done: list[dict]) -> dict[str, float]:
     return out
 
 
-def measured(work_dir: str | Path) -> dict:
-    """The work dir's finished runs per kind: count, CPU and wall seconds, CPU seconds per unit (for the report)."""
+def measured(work_dir: str | Path, plan: dict | None = None) -> dict:
+    """The work dir's finished runs per kind: count, CPU and wall seconds, CPU seconds per unit (for the report).
+    With `plan`, only its runs are counted (outside_plan: the others); the rates still use every timed run."""
     done = _timings(work_dir)
     r = _rates(done)
+    if plan is not None:
+        done = [x for x in done if x["run_dir"] in {p["run_dir"] for p in plan["runs"]}]
     out = {}
     for kind in ("ner", "re"):
         mine = [x for x in done if x["kind"] == kind]
@@ -141,6 +144,13 @@ def measured(work_dir: str | Path) -> dict:
                 "cpu_s_per_unit": r[kind],
             }
     return out
+
+
+def outside_plan(work_dir: str | Path, plan: dict) -> dict:
+    """Timed runs the plan no longer has (set aside when a dataset's steps changed): their count and CPU."""
+    ours = {p["run_dir"] for p in plan["runs"]}
+    other = [x for x in _timings(work_dir) if x["run_dir"] not in ours]
+    return {"runs": len(other), "cpu_s": sum(x["cpu_s"] for x in other)}
 
 
 def estimate_cpu(plan: dict, work_dir: str | Path, workers: int = 1) -> dict:

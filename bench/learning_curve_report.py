@@ -375,10 +375,12 @@ def markdown(plan: dict, results: dict, png: str, finished: int | None = None) -
 
 
 def cost(plan: dict, measured: dict) -> dict:
-    """The whole plan's CPU-hours at the rates measured so far: the finished runs' CPU time (`measured`, from
-    learning_curve_plan.measured) plus the estimate of the rest, against the budget it was sized to."""
+    """The whole plan's CPU-hours at the rates measured so far: its finished runs' CPU time (`measured`, from
+    learning_curve_plan.measured) plus the estimate of the rest, against the budget it was sized to; the CPU of
+    timed runs the plan no longer has is kept apart."""
     work = plan["config"]["work_dir"]
     done = sum(m["cpu_s"] for m in measured.values()) / 3600
+    other = lcp.outside_plan(work, plan)
     left = lcp.estimate_cpu(plan, work, plan["config"].get("workers") or 1)
     return {
         "cpu_h_finished_runs": done,
@@ -387,6 +389,8 @@ def cost(plan: dict, measured: dict) -> dict:
         "budget_cpu_h": plan["config"].get("budget_cpu_h"),
         "runs_left": left["runs_left"],
         "cpu_s_per_unit": left["cpu_s_per_unit"],
+        "runs_outside_plan": other["runs"],  # timed runs set aside (their steps changed): spent, not in the plan
+        "cpu_h_outside_plan": other["cpu_s"] / 3600,
     }
 
 
@@ -402,7 +406,7 @@ def write_report(plan: dict, report_dir: Path) -> dict:
         "plan": {k: v for k, v in plan.items() if k != "runs"},
         "runs_planned": len(plan["runs"]),
         "runs_finished": finished,
-        "measured": (measured := lcp.measured(plan["config"]["work_dir"])),
+        "measured": (measured := lcp.measured(plan["config"]["work_dir"], plan)),
         "cost": cost(plan, measured),
         "results": results,
         "summary": summary(plan, results, finished),

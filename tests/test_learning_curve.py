@@ -19,6 +19,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import learning_curve as lc  # noqa: E402
 import learning_curve_gpu as lcg  # noqa: E402
 import learning_curve_plan as lcp  # noqa: E402
+import learning_curve_report as lcr  # noqa: E402
 import learning_curve_stats as st  # noqa: E402
 import learning_curve_subsets as lcs  # noqa: E402
 
@@ -207,6 +208,19 @@ def test_tiny_end_to_end(tmp_path, ner_root):
     assert (tmp_path / "report" / "results" / "learning_curve.json").is_file()
     again = lc.run(cfg)  # every run finished: nothing is trained again
     assert again["results"] == data["results"]
+    # a timed run the plan no longer has (set aside when its steps changed): its CPU is kept apart from the plan's
+    set_aside = {"run_dir": str(tmp_path / "aside"), "kind": "ner", "units": 1000.0, "wall_s": 9.0, "cpu_s": 7200.0}
+    with open(tmp_path / "work" / "timings.jsonl", "a") as f:
+        f.write(json.dumps(set_aside) + "\n")
+    plan = json.loads((tmp_path / "work" / "plan.json").read_text())
+    ours = lcp.measured(tmp_path / "work", plan)["ner"]  # the rate per unit still learns from every timed run
+    assert {k: ours[k] for k in ("runs", "cpu_s", "wall_s")} == {
+        k: data["measured"]["ner"][k] for k in ("runs", "cpu_s", "wall_s")
+    }
+    assert lcp.measured(tmp_path / "work")["ner"]["runs"] == 9
+    cost = lcr.cost(plan, data["measured"])
+    assert (cost["runs_outside_plan"], cost["cpu_h_outside_plan"]) == (1, 2.0)
+    assert cost["cpu_h_finished_runs"] == data["cost"]["cpu_h_finished_runs"]
 
 
 def test_two_bios_share_the_base_runs_and_a_changed_bio_is_refused(tmp_path, ner_root):
@@ -277,7 +291,6 @@ def test_two_bios_share_the_base_runs_and_a_changed_bio_is_refused(tmp_path, ner
 def test_budgets_compare_consecutive_pre_training_budgets_of_one_corpus():
     """Bio 10.0M − Bio 2.0M, paired over seeds and pooled over fractions as Bio − Base is; a Bio of another
     corpus (bio_2.0M_pubmed_only) is not a budget of this one."""
-    import learning_curve_report as lcr
 
     plan = {"models": {"base": "b", "bio_10.0M": "x", "bio_2.0M": "y", "bio_2.0M_pubmed_only": "z"}}
     assert lcr.budget_pairs(plan) == [("bio_2.0M", "bio_10.0M")]
@@ -303,7 +316,6 @@ def test_constant_classifier_points_have_no_verdict_and_are_left_out_of_the_pool
     """A point where every paired run of both models predicted one class says nothing about the encoders: no
     verdict there, left out of the dataset's pooled difference (its 0 would pull it toward no effect), and the
     dataset has no verdict when only such points have runs. The summary names it apart from the verdicts."""
-    import learning_curve_report as lcr
 
     base, bio = {1: 50.0, 2: 51.0, 3: 52.0}, {1: 53.0, 2: 54.0, 3: 56.0}
     zero = {1: 0.0, 2: 0.0, 3: 0.0}
@@ -328,7 +340,6 @@ def test_constant_classifier_points_have_no_verdict_and_are_left_out_of_the_pool
 def test_relation_classes_never_predicted_at_a_point_are_named_and_means_are_over_the_paired_seeds(tmp_path):
     """A multi-class RE point whose runs together predicted only some classes gets a note naming them (its
     micro-F1 is that of the classes learnt); the table's F1 columns average the seeds the difference is over."""
-    import learning_curve_report as lcr
 
     def run(name, predicted):
         run_dir = tmp_path / name
