@@ -73,33 +73,37 @@ class Pacer:
 # ---------------------------------------------------------------------------------------------- ours
 def _full_projection_objective():
     """The lever "masked-only projection" measured by its absence: logits for every position, as
-    BertForMaskedLM computes them, with -100 labels outside the masked positions."""
-    import torch
+    BertForMaskedLM computes them, the masked rows picked from them afterwards."""
     import torch.nn.functional as F
 
     from pretrain.objective import PretrainingObjective
 
     class FullProjectionObjective(PretrainingObjective):
+        # PretrainingObjective.forward with one change: the vocabulary projection runs on every position (as
+        # BertForMaskedLM's does) and the masked rows are picked from its output, not before it
         def forward(
-            self, input_ids, attention_mask, token_type_ids, masked_index, masked_labels, next_sentence_label
+            self, input_ids, token_type_ids, masked_index, masked_labels, next_sentence_label, attention_mask=None
         ) -> dict:
             sequence, pooled = self.model.bert(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=False
+                input_ids=input_ids,
+                attention_mask=self._mask(attention_mask),
+                token_type_ids=token_type_ids,
+                return_dict=False,
             )[:2]
-            logits = self.model.cls.predictions(sequence).float()
-            labels = torch.full((input_ids.numel(),), -100, dtype=torch.long, device=input_ids.device)
-            labels[masked_index] = masked_labels
-            flat = logits.view(-1, logits.shape[-1])
-            mlm_loss = F.cross_entropy(flat, labels, ignore_index=-100)
-            n_masked = masked_labels.numel()
-            correct = (flat.index_select(0, masked_index).argmax(-1) == masked_labels).sum()
-            metrics = {"mlm_loss": (mlm_loss.detach() * n_masked, n_masked), "mlm_acc": (correct, n_masked)}
-            loss = mlm_loss
-            nsp_valid = next_sentence_label >= 0
-            if bool(nsp_valid.any()):
-                nsp_logits = self.model.cls.seq_relationship(pooled).float()
-                loss = loss + F.cross_entropy(nsp_logits[nsp_valid], next_sentence_label[nsp_valid])
-            return {"loss": loss, "metrics": metrics}
+            every = self.model.cls.predictions(sequence)
+            logits = every.reshape(-1, every.shape[-1]).index_select(0, masked_index)[:, : self.vocab_size].float()
+            n_masked = (masked_labels >= 0).sum()
+            mlm_sum = F.cross_entropy(logits, masked_labels, ignore_index=-100, reduction="sum")
+            nsp_logits = self.model.cls.seq_relationship(pooled).float()
+            n_nsp = (next_sentence_label >= 0).sum()
+            nsp_sum = F.cross_entropy(nsp_logits, next_sentence_label, ignore_index=-1, reduction="sum")
+            metrics = {
+                "mlm_loss": (mlm_sum.detach(), n_masked),
+                "mlm_acc": ((logits.argmax(-1) == masked_labels).sum(), n_masked),
+                "nsp_loss": (nsp_sum.detach(), n_nsp),
+                "nsp_acc": ((nsp_logits.argmax(-1) == next_sentence_label).sum(), n_nsp),
+            }
+            return {"loss": mlm_sum / n_masked.clamp(min=1) + nsp_sum / n_nsp.clamp(min=1), "metrics": metrics}
 
     return FullProjectionObjective
 
