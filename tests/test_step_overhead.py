@@ -4,8 +4,10 @@ the path before it (recorded in tests/fixtures/pretrain_losses_534785f.json)."""
 
 import json
 import shutil
+import sys
 
 import pytest
+import torch
 
 from biobert.engine import Engine
 from biobert.probe import StepWindow
@@ -289,3 +291,33 @@ def test_padded_vocabulary_is_sliced_off_in_every_export(tiny_assets, tmp_path):
     BertForPreTraining.from_pretrained(str(hf))  # loads with the original vocabulary, no size mismatch
     ds = json.loads((tmp_path / "r" / "checkpoints" / "step_00000002" / "run_config.json").read_text())
     assert ds["run"]["pad_vocab_multiple"] == 64
+
+
+def test_the_full_projection_lever_computes_the_objectives_loss_the_slow_way(tiny_assets):
+    """bench/speed_workers.py's ours_full_projection (the masked-only projection measured by its absence) must
+    be the same objective, so that its time is the lever's price: same loss and metrics on padded and packed
+    batches, whatever the objective's signature becomes."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from speed_workers import _full_projection_objective
+
+    from biobert.models import load_pretraining_model, pad_vocab
+    from biobert.tokenizer import load_tokenizer
+    from data_prep.shards import open_shards
+    from pretrain.collator import MaskingCollator
+    from pretrain.objective import PretrainingObjective
+
+    tok = load_tokenizer(tiny_assets["vocab"])
+    model = load_pretraining_model(tiny_assets["model"])
+    vocab = pad_vocab(model, 64)
+    ours, lever = PretrainingObjective(model, vocab), _full_projection_objective()(model, vocab)
+    train = open_shards(tiny_assets["shards"], "train")
+    collate = MaskingCollator(vocab, tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id, pad_to=train.seq_len, static=True)
+    gen = torch.Generator().manual_seed(0)
+    padded = [collate(train.get_batch(list(range(i, i + 4))), gen) for i in range(0, 16, 4)]
+    packed = [{k: v for k, v in b.items() if k != "attention_mask"} for b in padded]  # the no-mask path
+    assert all("attention_mask" in b for b in padded)
+    for b in padded + packed:
+        a, z = ours(**b), lever(**b)
+        assert torch.allclose(a["loss"], z["loss"], atol=1e-5)
+        for k, (num, den) in a["metrics"].items():
+            assert torch.allclose(num.float(), z["metrics"][k][0].float(), atol=1e-4) and den == z["metrics"][k][1]
