@@ -1,7 +1,7 @@
 """Bio vs Base on a learning curve: domain pre-training should help most where labelled data is scarce, and
 small training sets are cheap, so more seeds fit.
 
-    .venv/bin/python bench/learning_curve.py --bio_model runs/reproduce/pretrain/hf   # ~22 CPU-hours (estimate)
+    .venv/bin/python bench/learning_curve.py --bio_model runs/reproduce/pretrain/hf   # its estimate first
     .venv/bin/python bench/learning_curve.py --dry_run                  # the plan and its estimate only
     .venv/bin/python bench/learning_curve.py --device cuda --dry_run    # the one-GPU plan (assumed speeds)
     .venv/bin/python bench/learning_curve.py --report_only              # tables and plot from finished runs

@@ -132,7 +132,7 @@ def measured(work_dir: str | Path, plan: dict | None = None) -> dict:
     done = _timings(work_dir)
     r = _rates(done)
     if plan is not None:
-        done = [x for x in done if x["run_dir"] in {p["run_dir"] for p in plan["runs"]}]
+        done = [x for x in done if _key(x) in {_key(p) for p in plan["runs"]}]
     out = {}
     for kind in ("ner", "re"):
         mine = [x for x in done if x["kind"] == kind]
@@ -146,10 +146,16 @@ def measured(work_dir: str | Path, plan: dict | None = None) -> dict:
     return out
 
 
+def _key(run: dict) -> tuple[str, float]:
+    # a run of the plan: its folder and its units (steps x tokens), which a change of its steps changes
+    return run["run_dir"], round(float(run["units"]), 3)
+
+
 def outside_plan(work_dir: str | Path, plan: dict) -> dict:
-    """Timed runs the plan no longer has (set aside when a dataset's steps changed): their count and CPU."""
-    ours = {p["run_dir"] for p in plan["runs"]}
-    other = [x for x in _timings(work_dir) if x["run_dir"] not in ours]
+    """Timed runs the plan no longer has (set aside when a dataset's steps changed, in the same folder or
+    another): their count and CPU."""
+    ours = {_key(p) for p in plan["runs"]}
+    other = [x for x in _timings(work_dir) if _key(x) not in ours]
     return {"runs": len(other), "cpu_s": sum(x["cpu_s"] for x in other)}
 
 

@@ -209,10 +209,11 @@ def test_tiny_end_to_end(tmp_path, ner_root):
     again = lc.run(cfg)  # every run finished: nothing is trained again
     assert again["results"] == data["results"]
     # a timed run the plan no longer has (set aside when its steps changed): its CPU is kept apart from the plan's
-    set_aside = {"run_dir": str(tmp_path / "aside"), "kind": "ner", "units": 1000.0, "wall_s": 9.0, "cpu_s": 7200.0}
+    plan = json.loads((tmp_path / "work" / "plan.json").read_text())
+    # in the folder of a run of the plan, under other steps (so other units): ChemProt's 104-step runs
+    set_aside = {"run_dir": runs[0]["run_dir"], "kind": "ner", "units": 1000.0, "wall_s": 9.0, "cpu_s": 7200.0}
     with open(tmp_path / "work" / "timings.jsonl", "a") as f:
         f.write(json.dumps(set_aside) + "\n")
-    plan = json.loads((tmp_path / "work" / "plan.json").read_text())
     ours = lcp.measured(tmp_path / "work", plan)["ner"]  # the rate per unit still learns from every timed run
     assert {k: ours[k] for k in ("runs", "cpu_s", "wall_s")} == {
         k: data["measured"]["ner"][k] for k in ("runs", "cpu_s", "wall_s")
