@@ -205,12 +205,17 @@ def print_plan(plan: dict, est: dict, cfg: CurveConfig) -> None:
         + "".join(f"{t}: {n} steps; " for t, n in cfg.task_min_steps.items() if t in cfg.datasets)
         + plan["dtype"]
     )
-    print(f"  {'dataset':<16} {'fraction':>8} {'sentences':>9} {'epochs':>6} {'steps':>6} {'runs':>4}")
+    print(
+        f"  {'dataset':<16} {'fraction':>8} {'sentences':>9} {'epochs':>6} {'steps':>6} {'runs':>4} {'CPU-h left':>10}"
+    )
     for d in plan["datasets"]:
         for f in d["fractions"]:
             rows = [r for r in plan["runs"] if r["task"] == d["task"] and r["fraction"] == f]
-            r = rows[0]
-            print(f"  {d['task']:<16} {f:>8.0%} {r['n_train']:>9,} {r['epochs']:>6g} {r['steps']:>6} {len(rows):>4}")
+            r, left = rows[0], est["cpu_h_by_point"].get(f"{d['task']} {f:g}", 0.0)
+            print(
+                f"  {d['task']:<16} {f:>8.0%} {r['n_train']:>9,} {r['epochs']:>6g} {r['steps']:>6} {len(rows):>4} "
+                f"{left:>10.2f}"
+            )
     print(
         f"  {est['runs_left']} of {len(plan['runs'])} runs left: about {hms(est['wall_s'])} wall, "
         f"{est['cpu_h']:.1f} CPU-hours on this machine (estimate; budget {cfg.budget_cpu_h:g})",
@@ -219,7 +224,8 @@ def print_plan(plan: dict, est: dict, cfg: CurveConfig) -> None:
     if est["cpu_h"] > 1.25 * cfg.budget_cpu_h:
         print(
             f"  note: the plan is over its budget ({est['cpu_h']:.1f} > {cfg.budget_cpu_h:g} CPU-hours); "
-            "--seeds, --datasets, --*_fractions or --min_steps make it smaller",
+            "--seeds, --datasets, --*_fractions, --min_steps or --task_min_steps make it smaller "
+            "(the CPU-h left column: where it goes)",
             flush=True,
         )
 

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from reproduce_progress import PRIOR_S_PER_UNIT, RUN_OVERHEAD_S
+from reproduce_progress import RUN_OVERHEAD_S
 
 from biobert.errors import UserError
 
@@ -22,14 +22,10 @@ from biobert.errors import UserError
 CPU_PER_WALL = {"ner": 1.7, "re": 1.3}
 # CPU seconds per unit (reproduce_progress's units: training WordPieces x epochs + test WordPieces / 3) of a
 # curve run beyond its fixed RUN_OVERHEAD_S, measured on this machine's curve runs (bfloat16 autocast, two
-# one-thread workers; bench/results/learning_curve.json, "measured"). RE has no curve run measured yet: NER's
-# rate times the protocol's RE / NER ratio (reproduce_progress.PRIOR_S_PER_UNIT). A work dir's own finished
+# one-thread workers, evaluation batched by length): bench/results/learning_curve.json, "cost" ->
+# "cpu_s_per_unit", over its first 145 timed runs (112 NER; 33 RE, GAD and ChemProt). A work dir's own finished
 # runs replace these (rates()).
-NER_CPU_S_PER_UNIT = 1.84e-3  # 26 runs at 1 %, results/learning_curve.json
-CURVE_CPU_S_PER_UNIT = {
-    "ner": NER_CPU_S_PER_UNIT,
-    "re": NER_CPU_S_PER_UNIT * PRIOR_S_PER_UNIT["re"] / PRIOR_S_PER_UNIT["ner"],
-}
+CURVE_CPU_S_PER_UNIT = {"ner": 1.17e-3, "re": 0.67e-3}
 
 
 def weights_sha256(model_dir: str | Path) -> str:
@@ -167,8 +163,13 @@ def estimate_cpu(plan: dict, work_dir: str | Path, workers: int = 1) -> dict:
     todo = [x for x in plan["runs"] if not (Path(x["run_dir"]) / "results.json").is_file()]
     cpu = {k: sum(RUN_OVERHEAD_S + r[k] * x["units"] for x in todo if x["kind"] == k) for k in r}
     busy = {k: CPU_PER_WALL[k] if workers <= 1 else min(workers, cores) * 0.99 for k in r}
+    by_point: dict[str, float] = {}  # where the CPU goes: what to shrink when a plan is over its budget
+    for x in todo:
+        key = f"{x['task']} {x['fraction']:g}"
+        by_point[key] = by_point.get(key, 0.0) + (RUN_OVERHEAD_S + r[x["kind"]] * x["units"]) / 3600
     return {
         "runs_left": len(todo),
+        "cpu_h_by_point": by_point,
         "wall_s": sum(cpu[k] / busy[k] for k in cpu),
         "cpu_h": sum(cpu.values()) / 3600,
         "cpu_s_per_unit": r,

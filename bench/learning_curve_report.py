@@ -389,6 +389,7 @@ def cost(plan: dict, measured: dict) -> dict:
         "budget_cpu_h": plan["config"].get("budget_cpu_h"),
         "runs_left": left["runs_left"],
         "cpu_s_per_unit": left["cpu_s_per_unit"],
+        "cpu_h_left_by_point": left["cpu_h_by_point"],
         "runs_outside_plan": other["runs"],  # timed runs set aside (their steps changed): spent, not in the plan
         "cpu_h_outside_plan": other["cpu_s"] / 3600,
     }

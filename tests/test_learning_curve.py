@@ -186,11 +186,16 @@ def test_tiny_end_to_end(tmp_path, ner_root):
     cfg = _tiny_curve(tmp_path, ner_root, seeds=(1, 2), min_steps=3, n_boot=100)
     cfg.bio_model = str(write_tiny_bert(tmp_path / "bio", tmp_path / "vocab.txt", layers=1))
     cfg.ft_args += ("--ds", "optimizer.params.lr=1e-3")
+    before = lcp.estimate_cpu(lc.build_plan(cfg), cfg.work_dir)  # where the CPU would go, point by point
+    assert set(before["cpu_h_by_point"]) == {"ncbi_disease 0.25", "ncbi_disease 1"}
+    assert sum(before["cpu_h_by_point"].values()) == pytest.approx(before["cpu_h"])
+    assert before["cpu_h_by_point"]["ncbi_disease 1"] > before["cpu_h_by_point"]["ncbi_disease 0.25"]
     data = lc.run(cfg)
     runs = json.loads((tmp_path / "work" / "plan.json").read_text())["runs"]
     assert len(runs) == 8 and data["runs_finished"] == 8
     # the plan's cost at the measured rates: every run finished, nothing left to estimate
     assert data["cost"]["runs_left"] == 0 and data["cost"]["cpu_h_remaining_estimate"] == 0
+    assert data["cost"]["cpu_h_left_by_point"] == {}
     assert data["cost"]["cpu_h_plan_estimate"] == data["cost"]["cpu_h_finished_runs"] > 0
     assert data["measured"]["ner"]["runs"] == 8
     small = [r for r in runs if r["fraction"] == 0.25]
