@@ -24,15 +24,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import json
 import math
-import os
 import re
-import resource
-import shutil
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,6 +35,7 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 import learning_curve_gpu  # noqa: E402
 import learning_curve_report  # noqa: E402
+from learning_curve_exec import run_all  # noqa: E402
 from learning_curve_plan import check_models, check_settings, estimate_cpu, weights_sha256  # noqa: E402
 from learning_curve_subsets import prepare_subsets, sample_indices, subset_dir, train_blocks  # noqa: E402
 from reproduce_progress import count_tokens, hms  # noqa: E402
@@ -230,88 +226,6 @@ def print_plan(plan: dict, est: dict, cfg: CurveConfig) -> None:
         )
 
 
-# ------------------------------------------------------------------------------------------- execution
-
-
-def execute(run: dict, job, keep_checkpoints: bool = False) -> dict:
-    """One run by the orchestrators' skip / resume / restart policy (checkpoint.run_or_resume)."""
-    from biobert import checkpoint
-    from finetune import run_task
-
-    run_dir = Path(run["run_dir"])
-    state = checkpoint.run_or_resume(run_dir)
-    if state == "done":
-        return {}
-    t = time.time()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    run_task.run(job.with_(run_dir=str(run_dir), resume=state == "resume"))
-    gc.collect()  # the run's model and engine, before the next run builds its own
-    if not keep_checkpoints:
-        shutil.rmtree(checkpoint.checkpoint_dir(run_dir), ignore_errors=True)
-    end = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = end.ru_utime + end.ru_stime - usage.ru_utime - usage.ru_stime
-    return {
-        "run_dir": str(run_dir),
-        "kind": run["kind"],
-        "units": run["units"],
-        "wall_s": time.time() - t,
-        "cpu_s": cpu,
-    }
-
-
-def _execute_star(item: tuple) -> dict:
-    return execute(*item)
-
-
-def run_order(plan: dict) -> list[dict]:
-    """The runs cheapest point first: every dataset's smallest fraction for seed 1, its models side by side,
-    then seed 2, ..., then the next fraction; a run stopped early has whole paired low-resource points."""
-    task_i = {d["task"]: i for i, d in enumerate(plan["datasets"])}
-    model_i = {m: i for i, m in enumerate(plan["models"])}
-    return sorted(plan["runs"], key=lambda r: (r["fraction"], r["seed"], task_i[r["task"]], model_i[r["model"]]))
-
-
-def run_all(plan: dict, cfg: CurveConfig, workers: int) -> None:
-    jobs = {d["task"]: base_job(cfg, d["task"], d["kind"]) for d in plan["datasets"]}
-    items = [
-        (
-            r,
-            jobs[r["task"]].with_(
-                seed=r["seed"], epochs=r["epochs"], data_dir=r["data_dir"], init_from=plan["models"][r["model"]]
-            ),
-            cfg.keep_checkpoints,
-        )
-        for r in run_order(plan)
-    ]
-    ledger = Path(cfg.work_dir) / "timings.jsonl"
-    t0, total = time.time(), len(items)
-
-    def note(i: int, rec: dict) -> None:
-        if rec:
-            with ledger.open("a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-        left = estimate_cpu(plan, cfg.work_dir, workers)
-        print(f"[{i}/{total}] elapsed {hms(time.time() - t0)} | ETA {hms(left['wall_s'])}", flush=True)
-
-    if workers <= 1:
-        for i, item in enumerate(items, 1):
-            note(i, execute(*item))
-        return
-    import multiprocessing as mp
-
-    with mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(workers,)) as pool:
-        for i, rec in enumerate(pool.imap_unordered(_execute_star, items), 1):
-            note(i, rec)
-
-
-def _worker_init(workers: int) -> None:
-    """A worker's share of the cores (the engine keeps it: two workers x all cores oversubscribe them, about 2x
-    slower a step here)."""
-    import torch
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-
-
 def run(cfg: CurveConfig) -> dict:
     cfg.base_model = str(Path(cfg.base_model or default_base_model()).resolve())
     cfg.bio_model = str(Path(cfg.bio_model or REPO / "runs" / "reproduce" / "pretrain" / "hf").resolve())
@@ -347,8 +261,11 @@ def run(cfg: CurveConfig) -> dict:
     plan_path.write_text(json.dumps(plan, indent=1) + "\n")
     plan["subsets"] = prepare_subsets(plan, cfg.data_root, cfg.work_dir)
     plan_path.write_text(json.dumps(plan, indent=1) + "\n")
-    run_all(plan, cfg, workers)
-    return learning_curve_report.write_report(plan, Path(cfg.report_dir))
+    jobs = {d["task"]: base_job(cfg, d["task"], d["kind"]) for d in plan["datasets"]}
+    failures = run_all(plan, jobs, cfg.work_dir, workers, cfg.keep_checkpoints)
+    report = learning_curve_report.write_report(plan, Path(cfg.report_dir))
+    failures.check(len(plan["runs"]))
+    return report
 
 
 def _floats(text: str) -> tuple[float, ...]:

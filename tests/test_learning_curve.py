@@ -17,6 +17,7 @@ from conftest import REPO, SHARED_DATA, WORDS, write_tiny_bert, write_vocab
 sys.path.insert(0, str(REPO / "bench"))
 
 import learning_curve as lc  # noqa: E402
+import learning_curve_exec as lce  # noqa: E402
 import learning_curve_gpu as lcg  # noqa: E402
 import learning_curve_plan as lcp  # noqa: E402
 import learning_curve_report as lcr  # noqa: E402
@@ -229,6 +230,45 @@ def test_tiny_end_to_end(tmp_path, ner_root):
     assert cost["cpu_h_finished_runs"] == data["cost"]["cpu_h_finished_runs"]
 
 
+def test_a_failed_run_does_not_stop_the_others_and_is_named_at_the_end(tmp_path, ner_root):
+    """One run's failure (here a checkpoint step folder without its weights, as a folder moved mid-save leaves)
+    is recorded with its traceback and the other runs finish; the report is written, then the curve exits with
+    the failed run named; once the cause is removed the same command finishes it."""
+    cfg = _tiny_curve(tmp_path, ner_root, seeds=(1,), min_steps=2, n_boot=50)
+    cfg.bio_model = str(write_tiny_bert(tmp_path / "bio", tmp_path / "vocab.txt", layers=1))
+    plan = lc.build_plan(cfg)
+    broken = Path(lce.run_order(plan)[1]["run_dir"])
+    (broken / "checkpoints" / "step_00000001").mkdir(parents=True)
+    (broken / "checkpoints" / "latest").write_text("step_00000001")
+    (broken / "checkpoints" / "step_00000001" / "train_state.json").write_text("{}")
+    with pytest.raises(UserError, match=r"1 of 4 runs failed, e\.g\. .*holds no model weights.*failures\.jsonl"):
+        lc.run(cfg)
+    done = [r for r in plan["runs"] if (Path(r["run_dir"]) / "results.json").is_file()]
+    assert len(done) == 3 and str(broken) not in {r["run_dir"] for r in done}  # the others finished
+    assert (tmp_path / "report" / "learning_curve.md").is_file()
+    failed = [json.loads(x) for x in (tmp_path / "work" / "failures.jsonl").read_text().splitlines()]
+    assert [f["failed"] for f in failed] == [str(broken)] and "Traceback" in failed[0]["traceback"]
+    shutil.rmtree(broken / "checkpoints")
+    assert lc.run(cfg)["runs_finished"] == 4
+
+
+def test_failures_in_a_row_stop_the_curve(tmp_path):
+    failures = lce.Failures(tmp_path / "failures.jsonl")
+    bad = {"failed": "runs/x", "error": "UserError: no model", "traceback": "Traceback ..."}
+    failures.add(bad)
+    failures.add({})  # a run skipped as finished: no evidence either way
+    failures.add(bad)
+    failures.add({"run_dir": "runs/y", "cpu_s": 1.0})  # one finished between: not a common cause
+    failures.add(bad)
+    failures.add(bad)
+    with pytest.raises(UserError, match="3 runs in a row failed, the last runs/x: UserError: no model"):
+        failures.add(bad)
+    assert len((tmp_path / "failures.jsonl").read_text().splitlines()) == 5
+    with pytest.raises(UserError, match="5 of 9 runs failed"):
+        failures.check(9)
+    lce.Failures(tmp_path / "none.jsonl").check(9)  # nothing failed: nothing to say
+
+
 def test_two_bios_share_the_base_runs_and_a_changed_bio_is_refused(tmp_path, ner_root):
     """Two named Bios (two pre-training budgets): one set of Base runs, each Bio paired with it in the report;
     the runs go cheapest point first; a Bio re-trained under the same name is refused, not mixed in."""
@@ -249,7 +289,7 @@ def test_two_bios_share_the_base_runs_and_a_changed_bio_is_refused(tmp_path, ner
     assert res["budgets"]["bio_5M-bio_1M"]["pooled"]["n"] == 1  # the larger budget paired with the smaller
     assert "### Bio 5M − Bio 1M: more pre-training" in md and "**More pre-training, Bio 5M − Bio 1M**" in md
     plan = json.loads((tmp_path / "work" / "plan.json").read_text())
-    order = [(r["fraction"], r["model"]) for r in lc.run_order(plan)]
+    order = [(r["fraction"], r["model"]) for r in lce.run_order(plan)]
     assert order[:3] == [(0.25, "base"), (0.25, "bio_1M"), (0.25, "bio_5M")] and order[-1] == (1.0, "bio_5M")
     retrained = write_tiny_bert(tmp_path / "bio_big2", vocab, layers=3)
     with pytest.raises(UserError, match="bio_5M.*other weights"):
