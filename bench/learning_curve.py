@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 import learning_curve_gpu  # noqa: E402
+import learning_curve_ledger  # noqa: E402
 import learning_curve_report  # noqa: E402
 from learning_curve_exec import run_all  # noqa: E402
 from learning_curve_plan import check_models, check_settings, estimate_cpu, weights_sha256  # noqa: E402
@@ -76,6 +77,9 @@ class CurveConfig:
     n_boot: int = 2000  # paired bootstrap resamples of the test sentences (100% point)
     ft_args: tuple[str, ...] = ()  # more run_task flags for every run, e.g. ("--max_seq_length", "64")
     keep_checkpoints: bool = False
+    # finished runs' scores, committed (learning_curve_ledger.py): "" is REPORT_DIR/results/learning_curve_runs.jsonl,
+    # "none" keeps none; a planned run it holds exactly is restored, not run again
+    ledger: str = ""
     dry_run: bool = False
     report_only: bool = False
 
@@ -261,11 +265,23 @@ def run(cfg: CurveConfig) -> dict:
     plan_path.write_text(json.dumps(plan, indent=1) + "\n")
     plan["subsets"] = prepare_subsets(plan, cfg.data_root, cfg.work_dir)
     plan_path.write_text(json.dumps(plan, indent=1) + "\n")
+    if (ledger := ledger_path(cfg)) is not None:
+        got = learning_curve_ledger.restore(plan, ledger)
+        learning_curve_ledger.print_restore(got, ledger)
+        if got["restored"]:
+            est = estimate_cpu(plan, cfg.work_dir, workers)
+            print(f"  {est['runs_left']} runs left: about {hms(est['wall_s'])} wall, {est['cpu_h']:.1f} CPU-hours")
     jobs = {d["task"]: base_job(cfg, d["task"], d["kind"]) for d in plan["datasets"]}
     failures = run_all(plan, jobs, cfg.work_dir, workers, cfg.keep_checkpoints)
     report = learning_curve_report.write_report(plan, Path(cfg.report_dir))
     failures.check(len(plan["runs"]))
     return report
+
+
+def ledger_path(cfg: CurveConfig) -> Path | None:
+    if cfg.ledger == "none":
+        return None
+    return Path(cfg.ledger) if cfg.ledger else learning_curve_ledger.default_path(cfg.report_dir)
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -311,6 +327,12 @@ def parse_args(argv: list[str] | None) -> CurveConfig:
     p.add_argument("--n_boot", type=int, default=d.n_boot)
     p.add_argument("--ft_args", default="", help="more run_task flags for every run, e.g. '--max_seq_length 64'")
     p.add_argument("--keep_checkpoints", action="store_true")
+    p.add_argument(
+        "--ledger",
+        default="",
+        help="finished runs' scores, kept beside the report; a run it holds exactly is restored, not run again "
+        "(default REPORT_DIR/results/learning_curve_runs.jsonl; 'none': no ledger)",
+    )
     p.add_argument("--dry_run", action="store_true", help="print the plan and its estimate, train nothing")
     p.add_argument("--report_only", action="store_true")
     a = p.parse_args(argv)
@@ -333,6 +355,7 @@ def parse_args(argv: list[str] | None) -> CurveConfig:
         **{k: getattr(a, k) for k in ("base_model", "bio_model", "data_root", "work_dir", "report_dir", "epochs")},
         **{k: getattr(a, k) for k in ("min_steps", "device", "dtype", "workers", "budget_cpu_h", "n_boot")},
         keep_checkpoints=a.keep_checkpoints,
+        ledger=a.ledger,
         datasets=tuple(x for x in a.datasets.split(",") if x),
         ner_fractions=ner_f,
         re_fractions=re_f,

@@ -155,6 +155,15 @@ def outside_plan(work_dir: str | Path, plan: dict) -> dict:
     return {"runs": len(other), "cpu_s": sum(x["cpu_s"] for x in other)}
 
 
+def untimed(plan: dict, work_dir: str | Path) -> dict:
+    """Finished runs of the plan with no measured time (restored from the ledger's entries of a report snapshot,
+    which kept only each point's totals): their count and their CPU-hours at the measured rates."""
+    r = rates(work_dir)
+    timed = {_key(x) for x in _timings(work_dir)}
+    runs = [x for x in plan["runs"] if (Path(x["run_dir"]) / "results.json").is_file() and _key(x) not in timed]
+    return {"runs": len(runs), "cpu_h": sum(RUN_OVERHEAD_S + r[x["kind"]] * x["units"] for x in runs) / 3600}
+
+
 def estimate_cpu(plan: dict, work_dir: str | Path, workers: int = 1) -> dict:
     """CPU-hours and wall seconds of the runs not finished yet, on this machine: one run at a time on all
     cores, or `workers` one-thread runs at once."""

@@ -69,13 +69,24 @@ def run_score(run: dict) -> tuple[float, str | None] | None:
         _, labels = st.re_counts(preds, negative="")
         if len(set(labels)) == 1:
             constant = f"class {labels[0]} for every example"
+    elif (record := _record(run)) is not None:  # restored from the ledger: its predictions stayed where it ran
+        constant = record.get("constant")
     return float(scores["f1"]), constant
+
+
+def _record(run: dict) -> dict | None:
+    """A run restored from the curve's ledger (learning_curve_ledger.py): what its predictions said."""
+    path = Path(run["run_dir"]) / "ledger.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def predicted_classes(run: dict) -> tuple[list[str], list[str]] | None:
     """(classes a finished multi-class RE run predicted, all its classes), from results.json's per-class counts."""
     path = Path(run["run_dir"]) / "results.json"
     per_class = json.loads(path.read_text())["scores"]["test"].get("per_class") if path.is_file() else None
+    record = _record(run) if not per_class else None
+    if record and record.get("classes"):  # restored from a report snapshot that named the classes predicted
+        return sorted(record["predicted_classes"]), sorted(record["classes"])
     if not per_class or len(per_class) < 2:
         return None
     return sorted(c for c, v in per_class.items() if v.get("predicted", 0) > 0), sorted(per_class)
@@ -102,6 +113,10 @@ def _counts(run: dict) -> object:
     from finetune.tasks.registry import get_task
 
     path = Path(run["run_dir"]) / "predictions_test.txt"
+    if not path.is_file() and (record := _record(run)) and record.get("counts"):
+        from learning_curve_ledger import dense
+
+        return dense(record["counts"])
     if run["kind"] == "ner":
         return st.ner_counts(path)
     return st.re_counts(path, get_task(run["task"]).dataset.negative)[0]
@@ -382,10 +397,13 @@ def cost(plan: dict, measured: dict) -> dict:
     done = sum(m["cpu_s"] for m in measured.values()) / 3600
     other = lcp.outside_plan(work, plan)
     left = lcp.estimate_cpu(plan, work, plan["config"].get("workers") or 1)
+    untimed = lcp.untimed(plan, work)  # restored from a report snapshot that kept no run's time: priced, not measured
     return {
         "cpu_h_finished_runs": done,
+        "runs_finished_untimed": untimed["runs"],
+        "cpu_h_finished_untimed_estimate": untimed["cpu_h"],
         "cpu_h_remaining_estimate": left["cpu_h"],
-        "cpu_h_plan_estimate": done + left["cpu_h"],
+        "cpu_h_plan_estimate": done + untimed["cpu_h"] + left["cpu_h"],
         "budget_cpu_h": plan["config"].get("budget_cpu_h"),
         "runs_left": left["runs_left"],
         "cpu_s_per_unit": left["cpu_s_per_unit"],
@@ -415,4 +433,10 @@ def write_report(plan: dict, report_dir: Path) -> dict:
     (report_dir / "results").mkdir(parents=True, exist_ok=True)
     (report_dir / "results" / "learning_curve.json").write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote {report_dir / 'learning_curve.md'}, {png} and {report_dir / 'results' / 'learning_curve.json'}")
+    ledger = plan["config"].get("ledger", "")
+    if ledger != "none":
+        import learning_curve_ledger
+
+        path = Path(ledger) if ledger else learning_curve_ledger.default_path(report_dir)
+        print(f"{path}: {learning_curve_ledger.update(plan, path)} finished runs of this curve in its ledger")
     return data

@@ -429,3 +429,56 @@ def test_min_steps_bench_runs_the_curves_subset_and_names_constant_classifiers(t
     for r in data["runs"]:
         assert 0 <= r["f1"] <= 100 and r["constant"] in (None, "no entity predicted")
         assert r["cpu_s"] > 0 and r["wall_s"] > 0
+
+
+def test_the_ledger_carries_a_curve_to_a_new_work_dir_and_only_exact_runs_are_restored(tmp_path, ner_root, capsys):
+    """A curve's finished runs go to its committed ledger; on a new machine (a new work dir) the same plan restores
+    them instead of training (scores, bootstrap and verdicts equal), a Bio of other weights runs again (named),
+    and a damaged ledger line is an error naming the file and line."""
+    import learning_curve_ledger as lcl
+
+    cfg = _tiny_curve(tmp_path, ner_root, seeds=(1, 2), min_steps=3, n_boot=100)
+    cfg.bio_model = str(write_tiny_bert(tmp_path / "bio", tmp_path / "vocab.txt", layers=1))
+    first = lc.run(cfg)
+    ledger = tmp_path / "report" / "results" / lcl.LEDGER_NAME
+    entries = lcl.read(ledger)
+    assert len(entries) == 8 and all(e["timing"]["cpu_s"] > 0 for e in entries.values())
+    full = [e for e in entries.values() if e["key"]["fraction"] == 1.0]
+    assert len(full) == 4 and all(lcl.dense(e["counts"]).shape == (12, 3) for e in full)  # 12 test sentences
+
+    moved = dataclasses.replace(cfg, work_dir=str(tmp_path / "elsewhere"))
+    capsys.readouterr()
+    again = lc.run(moved)
+    assert "restored 8 finished run(s)" in capsys.readouterr().out
+    assert again["results"] == first["results"] and again["runs_finished"] == 8
+    plan = json.loads((tmp_path / "elsewhere" / "plan.json").read_text())
+    assert not any((Path(r["run_dir"]) / "metrics.jsonl").exists() for r in plan["runs"])  # nothing trained
+    assert again["measured"]["ner"]["runs"] == 8  # their measured time comes with them
+
+    other = write_tiny_bert(tmp_path / "bio_again", tmp_path / "vocab.txt", layers=3)  # "pre-trained again"
+    third = lc.run(dataclasses.replace(cfg, bio_model=str(other), work_dir=str(tmp_path / "third")))
+    out = capsys.readouterr().out
+    assert "restored 4 finished run(s)" in out and "4 run(s) of bio (" in out and "other weights" in out, out
+    assert third["runs_finished"] == 8 and len(lcl.read(ledger)) == 12  # the new Bio's runs join the ledger
+
+    # a report snapshot from before the ledger: its per-seed F1 below 100% become entries
+    fresh = lc.build_plan(dataclasses.replace(cfg, work_dir=str(tmp_path / "imp")))
+    lcs.prepare_subsets(fresh, cfg.data_root, tmp_path / "imp")
+    imported = lcl.import_report(first, fresh)
+    assert len(imported) == 4 and {e["results"]["scores"]["test"]["f1"] for e in imported.values()} == {
+        first["results"]["ncbi_disease"]["fractions"]["0.25"]["scores"][e["model"]][e["key"]["seed"]]
+        for e in imported.values()
+    }
+    snapshot = tmp_path / "snapshot.jsonl"
+    lcl.write(snapshot, imported)
+    from_snapshot = lc.run(dataclasses.replace(cfg, work_dir=str(tmp_path / "imp"), ledger=str(snapshot)))
+    assert from_snapshot["results"]["ncbi_disease"]["fractions"]["0.25"]["scores"] == first["results"][
+        "ncbi_disease"
+    ]["fractions"]["0.25"]["scores"]
+    # the snapshot kept no run's time: those runs are priced at the measured rates, named as such
+    assert from_snapshot["cost"]["runs_finished_untimed"] == 4 and from_snapshot["measured"]["ner"]["runs"] == 4
+    assert from_snapshot["cost"]["cpu_h_finished_untimed_estimate"] > 0
+    lines = ledger.read_text().splitlines()
+    ledger.write_text("\n".join([*lines[:3], "{not json", *lines[3:]]) + "\n")
+    with pytest.raises(UserError, match=r"learning_curve_runs\.jsonl:4: not a ledger entry"):
+        lc.run(dataclasses.replace(cfg, work_dir=str(tmp_path / "fourth")))
