@@ -37,7 +37,7 @@ import learning_curve_gpu  # noqa: E402
 import learning_curve_ledger  # noqa: E402
 import learning_curve_report  # noqa: E402
 from learning_curve_exec import run_all  # noqa: E402
-from learning_curve_plan import check_models, check_settings, estimate_cpu, weights_sha256  # noqa: E402
+from learning_curve_plan import check_models, check_settings, estimate_cpu, sha_only, weights_sha256  # noqa: E402
 from learning_curve_subsets import prepare_subsets, sample_indices, subset_dir, train_blocks  # noqa: E402
 from reproduce_progress import count_tokens, hms  # noqa: E402
 
@@ -233,7 +233,7 @@ def print_plan(plan: dict, est: dict, cfg: CurveConfig) -> None:
 def run(cfg: CurveConfig) -> dict:
     cfg.base_model = str(Path(cfg.base_model or default_base_model()).resolve())
     cfg.bio_model = str(Path(cfg.bio_model or REPO / "runs" / "reproduce" / "pretrain" / "hf").resolve())
-    cfg.bios = {name: str(Path(path).resolve()) for name, path in cfg.bios.items()}
+    cfg.bios = {name: path if sha_only(path) else str(Path(path).resolve()) for name, path in cfg.bios.items()}
     plan_path = Path(cfg.work_dir) / "plan.json"
     if cfg.report_only:
         if not plan_path.is_file():
@@ -251,7 +251,7 @@ def run(cfg: CurveConfig) -> dict:
     if cfg.dry_run:
         return plan
     for name, path in plan["models"].items():
-        if not Path(path).is_dir():
+        if not sha_only(path) and not Path(path).is_dir():
             raise UserError(
                 f"{name} model {path}: no such model directory; run bench/reproduce.py first (its "
                 "pre-training export, WORK_DIR/pretrain/hf) or pass a Hugging Face BERT directory (a Bio of an "
@@ -271,11 +271,29 @@ def run(cfg: CurveConfig) -> dict:
         if got["restored"]:
             est = estimate_cpu(plan, cfg.work_dir, workers)
             print(f"  {est['runs_left']} runs left: about {hms(est['wall_s'])} wall, {est['cpu_h']:.1f} CPU-hours")
+    print_waiting(plan)
     jobs = {d["task"]: base_job(cfg, d["task"], d["kind"]) for d in plan["datasets"]}
-    failures = run_all(plan, jobs, cfg.work_dir, workers, cfg.keep_checkpoints)
+    runnable = {**plan, "runs": [r for r in plan["runs"] if not waits(r, plan)]}
+    failures = run_all(runnable, jobs, cfg.work_dir, workers, cfg.keep_checkpoints)
     report = learning_curve_report.write_report(plan, Path(cfg.report_dir))
-    failures.check(len(plan["runs"]))
+    failures.check(len(runnable["runs"]))
     return report
+
+
+def waits(run: dict, plan: dict) -> bool:
+    """A run of a model known only by its weights' sha256 that the ledger did not hold: it waits for the weights."""
+    return sha_only(plan["models"][run["model"]]) and not (Path(run["run_dir"]) / "results.json").is_file()
+
+
+def print_waiting(plan: dict) -> None:
+    for name, path in plan["models"].items():
+        n = sum(waits(r, plan) for r in plan["runs"] if r["model"] == name)
+        if n:
+            print(
+                f"  {name} is given by its weights' sha256 alone ({path[:19]}...): its {n} unfinished run(s) wait; "
+                f"pass --bio {name}=DIR with those weights (pre-trained again, bit-identical) to run them",
+                flush=True,
+            )
 
 
 def ledger_path(cfg: CurveConfig) -> Path | None:
@@ -299,7 +317,8 @@ def parse_args(argv: list[str] | None) -> CurveConfig:
         default=[],
         metavar="NAME=PATH",
         help="a named Bio, repeated for several (e.g. two pre-training budgets; they share Base's runs); "
-        "replaces --bio_model",
+        "replaces --bio_model. PATH may be sha256:HEX, the weights' sha256 alone: its runs come from the ledger "
+        "and the others wait",
     )
     for name in ("data_root", "work_dir", "report_dir"):
         p.add_argument(f"--{name}", default=getattr(d, name), help="default: %(default)s")

@@ -142,7 +142,7 @@ def entry_of(run: dict, plan: dict, timing: dict | None) -> dict | None:
         if timing:
             record["timing"] = {k: timing[k] for k in ("cpu_s", "wall_s", "units")}
     return {
-        **{k: v for k, v in record.items() if k not in ("key", "results", "model")},
+        **{k: v for k, v in record.items() if k not in ("key", "results", "model", "restored_from")},
         "key": key(run, plan, data_sha256(run)),
         "model": run["model"],
         "results": results,

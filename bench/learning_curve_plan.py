@@ -28,10 +28,25 @@ CPU_PER_WALL = {"ner": 1.7, "re": 1.3}
 CURVE_CPU_S_PER_UNIT = {"ner": 1.17e-3, "re": 0.67e-3}
 
 
+# a model given by its weights' sha256 alone (--bio NAME=sha256:HEX): its finished runs (restored from the
+# ledger) are reported, and its other runs wait until a directory with those weights is given
+SHA_PREFIX = "sha256:"
+
+
+def sha_only(model: str | Path) -> bool:
+    return str(model).startswith(SHA_PREFIX)
+
+
 def weights_sha256(model_dir: str | Path) -> str:
     """The sha256 of a model directory's weights file: a Bio re-trained under the same name is not the model its
     finished runs fine-tuned."""
     from biobert.files import file_sha256
+
+    if sha_only(model_dir):
+        sha = str(model_dir)[len(SHA_PREFIX) :].lower()
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise UserError(f"{model_dir}: expected sha256: and the 64 hex digits of the model's weights file")
+        return sha
 
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (Path(model_dir) / name).is_file():

@@ -130,6 +130,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep_checkpoints", action="store_true", help="keep the fine-tuned weights (large)")
     p.add_argument("--quick", action="store_true", help="smoke mode: tiny budget, one seed, the same code path")
     p.add_argument("--report_only", action="store_true", help="only rewrite the report from finished runs")
+    p.add_argument(
+        "--from_results",
+        help="with --report_only, when the work dir is gone (another machine): the pre-training part from this "
+        "earlier results/reproduce.json, the learning curve rewritten from --curve_dir and its ledger",
+    )
     p.add_argument("--dry_run", action="store_true", help="print the plan with its estimates and stop")
     p.add_argument(
         "--learning_curve",
@@ -221,6 +226,8 @@ def print_plan(plan: dict, stages: list[dict], progress: Progress) -> None:
 def main(argv: list[str] | None = None) -> dict:
     a = parse_args(argv)
     plan_path = a.work_dir / "plan.json"
+    if a.report_only and a.from_results:
+        return rc.report_from_results(a, Path(a.from_results))
     if a.report_only:
         if not plan_path.is_file():
             raise UserError(f"--report_only: {plan_path} not found; nothing has run in {a.work_dir} yet")

@@ -76,3 +76,29 @@ def print_curve(plan: dict, curve: dict, cfg: learning_curve.CurveConfig, head_c
             f"{g['est_total_s'] + head_s:.0f} s in all (estimate)",
             flush=True,
         )
+
+
+def report_from_results(a: argparse.Namespace, path: Path) -> dict:
+    """reproduce.md when the reproduction's work dir is gone (a new machine): its pre-training part from the
+    results/reproduce.json it wrote, the learning curve rewritten from the curve's runs (--curve_dir), which the
+    curve's ledger restores there (bench/learning_curve.py, a Bio by its path or by sha256:)."""
+    import reproduce_report
+
+    from biobert.errors import UserError
+
+    if not path.is_file():
+        raise UserError(f"--from_results {path}: no such file; expected an earlier results/reproduce.json")
+    saved = read_json(path)
+    plan = saved["plan"]
+    if not plan.get("learning_curve"):
+        raise UserError(
+            f"--from_results {path}: a reproduction without the learning curve; its report needs its work dir"
+        )
+    curve_dir = Path(a.curve_dir or plan["learning_curve"]["work_dir"]).resolve()
+    if not (curve_dir / "plan.json").is_file():
+        raise UserError(
+            f"--from_results: {curve_dir / 'plan.json'} not found; run the curve there first (bench/learning_curve.py "
+            "--work_dir DIR with each Bio by its path or its weights' sha256:, which restores the ledger's runs)"
+        )
+    plan["learning_curve"] = {**plan["learning_curve"], "work_dir": str(curve_dir)}
+    return reproduce_report.write_report(plan, Path(a.report_dir), saved=saved)

@@ -337,12 +337,11 @@ def curve_section(plan: dict, report_dir: Path) -> dict:
     return learning_curve_report.write_report(read_json(path), report_dir)
 
 
-def write_report(plan: dict, report_dir: Path) -> dict:
-    from biobert.checkpoint import git_sha
-
+def gather(plan: dict) -> dict:
+    """What the report reads from the reproduction's work dir: fine-tuning scores, the held-out MLM curves (this
+    budget's and every budget's), the measured stages, the decontamination counts, the machine."""
     work = Path(plan["work_dir"])
     results, finished, planned = collect(plan)
-    curve = mlm_curve(plan)
     timings = read_json(work / "timings.json", "timings") if (work / "timings.json").is_file() else {}
     by_kind: dict[str, float] = {}
     for t in timings.values():
@@ -358,13 +357,41 @@ def write_report(plan: dict, report_dir: Path) -> dict:
     if pre.is_file():
         measured["pretrain"] = read_json(pre)
     manifest = work / "shards" / "manifest.json"
-    decon = read_json(manifest).get("decontamination") if manifest.is_file() else None
+    return {
+        "results": results,
+        "runs_finished": finished,
+        "runs_planned": planned,
+        "heldout_mlm": mlm_curve(plan),
+        "heldout_mlm_budgets": budget_curves(plan),
+        "measured": measured,
+        "decontamination": read_json(manifest).get("decontamination") if manifest.is_file() else None,
+        "machine": machine(plan),
+    }
+
+
+SAVED = ("results", "runs_finished", "runs_planned", "heldout_mlm", "heldout_mlm_budgets", "measured")
+
+
+def write_report(plan: dict, report_dir: Path, saved: dict | None = None) -> dict:
+    """reproduce.md and results/reproduce.json from the work dir, or, with `saved` (an earlier
+    results/reproduce.json whose work dir is gone), from what it recorded: only the learning curve's section is
+    read again, from the curve's runs (or its ledger)."""
+    from biobert.checkpoint import git_sha
+
+    got = gather(plan) if saved is None else {k: saved[k] for k in (*SAVED, "decontamination", "machine")}
+    results, finished, planned = got["results"], got["runs_finished"], got["runs_planned"]
+    curve, measured, decon, curves = (
+        got["heldout_mlm"],
+        got["measured"],
+        got["decontamination"],
+        got["heldout_mlm_budgets"],
+    )
+    by_kind = measured["cpu_hours"]
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "results").mkdir(exist_ok=True)
     protocol = bool(results) or not plan.get("learning_curve")  # the protocol's tables, or the curve alone
     if protocol:
         plot_delta(results, report_dir / "reproduce_delta.png")
-    curves = budget_curves(plan)
     plot_mlm(curves, report_dir / "reproduce_mlm_loss.png", corpus_name(plan))
     paragraphs = summary(plan, results, curve, measured)
     lc = curve_section(plan, report_dir)
@@ -372,7 +399,8 @@ def write_report(plan: dict, report_dir: Path) -> dict:
     data = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "git_sha": git_sha(),
-        "machine": machine(plan),
+        "machine": got["machine"],
+        **({"pretraining_from": saved["date"]} if saved else {}),
         "plan": {k: v for k, v in plan.items() if k != "groups"},
         "measured": measured,
         "decontamination": decon,
@@ -391,7 +419,13 @@ def write_report(plan: dict, report_dir: Path) -> dict:
         f"# Reproduction: Base vs Bio at laptop scale\n\nWritten by `bench/reproduce.py` on {data['date']} "
         f"(git {data['git_sha']}); raw numbers in `results/reproduce.json`. Machine: {data['machine']['cpu']}, "
         f"{data['machine']['cores']} cores, {data['machine']['gpus']} GPUs; torch "
-        f"{data['machine']['versions']['torch']}, deepspeed {data['machine']['versions']['deepspeed']}.",
+        f"{data['machine']['versions']['torch']}, deepspeed {data['machine']['versions']['deepspeed']}."
+        + (
+            f" Pre-training, its measurements and the machine: from the report of {saved['date']} "
+            "(`--from_results`; its work dir is not here); the learning curve: rewritten from its runs and ledger."
+            if saved
+            else ""
+        ),
         "",
         f"- Base: `{plan['base_model']}` ({plan['base_config']})",
         f"- Bio: Base + {plan['pretrain_tokens']:,} tokens of masked-LM pre-training on {corpus_name(plan)} "

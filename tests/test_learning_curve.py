@@ -455,6 +455,14 @@ def test_the_ledger_carries_a_curve_to_a_new_work_dir_and_only_exact_runs_are_re
     assert not any((Path(r["run_dir"]) / "metrics.jsonl").exists() for r in plan["runs"])  # nothing trained
     assert again["measured"]["ner"]["runs"] == 8  # their measured time comes with them
 
+    # a Bio whose weights are not on this machine, given by their sha256: its runs come from the ledger alone
+    by_sha = {"bio": "sha256:" + lcp.weights_sha256(cfg.bio_model)}
+    assert lc.run(dataclasses.replace(cfg, bios=by_sha, work_dir=str(tmp_path / "sha")))["results"] == first["results"]
+    gone = {"bio": "sha256:" + "0" * 64}  # no entry of those weights: its runs wait, named; Base's are restored
+    waiting = lc.run(dataclasses.replace(cfg, bios=gone, work_dir=str(tmp_path / "gone")))
+    assert waiting["runs_finished"] == 4 and "its 4 unfinished run(s) wait" in capsys.readouterr().out
+    with pytest.raises(UserError, match="64 hex digits"):
+        lc.run(dataclasses.replace(cfg, bios={"bio": "sha256:abc"}, work_dir=str(tmp_path / "bad")))
     other = write_tiny_bert(tmp_path / "bio_again", tmp_path / "vocab.txt", layers=3)  # "pre-trained again"
     third = lc.run(dataclasses.replace(cfg, bio_model=str(other), work_dir=str(tmp_path / "third")))
     out = capsys.readouterr().out
@@ -472,9 +480,10 @@ def test_the_ledger_carries_a_curve_to_a_new_work_dir_and_only_exact_runs_are_re
     snapshot = tmp_path / "snapshot.jsonl"
     lcl.write(snapshot, imported)
     from_snapshot = lc.run(dataclasses.replace(cfg, work_dir=str(tmp_path / "imp"), ledger=str(snapshot)))
-    assert from_snapshot["results"]["ncbi_disease"]["fractions"]["0.25"]["scores"] == first["results"][
-        "ncbi_disease"
-    ]["fractions"]["0.25"]["scores"]
+    assert (
+        from_snapshot["results"]["ncbi_disease"]["fractions"]["0.25"]["scores"]
+        == first["results"]["ncbi_disease"]["fractions"]["0.25"]["scores"]
+    )
     # the snapshot kept no run's time: those runs are priced at the measured rates, named as such
     assert from_snapshot["cost"]["runs_finished_untimed"] == 4 and from_snapshot["measured"]["ner"]["runs"] == 4
     assert from_snapshot["cost"]["cpu_h_finished_untimed_estimate"] > 0

@@ -610,6 +610,21 @@ def test_a_second_budget_joins_the_curve_and_the_mlm_plot(tmp_path, monkeypatch)
     assert "## Pre-training" in md and "## Fine-tuning (test sets)" not in md and "> Bio = Base (base) + " in md
     reproduce_mlm.plot_mlm(curves, tmp_path / "two.png")
     assert (tmp_path / "two.png").stat().st_size > 1000
+    # on a new machine the work dirs are gone: the report is rewritten from the reproduce.json it wrote (the
+    # pre-training part) and the curve's runs (restored there from its ledger)
+    saved_path = tmp_path / "report" / "results" / "reproduce.json"
+    saved = json.loads(saved_path.read_text())
+    shutil.rmtree(tmp_path / "work")
+    flags = ["--report_only", "--from_results", str(saved_path), "--curve_dir", str(tmp_path / "curve")]
+    flags += ["--work_dir", str(tmp_path / "work"), "--report_dir", str(tmp_path / "report2")]
+    again = reproduce.main.__wrapped__(flags)
+    assert again["heldout_mlm_budgets"] == saved["heldout_mlm_budgets"] and again["measured"] == saved["measured"]
+    assert again["pretraining_from"] == saved["date"] and again["readme"].startswith("Bio = Base (base) + ")
+    assert f"from the report of {saved['date']}" in (tmp_path / "report2" / "reproduce.md").read_text()
+    with pytest.raises(UserError, match="curve2/plan.json not found; run the curve there first"):
+        reproduce.main.__wrapped__([*flags[:4], str(tmp_path / "curve2"), *flags[5:]])
+    with pytest.raises(UserError, match="no such file"):
+        reproduce.main.__wrapped__(["--report_only", "--from_results", str(tmp_path / "nope.json")])
 
 
 def test_readme_summary_is_the_reports_paragraph():
