@@ -274,7 +274,8 @@ def run(cfg: CurveConfig) -> dict:
     print_waiting(plan)
     jobs = {d["task"]: base_job(cfg, d["task"], d["kind"]) for d in plan["datasets"]}
     runnable = {**plan, "runs": [r for r in plan["runs"] if not waits(r, plan)]}
-    failures = run_all(runnable, jobs, cfg.work_dir, workers, cfg.keep_checkpoints)
+    keep = (lambda rec: learning_curve_ledger.add(plan, ledger, rec)) if ledger is not None else None
+    failures = run_all(runnable, jobs, cfg.work_dir, workers, cfg.keep_checkpoints, finished=keep)
     report = learning_curve_report.write_report(plan, Path(cfg.report_dir))
     failures.check(len(runnable["runs"]))
     return report

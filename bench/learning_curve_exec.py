@@ -99,9 +99,12 @@ def run_order(plan: dict) -> list[dict]:
     return sorted(plan["runs"], key=lambda r: (r["fraction"], r["seed"], task_i[r["task"]], model_i[r["model"]]))
 
 
-def run_all(plan: dict, jobs: dict, work_dir: str, workers: int, keep_checkpoints: bool = False) -> Failures:
+def run_all(
+    plan: dict, jobs: dict, work_dir: str, workers: int, keep_checkpoints: bool = False, finished=None
+) -> Failures:
     """Every run of the plan not finished yet (run_order), one at a time or `workers` one-thread runs at once;
-    each finished run's time goes to WORK_DIR/timings.jsonl, each failed one to failures.jsonl."""
+    each finished run's time goes to WORK_DIR/timings.jsonl, each failed one to failures.jsonl, and each
+    finished one's timing record to `finished` (the curve's ledger) when given."""
     items = [
         (
             r,
@@ -121,6 +124,8 @@ def run_all(plan: dict, jobs: dict, work_dir: str, workers: int, keep_checkpoint
         if rec and "failed" not in rec:
             with ledger.open("a") as fh:
                 fh.write(json.dumps(rec) + "\n")
+            if finished is not None:
+                finished(rec)
         left = estimate_cpu(plan, work_dir, workers)
         print(f"[{i}/{total}] elapsed {hms(time.time() - t0)} | ETA {hms(left['wall_s'])}", flush=True)
 

@@ -168,6 +168,15 @@ def update(plan: dict, path: str | Path) -> int:
     return n
 
 
+def add(plan: dict, path: str | Path, rec: dict) -> None:
+    """One run just finished (learning_curve_exec's timing record): its entry joins the ledger at once, so a
+    curve stopped at any point (a session that ends, a machine taken back) has every finished run in it."""
+    run = next((r for r in plan["runs"] if r["run_dir"] == rec.get("run_dir")), None)
+    e = entry_of(run, plan, rec) if run is not None else None
+    if e is not None:
+        write(path, {**read(path), _key_id(e["key"]): e})
+
+
 def restore(plan: dict, path: str | Path) -> dict:
     """Every planned run not finished here whose entry the ledger holds gets its folder back (results.json and
     the record the report reads); its timing joins the work dir's timings. Returns the counts, and how many

@@ -491,3 +491,21 @@ def test_the_ledger_carries_a_curve_to_a_new_work_dir_and_only_exact_runs_are_re
     ledger.write_text("\n".join([*lines[:3], "{not json", *lines[3:]]) + "\n")
     with pytest.raises(UserError, match=r"learning_curve_runs\.jsonl:4: not a ledger entry"):
         lc.run(dataclasses.replace(cfg, work_dir=str(tmp_path / "fourth")))
+
+
+def test_each_finished_run_joins_the_ledger_at_once(tmp_path, ner_root, monkeypatch):
+    """A curve stopped before its report (a session that ends, a machine taken back) has every run it finished in
+    the ledger already."""
+    import learning_curve_ledger as lcl
+
+    cfg = _tiny_curve(tmp_path, ner_root, seeds=(1,), min_steps=2, n_boot=50)
+    cfg.bio_model = str(write_tiny_bert(tmp_path / "bio", tmp_path / "vocab.txt", layers=1))
+
+    def stopped(*a, **k):
+        raise RuntimeError("stopped before the report")
+
+    monkeypatch.setattr(lcr, "write_report", stopped)
+    with pytest.raises(RuntimeError, match="stopped before the report"):
+        lc.run(cfg)
+    entries = lcl.read(tmp_path / "report" / "results" / lcl.LEDGER_NAME)
+    assert len(entries) == 4 and all(e["timing"]["cpu_s"] > 0 for e in entries.values())
