@@ -298,9 +298,7 @@ def print_waiting(plan: dict) -> None:
 
 
 def ledger_path(cfg: CurveConfig) -> Path | None:
-    if cfg.ledger == "none":
-        return None
-    return Path(cfg.ledger) if cfg.ledger else learning_curve_ledger.default_path(cfg.report_dir)
+    return learning_curve_ledger.path_for(cfg.ledger, cfg.report_dir)
 
 
 def _floats(text: str) -> tuple[float, ...]:

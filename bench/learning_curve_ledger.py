@@ -19,6 +19,7 @@ check; at 100 %, the per-sentence counts of the paired bootstrap), and its measu
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sys
@@ -41,16 +42,29 @@ def default_path(report_dir: str | Path) -> Path:
     return Path(report_dir) / "results" / LEDGER_NAME
 
 
+def path_for(ledger: str, report_dir: str | Path) -> Path | None:
+    """The ledger of a curve's --ledger setting: "" is REPORT_DIR/results/learning_curve_runs.jsonl, "none" none."""
+    if ledger == "none":
+        return None
+    return Path(ledger) if ledger else default_path(report_dir)
+
+
 def data_sha256(run: dict) -> str:
     """One sha256 over the run's training and test files (a subset's sampled training file; the test file it
     links to), so a changed dataset or sampler is another run."""
+    return _data_sha256(run["task"], str(run["data_dir"]))
+
+
+@functools.cache
+def _data_sha256(task: str, data_dir: str) -> str:
+    # every model of a (dataset, fraction, seed) point reads one folder, and a subset is written once: hashed once
     from biobert.files import file_sha256
     from finetune.tasks.registry import get_task
 
-    files = get_task(run["task"]).splits(Path(run["data_dir"]))
+    files = get_task(task).splits(Path(data_dir))
     parts = [f"{split}:{file_sha256(files[split])}" for split in ("train", "test") if split in files]
     if len(parts) < 2:
-        raise UserError(f"{run['data_dir']}: no train and test files for {run['task']}; expected the task's layout")
+        raise UserError(f"{data_dir}: no train and test files for {task}; expected the task's layout")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

@@ -433,10 +433,8 @@ def write_report(plan: dict, report_dir: Path) -> dict:
     (report_dir / "results").mkdir(parents=True, exist_ok=True)
     (report_dir / "results" / "learning_curve.json").write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote {report_dir / 'learning_curve.md'}, {png} and {report_dir / 'results' / 'learning_curve.json'}")
-    ledger = plan["config"].get("ledger", "")
-    if ledger != "none":
-        import learning_curve_ledger
+    import learning_curve_ledger
 
-        path = Path(ledger) if ledger else learning_curve_ledger.default_path(report_dir)
+    if (path := learning_curve_ledger.path_for(plan["config"].get("ledger", ""), report_dir)) is not None:
         print(f"{path}: {learning_curve_ledger.update(plan, path)} finished runs of this curve in its ledger")
     return data
