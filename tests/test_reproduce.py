@@ -204,7 +204,7 @@ def test_report_names_a_constant_classifier(tmp_path):
     """EU-ADR at a small budget: every run answers "related" for every sentence; the F1 (the positive rate's)
     must not pass for a comparison."""
     sys.path.insert(0, str(REPO / "bench"))
-    import reproduce_report as rr
+    import reproduce_tables as rr
 
     def leaf(model, fold, seed, tp, fp, tn, fn):
         d = tmp_path / model / f"fold_{fold:02d}" / f"seed_{seed}"
