@@ -19,7 +19,7 @@ def _band(values: list[float]) -> tuple[float, float]:
 def plot(results: dict, path: Path) -> None:
     """F1 vs training fraction (log x), Base and Bio, mean over seeds with its 95% t-band; a panel per dataset."""
     import matplotlib
-    from learning_curve_report import label
+    from learning_curve_text import label
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -23,6 +23,7 @@ import learning_curve_plan as lcp  # noqa: E402
 import learning_curve_report as lcr  # noqa: E402
 import learning_curve_stats as st  # noqa: E402
 import learning_curve_subsets as lcs  # noqa: E402
+import learning_curve_text as lct  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures"
 ENTITY = {"cancer": "B", "tumor": "B", "disease": "I"}
@@ -339,7 +340,7 @@ def test_budgets_compare_consecutive_pre_training_budgets_of_one_corpus():
     corpus (bio_2.0M_pubmed_only) is not a budget of this one."""
 
     plan = {"models": {"base": "b", "bio_10.0M": "x", "bio_2.0M": "y", "bio_2.0M_pubmed_only": "z"}}
-    assert lcr.budget_pairs(plan) == [("bio_2.0M", "bio_10.0M")]
+    assert lct.budget_pairs(plan) == [("bio_2.0M", "bio_10.0M")]
     small = {1: 40.0, 2: 42.0, 3: 41.0}
     fractions = {
         "0.01": {"scores": {"bio_2.0M": small, "bio_10.0M": {1: 43.0, 2: 44.0, 3: 45.0}}},
@@ -353,7 +354,7 @@ def test_budgets_compare_consecutive_pre_training_budgets_of_one_corpus():
     expected = st.t_interval([3.0, 2.0, 4.0])
     assert got["pooled"]["lo"] == pytest.approx(expected["lo"]) and got["verdict"] == "shown"
     results = {"ncbi_disease": {"name": "NCBI disease", "budgets": {"bio_10.0M-bio_2.0M": got}}}
-    text = lcr._budget_summary(("bio_2.0M", "bio_10.0M"), results)
+    text = lct._budget_summary(("bio_2.0M", "bio_10.0M"), results)
     assert text.startswith("**More pre-training, Bio 10.0M − Bio 2.0M** (the same corpus, 5x the tokens)")
     assert "shown on 1 of 1 datasets** (NCBI disease +3.00" in text
 
@@ -373,11 +374,11 @@ def test_constant_classifier_points_have_no_verdict_and_are_left_out_of_the_pool
     assert pooled["fractions"] == [0.2] and pooled["mean"] == pytest.approx(10 / 3) and verdict == "shown"
     pooled, verdict = lcr._pool({0.05: (zero, zero, True), 0.2: ({}, {}, False)})
     assert not pooled["seeds"] and verdict == st.CONSTANT
-    said = {v: [] for v in lcr.GROUPS}
+    said = {v: [] for v in lct.GROUPS}
     said["shown"].append("NCBI disease +3.33 [+0.46, +6.20] at 20% over 3 seeds")
     said[st.CONSTANT].append("CHEMPROT")
     said[st.PENDING].append("GAD (fold 1) +1.00 (one seed: no interval) at 5% over 1 seed")
-    text = lcr._verdicts(said)
+    text = lct._verdicts(said)
     assert text.startswith("**shown on 1 of 1 datasets** (NCBI disease")  # ChemProt and GAD are not counted
     assert "No verdict on CHEMPROT: every paired run of both models predicted one class." in text
     assert "One seed so far, no interval: GAD (fold 1)" in text
@@ -405,8 +406,8 @@ def test_relation_classes_never_predicted_at_a_point_are_named_and_means_are_ove
     (binary / "results.json").write_text(json.dumps({"scores": {"test": {"f1": 70.0}}}))
     assert lcr._classes_note("GAD", "0.05", [{"run_dir": str(binary), "kind": "re"}]) is None
     # Base has a 4th seed its partner has not finished: not in the mean the difference is over
-    assert lcr._mean({1: 29.0, 2: 28.0, 3: 30.0, 4: 10.0}, [1, 2, 3]) == "29.00"
-    assert lcr._mean({"1": 29.0}, [1]) == "29.00" and lcr._mean({4: 10.0}, []) == "–"  # keys read from JSON
+    assert lct._mean({1: 29.0, 2: 28.0, 3: 30.0, 4: 10.0}, [1, 2, 3]) == "29.00"
+    assert lct._mean({"1": 29.0}, [1]) == "29.00" and lct._mean({4: 10.0}, []) == "–"  # keys read from JSON
 
 
 def test_min_steps_bench_runs_the_curves_subset_and_names_constant_classifiers(tmp_path, ner_root):
