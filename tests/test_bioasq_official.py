@@ -16,7 +16,7 @@ import pytest
 from biobert.errors import UserError
 from finetune.bioasq_eval import main as bioasq_eval_main
 from finetune.bioasq_eval import read_golden, read_submission
-from finetune.tasks.qa import QuestionPrediction
+from finetune.tasks.qa_decode import QuestionPrediction
 from finetune.tasks.registry import get_task
 from finetune.tasks.yesno import YesNoPrediction
 

@@ -13,18 +13,13 @@ from biobert.tokenizer import load_tokenizer
 from conftest import SHARED_DATA, write_tiny_bert, write_vocab
 from finetune.bioasq_eval import average_batches, factoid_scores, read_golden
 from finetune.run_task import main
-from finetune.tasks.qa import (
-    QAExample,
-    QAFeature,
+from finetune.tasks.qa import QAExample, QAFeature, encode_qa, max_context_owner, plan_windows, read_squad_json
+from finetune.tasks.qa_decode import (
     QuestionPrediction,
     Span,
     decode_qa,
-    encode_qa,
     example_nbest,
-    max_context_owner,
-    plan_windows,
     pool_answers,
-    read_squad_json,
     squad_scores,
     strip_answer,
 )

@@ -47,15 +47,8 @@ from finetune.bioasq_eval import (
     select_list_answers,
 )
 from finetune.tasks.base import SplitData
-from finetune.tasks.qa import (
-    QuestionPrediction,
-    collate_qa,
-    decode_qa,
-    encode_qa,
-    excluded_summary,
-    read_squad_json,
-    squad_scores,
-)
+from finetune.tasks.qa import collate_qa, encode_qa, excluded_summary, read_squad_json
+from finetune.tasks.qa_decode import QuestionPrediction, decode_qa, squad_scores
 
 VERSIONS = ("4b", "5b", "6b", "7b", "8b")
 # CLI name -> BioASQ version ("" = the only version found in --data_dir); the prefix names a version's task.
@@ -208,7 +201,7 @@ class QATask:
         return "squad" if self.dataset == "squad" else f"bioasq_{self.qtype}"
 
     max_answer_chars: int = 100  # longer pooled answers are dropped (BioBERT's transform)
-    softmax_scope: str = "snippet"  # see qa.pool_answers
+    softmax_scope: str = "snippet"  # see qa_decode.pool_answers
     list_threshold: float = LIST_THRESHOLD  # list answers: pooled probability >= this (bioasq_eval)
     list_max_answers: int = LIST_MAX_ANSWERS
     labels: list[str] = field(default_factory=list)  # no label map; kept for run_task's config.json
