@@ -13,7 +13,8 @@ from lxml import etree
 
 from biobert.corpus.document import CorpusFileError
 from conftest import SHARED_DATA
-from data_prep.pmc import CITE, CITE_END, FLOAT, FLOAT_END, GAP, read_nxml, read_pmc_package, resolve_markers
+from data_prep.pmc import read_nxml, read_pmc_package
+from data_prep.pmc_markers import CITE, CITE_END, FLOAT, FLOAT_END, GAP, resolve_markers
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data_prep" / "pmc"
 FULL = FIXTURES / "PMC1000001.nxml"
