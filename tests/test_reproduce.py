@@ -46,19 +46,25 @@ def write_data(root):
     return write_tiny_bert(root / "base", write_vocab(root / "vocab.txt"))
 
 
+def path_flags(root) -> list[str]:
+    """The fixture's Base, data, work dir and report dir under root, as reproduce.py flags."""
+    return [
+        f"--{flag}={root / name}"
+        for flag, name in (
+            ("base_model", "base"),
+            ("data_root", "data"),
+            ("work_dir", "work"),
+            ("report_dir", "report"),
+        )
+    ]
+
+
 def reproduce(root, *extra):
     cmd = [
         sys.executable,
         "bench/reproduce.py",
         "--quick",
-        "--base_model",
-        str(root / "base"),
-        "--data_root",
-        str(root / "data"),
-        "--work_dir",
-        str(root / "work"),
-        "--report_dir",
-        str(root / "report"),
+        *path_flags(root),
         "--ds_pretrain",
         str(root / "ds.json"),
         "--pretrain_tokens",

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_reproduce import write_data
+from test_reproduce import path_flags, write_data
 
 from biobert.errors import UserError
 from conftest import REPO
@@ -16,14 +16,7 @@ from conftest import REPO
 
 def _tiny_flags(root, *extra):
     return [
-        "--base_model",
-        str(root / "base"),
-        "--data_root",
-        str(root / "data"),
-        "--work_dir",
-        str(root / "work"),
-        "--report_dir",
-        str(root / "report"),
+        *path_flags(root),
         "--curve_datasets",
         "ncbi_disease,gad_1",
         "--curve_dir",
