@@ -150,3 +150,13 @@ def read_metrics(run_dir: Path, kind: str = "train") -> dict[int, dict]:
         if record["kind"] == kind:
             out[record["step"]] = record
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny BERT (2 layers, hidden 32, its uncased vocabulary) and its tokenizer, once per test module."""
+    from biobert.tokenizer import load_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny_model")
+    model = write_tiny_bert(root / "tiny_bert", write_vocab(root / "vocab.txt"))
+    return {"model": model, "tokenizer": load_tokenizer(model)}

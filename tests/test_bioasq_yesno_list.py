@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from biobert.errors import UserError
-from biobert.tokenizer import load_tokenizer
-from conftest import SHARED_DATA, write_tiny_bert, write_vocab
+from conftest import SHARED_DATA
 from finetune.bioasq_eval import (
     GoldenQuestion,
     average_batches,
@@ -115,13 +114,6 @@ def write_data(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return write_data(tmp_path_factory.mktemp("bioasq") / "QA" / "BioASQ")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("yesno_model")
-    model = write_tiny_bert(root / "tiny_bert", write_vocab(root / "vocab.txt"))
-    return {"model": model, "tokenizer": load_tokenizer(model)}
 
 
 # ------------------------------------------------------------------------------------------- measures
