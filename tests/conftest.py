@@ -160,3 +160,33 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_model")
     model = write_tiny_bert(root / "tiny_bert", write_vocab(root / "vocab.txt"))
     return {"model": model, "tokenizer": load_tokenizer(model)}
+
+
+NER_ENTITY = {"cancer": "B", "tumor": "B", "disease": "I"}
+
+
+def write_ner_split(path: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        prev = "O"
+        for _ in range(rng.randint(4, 10)):
+            w = rng.choice(WORDS)
+            label = NER_ENTITY.get(w, "O")
+            label = "O" if label == "I" and prev == "O" else label
+            lines.append(f"{w}\t{label}")
+            prev = label
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def ner_root(tmp_path_factory) -> Path:
+    """A data root holding NCBI-disease in its BIO layout: 40 train, 5 devel and 12 test sentences."""
+    root = tmp_path_factory.mktemp("lc_data")
+    folder = root / "ner" / "NCBI-disease"
+    folder.mkdir(parents=True)
+    write_ner_split(folder / "train.tsv", 40, 1)
+    write_ner_split(folder / "devel.tsv", 5, 2)
+    write_ner_split(folder / "test.tsv", 12, 3)
+    return root
