@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from biobert.errors import UserError
-from conftest import WORDS, write_pubmed_xml
+from conftest import WORDS, write_ner_split, write_pubmed_xml
 from finetune.predict import main as predict_main
 from finetune.predict_tasks import entity_spans
 from finetune.run_task import main as run_task_main
@@ -18,23 +18,8 @@ from finetune.run_task import main as run_task_main
 predict = predict_main.__wrapped__
 finetune = run_task_main.__wrapped__
 RE_FIXTURES = Path(__file__).parent / "fixtures" / "re"
-ENTITY = {"cancer": "B", "tumor": "B", "disease": "I"}
+MIXED = {"lengths": (4, 14), "entity_rate": 0.3}  # entity-dense sentences of up to 14 words
 SEQ = ["--max_seq_length", "24", "--doc_stride", "4"]  # short windows: long sentences get several
-
-
-def write_ner_split(path: Path, n: int, seed: int, long_every: int = 0) -> None:
-    rng = random.Random(seed)
-    lines = []
-    for i in range(n):
-        prev = "O"
-        for _ in range(40 if long_every and i % long_every == 0 else rng.randint(4, 14)):
-            w = rng.choice(("cancer", "tumor", "disease")) if rng.random() < 0.3 else rng.choice(WORDS)
-            label = ENTITY.get(w, "O")
-            label = "O" if label == "I" and prev == "O" else label
-            lines.append(f"{w}\t{label}")
-            prev = label
-        lines.append("")
-    path.write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +27,9 @@ def ner_run(tiny_assets, tmp_path_factory):
     root = tmp_path_factory.mktemp("predict_ner")
     data = root / "NCBI-disease"
     data.mkdir()
-    write_ner_split(data / "train.tsv", 80, 1)
-    write_ner_split(data / "devel.tsv", 8, 2)
-    write_ner_split(data / "test.tsv", 16, 3, long_every=4)
+    write_ner_split(data / "train.tsv", 80, 1, **MIXED)
+    write_ner_split(data / "devel.tsv", 8, 2, **MIXED)
+    write_ner_split(data / "test.tsv", 16, 3, long_every=4, **MIXED)
     run = root / "run"
     finetune(
         [
