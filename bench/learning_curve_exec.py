@@ -30,6 +30,7 @@ def execute(run: dict, job, keep_checkpoints: bool = False) -> dict:
     state = checkpoint.run_or_resume(run_dir)
     if state == "done":
         return {}
+    resumed_from = checkpoint.latest_tag(run_dir) if state == "resume" else None
     t = time.time()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     run_task.run(job.with_(run_dir=str(run_dir), resume=state == "resume"))
@@ -38,13 +39,9 @@ def execute(run: dict, job, keep_checkpoints: bool = False) -> dict:
         shutil.rmtree(checkpoint.checkpoint_dir(run_dir), ignore_errors=True)
     end = resource.getrusage(resource.RUSAGE_SELF)
     cpu = end.ru_utime + end.ru_stime - usage.ru_utime - usage.ru_stime
-    return {
-        "run_dir": str(run_dir),
-        "kind": run["kind"],
-        "units": run["units"],
-        "wall_s": time.time() - t,
-        "cpu_s": cpu,
-    }
+    rec = {"run_dir": str(run_dir), "kind": run["kind"], "units": run["units"], "wall_s": time.time() - t, "cpu_s": cpu}
+    # a resumed run's time is only its last part (the rest died with the process): kept, named, never a rate
+    return {**rec, "resumed_from": resumed_from} if resumed_from else rec
 
 
 def _execute_star(item: tuple) -> dict:

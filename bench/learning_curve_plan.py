@@ -117,8 +117,16 @@ def check_runs(plan: dict) -> None:
 
 
 def _timings(work_dir: str | Path) -> list[dict]:
+    """The work dir's timed runs, whole runs only: a run resumed from a checkpoint ("resumed_from") timed only
+    its last part, so it counts as untimed (priced at the measured rates), not as a fast run."""
     path = Path(work_dir) / "timings.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+    got = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+    return [x for x in got if whole_run_timing(x) is not None]
+
+
+def whole_run_timing(rec: dict | None) -> dict | None:
+    """`rec` when it times a whole run, else None (no record, or a resumed run's last part)."""
+    return rec if rec and not rec.get("resumed_from") else None
 
 
 def rates(work_dir: str | Path) -> dict[str, float]:

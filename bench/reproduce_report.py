@@ -208,7 +208,8 @@ def write_report(plan: dict, report_dir: Path, saved: dict | None = None) -> dic
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "git_sha": git_sha(),
         "machine": got["machine"],
-        **({"pretraining_from": saved["date"]} if saved else {}),
+        # the pre-training's own report, however many times its report was rewritten from a saved one since
+        **({"pretraining_from": saved.get("pretraining_from", saved["date"])} if saved else {}),
         "plan": {k: v for k, v in plan.items() if k != "groups"},
         "measured": measured,
         "decontamination": decon,
@@ -229,7 +230,7 @@ def write_report(plan: dict, report_dir: Path, saved: dict | None = None) -> dic
         f"{data['machine']['cores']} cores, {data['machine']['gpus']} GPUs; torch "
         f"{data['machine']['versions']['torch']}, deepspeed {data['machine']['versions']['deepspeed']}."
         + (
-            f" Pre-training, its measurements and the machine: from the report of {saved['date']} "
+            f" Pre-training, its measurements and the machine: from the report of {data['pretraining_from']} "
             "(`--from_results`; its work dir is not here); the learning curve: rewritten from its runs and ledger."
             if saved
             else ""

@@ -166,15 +166,21 @@ NER_ENTITY = {"cancer": "B", "tumor": "B", "disease": "I"}
 
 
 def write_ner_split(
-    path: Path, n: int, seed: int, lengths: tuple[int, int] = (4, 10), entity_rate: float = 0.0, long_every: int = 0
+    path: Path,
+    n: int,
+    seed: int,
+    lengths: tuple[int, int] = (4, 10),
+    entity_rate: float = 0.0,
+    long_every: int = 0,
+    long_len: int = 40,
 ) -> None:
     """n BIO-tagged sentences of the fixture words (entity_rate: share of tokens drawn from the entity words;
-    long_every: every k-th sentence 40 tokens long, to get several windows)."""
+    long_every: every k-th sentence long_len tokens long, to get several windows)."""
     rng = random.Random(seed)
     lines = []
     for i in range(n):
         prev = "O"
-        for _ in range(40 if long_every and i % long_every == 0 else rng.randint(*lengths)):
+        for _ in range(long_len if long_every and i % long_every == 0 else rng.randint(*lengths)):
             w = rng.choice(tuple(NER_ENTITY)) if entity_rate and rng.random() < entity_rate else rng.choice(WORDS)
             label = NER_ENTITY.get(w, "O")
             label = "O" if label == "I" and prev == "O" else label

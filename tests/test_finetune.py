@@ -1,34 +1,18 @@
 """NER fine-tuning end to end through the real engine and loop, on a tiny corpus the test writes."""
 
+import functools
 import json
-import random
 
 import pytest
 
+import conftest
 from biobert.errors import UserError
-from conftest import WORDS
 from finetune.run_task import main
 
 finetune = main.__wrapped__
 
-ENTITY = {"cancer": "B", "tumor": "B", "disease": "I"}
-
-
-def write_ner_split(path, n, seed, long_every=0):
-    rng = random.Random(seed)
-    lines = []
-    for i in range(n):
-        length = 60 if long_every and i % long_every == 0 else rng.randint(4, 14)
-        prev = "O"
-        for _ in range(length):
-            w = rng.choice(WORDS)
-            label = ENTITY.get(w, "O")
-            if label == "I" and prev == "O":
-                label = "O"
-            lines.append(f"{w}\t{label}")
-            prev = label
-        lines.append("")
-    path.write_text("\n".join(lines) + "\n")
+# sentences of up to 14 words, every long_every-th one of 60 (test_protocol, test_recipes and others use it)
+write_ner_split = functools.partial(conftest.write_ner_split, lengths=(4, 14), long_len=60)
 
 
 @pytest.fixture(scope="module")

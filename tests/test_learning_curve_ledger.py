@@ -202,3 +202,27 @@ def test_each_finished_run_joins_the_ledger_at_once(tmp_path, ner_root, monkeypa
         lc.run(cfg)
     entries = lcl.read(tmp_path / "report" / "results" / lcl.LEDGER_NAME)
     assert len(entries) == 4 and all(e["timing"]["cpu_s"] > 0 for e in entries.values())
+
+
+def test_a_resumed_run_is_kept_but_its_partial_time_is_no_rate(tmp_path, ner_root):
+    """A run resumed from its checkpoint (a machine taken back mid-run) timed only its last part: its timing record
+    names the checkpoint, and that time is neither a rate nor a ledger timing; the run is priced as untimed."""
+    cfg = tiny_curve(tmp_path, ner_root, seeds=(1,), min_steps=2, n_boot=50, keep_checkpoints=True)
+    cfg.bio_model = str(write_tiny_bert(tmp_path / "bio", tmp_path / "vocab.txt", layers=1))
+    lc.run(cfg)
+    plan = json.loads((tmp_path / "work" / "plan.json").read_text())
+    run = lce.run_order(plan)[0]
+    # as if stopped after its last checkpoint, before its results and its time were written
+    (Path(run["run_dir"]) / "results.json").unlink()
+    path = tmp_path / "work" / "timings.jsonl"
+    path.write_text("".join(x + "\n" for x in path.read_text().splitlines() if run["run_dir"] + '"' not in x))
+    again = lc.run(cfg)
+    timings = [json.loads(x) for x in path.read_text().splitlines()]
+    assert len(timings) == 4 and timings[-1]["run_dir"] == run["run_dir"]
+    assert timings[-1]["resumed_from"].startswith("step_") and all("resumed_from" not in t for t in timings[:3])
+    assert again["runs_finished"] == 4 and again["measured"]["ner"]["runs"] == 3  # the other three's times
+    assert again["cost"]["runs_finished_untimed"] == 1 and again["cost"]["cpu_h_finished_untimed_estimate"] > 0
+    entries = lcl.read(tmp_path / "report" / "results" / lcl.LEDGER_NAME)
+    mine = [e for e in entries.values() if (e["key"]["fraction"], e["model"]) == (run["fraction"], run["model"])]
+    assert len(entries) == 4 and len(mine) == 1 and "timing" not in mine[0]
+    assert sum("timing" in e for e in entries.values()) == 3

@@ -1,6 +1,7 @@
 """finetune/predict.py on models fine-tuned here: offsets into the original text, every document, NER and RE
 predictions equal to what run_task.py's evaluation predicted for the same sentences, and the errors."""
 
+import functools
 import gzip
 import io
 import json
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+import conftest
 from biobert.errors import UserError
-from conftest import WORDS, write_ner_split, write_pubmed_xml
+from conftest import WORDS, write_pubmed_xml
 from finetune.predict import main as predict_main
 from finetune.predict_tasks import entity_spans
 from finetune.run_task import main as run_task_main
@@ -18,7 +20,8 @@ from finetune.run_task import main as run_task_main
 predict = predict_main.__wrapped__
 finetune = run_task_main.__wrapped__
 RE_FIXTURES = Path(__file__).parent / "fixtures" / "re"
-MIXED = {"lengths": (4, 14), "entity_rate": 0.3}  # entity-dense sentences of up to 14 words
+# entity-dense sentences of up to 14 words (test_hf_exports and test_annotate use the same)
+write_ner_split = functools.partial(conftest.write_ner_split, lengths=(4, 14), entity_rate=0.3)
 SEQ = ["--max_seq_length", "24", "--doc_stride", "4"]  # short windows: long sentences get several
 
 
@@ -27,9 +30,9 @@ def ner_run(tiny_assets, tmp_path_factory):
     root = tmp_path_factory.mktemp("predict_ner")
     data = root / "NCBI-disease"
     data.mkdir()
-    write_ner_split(data / "train.tsv", 80, 1, **MIXED)
-    write_ner_split(data / "devel.tsv", 8, 2, **MIXED)
-    write_ner_split(data / "test.tsv", 16, 3, long_every=4, **MIXED)
+    write_ner_split(data / "train.tsv", 80, 1)
+    write_ner_split(data / "devel.tsv", 8, 2)
+    write_ner_split(data / "test.tsv", 16, 3, long_every=4)
     run = root / "run"
     finetune(
         [

@@ -179,6 +179,12 @@ def test_a_second_budget_joins_the_curve_and_the_mlm_plot(tmp_path, monkeypatch)
     assert again["heldout_mlm_budgets"] == saved["heldout_mlm_budgets"] and again["measured"] == saved["measured"]
     assert again["pretraining_from"] == saved["date"] and again["readme"].startswith("Bio = Base (base) + ")
     assert f"from the report of {saved['date']}" in (tmp_path / "report2" / "reproduce.md").read_text()
+    # rewritten again from that rewrite (the next machine): still the pre-training's own report, not the last rewrite
+    rewrite = tmp_path / "report2" / "results" / "reproduce.json"
+    rewrite.write_text(json.dumps({**json.loads(rewrite.read_text()), "date": "2099-01-01T00:00:00"}))
+    third = [*flags[:2], str(rewrite), *flags[3:-1], str(tmp_path / "r3")]
+    assert reproduce.main.__wrapped__(third)["pretraining_from"] == saved["date"]
+    assert f"from the report of {saved['date']}" in (tmp_path / "r3" / "reproduce.md").read_text()
     with pytest.raises(UserError, match="curve2/plan.json not found; run the curve there first"):
         reproduce.main.__wrapped__([*flags[:4], str(tmp_path / "curve2"), *flags[5:]])
     with pytest.raises(UserError, match="no such file"):
