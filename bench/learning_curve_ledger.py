@@ -140,7 +140,7 @@ def _timings(work_dir: str | Path) -> dict[tuple[str, float], dict]:
 def entry_of(run: dict, plan: dict, timing: dict | None) -> dict | None:
     """A finished run's ledger entry, read from its folder (its record when it was itself restored)."""
     import learning_curve_report as lcr
-    from learning_curve_plan import whole_run_timing
+    from learning_curve_plan import times_whole_run
 
     run_dir = Path(run["run_dir"])
     if not (run_dir / "results.json").is_file():
@@ -154,7 +154,7 @@ def entry_of(run: dict, plan: dict, timing: dict | None) -> dict | None:
         record = {"constant": got[1] if got else None}
         if run["fraction"] >= 1 and (run_dir / "predictions_test.txt").is_file():
             record["counts"] = _sparse(lcr._counts(run))
-        if timing := whole_run_timing(timing):
+        if times_whole_run(timing):
             record["timing"] = {k: timing[k] for k in ("cpu_s", "wall_s", "units")}
     return {
         **{k: v for k, v in record.items() if k not in ("key", "results", "model", "restored_from")},

@@ -121,12 +121,12 @@ def _timings(work_dir: str | Path) -> list[dict]:
     its last part, so it counts as untimed (priced at the measured rates), not as a fast run."""
     path = Path(work_dir) / "timings.jsonl"
     got = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
-    return [x for x in got if whole_run_timing(x) is not None]
+    return [x for x in got if times_whole_run(x)]
 
 
-def whole_run_timing(rec: dict | None) -> dict | None:
-    """`rec` when it times a whole run, else None (no record, or a resumed run's last part)."""
-    return rec if rec and not rec.get("resumed_from") else None
+def times_whole_run(rec: dict | None) -> bool:
+    """Whether a timing record times a whole run (not no record, nor a resumed run's last part)."""
+    return bool(rec) and not rec.get("resumed_from")
 
 
 def rates(work_dir: str | Path) -> dict[str, float]:

@@ -215,7 +215,8 @@ def test_a_resumed_run_is_kept_but_its_partial_time_is_no_rate(tmp_path, ner_roo
     # as if stopped after its last checkpoint, before its results and its time were written
     (Path(run["run_dir"]) / "results.json").unlink()
     path = tmp_path / "work" / "timings.jsonl"
-    path.write_text("".join(x + "\n" for x in path.read_text().splitlines() if run["run_dir"] + '"' not in x))
+    kept = [x for x in path.read_text().splitlines() if json.loads(x)["run_dir"] != run["run_dir"]]
+    path.write_text("".join(x + "\n" for x in kept))
     again = lc.run(cfg)
     timings = [json.loads(x) for x in path.read_text().splitlines()]
     assert len(timings) == 4 and timings[-1]["run_dir"] == run["run_dir"]

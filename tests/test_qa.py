@@ -12,9 +12,7 @@ from conftest import SHARED_DATA
 from finetune.bioasq_eval import average_batches, factoid_scores, read_golden
 from finetune.run_task import main
 from finetune.tasks.qa import encode_qa, max_context_owner, plan_windows, read_squad_json
-from finetune.tasks.qa_decode import (
-    QuestionPrediction,
-)
+from finetune.tasks.qa_decode import QuestionPrediction
 from finetune.tasks.registry import get_task
 
 finetune = main.__wrapped__

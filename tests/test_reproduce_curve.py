@@ -182,7 +182,8 @@ def test_a_second_budget_joins_the_curve_and_the_mlm_plot(tmp_path, monkeypatch)
     # rewritten again from that rewrite (the next machine): still the pre-training's own report, not the last rewrite
     rewrite = tmp_path / "report2" / "results" / "reproduce.json"
     rewrite.write_text(json.dumps({**json.loads(rewrite.read_text()), "date": "2099-01-01T00:00:00"}))
-    third = [*flags[:2], str(rewrite), *flags[3:-1], str(tmp_path / "r3")]
+    third = ["--report_only", "--from_results", str(rewrite), "--curve_dir", str(tmp_path / "curve")]
+    third += ["--work_dir", str(tmp_path / "work"), "--report_dir", str(tmp_path / "r3")]
     assert reproduce.main.__wrapped__(third)["pretraining_from"] == saved["date"]
     assert f"from the report of {saved['date']}" in (tmp_path / "r3" / "reproduce.md").read_text()
     with pytest.raises(UserError, match="curve2/plan.json not found; run the curve there first"):
