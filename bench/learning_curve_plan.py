@@ -101,9 +101,10 @@ def check_runs(plan: dict) -> None:
         path = run_dir / "results.json"
         if path.is_file():
             got = json.loads(path.read_text())
-            if float(got.get("epochs", 0)) != float(r["epochs"]):
+            epochs = float(got.get("epochs", 0))
+            if epochs != float(r["epochs"]):
                 other.append(
-                    f"{run_dir} ({got.get('steps')} steps of {float(got.get('epochs', 0)):g} epochs, planned "
+                    f"{run_dir} ({got.get('steps')} steps of {epochs:g} epochs, planned "
                     f"{r['steps']} of {r['epochs']:g})"
                 )
             continue
