@@ -38,6 +38,12 @@ def run_score(run: dict) -> tuple[float, str | None] | None:
     return float(scores["f1"]), constant
 
 
+def run_steps(run: dict) -> int | None:
+    """Optimizer steps a finished run took (its windows, not the plan's sentences, count), else None."""
+    path = Path(run["run_dir"]) / "results.json"
+    return json.loads(path.read_text()).get("steps") if path.is_file() else None
+
+
 def _record(run: dict) -> dict | None:
     """A run restored from the curve's ledger (learning_curve_ledger.py): what its predictions said."""
     path = Path(run["run_dir"]) / "ledger.json"
@@ -106,7 +112,8 @@ def collect(plan: dict, n_boot: int = 2000) -> dict:
             entry = {
                 "n_train": runs[0]["n_train"],
                 "epochs": runs[0]["epochs"],
-                "steps": runs[0]["steps"],
+                "steps": runs[0]["steps"],  # planned
+                "steps_taken": sorted({n for r in runs if (n := run_steps(r)) is not None}),
                 "scores": scores,
                 "constant": {m: v for m, v in constant.items() if v},
                 "classes_note": _classes_note(d["name"], f"{f:g}", runs),

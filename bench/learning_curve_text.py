@@ -58,6 +58,13 @@ def _mean(values: dict, seeds: list) -> str:
     return f"{statistics.fmean(got):.2f}" if got else "–"
 
 
+def _steps(entry: dict) -> str:
+    """Optimizer steps the finished runs took ("286–288" where they differ), else the planned steps. A run
+    counts its windows and the plan its sentences, so a long sentence split in two can add a step."""
+    taken = entry.get("steps_taken") or [entry["steps"]]
+    return f"{taken[0]:,}" if len(taken) == 1 else f"{taken[0]:,}–{taken[-1]:,}"
+
+
 def summary(plan: dict, results: dict, finished: int) -> list[str]:
     """What the curve says, per Bio, in sentences built from the verdicts (a difference counts only beyond
     its interval)."""
@@ -155,12 +162,19 @@ def markdown(plan: dict, results: dict, png: str, finished: int | None = None) -
             if d["task"] in (cfg.get("task_min_steps") or {})
         )
         + "; "
-        "trained on train, scored on test. Bio − Base: mean over seeds with a 95% t-interval of the paired "
+        "trained on train, scored on test. Steps: the optimizer steps the runs took (the plan counts "
+        "sentences, a run its windows, so a sentence longer than the model can add a step). Bio − Base: mean "
+        "over seeds with a 95% t-interval of the paired "
         "differences (the F1 columns: each model's mean over the same seeds); pooled: each seed's mean difference "
         "over the fractions, then the t-interval over seeds; at "
         f"100%, also a paired bootstrap ({cfg['n_boot']} resamples of the test sentences). A difference counts "
-        "only when its interval excludes 0. Pooled over the fractions finished for the most seeds while the "
-        "curve is unfinished (every seed then averages the same fractions).",
+        "only when its interval excludes 0."
+        + (
+            ""
+            if finished == len(plan["runs"])
+            else " Pooled over the fractions finished for the most seeds while the curve is unfinished (every "
+            "seed then averages the same fractions)."
+        ),
         "",
     ]
     if finished is not None:
@@ -176,7 +190,7 @@ def markdown(plan: dict, results: dict, png: str, finished: int | None = None) -
             for f, e in r["fractions"].items():
                 seeds = len(e["paired"][b]["seeds"])
                 out.append(
-                    f"| {r['name']} | {float(f):.0%} | {e['n_train']:,} | {e['steps']:,} | {seeds} of "
+                    f"| {r['name']} | {float(f):.0%} | {e['n_train']:,} | {_steps(e)} | {seeds} of "
                     f"{len(cfg['seeds'])} | {_mean(e['scores']['base'], e['paired'][b]['seeds'])} | "
                     f"{_mean(e['scores'][b], e['paired'][b]['seeds'])} | "
                     f"{_ci(e['paired'][b])} | {e['verdict'][b] if seeds else '–'} |"

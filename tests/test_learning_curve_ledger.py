@@ -101,6 +101,10 @@ def test_two_bios_share_the_base_runs_and_a_changed_bio_is_refused(tmp_path, ner
     kept = result.read_text()
     result.write_text(json.dumps({**json.loads(kept), "steps": run["steps"] + 2}))
     lcp.check_runs(plan)
+    results = lcr.collect(plan, n_boot=10)
+    point = results[run["task"]]["fractions"][f"{run['fraction']:g}"]
+    assert (point["steps"], point["steps_taken"]) == (run["steps"], [run["steps"], run["steps"] + 2])
+    assert f"| {run['steps']}–{run['steps'] + 2} |" in "\n".join(lcr.markdown(plan, results, "curve.png"))
     result.write_text(kept)
     result.rename(result.with_suffix(".aside"))  # as if it had stopped after its first checkpoint
     step = Path(run["run_dir"]) / "checkpoints" / "step_00000001"
