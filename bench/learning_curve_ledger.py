@@ -19,10 +19,12 @@ check; at 100 %, the per-sentence counts of the paired bootstrap), and its measu
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
 import hashlib
 import json
 import sys
+import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,19 +114,37 @@ def write(path: str | Path, entries: dict[str, dict]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(entries[k], sort_keys=True) + "\n" for k in sorted(entries)), encoding="utf-8")
+    lines = (json.dumps(_packed(entries[k]), sort_keys=True) + "\n" for k in sorted(entries))
+    tmp.write_text("".join(lines), encoding="utf-8")
     tmp.replace(path)
 
 
+def _packed(entry: dict) -> dict:
+    """The entry with its counts packed (_sparse), whatever form they came in: a record restored from an older
+    ledger holds JSON rows, which would otherwise go back into the ledger as they came."""
+    if "counts" not in entry or "packed" in entry["counts"]:
+        return entry
+    return {**entry, "counts": _sparse(dense(entry["counts"]))}
+
+
 def _sparse(counts) -> dict:
-    """Per-sentence (correct, predicted, gold) counts, the all-zero sentences left out."""
-    rows = [[i, *map(int, c)] for i, c in enumerate(counts.tolist()) if any(c)]
-    return {"n": len(counts), "rows": rows}
+    """Per-sentence (correct, predicted, gold) counts as little-endian int32, zlib-compressed and base64: a
+    100 % NER run's ~5,000 test sentences take ~4 KB, where JSON rows took ~30 KB and 60 such runs pushed the
+    committed ledger past 2 MB."""
+    import numpy as np
+
+    raw = np.ascontiguousarray(counts, dtype="<i4").tobytes()
+    return {"n": len(counts), "packed": base64.b64encode(zlib.compress(raw, 9)).decode("ascii")}
 
 
 def dense(sparse: dict):
+    """The (sentences, 3) counts of an entry: packed (_sparse), or the JSON rows of the all-zero sentences left
+    out that older ledgers hold."""
     import numpy as np
 
+    if "packed" in sparse:
+        raw = zlib.decompress(base64.b64decode(sparse["packed"]))
+        return np.frombuffer(raw, dtype="<i4").reshape(sparse["n"], 3).astype(np.int64)
     out = np.zeros((sparse["n"], 3), dtype=np.int64)
     for i, *c in sparse["rows"]:
         out[i] = c

@@ -236,3 +236,18 @@ def test_a_resumed_run_is_kept_but_its_partial_time_is_no_rate(tmp_path, ner_roo
     mine = [e for e in entries.values() if (e["key"]["fraction"], e["model"]) == (run["fraction"], run["model"])]
     assert len(entries) == 4 and len(mine) == 1 and "timing" not in mine[0]
     assert sum("timing" in e for e in entries.values()) == 3
+
+
+def test_counts_packed_and_older_rows_read(tmp_path):
+    """The ledger packs per-sentence counts; an entry in the older JSON-rows form reads the same and is packed
+    when written again."""
+    import numpy as np
+
+    counts = np.array([[1, 2, 1], [0, 0, 0], [0, 0, 3], [12, 12, 13]], dtype=np.int64)
+    rows = {"n": 4, "rows": [[0, 1, 2, 1], [2, 0, 0, 3], [3, 12, 12, 13]]}
+    assert np.array_equal(lcl.dense(rows), counts) and np.array_equal(lcl.dense(lcl._sparse(counts)), counts)
+    key = {f: 1 for f in lcl.KEY_FIELDS}
+    path = tmp_path / lcl.LEDGER_NAME
+    lcl.write(path, {"a": {"key": key, "counts": rows}})
+    (entry,) = lcl.read(path).values()
+    assert "rows" not in entry["counts"] and np.array_equal(lcl.dense(entry["counts"]), counts)
