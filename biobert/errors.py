@@ -43,7 +43,8 @@ def close_process_group() -> None:
 def exit_on_user_error(main: Callable[..., T]) -> Callable[..., T]:
     """Wrap an entry point's `main`: a UserError becomes `error: <message>` and exit status 2, a preemption
     exit status 75; on a normal or preempted end the process group is closed (`close_process_group`).
-    Tests and in-process callers use `main.__wrapped__`, which keeps the group for the next call."""
+    A test of the command line calls the unwrapped function (`__wrapped__`), which keeps the group for the next
+    call; an orchestrator does not parse argv at all: it builds the entry's config and calls its run()."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
