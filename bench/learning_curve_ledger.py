@@ -114,20 +114,20 @@ def write(path: str | Path, entries: dict[str, dict]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    lines = (json.dumps(_packed(entries[k]), sort_keys=True) + "\n" for k in sorted(entries))
+    lines = (json.dumps(_with_packed_counts(entries[k]), sort_keys=True) + "\n" for k in sorted(entries))
     tmp.write_text("".join(lines), encoding="utf-8")
     tmp.replace(path)
 
 
-def _packed(entry: dict) -> dict:
-    """The entry with its counts packed (_sparse), whatever form they came in: a record restored from an older
+def _with_packed_counts(entry: dict) -> dict:
+    """The entry with its counts packed (_pack), whatever form they came in: a record restored from an older
     ledger holds JSON rows, which would otherwise go back into the ledger as they came."""
     if "counts" not in entry or "packed" in entry["counts"]:
         return entry
-    return {**entry, "counts": _sparse(dense(entry["counts"]))}
+    return {**entry, "counts": _pack(dense(entry["counts"]))}
 
 
-def _sparse(counts) -> dict:
+def _pack(counts) -> dict:
     """Per-sentence (correct, predicted, gold) counts as little-endian int32, zlib-compressed and base64: a
     100 % NER run's ~5,000 test sentences take ~4 KB, where JSON rows took ~30 KB and 60 such runs pushed the
     committed ledger past 2 MB."""
@@ -137,16 +137,16 @@ def _sparse(counts) -> dict:
     return {"n": len(counts), "packed": base64.b64encode(zlib.compress(raw, 9)).decode("ascii")}
 
 
-def dense(sparse: dict):
-    """The (sentences, 3) counts of an entry: packed (_sparse), or the JSON rows of the all-zero sentences left
-    out that older ledgers hold."""
+def dense(counts: dict):
+    """The (sentences, 3) counts of an entry: packed (_pack), or the JSON rows older ledgers hold (one per
+    sentence with a nonzero count)."""
     import numpy as np
 
-    if "packed" in sparse:
-        raw = zlib.decompress(base64.b64decode(sparse["packed"]))
-        return np.frombuffer(raw, dtype="<i4").reshape(sparse["n"], 3).astype(np.int64)
-    out = np.zeros((sparse["n"], 3), dtype=np.int64)
-    for i, *c in sparse["rows"]:
+    if "packed" in counts:
+        raw = zlib.decompress(base64.b64decode(counts["packed"]))
+        return np.frombuffer(raw, dtype="<i4").reshape(counts["n"], 3).astype(np.int64)
+    out = np.zeros((counts["n"], 3), dtype=np.int64)
+    for i, *c in counts["rows"]:
         out[i] = c
     return out
 
@@ -173,7 +173,7 @@ def entry_of(run: dict, plan: dict, timing: dict | None) -> dict | None:
         got = lcr.run_score(run)
         record = {"constant": got[1] if got else None}
         if run["fraction"] >= 1 and (run_dir / "predictions_test.txt").is_file():
-            record["counts"] = _sparse(lcr._counts(run))
+            record["counts"] = _pack(lcr._counts(run))
         if times_whole_run(timing):
             record["timing"] = {k: timing[k] for k in ("cpu_s", "wall_s", "units")}
     return {

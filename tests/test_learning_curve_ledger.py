@@ -245,7 +245,7 @@ def test_counts_packed_and_older_rows_read(tmp_path):
 
     counts = np.array([[1, 2, 1], [0, 0, 0], [0, 0, 3], [12, 12, 13]], dtype=np.int64)
     rows = {"n": 4, "rows": [[0, 1, 2, 1], [2, 0, 0, 3], [3, 12, 12, 13]]}
-    assert np.array_equal(lcl.dense(rows), counts) and np.array_equal(lcl.dense(lcl._sparse(counts)), counts)
+    assert np.array_equal(lcl.dense(rows), counts) and np.array_equal(lcl.dense(lcl._pack(counts)), counts)
     key = {f: 1 for f in lcl.KEY_FIELDS}
     path = tmp_path / lcl.LEDGER_NAME
     lcl.write(path, {"a": {"key": key, "counts": rows}})
